@@ -1,0 +1,3 @@
+from imageapi.cli.app import main
+
+main()

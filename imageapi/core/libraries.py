@@ -1,0 +1,137 @@
+"""Libraries: named roots. Every file row belongs to one; its path is stored relative to the root."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import aiosqlite
+
+from imageapi.core.config import Config, check_library_root
+from imageapi.core.db import utcnow
+from imageapi.core.errors import ConfigError, NotFoundError, PathOutsideLibraryError, UsageError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Library:
+    id: int
+    name: str
+    root: Path
+
+
+def _row(row: aiosqlite.Row) -> Library:
+    return Library(id=row["id"], name=row["name"], root=Path(row["root"]))
+
+
+async def list_libraries(db: aiosqlite.Connection) -> list[Library]:
+    async with db.execute("SELECT id, name, root FROM libraries ORDER BY name") as cur:
+        return [_row(r) for r in await cur.fetchall()]
+
+
+async def get_library(db: aiosqlite.Connection, name: str) -> Library:
+    async with db.execute("SELECT id, name, root FROM libraries WHERE name = ?", (name,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        known = ", ".join(lib.name for lib in await list_libraries(db)) or "none yet"
+        raise NotFoundError(f"no library named {name!r} (known: {known})")
+    return _row(row)
+
+
+async def add_library(db: aiosqlite.Connection, name: str, path: Path) -> Library:
+    if not NAME_RE.match(name):
+        raise UsageError(f"library name {name!r} must be letters, digits, '.', '_' or '-'")
+    root = Path(os.path.abspath(path.expanduser()))
+    try:
+        check_library_root("PATH", root)
+    except ConfigError as exc:
+        raise UsageError(f"cannot add library {name!r}: {root} is not a readable directory") from exc
+    existing = {lib.name: lib for lib in await list_libraries(db)}
+    if name in existing:
+        if existing[name].root == root:
+            return existing[name]
+        raise UsageError(f"library {name!r} already exists at {existing[name].root}")
+    for lib in existing.values():
+        if _overlaps(lib.root, root):
+            raise UsageError(f"{root} overlaps library {lib.name!r} at {lib.root}")
+    cur = await db.execute(
+        "INSERT INTO libraries (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), utcnow())
+    )
+    await db.commit()
+    assert cur.lastrowid is not None
+    return Library(id=cur.lastrowid, name=name, root=root)
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+async def remove_library(db: aiosqlite.Connection, name: str) -> Library:
+    lib = await get_library(db, name)
+    await db.execute("DELETE FROM libraries WHERE id = ?", (lib.id,))
+    await db.commit()
+    return lib
+
+
+async def sync_base_path(db: aiosqlite.Connection, config: Config) -> None:
+    """BASE_PATH is the library `main`: create it, or move it when the setting changed."""
+    if config.base_path is None:
+        return
+    root = Path(os.path.abspath(config.base_path))
+    async with db.execute("SELECT id, root FROM libraries WHERE name = 'main'") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        await add_library(db, "main", root)
+    elif Path(row["root"]) != root:
+        await db.execute("UPDATE libraries SET root = ? WHERE id = ?", (str(root), row["id"]))
+        await db.commit()
+
+
+def locate(libraries: list[Library], path: Path) -> tuple[Library, str]:
+    """The library holding an absolute path and the path relative to its root ('' for the root)."""
+    absolute = Path(os.path.abspath(path.expanduser()))
+    for lib in libraries:
+        if absolute == lib.root or lib.root in absolute.parents:
+            rel = absolute.relative_to(lib.root).as_posix()
+            return lib, "" if rel == "." else rel
+    raise NotFoundError(f"{absolute} is in no library")
+
+
+def clean_relative(rel: str) -> str:
+    """Check a client-supplied relative path and normalise it. Refuses anything that could leave
+    the root: absolute paths, '..', backslashes, NUL and other control characters."""
+    if rel is None:
+        raise PathOutsideLibraryError("path is required")
+    if "\x00" in rel or any(ord(c) < 32 for c in rel):
+        raise PathOutsideLibraryError("path contains control characters")
+    if "\\" in rel:
+        raise PathOutsideLibraryError("path contains a backslash")
+    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        raise PathOutsideLibraryError("path must be relative to the library root")
+    parts = [p for p in PurePosixPath(rel).parts if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise PathOutsideLibraryError("path must not contain '..'")
+    return "/".join(parts)
+
+
+def resolve_in_library(lib: Library, rel: str) -> Path:
+    """The real path of `rel` inside the library; refuses symlinks that point outside the root."""
+    clean = clean_relative(rel)
+    candidate = lib.root / clean if clean else lib.root
+    real = Path(os.path.realpath(candidate))
+    root_real = Path(os.path.realpath(lib.root))
+    if real != root_real and root_real not in real.parents:
+        raise PathOutsideLibraryError("path leads outside the library")
+    return candidate
+
+
+def thumbnail_path(config: Config, library: str, rel_path: str) -> Path:
+    """THUMBNAILS/<library>/<relative path>, keeping the source's name (bytes are always JPEG)."""
+    return config.thumbnails / library / rel_path
+
+
+def sentinel_path(thumb: Path) -> Path:
+    return thumb.with_name(thumb.name + ".unsupported")

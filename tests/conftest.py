@@ -1,0 +1,56 @@
+"""Shared fixtures. The corpus of real camera files lives in ../shared/corpus (or IMAGEAPI_CORPUS);
+tests that need it skip with a reason when it is absent, and fail instead under
+IMAGEAPI_REQUIRE_CORPUS=1 (set by .ci/run)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def find_corpus() -> Path | None:
+    env = os.environ.get("IMAGEAPI_CORPUS")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "corpus")
+    for c in candidates:
+        if (c / "expected_exiftool.json").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    found = find_corpus()
+    if found is None:
+        reason = "test corpus not found: set IMAGEAPI_CORPUS or put it at ../shared/corpus"
+        if os.environ.get("IMAGEAPI_REQUIRE_CORPUS") == "1":
+            pytest.fail(reason + " (IMAGEAPI_REQUIRE_CORPUS=1)")
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def oracle(corpus: Path) -> dict[str, dict]:
+    """What exiftool reads from each corpus file, keyed by path relative to the corpus ('jpeg/x.jpg')."""
+    entries = json.loads((corpus / "expected_exiftool.json").read_text())
+    return {e["SourceFile"].removeprefix("./"): e for e in entries}
+
+
+@pytest.fixture()
+def env_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """An isolated data folder and environment for one test (no .env or settings leak in)."""
+    data = tmp_path / "data"
+    for name in (
+        "DATABASE_URL", "BASE_PATH", "THUMBNAILS", "VIDEO_PATH", "GIFS_DIRECTORY",
+        "PREVIEW_CLIPS_DIRECTORY", "EXCLUDED_DIRS", "IGNORE_PATTERNS", "LOG_LEVEL", "RUST_LOG",
+        "WATCH_QUICK_INTERVAL_SECONDS", "WATCH_FULL_INTERVAL_SECONDS", "SECRET_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IMAGEAPI_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    return {"data": data, "tmp": tmp_path}
