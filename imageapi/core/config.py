@@ -91,7 +91,9 @@ def parse_database_url(value: str) -> Path:
         if not value:
             raise ConfigError("DATABASE_URL", "no path after sqlite://")
     elif "://" in value:
-        raise ConfigError("DATABASE_URL", f"only SQLite is supported (a path or sqlite:///path), got {value!r}")
+        raise ConfigError(
+            "DATABASE_URL", f"only SQLite is supported (a path or sqlite:///path), got {value!r}"
+        )
     return Path(value).expanduser()
 
 
@@ -146,7 +148,9 @@ def _csv(raw: str | None) -> tuple[str, ...]:
     return tuple(p.strip().strip("/") for p in raw.split(",") if p.strip().strip("/"))
 
 
-def load_config(environ: Mapping[str, str] | None = None, cwd: Path | None = None, **overrides: Any) -> Config:
+def load_config(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None, **overrides: Any
+) -> Config:
     """Read and check every setting. Raises ConfigError naming the first bad one."""
     env = read_env(environ, cwd)
     data_dir = default_data_dir(env)

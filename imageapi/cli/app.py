@@ -1,0 +1,58 @@
+"""The `imageapi` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imageapi import __version__
+from imageapi.cli import common, doctor, hashcmd, info, library, scan, thumbs
+
+app = typer.Typer(
+    name="imageapi",
+    help="Index, thumbnail and serve your photo and video library.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"imageapi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    database: Path | None = typer.Option(None, "--database", help="SQLite database (overrides DATABASE_URL)."),
+    thumbnails: Path | None = typer.Option(None, "--thumbnails", help="Thumbnail folder (overrides THUMBNAILS)."),
+    log_level: str | None = typer.Option(None, "--log-level", help="off, error, warn, info, debug, trace."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    common.overrides.clear()
+    if database is not None:
+        common.overrides["database_path"] = database.expanduser()
+    if thumbnails is not None:
+        common.overrides["thumbnails"] = thumbnails.expanduser()
+    if log_level is not None:
+        from imageapi.core.config import parse_log_level
+        from imageapi.core.errors import ConfigError
+
+        try:
+            common.overrides["log_level"] = parse_log_level(log_level)
+        except ConfigError as exc:
+            common.fail(exc.message, common.EXIT_USAGE)
+
+
+scan.register(app)
+info.register(app)
+doctor.register(app)
+thumbs.register(app)
+app.add_typer(library.app, name="library")
+app.add_typer(hashcmd.app, name="hash")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,183 @@
+"""What every command shares: settings, the database, error -> exit code, progress, --json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from imageapi.core import errors
+from imageapi.core.config import Config, ensure_dirs, load_config
+
+T = TypeVar("T")
+
+# Exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1          # an unexpected error
+EXIT_USAGE = 2           # bad setting or argument
+EXIT_LOCKED = 3          # another imageapi run holds the job lock
+EXIT_NOT_FOUND = 4       # unknown library, file not in the index
+EXIT_SERVICE = 5         # an external service (face detection, LLM) cannot be reached
+EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+# Global options given to the root callback, applied over the environment.
+overrides: dict[str, Any] = {}
+
+
+def exit_code_for(exc: errors.ImageapiError) -> int:
+    if isinstance(exc, errors.LockedError):
+        return EXIT_LOCKED
+    if isinstance(exc, errors.NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, errors.ConfigError | errors.UsageError | errors.PathOutsideLibraryError):
+        return EXIT_USAGE
+    if isinstance(exc, errors.ServiceError):
+        return EXIT_SERVICE
+    return EXIT_FAILED
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def config() -> Config:
+    try:
+        cfg = load_config(**overrides)
+        setup_logging(cfg.log_level)
+        return cfg
+    except errors.ImageapiError as exc:
+        fail(exc.message, exit_code_for(exc))
+
+
+def config_with_dirs() -> Config:
+    cfg = config()
+    try:
+        ensure_dirs(cfg)
+    except errors.ImageapiError as exc:
+        fail(exc.message, exit_code_for(exc))
+    return cfg
+
+
+_LEVELS = {"off": logging.CRITICAL + 10, "error": logging.ERROR, "warn": logging.WARNING,
+           "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
+
+
+def setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
+    # The CLI shows its own progress; the core's info lines are for logs of long-running jobs.
+    if sys.stderr.isatty() and level == "info":
+        logging.getLogger("imageapi.core").setLevel(logging.WARNING)
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine; core errors become a red line and the documented exit code."""
+    try:
+        return asyncio.run(_main(coro_fn))
+    except errors.ImageapiError as exc:
+        fail(exc.message, exit_code_for(exc))
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+async def _main(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return await coro_fn()
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=None, default=str) + "\n")
+    sys.stdout.flush()
+
+
+STAGE_LABELS = {
+    "discover": "Finding files",
+    "index": "Reading, hashing, thumbnailing",
+    "hash": "Hashing",
+    "thumbs": "Thumbnails",
+}
+
+
+class ProgressBars:
+    """Rich bars per stage: count, rate and ETA. Nothing at all when stdout is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stdout.isatty()
+        self.progress: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressBars:
+        if self.enabled:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=out_console,
+                transient=False,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self.progress is None:
+            return
+        task = self.tasks.get(stage)
+        if task is None:
+            task = self.progress.add_task(STAGE_LABELS.get(stage, stage), total=total, rate="")
+            self.tasks[stage] = task
+        self.progress.update(task, completed=done, total=total)
+        speed = self.progress.tasks[self.tasks[stage]].speed
+        self.progress.update(task, rate=f"{speed:,.1f}/s" if speed else "")
+
+
+@contextmanager
+def job_lock(cfg: Config, job: str) -> Iterator[None]:
+    from imageapi.core.lock import JobLock
+
+    try:
+        lock = JobLock(cfg.database_path, job).acquire()
+    except errors.LockedError as exc:
+        fail(exc.message, EXIT_LOCKED)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def path_arg(p: Path | None) -> Path | None:
+    return p.expanduser() if p is not None else None

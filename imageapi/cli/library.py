@@ -1,0 +1,78 @@
+"""`imageapi library add|list|remove`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imageapi.cli import common
+from imageapi.core.db import connect
+from imageapi.core.libraries import Library, add_library, list_libraries, remove_library, sync_base_path
+
+app = typer.Typer(help="Manage libraries (named folders to index).", no_args_is_help=True)
+
+
+@app.command("add")
+def add(name: str, path: Path, json_out: bool = typer.Option(False, "--json")) -> None:
+    """Add a library NAME rooted at PATH."""
+    cfg = common.config_with_dirs()
+
+    async def go() -> Library:
+        db = await connect(cfg.database_path)
+        try:
+            await sync_base_path(db, cfg)
+            return await add_library(db, name, path)
+        finally:
+            await db.close()
+
+    lib = common.run(go)
+    if json_out:
+        common.emit_json({"name": lib.name, "root": str(lib.root)})
+    else:
+        common.out_console.print(f"library [bold]{lib.name}[/] at {lib.root}", highlight=False)
+
+
+@app.command("list")
+def list_(json_out: bool = typer.Option(False, "--json")) -> None:
+    """List the libraries with their file counts."""
+    cfg = common.config_with_dirs()
+
+    async def go() -> list[dict[str, object]]:
+        db = await connect(cfg.database_path)
+        try:
+            await sync_base_path(db, cfg)
+            out = []
+            for lib in await list_libraries(db):
+                async with db.execute("SELECT COUNT(*) FROM files WHERE library_id = ?", (lib.id,)) as cur:
+                    row = await cur.fetchone()
+                out.append({"name": lib.name, "root": str(lib.root), "files": row[0] if row else 0})
+            return out
+        finally:
+            await db.close()
+
+    libs = common.run(go)
+    if json_out:
+        common.emit_json(libs)
+        return
+    if not libs:
+        common.out_console.print("no libraries yet: `imageapi library add NAME PATH` or `imageapi scan PATH`")
+    for lib in libs:
+        common.out_console.print(f"{lib['name']}\t{lib['root']}\t{lib['files']} files", highlight=False)
+
+
+@app.command("remove")
+def remove(name: str) -> None:
+    """Remove library NAME from the index (its files on disk are not touched)."""
+    cfg = common.config_with_dirs()
+
+    async def go() -> Library:
+        db = await connect(cfg.database_path)
+        try:
+            return await remove_library(db, name)
+        finally:
+            await db.close()
+
+    with common.job_lock(cfg, "imageapi library remove"):
+        lib = common.run(go)
+    common.out_console.print(f"removed library [bold]{lib.name}[/] ({lib.root})", highlight=False)

@@ -1,0 +1,83 @@
+"""`imageapi scan`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from imageapi.cli import common
+from imageapi.core.db import connect
+from imageapi.core.libraries import sync_base_path
+from imageapi.core.pool import WorkerPool
+from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
+
+
+def scan(
+    path: Path | None = typer.Argument(None, help="A folder: inside a library, scan only it; with no "
+                                       "library configured yet, it becomes library 'main'."),
+    full: bool = typer.Option(False, "--full", help="List every folder (records removals and in-place edits)."),
+    quick: bool = typer.Option(False, "--quick", help="Only folders changed since the last scan listed them."),
+    library: list[str] = typer.Option([], "--library", "-l", help="Scan only this library (repeatable)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per core)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Index new, changed, moved and removed files; make their thumbnails."""
+    if full and quick:
+        common.fail("--full and --quick exclude each other", common.EXIT_USAGE)
+    mode = "quick" if quick else "full"
+    cfg = common.config_with_dirs()
+    if workers:
+        cfg = cfg.with_overrides(workers=workers)
+
+    async def go() -> list[ScanReport]:
+        db = await connect(cfg.database_path)
+        pool = WorkerPool(cfg.workers)
+        try:
+            await sync_base_path(db, cfg)
+            targets = await resolve_targets(db, library, common.path_arg(path))
+            with common.ProgressBars(not json_out) as bars:
+                return await run_scan(db, cfg, targets, mode, pool, bars)
+        finally:
+            pool.close()
+            await db.close()
+
+    with common.job_lock(cfg, f"imageapi scan --{mode}"):
+        reports = common.run(go)
+    total = ScanCounts()
+    for r in reports:
+        total.add(r.counts)
+    seconds = sum(r.seconds for r in reports)
+    if json_out:
+        common.emit_json({
+            "mode": mode,
+            **asdict(total),
+            "seconds": round(seconds, 3),
+            "libraries": [
+                {"library": r.library, "subtree": r.subtree, **asdict(r.counts),
+                 "seconds": round(r.seconds, 3), "warnings": r.warnings,
+                 "errors_sample": [{"path": p, "error": e} for p, e in r.errors]}
+                for r in reports
+            ],
+        })
+        return
+    for r in reports:
+        c = r.counts
+        where = f"{r.library}/{r.subtree}" if r.subtree else r.library
+        common.out_console.print(
+            f"[bold]{where}[/]: {c.scanned} files, {c.added} added, {c.changed} changed, "
+            f"{c.moved} moved, {c.removed} removed, {c.hashed} hashed; thumbnails {c.thumbs_made} made, "
+            f"{c.thumbs_unsupported} unsupported, {c.thumbs_failed} failed; {c.errors} errors "
+            f"({r.seconds:.1f} s)", highlight=False,
+        )
+        for w in r.warnings:
+            common.err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        for p, e in r.errors[:10]:
+            common.err_console.print(f"  [red]{p}[/]: {e}", highlight=False)
+        if len(r.errors) > 10 or c.errors > len(r.errors[:10]):
+            common.err_console.print(f"  ... {c.errors} errors in all (see `imageapi info PATH`)")

@@ -1,0 +1,82 @@
+"""Reading file rows back: what the index holds for one file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.errors import NotFoundError
+from imageapi.core.libraries import Library, sentinel_path, thumbnail_path
+
+
+def format_offset(minutes: int) -> str:
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def taken_at_iso(local: str | None, offset: int | None) -> str | None:
+    """ISO 8601, with the UTC offset when it is known."""
+    if local is None:
+        return None
+    return local + format_offset(offset) if offset is not None else local
+
+
+def mtime_iso(mtime_ns: int) -> str:
+    return datetime.fromtimestamp(mtime_ns / 1e9).astimezone().isoformat(timespec="seconds")
+
+
+async def get_file_row(db: aiosqlite.Connection, lib: Library, rel_path: str) -> aiosqlite.Row:
+    async with db.execute(
+        "SELECT * FROM files WHERE library_id = ? AND rel_path = ?", (lib.id, rel_path)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"{rel_path!r} is not in the index of library {lib.name!r}")
+    return row
+
+
+def describe_row(config: Config, lib: Library, row: aiosqlite.Row) -> dict[str, Any]:
+    thumb = thumbnail_path(config, lib.name, row["rel_path"])
+    state = row["thumb_state"]
+    thumb_file = thumb if state == "done" else sentinel_path(thumb) if state == "unsupported" else None
+    return {
+        "id": row["id"],
+        "library": lib.name,
+        "path": row["rel_path"],
+        "absolute_path": str(lib.root / row["rel_path"]),
+        "kind": row["kind"],
+        "size": row["size"],
+        "mtime": mtime_iso(row["mtime_ns"]),
+        "content_hash": row["content_hash"],
+        "taken_at": taken_at_iso(row["taken_at"], row["taken_at_offset"]),
+        "taken_at_source": row["taken_at_source"],
+        "make": row["make"],
+        "model": row["model"],
+        "lens": row["lens"],
+        "orientation": row["orientation"],
+        "width": row["width"],
+        "height": row["height"],
+        "gps_lat": row["gps_lat"],
+        "gps_lon": row["gps_lon"],
+        "gps_alt": row["gps_alt"],
+        "exposure_time": row["exposure_time"],
+        "f_number": row["f_number"],
+        "iso": row["iso"],
+        "focal_length": row["focal_length"],
+        "duration": row["duration"],
+        "rotation": row["rotation"],
+        "video_codec": row["video_codec"],
+        "audio_codec": row["audio_codec"],
+        "error": row["error"],
+        "thumbnail": {
+            "state": state,
+            "path": str(thumb_file) if thumb_file is not None else None,
+            "reason": row["thumb_reason"],
+        },
+        "first_seen": row["first_seen"],
+        "last_seen": row["last_seen"],
+    }

@@ -1,0 +1,185 @@
+"""Jobs that work straight from the database, with no filesystem walk: hash backfill and
+making missing thumbnails."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.db import Transaction
+from imageapi.core.libraries import sentinel_path, thumbnail_path
+from imageapi.core.media import ThumbResult
+from imageapi.core.pool import WorkerPool
+from imageapi.core.store import abs_path
+from imageapi.core.worker import ThumbTask, hash_batch, thumb_batch
+
+Progress = Callable[[str, int, int | None], None]
+WRITE_EVERY = 64
+
+
+@dataclass
+class HashBackfillCounts:
+    hashed: int = 0
+    failed: int = 0
+    remaining: int = 0
+
+
+async def count_unhashed(db: aiosqlite.Connection, library_id: int | None = None) -> int:
+    sql = "SELECT COUNT(*) FROM files WHERE content_hash IS NULL"
+    params: tuple[object, ...] = ()
+    if library_id is not None:
+        sql += " AND library_id = ?"
+        params = (library_id,)
+    async with db.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def backfill_hashes(
+    db: aiosqlite.Connection,
+    pool: WorkerPool,
+    max_rows: int | None = None,
+    progress: Progress | None = None,
+) -> HashBackfillCounts:
+    """Hash rows that have no content hash, in id order, at most `max_rows`.
+
+    Straight from the database: a quick scan that sees only recent files never starves this
+    backlog. A file that cannot be read keeps its NULL hash and gets the reason in `error`.
+    """
+    sql = (
+        "SELECT f.id, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
+        "WHERE f.content_hash IS NULL ORDER BY f.id"
+    )
+    params: tuple[object, ...] = ()
+    if max_rows is not None:
+        sql += " LIMIT ?"
+        params = (max_rows,)
+    async with db.execute(sql, params) as cur:
+        rows = [(r[0], abs_path(r[1], r[2])) for r in await cur.fetchall()]
+    counts = HashBackfillCounts()
+    pending: list[tuple[object, ...]] = []
+    failures: list[tuple[object, ...]] = []
+
+    async def flush() -> None:
+        nonlocal pending, failures
+        if pending or failures:
+            async with Transaction(db):
+                await db.executemany("UPDATE files SET content_hash = ?, error = NULL WHERE id = ?", pending)
+                await db.executemany("UPDATE files SET error = ? WHERE id = ?", failures)
+        pending, failures = [], []
+
+    batches = [rows[i:i + 8] for i in range(0, len(rows), 8)]
+    done = 0
+    if progress:
+        progress("hash", 0, len(rows))
+    async for batch, results, failure in pool.map_batches(hash_batch, batches):
+        if results is None:
+            failures.extend((f"hash: {failure}", row_id) for row_id, _ in batch)
+            counts.failed += len(batch)
+        else:
+            for row_id, digest, error in results:
+                if digest:
+                    pending.append((digest, row_id))
+                    counts.hashed += 1
+                else:
+                    failures.append((f"hash: {error}", row_id))
+                    counts.failed += 1
+        done += len(batch)
+        if progress:
+            progress("hash", done, len(rows))
+        if len(pending) + len(failures) >= WRITE_EVERY:
+            await flush()
+    await flush()
+    counts.remaining = await count_unhashed(db)
+    return counts
+
+
+@dataclass
+class ThumbCounts:
+    checked: int = 0
+    made: int = 0
+    unsupported: int = 0
+    failed: int = 0
+    retried_unsupported: int = 0
+
+
+async def make_missing_thumbnails(
+    db: aiosqlite.Connection,
+    config: Config,
+    pool: WorkerPool,
+    *,
+    retry_unsupported: bool = False,
+    library_id: int | None = None,
+    progress: Progress | None = None,
+) -> ThumbCounts:
+    """Thumbnails for rows that have none on disk (pending, failed, or deleted from the cache).
+
+    Unsupported files keep their sentinel and are skipped, unless `retry_unsupported`, which
+    removes the sentinels and tries them again.
+    """
+    sql = (
+        "SELECT f.id, l.name, l.root, f.rel_path, f.kind, f.thumb_state, f.duration "
+        "FROM files f JOIN libraries l ON l.id = f.library_id"
+    )
+    params: tuple[object, ...] = ()
+    if library_id is not None:
+        sql += " WHERE f.library_id = ?"
+        params = (library_id,)
+    sql += " ORDER BY f.id"
+    counts = ThumbCounts()
+    tasks: list[ThumbTask] = []
+    async with db.execute(sql, params) as cur:
+        async for r in cur:
+            counts.checked += 1
+            row_id, lib_name, root, rel, kind, state, duration = tuple(r)
+            dest = thumbnail_path(config, lib_name, rel)
+            if state == "unsupported":
+                if not retry_unsupported:
+                    continue
+                try:
+                    os.unlink(sentinel_path(dest))
+                except FileNotFoundError:
+                    pass
+                counts.retried_unsupported += 1
+            elif state == "done" and dest.exists():
+                continue
+            tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
+    updates: list[tuple[object, ...]] = []
+
+    async def flush() -> None:
+        nonlocal updates
+        if updates:
+            async with Transaction(db):
+                await db.executemany(
+                    "UPDATE files SET thumb_state = ?, thumb_reason = ? WHERE id = ?", updates
+                )
+        updates = []
+
+    batches = [tasks[i:i + 4] for i in range(0, len(tasks), 4)]
+    done = 0
+    if progress:
+        progress("thumbs", 0, len(tasks))
+    async for batch, results, failure in pool.map_batches(thumb_batch, batches):
+        pairs: list[tuple[int, ThumbResult]] = results or [
+            (t.row_id, ThumbResult("failed", failure)) for t in batch
+        ]
+        for row_id, res in pairs:
+            state, reason = res.state, res.reason
+            updates.append((state, reason, row_id))
+            if state == "done":
+                counts.made += 1
+            elif state == "unsupported":
+                counts.unsupported += 1
+            else:
+                counts.failed += 1
+        done += len(batch)
+        if progress:
+            progress("thumbs", done, len(tasks))
+        if len(updates) >= WRITE_EVERY:
+            await flush()
+    await flush()
+    return counts

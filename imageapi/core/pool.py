@@ -1,0 +1,142 @@
+"""A pool of worker processes for CPU- and disk-heavy work (decode, hash, resize, ffmpeg).
+
+The event loop only submits batches and collects results, so a server using the same core is never
+blocked by the work. A worker that crashes (a decoder fault on a crafted file) or hangs costs one
+file, not the run: the batches that were in flight are retried one file at a time, serially, so the
+file that kills a worker is the one recorded as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_ITEM_TIMEOUT = 600.0
+
+
+def _init_worker(nice: int) -> None:
+    # Workers yield the CPU to the parent (the server's event loop, the database writer).
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+
+
+class WorkerPool:
+    def __init__(self, workers: int, *, nice: int = 0) -> None:
+        self.workers = max(1, workers)
+        self.nice = nice
+        # forkserver, not fork: forking a process that runs aiosqlite's thread can copy held locks.
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["imageapi.core.worker"])
+        self._executor: ProcessPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker,
+                initargs=(self.nice,),
+            )
+        return self._executor
+
+    def _kill(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        for proc in list(getattr(executor, "_processes", {}).values()):
+            try:
+                proc.kill()
+            except Exception:
+                pass
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """One call in a worker process."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    async def map_batches(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        batches: Iterable[list[T]],
+        *,
+        item_timeout: float = DEFAULT_ITEM_TIMEOUT,
+        in_flight: int | None = None,
+    ) -> AsyncIterator[tuple[list[T], list[R] | None, str | None]]:
+        """Run fn over batches; yield (batch, results, None) or (batch, None, reason) for a batch
+        that could not be run (a single item that crashed or hung its worker)."""
+        loop = asyncio.get_running_loop()
+        limit = in_flight or self.workers * 2
+        source = iter(batches)
+        retry: deque[list[T]] = deque()
+        running: dict[asyncio.Future[list[R]], tuple[list[T], float, bool]] = {}
+        exhausted = False
+        while True:
+            isolating = bool(retry) or any(isolated for _, _, isolated in running.values())
+            while len(running) < (1 if isolating else limit):
+                if retry:
+                    batch, isolated = retry.popleft(), True
+                elif not exhausted and not isolating:
+                    nxt = next(source, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    batch, isolated = nxt, False
+                else:
+                    break
+                fut = loop.run_in_executor(self.executor, fn, batch)
+                running[fut] = (batch, loop.time(), isolated)
+            if not running:
+                if retry:
+                    continue
+                return
+            done, _ = await asyncio.wait(running, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                batch, _, isolated = running.pop(fut)
+                try:
+                    results = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if isolated:
+                        yield batch, None, "the worker process died while reading this file"
+                    else:
+                        retry.extend([item] for item in batch)
+                    continue
+                except Exception as exc:
+                    yield batch, None, f"{type(exc).__name__}: {exc}"
+                    continue
+                yield batch, results, None
+            now = loop.time()
+            overdue = [f for f, (b, t, _) in running.items() if now - t > item_timeout * len(b) * 2]
+            if overdue:
+                for fut in overdue:
+                    batch, _, isolated = running.pop(fut)
+                    if isolated:
+                        yield batch, None, f"timed out after {item_timeout:.0f} s"
+                    else:
+                        retry.extend([item] for item in batch)
+                broken = True
+            if broken:
+                # Every batch still in the dead pool is retried alone.
+                for fut, (batch, _, _) in list(running.items()):
+                    fut.cancel()
+                    retry.extend([item] for item in batch)
+                running.clear()
+                self._kill()

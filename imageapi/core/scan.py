@@ -1,0 +1,422 @@
+"""The scan: find new, changed, moved and removed files in a library and index them.
+
+Discovery runs in a thread, the per-file work (read once, hash, metadata, thumbnail) in the worker
+pool, and the results are written in batched transactions. Nothing is recorded as done before it is:
+a file's row is written after its thumbnail is in place, folder mtimes (which let the next quick
+scan skip unchanged folders) are written only once every file under them is indexed, and removals
+last. So a scan killed at any moment is finished by the next one, with no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.db import utcnow
+from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.kinds import IgnoreRules
+from imageapi.core.libraries import (
+    Library,
+    add_library,
+    get_library,
+    list_libraries,
+    locate,
+    thumbnail_path,
+)
+from imageapi.core.media import FileResult, ThumbResult
+from imageapi.core.pool import WorkerPool
+from imageapi.core.store import (
+    abs_path,
+    move_params,
+    remove_thumbnail_files,
+    upsert_params,
+    write_results,
+)
+from imageapi.core.walk import Entry, Walker, WalkResult, within_any
+from imageapi.core.worker import Task, process_batch
+
+log = logging.getLogger(__name__)
+
+# (stage, done, total) — stage is "discover" or "index"; total is None while unknown.
+Progress = Callable[[str, int, int | None], None]
+
+BATCH = 4              # files per worker call: small, so one slow file does not hold up many
+WRITE_EVERY = 64       # rows per transaction
+WRITE_INTERVAL = 1.0   # ... or seconds, whichever comes first
+MAX_ERRORS_KEPT = 100  # per-file errors returned in the report (all are on their rows)
+
+
+@dataclass
+class ScanCounts:
+    scanned: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    moved: int = 0
+    hashed: int = 0
+    thumbs_made: int = 0
+    thumbs_unsupported: int = 0
+    thumbs_failed: int = 0
+    errors: int = 0
+
+    def add(self, other: ScanCounts) -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class ScanReport:
+    library: str
+    mode: str
+    subtree: str
+    counts: ScanCounts = field(default_factory=ScanCounts)
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScanTarget:
+    library: Library
+    subtree: str = ""
+
+
+async def resolve_targets(
+    db: aiosqlite.Connection, library_names: list[str], path: Path | None
+) -> list[ScanTarget]:
+    """What `imageapi scan [--library NAME]... [PATH]` means.
+
+    PATH inside a known library: that subtree. No library configured yet: PATH becomes library
+    `main`. Otherwise an error names the known libraries.
+    """
+    libraries = await list_libraries(db)
+    if path is not None:
+        if not path.exists():
+            raise UsageError(f"{path} does not exist")
+        if not libraries:
+            return [ScanTarget(await add_library(db, "main", path))]
+        folder = path if path.is_dir() else path.parent
+        try:
+            lib, rel = locate(libraries, folder)
+        except NotFoundError:
+            known = ", ".join(f"{lib.name} ({lib.root})" for lib in libraries)
+            raise UsageError(
+                f"{path} is not inside a known library (known: {known}); "
+                "add it with `imageapi library add NAME PATH`"
+            ) from None
+        if library_names and lib.name not in library_names:
+            raise UsageError(f"{path} is in library {lib.name!r}, not in {', '.join(library_names)}")
+        return [ScanTarget(lib, rel)]
+    if library_names:
+        return [ScanTarget(await get_library(db, name)) for name in library_names]
+    if not libraries:
+        raise UsageError(
+            "no library configured: give a folder (imageapi scan --full ~/Pictures), "
+            "set BASE_PATH, or use `imageapi library add NAME PATH`"
+        )
+    return [ScanTarget(lib) for lib in libraries]
+
+
+async def mark_interrupted(db: aiosqlite.Connection) -> None:
+    """Scans left 'running' by a killed process (the caller holds the job lock, so none is live)."""
+    await db.execute(
+        "UPDATE scans SET status = 'interrupted', finished_at = ? WHERE status = 'running'", (utcnow(),)
+    )
+    await db.commit()
+
+
+class _Known:
+    """What the database holds for the part of the library being scanned."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[int, int, int, str | None]] = {}  # rel -> (id, size, mtime, hash)
+
+
+def _in_subtree_sql(subtree: str) -> tuple[str, tuple[str, ...]]:
+    if not subtree:
+        return "", ()
+    # '/' + 1 == '0': every path that starts with 'subtree/'.
+    return " AND rel_path >= ? AND rel_path < ?", (subtree + "/", subtree + "0")
+
+
+async def _load_known(
+    db: aiosqlite.Connection, lib: Library, subtree: str, dirs: set[str] | None
+) -> _Known:
+    known = _Known()
+    where, params = _in_subtree_sql(subtree)
+    sql = "SELECT id, rel_path, size, mtime_ns, content_hash FROM files WHERE library_id = ?"
+    if dirs is not None and len(dirs) <= 200:
+        for d in dirs:
+            async with db.execute(sql + " AND dir = ?", (lib.id, d)) as cur:
+                for r in await cur.fetchall():
+                    known.rows[r[1]] = (r[0], r[2], r[3], r[4])
+        return known
+    async with db.execute(sql + where, (lib.id, *params)) as cur:
+        for r in await cur.fetchall():
+            if dirs is None or r[1].rpartition("/")[0] in dirs:
+                known.rows[r[1]] = (r[0], r[2], r[3], r[4])
+    return known
+
+
+async def _rows_under(db: aiosqlite.Connection, lib: Library, folders: set[str]) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    for folder in folders:
+        where, params = _in_subtree_sql(folder)
+        async with db.execute(
+            "SELECT id, rel_path, size, mtime_ns, content_hash FROM files WHERE library_id = ?" + where,
+            (lib.id, *params),
+        ) as cur:
+            for r in await cur.fetchall():
+                out[r[1]] = (r[0], r[2], r[3], r[4])
+    return out
+
+
+async def _known_dirs(db: aiosqlite.Connection, lib: Library) -> dict[str, int]:
+    async with db.execute("SELECT rel_path, mtime_ns FROM dirs WHERE library_id = ?", (lib.id,)) as cur:
+        return {r[0]: r[1] for r in await cur.fetchall()}
+
+
+def _batches(tasks: list[Task], size: int) -> Iterator[list[Task]]:
+    for i in range(0, len(tasks), size):
+        yield tasks[i:i + size]
+
+
+async def scan_library(
+    db: aiosqlite.Connection,
+    config: Config,
+    target: ScanTarget,
+    mode: str,
+    pool: WorkerPool,
+    progress: Progress | None = None,
+) -> ScanReport:
+    if mode not in ("full", "quick"):
+        raise UsageError(f"scan mode must be full or quick, not {mode!r}")
+    lib, subtree = target.library, target.subtree
+    started = time.monotonic()
+    report = ScanReport(library=lib.name, mode=mode, subtree=subtree)
+    counts = report.counts
+    cur = await db.execute(
+        "INSERT INTO scans (library_id, mode, subtree, started_at) VALUES (?, ?, ?, ?)",
+        (lib.id, mode, subtree, utcnow()),
+    )
+    await db.commit()
+    scan_id = cur.lastrowid
+    try:
+        await _scan(db, config, lib, subtree, mode, pool, progress, report)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
+        await _finish(db, scan_id, counts, status, str(exc) or type(exc).__name__)
+        raise
+    report.seconds = time.monotonic() - started
+    await _finish(db, scan_id, counts, "done", "; ".join(report.warnings) or None)
+    return report
+
+
+async def _finish(db: aiosqlite.Connection, scan_id: int | None, counts: ScanCounts, status: str,
+                  error: str | None) -> None:
+    if db.in_transaction:
+        await db.execute("ROLLBACK")
+    sets = ", ".join(f"{k} = ?" for k in asdict(counts))
+    await db.execute(
+        f"UPDATE scans SET {sets}, status = ?, finished_at = ?, error = ? WHERE id = ?",
+        (*asdict(counts).values(), status, utcnow(), error, scan_id),
+    )
+    await db.commit()
+
+
+async def _scan(
+    db: aiosqlite.Connection,
+    config: Config,
+    lib: Library,
+    subtree: str,
+    mode: str,
+    pool: WorkerPool,
+    progress: Progress | None,
+    report: ScanReport,
+) -> None:
+    counts = report.counts
+    walker = Walker(str(lib.root), IgnoreRules(config.ignore_patterns),
+                    on_progress=(lambda n: progress("discover", n, None)) if progress else None)
+
+    # 1. Discovery (filesystem only, in a thread).
+    known_dirs = await _known_dirs(db, lib)
+    if mode == "full":
+        walk: WalkResult = await asyncio.to_thread(walker.full, subtree)
+    else:
+        walk = await asyncio.to_thread(walker.quick, known_dirs, subtree)
+    if walk.errors and walk.errors[0][0] == subtree and subtree not in walk.listed:
+        raise NotFoundError(f"library {lib.name!r}: cannot read {lib.root / subtree}: {walk.errors[0][1]}")
+    for rel, reason in walk.errors:
+        counts.errors += 1
+        if len(report.errors) < MAX_ERRORS_KEPT:
+            report.errors.append((rel, reason))
+    counts.scanned = len(walk.files)
+    if progress:
+        progress("discover", len(walk.files), len(walk.files))
+
+    # 2. Compare with the database.
+    error_dirs = {rel for rel, _ in walk.errors}
+    if mode == "full":
+        known = await _load_known(db, lib, subtree, None)
+        gone_rows = {
+            rel: row for rel, row in known.rows.items()
+            if rel not in walk.files and not within_any(rel, error_dirs)
+        }
+    else:
+        known = await _load_known(db, lib, subtree, walk.listed)
+        gone_rows = {rel: row for rel, row in known.rows.items() if rel not in walk.files}
+        gone_rows.update(await _rows_under(db, lib, walk.gone_dirs))
+    if gone_rows and not walk.files and not walk.dirs.keys() - {subtree} and mode == "full":
+        # An empty root while files are indexed is what an unmounted NAS share looks like.
+        report.warnings.append(
+            f"{lib.root / subtree} is empty but {len(gone_rows)} files are indexed: is it mounted? "
+            "Removals were not recorded."
+        )
+        gone_rows = {}
+
+    tasks: list[Task] = []
+    new_paths: set[str] = set()
+    for rel, entry in walk.files.items():
+        row = known.rows.get(rel)
+        if row is None:
+            new_paths.add(rel)
+        elif row[1] == entry.size and row[2] == entry.mtime_ns:
+            continue
+        tasks.append(_task(config, lib, rel, entry))
+    tasks.sort(key=lambda t: t.rel_path)
+    counts.changed = len(tasks) - len(new_paths)
+
+    # 3. Index new and changed files in the pool; a new file whose content matches a vanished
+    #    row is a move: that row (its id, and what hangs off its content) takes the new path.
+    gone_by_hash: dict[str, list[tuple[int, str]]] = {}
+    for rel, (row_id, _size, _mtime, content_hash) in gone_rows.items():
+        if content_hash:
+            gone_by_hash.setdefault(content_hash, []).append((row_id, rel))
+    upserts: list[tuple[object, ...]] = []
+    moves: list[tuple[object, ...]] = []
+    moved_from: list[str] = []
+    last_write = time.monotonic()
+    done = 0
+    if progress:
+        progress("index", 0, len(tasks))
+
+    async def flush() -> None:
+        nonlocal upserts, moves, moved_from, last_write
+        await write_results(db, upserts, moves)
+        remove_thumbnail_files(config, lib.name, moved_from)
+        upserts, moves, moved_from = [], [], []
+        last_write = time.monotonic()
+
+    async for batch, results, failure in pool.map_batches(process_batch, _batches(tasks, BATCH)):
+        if results is None:
+            results = [_failed_result(t, failure or "unknown failure") for t in batch]
+        now = utcnow()
+        for res in results:
+            done += 1
+            _count(counts, report, res)
+            candidates = gone_by_hash.get(res.content_hash or "") if res.rel_path in new_paths else None
+            if candidates:
+                row_id, old_rel = candidates.pop()
+                gone_rows.pop(old_rel, None)
+                moves.append(move_params(row_id, lib.id, res, now))
+                moved_from.append(old_rel)
+                counts.moved += 1
+            else:
+                upserts.append(upsert_params(lib.id, res, now))
+                if res.rel_path in new_paths:
+                    counts.added += 1
+        if progress:
+            progress("index", done, len(tasks))
+        if len(upserts) + len(moves) >= WRITE_EVERY or time.monotonic() - last_write > WRITE_INTERVAL:
+            await flush()
+    await flush()
+
+    # 4. Removals and folder mtimes, last, in one transaction.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        gone_ids = [(row[0],) for row in gone_rows.values()]
+        await db.executemany("DELETE FROM files WHERE id = ?", gone_ids)
+        if mode == "full":
+            where, params = _in_subtree_sql(subtree)
+            await db.execute("DELETE FROM dirs WHERE library_id = ?" + where, (lib.id, *params))
+            if subtree:
+                await db.execute("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", (lib.id, subtree))
+        else:
+            stale = [(lib.id, d) for d in known_dirs if within_any(d, walk.gone_dirs)]
+            await db.executemany("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", stale)
+        await db.executemany(
+            "INSERT OR REPLACE INTO dirs (library_id, rel_path, mtime_ns) VALUES (?, ?, ?)",
+            [(lib.id, d, m) for d, m in walk.dirs.items()],
+        )
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    counts.removed = len(gone_rows)
+    remove_thumbnail_files(config, lib.name, gone_rows)
+
+
+def _task(config: Config, lib: Library, rel: str, entry: Entry) -> Task:
+    return Task(
+        path=abs_path(lib.root, rel),
+        rel_path=rel,
+        kind=entry.kind,
+        thumb_dest=str(thumbnail_path(config, lib.name, rel)),
+        box=config.thumb_size,
+    )
+
+
+def _failed_result(task: Task, reason: str) -> FileResult:
+    try:
+        st = Path(task.path).stat()
+        size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime = 0, 0
+    return FileResult(
+        rel_path=task.rel_path, kind=task.kind, size=size, mtime_ns=mtime, error=reason,
+        thumb=ThumbResult("failed", reason),
+    )
+
+
+def _count(counts: ScanCounts, report: ScanReport, res: FileResult) -> None:
+    if res.content_hash:
+        counts.hashed += 1
+    if res.thumb is not None:
+        if res.thumb.state == "done":
+            counts.thumbs_made += 1
+        elif res.thumb.state == "unsupported":
+            counts.thumbs_unsupported += 1
+        elif res.thumb.state == "failed":
+            counts.thumbs_failed += 1
+    if res.error:
+        counts.errors += 1
+        if len(report.errors) < MAX_ERRORS_KEPT:
+            report.errors.append((res.rel_path, res.error))
+
+
+async def run_scan(
+    db: aiosqlite.Connection,
+    config: Config,
+    targets: list[ScanTarget],
+    mode: str,
+    pool: WorkerPool,
+    progress: Progress | None = None,
+) -> list[ScanReport]:
+    """Scan each target in turn. The caller holds the job lock."""
+    await mark_interrupted(db)
+    reports = []
+    for target in targets:
+        report = await scan_library(db, config, target, mode, pool, progress)
+        log.info(
+            "%s scan of %s%s: %s in %.1f s", mode, target.library.name,
+            f"/{target.subtree}" if target.subtree else "", asdict(report.counts), report.seconds,
+        )
+        reports.append(report)
+    return reports

@@ -1,0 +1,102 @@
+"""Writing file rows. Shared by the scan and the maintenance jobs; always in batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.libraries import sentinel_path, thumbnail_path
+from imageapi.core.media import METADATA_COLUMNS, FileResult
+
+_ROW_COLUMNS = (
+    "library_id", "rel_path", "dir", "kind", "size", "mtime_ns", "content_hash",
+    *METADATA_COLUMNS, "thumb_state", "thumb_reason", "error", "first_seen", "last_seen",
+)
+_UPDATED = [c for c in _ROW_COLUMNS if c not in ("library_id", "rel_path", "first_seen")]
+
+UPSERT_SQL = (
+    f"INSERT INTO files ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))}) "
+    "ON CONFLICT (library_id, rel_path) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
+)
+# A moved file keeps its row (and id): only its path and what was read from it change.
+MOVE_SQL = (
+    "UPDATE files SET rel_path = ?, "
+    + ", ".join(f"{c} = ?" for c in _UPDATED)
+    + " WHERE id = ?"
+)
+
+
+def parent_dir(rel_path: str) -> str:
+    return rel_path.rpartition("/")[0]
+
+
+def row_values(library_id: int, result: FileResult, now: str) -> dict[str, object]:
+    thumb = result.thumb
+    values: dict[str, object] = {
+        "library_id": library_id,
+        "rel_path": result.rel_path,
+        "dir": parent_dir(result.rel_path),
+        "kind": result.kind,
+        "size": result.size,
+        "mtime_ns": result.mtime_ns,
+        "content_hash": result.content_hash,
+        **result.metadata.columns(),
+        "thumb_state": thumb.state if thumb else "pending",
+        "thumb_reason": thumb.reason if thumb else None,
+        "error": result.error,
+        "first_seen": now,
+        "last_seen": now,
+    }
+    return values
+
+
+def upsert_params(library_id: int, result: FileResult, now: str) -> tuple[object, ...]:
+    values = row_values(library_id, result, now)
+    return tuple(values[c] for c in _ROW_COLUMNS)
+
+
+def move_params(row_id: int, library_id: int, result: FileResult, now: str) -> tuple[object, ...]:
+    values = row_values(library_id, result, now)
+    return (result.rel_path, *(values[c] for c in _UPDATED), row_id)
+
+
+async def write_results(
+    db: aiosqlite.Connection,
+    upserts: list[tuple[object, ...]],
+    moves: list[tuple[object, ...]],
+) -> None:
+    """One transaction per batch: either every row of it lands or none does."""
+    if not upserts and not moves:
+        return
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        if moves:
+            await db.executemany(MOVE_SQL, moves)
+        if upserts:
+            await db.executemany(UPSERT_SQL, upserts)
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+
+
+def remove_thumbnail_files(config: Config, library: str, rel_paths: Iterable[str]) -> None:
+    """Delete the thumbnails (and sentinels) of files that are gone or moved."""
+    for rel in rel_paths:
+        thumb = thumbnail_path(config, library, rel)
+        for p in (thumb, sentinel_path(thumb)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                pass  # a read-only cache is not worth failing a scan for
+
+
+def abs_path(root: Path, rel_path: str) -> str:
+    return os.path.join(root, rel_path)

@@ -1,0 +1,172 @@
+"""Finding files: the full walk (every folder listed) and the quick walk (only folders whose mtime
+moved since the last scan listed them).
+
+Adding, removing or renaming an entry changes its folder's mtime, so a quick walk finds files
+created, renamed or moved in without a stat per file. An in-place edit of a file's content leaves its
+folder's mtime alone: such edits wait for the next full scan.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from imageapi.core.kinds import IgnoreRules, kind_of
+
+# A folder modified this recently may change again within the filesystem's timestamp granularity
+# (1-2 s on some NAS filesystems) without its mtime moving: do not trust it for the next quick scan.
+RACY_SECONDS = 2.0
+
+
+@dataclass
+class Entry:
+    size: int
+    mtime_ns: int
+    kind: str
+
+
+@dataclass
+class WalkResult:
+    files: dict[str, Entry] = field(default_factory=dict)   # rel path -> entry
+    dirs: dict[str, int] = field(default_factory=dict)       # rel dir -> mtime_ns to remember
+    listed: set[str] = field(default_factory=set)            # folders whose entries were all seen
+    gone_dirs: set[str] = field(default_factory=set)         # known folders that no longer exist
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (rel path, reason)
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def _remembered_mtime(mtime_ns: int, now: float) -> int:
+    return 0 if now - mtime_ns / 1e9 < RACY_SECONDS else mtime_ns
+
+
+class Walker:
+    def __init__(
+        self,
+        root: str,
+        ignore: IgnoreRules,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.ignore = ignore
+        self.on_progress = on_progress
+        self.now = time.time()
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def _list(self, rel: str, result: WalkResult) -> list[tuple[str, int]]:
+        """List one folder: record its media files, return its subfolders with their mtimes."""
+        subdirs: list[tuple[str, int]] = []
+        files = result.files
+        try:
+            with os.scandir(self._abs(rel)) as it:
+                for entry in it:
+                    name = entry.name
+                    if self.ignore(name):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            subdirs.append((_join(rel, name), st.st_mtime_ns))
+                            continue
+                        kind = kind_of(name)
+                        # Symlinks are not followed: a link could lead outside the library root.
+                        if kind is None or not entry.is_file(follow_symlinks=False):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError as exc:
+                        result.errors.append((_join(rel, name), exc.strerror or str(exc)))
+                        continue
+                    files[_join(rel, name)] = Entry(st.st_size, st.st_mtime_ns, kind)
+        except OSError as exc:
+            result.errors.append((rel, exc.strerror or str(exc)))
+            return subdirs
+        result.listed.add(rel)
+        if self.on_progress:
+            self.on_progress(len(files))
+        return subdirs
+
+    def _start(self, start: str, result: WalkResult) -> int | None:
+        try:
+            st = os.stat(self._abs(start), follow_symlinks=False)
+        except OSError as exc:
+            result.errors.append((start, exc.strerror or str(exc)))
+            return None
+        if not stat_mod.S_ISDIR(st.st_mode):
+            result.errors.append((start, "not a folder"))
+            return None
+        return st.st_mtime_ns
+
+    def full(self, start: str = "") -> WalkResult:
+        """List every folder under `start` (a relative folder, '' for the root)."""
+        result = WalkResult()
+        mtime = self._start(start, result)
+        if mtime is None:
+            return result
+        stack = [(start, mtime)]
+        while stack:
+            rel, mtime_ns = stack.pop()
+            stack.extend(self._list(rel, result))
+            if rel in result.listed:
+                result.dirs[rel] = _remembered_mtime(mtime_ns, self.now)
+        return result
+
+    def quick(self, known_dirs: dict[str, int], start: str = "") -> WalkResult:
+        """List only folders that are new or whose mtime differs from `known_dirs`.
+
+        Unchanged folders are not listed; their known subfolders are still visited (one stat each),
+        since a change deep in the tree does not move the mtimes of the folders above it.
+        """
+        result = WalkResult()
+        children: dict[str, list[str]] = {}
+        for d in known_dirs:
+            if d and (d == start or not start or d.startswith(start + "/")):
+                parent = d.rpartition("/")[0]
+                children.setdefault(parent, []).append(d)
+        mtime = self._start(start, result)
+        if mtime is None:
+            result.gone_dirs.update(d for d in known_dirs if _within(d, start))
+            return result
+        stack: list[tuple[str, int]] = [(start, mtime)]
+        while stack:
+            rel, mtime_ns = stack.pop()
+            if known_dirs.get(rel) == mtime_ns:
+                # Unchanged folder: descend through the subfolders we know, one stat each.
+                for child in children.get(rel, ()):
+                    try:
+                        st = os.stat(self._abs(child), follow_symlinks=False)
+                    except FileNotFoundError:
+                        result.gone_dirs.update(d for d in known_dirs if _within(d, child))
+                        continue
+                    except OSError as exc:
+                        result.errors.append((child, exc.strerror or str(exc)))
+                        continue
+                    if not stat_mod.S_ISDIR(st.st_mode):
+                        result.gone_dirs.update(d for d in known_dirs if _within(d, child))
+                        continue
+                    stack.append((child, st.st_mtime_ns))
+                continue
+            subdirs = self._list(rel, result)
+            if rel not in result.listed:
+                continue
+            result.dirs[rel] = _remembered_mtime(mtime_ns, self.now)
+            present = {d for d, _ in subdirs}
+            for child in children.get(rel, ()):
+                if child not in present:
+                    result.gone_dirs.update(d for d in known_dirs if _within(d, child))
+            stack.extend(subdirs)
+        return result
+
+
+def _within(path: str, folder: str) -> bool:
+    return not folder or path == folder or path.startswith(folder + "/")
+
+
+def within_any(path: str, folders: Iterable[str]) -> bool:
+    return any(_within(path, f) for f in folders)
