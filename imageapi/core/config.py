@@ -84,11 +84,12 @@ def _find_dotenv(start: Path) -> str | None:
 
 
 def parse_database_url(value: str) -> Path:
-    if value.startswith("sqlite://"):
-        rest = value[len("sqlite://"):]
-        # sqlite:///abs/path -> /abs/path ; sqlite://rel/path -> rel/path
-        value = rest[1:] if rest.startswith("//") else rest
-        if not value:
+    if value.startswith("sqlite:"):
+        # sqlite:///abs/path and sqlite:////abs/path -> /abs/path; sqlite://rel/path or
+        # sqlite:rel/path -> rel/path; a query string (?mode=rwc) is dropped.
+        rest = value[len("sqlite:"):].split("?", 1)[0].removeprefix("//")
+        value = "/" + rest.lstrip("/") if rest.startswith("/") else rest
+        if not value.strip("/"):
             raise ConfigError("DATABASE_URL", "no path after sqlite://")
     elif "://" in value:
         raise ConfigError(

@@ -1,0 +1,142 @@
+"""The CLI as users and cron run it: exit codes, --json, the job lock, kill -9 and re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imageapi.core.lock import JobLock
+from tests.media_factory import make_jpeg
+
+
+def imageapi(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imageapi", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture()
+def env(env_dirs: dict[str, Path]) -> dict[str, str]:
+    return dict(os.environ)
+
+
+@pytest.fixture()
+def photos(env_dirs: dict[str, Path]) -> Path:
+    root = env_dirs["tmp"] / "Pictures"
+    for i in range(6):
+        make_jpeg(root / f"album{i % 2}" / f"IMG_{i}.jpg", seed=i)
+    return root
+
+
+def test_fresh_machine_scan_makes_main_library_and_json_summary(env: dict[str, str], photos: Path,
+                                                                 env_dirs: dict[str, Path]) -> None:
+    res = imageapi("scan", "--full", str(photos), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    for key in ("scanned", "added", "changed", "removed", "moved", "hashed", "thumbs_made",
+                "thumbs_unsupported", "thumbs_failed", "errors", "seconds"):
+        assert key in summary, key
+    assert (summary["scanned"], summary["added"], summary["thumbs_made"], summary["errors"]) == (6, 6, 6, 0)
+    listed = json.loads(imageapi("library", "list", "--json", env=env).stdout)
+    assert listed == [{"name": "main", "root": str(photos), "files": 6}]
+
+    info = imageapi("info", str(photos / "album1" / "IMG_1.jpg"), "--json", env=env)
+    assert info.returncode == 0, info.stderr
+    record = json.loads(info.stdout)
+    for key in ("library", "path", "kind", "size", "content_hash", "taken_at", "taken_at_source", "make",
+                "model", "orientation", "width", "height", "gps_lat", "gps_lon", "duration", "error", "thumbnail"):
+        assert key in record, key
+    assert record["library"] == "main" and record["path"] == "album1/IMG_1.jpg"
+    assert record["taken_at"] == "2021-06-01T12:00:00" and record["taken_at_source"] == "exif_original"
+    assert record["thumbnail"]["state"] == "done"
+    with Image.open(record["thumbnail"]["path"]) as im:
+        assert im.format == "JPEG"
+    rel = imageapi("info", "album1/IMG_1.jpg", "--library", "main", "--json", env=env)
+    assert json.loads(rel.stdout)["content_hash"] == record["content_hash"]
+
+    # No terminal: no progress bars, just the summary line.
+    plain = imageapi("scan", "--quick", env=env)
+    assert plain.returncode == 0 and "\x1b[" not in plain.stdout and "main: 6 files" in plain.stdout
+
+
+def test_exit_codes(env: dict[str, str], photos: Path, env_dirs: dict[str, Path]) -> None:
+    assert imageapi("scan", str(photos), env=env).returncode == 0
+    other = env_dirs["tmp"] / "Other"
+    other.mkdir()
+    res = imageapi("scan", str(other), env=env)
+    assert res.returncode == 2 and "main" in res.stderr and "not inside a known library" in res.stderr
+    res = imageapi("scan", "--library", "nope", env=env)
+    assert res.returncode == 4 and "nope" in res.stderr
+    res = imageapi("info", str(photos / "missing.jpg"), env=env)
+    assert res.returncode == 4
+    res = imageapi("info", "../../etc/passwd", "--library", "main", env=env)
+    assert res.returncode == 2
+    res = imageapi("scan", "--full", "--quick", env=env)
+    assert res.returncode == 2
+    for name, value in [("WATCH_QUICK_INTERVAL_SECONDS", "often"), ("BASE_PATH", "/does/not/exist")]:
+        res = imageapi("scan", env={**env, name: value})
+        assert res.returncode == 2, (name, res.stderr)
+        assert name in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    blocker = env_dirs["tmp"] / "blocker"
+    blocker.write_text("")
+    res = imageapi("scan", env={**env, "THUMBNAILS": str(blocker / "t")})
+    assert res.returncode == 2 and "THUMBNAILS" in res.stderr
+
+
+def test_second_overlapping_run_is_refused(env: dict[str, str], photos: Path, env_dirs: dict[str, Path]) -> None:
+    db_path = env_dirs["data"] / "imageapi.db"
+    with JobLock(db_path, "imageapi scan --full"):
+        res = imageapi("scan", "--full", str(photos), env=env)
+    assert res.returncode == 3
+    assert "another imageapi run" in res.stderr and "scan --full" in res.stderr
+    assert imageapi("scan", "--full", str(photos), env=env).returncode == 0
+
+
+def test_kill_9_mid_scan_then_rescan_finishes_the_job(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
+    root = env_dirs["tmp"] / "big"
+    for i in range(160):
+        make_jpeg(root / f"f{i % 8}" / f"{i:03d}.jpg", (1600, 1200), seed=i, quality=92)
+    db_path = env_dirs["data"] / "imageapi.db"
+    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "scan", "--full", str(root), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    written = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db_path) as conn:
+                written = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if written >= 20:
+            break
+    assert proc.poll() is None, "the scan finished before it could be killed: make the library bigger"
+    os.killpg(proc.pid, signal.SIGKILL)  # the scan and its worker processes, mid-write
+    proc.wait()
+    with sqlite3.connect(db_path) as conn:
+        survived = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    assert 0 < written <= survived < 160
+
+    res = imageapi("scan", "--full", str(root), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["added"] == 160 - survived  # nothing done twice, nothing missed
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT rel_path, thumb_state FROM files").fetchall()
+        statuses = [r[0] for r in conn.execute("SELECT status FROM scans ORDER BY id")]
+    assert len(rows) == len({r[0] for r in rows}) == 160
+    assert all(state == "done" for _, state in rows)
+    assert statuses == ["interrupted", "done"]
+    thumbs = env_dirs["data"] / "thumbnails" / "main"
+    for rel, _ in rows:
+        with Image.open(thumbs / rel) as im:
+            im.load()  # a truncated thumbnail would fail here

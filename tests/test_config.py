@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imageapi.core.config import ensure_dirs, load_config, parse_database_url, parse_log_level
+from imageapi.core.errors import ConfigError
+
+
+def test_defaults_need_only_a_data_dir(env_dirs: dict[str, Path]) -> None:
+    cfg = load_config()
+    assert cfg.database_path == env_dirs["data"] / "imageapi.db"
+    assert cfg.thumbnails == env_dirs["data"] / "thumbnails"
+    assert cfg.watch_quick_interval == 60 and cfg.watch_full_interval == 3600
+    assert cfg.base_path is None and cfg.thumb_size == 400
+
+
+def test_dotenv_in_a_parent_folder_is_read_and_environment_wins(
+    env_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = env_dirs["tmp"]
+    (tmp / ".env").write_text("THUMBNAILS=/from/dotenv\nWATCH_QUICK_INTERVAL_SECONDS=5\n")
+    sub = tmp / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    cfg = load_config()
+    assert cfg.thumbnails == Path("/from/dotenv") and cfg.watch_quick_interval == 5
+    monkeypatch.setenv("THUMBNAILS", str(tmp / "thumbs"))
+    assert load_config().thumbnails == tmp / "thumbs"
+    assert load_config(thumbnails=tmp / "cli").thumbnails == tmp / "cli"
+
+
+def test_database_url_forms() -> None:
+    assert parse_database_url("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert parse_database_url("sqlite:///abs/x.db") == Path("/abs/x.db")
+    assert parse_database_url("sqlite://rel/x.db?mode=rwc") == Path("rel/x.db")
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        parse_database_url("sqlite://")
+    assert parse_database_url("/p/y.db") == Path("/p/y.db")
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        parse_database_url("postgres://host/db")
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [("info", "info"), ("DEBUG", "debug"), ("warning", "warn"), ("hyper=warn,imageapi=trace", "trace"), ("off", "off")],
+)
+def test_log_levels(value: str, level: str) -> None:
+    assert parse_log_level(value) == level
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WATCH_QUICK_INTERVAL_SECONDS", "soon"), ("WATCH_FULL_INTERVAL_SECONDS", "-3"), ("LOG_LEVEL", "loud"),
+     ("THUMBNAIL_SIZE", "big")],
+)
+def test_bad_values_name_the_setting(env_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                     name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert info.value.setting == name
+
+
+def test_unreadable_base_path_and_uncreatable_thumbnails(env_dirs: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASE_PATH", str(env_dirs["tmp"] / "missing"))
+    with pytest.raises(ConfigError, match="BASE_PATH"):
+        load_config()
+    monkeypatch.delenv("BASE_PATH")
+    blocker = env_dirs["tmp"] / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("THUMBNAILS", str(blocker / "thumbs"))
+    with pytest.raises(ConfigError, match="THUMBNAILS"):
+        ensure_dirs(load_config())
