@@ -3,6 +3,7 @@ making missing thumbnails."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,24 @@ class ThumbCounts:
     unsupported: int = 0
     failed: int = 0
     retried_unsupported: int = 0
+    temp_files_removed: int = 0
+
+
+def sweep_temp_files(config: Config) -> int:
+    """Delete temporary thumbnail files left by a process killed mid-write. The caller holds the
+    job lock, so no writer of ours is running."""
+    from imageapi.core.thumbs import is_temp_name
+
+    removed = 0
+    for folder, _dirs, names in os.walk(config.thumbnails):
+        for name in names:
+            if is_temp_name(name):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 async def make_missing_thumbnails(
@@ -130,7 +149,7 @@ async def make_missing_thumbnails(
         sql += " WHERE f.library_id = ?"
         params = (library_id,)
     sql += " ORDER BY f.id"
-    counts = ThumbCounts()
+    counts = ThumbCounts(temp_files_removed=await asyncio.to_thread(sweep_temp_files, config))
     tasks: list[ThumbTask] = []
     async with db.execute(sql, params) as cur:
         async for r in cur:
