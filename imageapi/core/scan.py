@@ -345,6 +345,13 @@ async def _scan(
         await db.executemany("DELETE FROM files WHERE id = ?", gone_ids)
         if mode == "full":
             where, params = _in_subtree_sql(subtree)
+            # Every file the walk saw was seen now; rows under folders it could not read were not.
+            unseen = "".join(" AND NOT (rel_path >= ? AND rel_path < ?)" for _ in error_dirs)
+            unseen_params = [p for d in error_dirs for p in (d + "/", d + "0")]
+            await db.execute(
+                "UPDATE files SET last_seen = ? WHERE library_id = ?" + where + unseen,
+                (utcnow(), lib.id, *params, *unseen_params),
+            )
             await db.execute("DELETE FROM dirs WHERE library_id = ?" + where, (lib.id, *params))
             if subtree:
                 await db.execute("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", (lib.id, subtree))
