@@ -115,3 +115,61 @@ CREATE INDEX content_tags_by_tag ON content_tags(tag_id);
 MIGRATIONS: list[Migration] = [
     Migration(1, "core", CORE),
 ]
+
+# 2: the face backlog and people. Everything keys on content_hash, like tags: duplicates of a photo
+# share one detect call, and a moved file keeps its faces.
+FACES = """
+CREATE TABLE persons (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE COLLATE NOCASE,   -- matched against tags, case-insensitively
+    created_at  TEXT NOT NULL
+);
+
+-- One row per face Apollo found. bbox is relative to the sent (upright) image, 0..1.
+CREATE TABLE faces (
+    id           INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    idx          INTEGER NOT NULL,                      -- position in Apollo's answer
+    x            REAL NOT NULL,
+    y            REAL NOT NULL,
+    w            REAL NOT NULL,
+    h            REAL NOT NULL,
+    score        REAL NOT NULL,
+    embedding    BLOB NOT NULL,                         -- float32, little-endian
+    model        TEXT NOT NULL,
+    person_id    INTEGER REFERENCES persons(id) ON DELETE SET NULL,
+    bound_by     TEXT CHECK (bound_by IN ('auto', 'bootstrap', 'manual')),
+    bound_at     TEXT,
+    created_at   TEXT NOT NULL,
+    UNIQUE (content_hash, idx)
+);
+CREATE INDEX faces_by_person ON faces(person_id) WHERE person_id IS NOT NULL;
+-- A person appears at most once in a photo.
+CREATE UNIQUE INDEX faces_one_per_person ON faces(content_hash, person_id) WHERE person_id IS NOT NULL;
+
+-- Content whose detection is done, written in the same transaction as its faces.
+CREATE TABLE face_scans (
+    content_hash TEXT PRIMARY KEY,
+    model        TEXT NOT NULL,
+    face_count   INTEGER NOT NULL,
+    scanned_at   TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Content whose detection failed: transient ones wait until next_attempt_at, permanent ones
+-- until `imageapi faces retry-failed`.
+CREATE TABLE face_failures (
+    content_hash    TEXT PRIMARY KEY,
+    permanent       INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL,
+    last_error      TEXT NOT NULL,
+    next_attempt_at TEXT,                               -- NULL when permanent
+    updated_at      TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Small named values of the face passes (e.g. how far the tag sweep of autobind has got).
+CREATE TABLE face_state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+MIGRATIONS.append(Migration(2, "faces", FACES))

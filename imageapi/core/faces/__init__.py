@@ -1,0 +1,1 @@
+"""Faces: the detection backlog (sent to Apollo), stored faces and people."""

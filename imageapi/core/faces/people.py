@@ -1,0 +1,305 @@
+"""People: named persons, and binding detected faces to them.
+
+A person is linked to photos by tags: a tag whose name is a person's name (case-insensitive) says
+that person is in the photo. Two rules bind faces without a human:
+- bootstrap: a photo with exactly one detected face and exactly one person tag binds that face to
+  that person (this is how a person gets a first embedding);
+- autobind: in a photo tagged with a person's name, a face binds to that person when the cosine
+  similarity between its embedding and the mean of that person's bound faces is at least
+  FACE_AUTOBIND_MIN_COS; each face to at most one person and, never, two faces of one photo to
+  one person (the best match wins). A unique index on faces(content_hash, person_id) backs this.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from array import array
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from imageapi.core.db import Transaction, utcnow
+from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.faces.embeddings import cosine, from_blob, normalized
+
+MAX_NAME = 200
+SWEEP_MARK = "autobind_tags_seen"   # face_state key: created_at of the newest tag link swept
+SWEEP_BATCH = 64                    # photos per transaction in a sweep
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    name: str
+
+
+@dataclass
+class PersonSummary:
+    id: int
+    name: str
+    faces: int = 0
+    photos: int = 0
+    bound_by: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Binding:
+    face_id: int
+    person_id: int
+    content_hash: str
+    how: str            # auto, bootstrap, manual
+    similarity: float | None
+
+
+def _clean_name(name: str) -> str:
+    clean = " ".join(name.split())
+    if not clean:
+        raise UsageError("a person's name cannot be empty")
+    if len(clean) > MAX_NAME:
+        raise UsageError(f"a person's name is at most {MAX_NAME} characters")
+    return clean
+
+
+async def get_person(db: aiosqlite.Connection, name: str) -> Person:
+    async with db.execute("SELECT id, name FROM persons WHERE name = ?", (_clean_name(name),)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no person named {name!r}")
+    return Person(row[0], row[1])
+
+
+async def create_person(db: aiosqlite.Connection, name: str) -> Person:
+    clean = _clean_name(name)
+    try:
+        cur = await db.execute("INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
+        await db.commit()
+    except sqlite3.IntegrityError:
+        raise UsageError(f"a person named {clean!r} already exists") from None
+    assert cur.lastrowid is not None
+    return Person(cur.lastrowid, clean)
+
+
+async def list_people(db: aiosqlite.Connection) -> list[PersonSummary]:
+    people: dict[int, PersonSummary] = {}
+    async with db.execute("SELECT id, name FROM persons ORDER BY name") as cur:
+        for r in await cur.fetchall():
+            people[r[0]] = PersonSummary(r[0], r[1])
+    async with db.execute(
+        "SELECT person_id, bound_by, COUNT(*), COUNT(DISTINCT content_hash) FROM faces "
+        "WHERE person_id IS NOT NULL GROUP BY person_id, bound_by"
+    ) as cur:
+        for person_id, how, n, photos in await cur.fetchall():
+            p = people.get(person_id)
+            if p is not None:
+                p.faces += n
+                p.photos += photos  # a person is in a photo at most once, so these add up
+                p.bound_by[how] = n
+    return list(people.values())
+
+
+async def rename_person(db: aiosqlite.Connection, old: str, new: str) -> Person:
+    """Rename; a change of case only is allowed. Tags are left as they are: autobind matches tags
+    against the person's current name."""
+    person = await get_person(db, old)
+    clean = _clean_name(new)
+    async with db.execute("SELECT id FROM persons WHERE name = ? AND id != ?", (clean, person.id)) as cur:
+        if await cur.fetchone():
+            raise UsageError(f"a person named {clean!r} already exists; use `imageapi people merge`")
+    await db.execute("UPDATE persons SET name = ? WHERE id = ?", (clean, person.id))
+    await db.commit()
+    return Person(person.id, clean)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    source: str
+    target: str
+    moved: int       # faces now bound to target
+    unbound: int     # faces of source in photos where target already had a face: left unbound
+
+
+async def merge_people(db: aiosqlite.Connection, source: str, target: str) -> MergeResult:
+    """Merge `source` into `target`: its faces go to target, then source is deleted."""
+    src, dst = await get_person(db, source), await get_person(db, target)
+    if src.id == dst.id:
+        raise UsageError("cannot merge a person into themselves")
+    async with Transaction(db):
+        # A photo holding a face of each: the target's stays, the source's is unbound (one
+        # person, one face per photo).
+        cur = await db.execute(
+            "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL "
+            "WHERE person_id = ? AND content_hash IN (SELECT content_hash FROM faces WHERE person_id = ?)",
+            (src.id, dst.id),
+        )
+        unbound = cur.rowcount
+        cur = await db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (dst.id, src.id))
+        moved = cur.rowcount
+        await db.execute("DELETE FROM persons WHERE id = ?", (src.id,))
+    return MergeResult(src.name, dst.name, moved, unbound)
+
+
+async def bind_face(db: aiosqlite.Connection, face_id: int, person_name: str | None) -> None:
+    """A human's binding (or unbinding, with None). Moves another face of the same photo off this
+    person first, since a person is in a photo once."""
+    async with db.execute("SELECT content_hash FROM faces WHERE id = ?", (face_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no face with id {face_id}")
+    async with Transaction(db):
+        if person_name is None:
+            await db.execute(
+                "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL WHERE id = ?", (face_id,)
+            )
+            return
+        person = await get_person(db, person_name)
+        await db.execute(
+            "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL "
+            "WHERE content_hash = ? AND person_id = ? AND id != ?", (row[0], person.id, face_id),
+        )
+        await db.execute(
+            "UPDATE faces SET person_id = ?, bound_by = 'manual', bound_at = ? WHERE id = ?",
+            (person.id, utcnow(), face_id),
+        )
+
+
+class MeanCache:
+    """Each person's mean face direction, read once and updated as faces are bound to them."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self._sums: dict[int, tuple[list[float], int]] = {}
+
+    async def mean(self, person_id: int) -> list[float] | None:
+        entry = self._sums.get(person_id)
+        if entry is None:
+            entry = await self._load(person_id)
+            self._sums[person_id] = entry
+        total, count = entry
+        return [x / count for x in total] if count else None
+
+    async def _load(self, person_id: int) -> tuple[list[float], int]:
+        total: list[float] = []
+        count = 0
+        # Streamed, so a person with many faces costs time, not memory.
+        async with self.db.execute("SELECT embedding FROM faces WHERE person_id = ?", (person_id,)) as cur:
+            async for (blob,) in cur:
+                count = _accumulate(total, count, from_blob(blob))
+        return total, count
+
+    def added(self, person_id: int, embedding: array[float]) -> None:
+        entry = self._sums.get(person_id)
+        if entry is not None:
+            total, count = entry
+            self._sums[person_id] = (total, _accumulate(total, count, embedding))
+
+
+def _accumulate(total: list[float], count: int, embedding: array[float]) -> int:
+    if not total:
+        total.extend([0.0] * len(embedding))
+    if len(embedding) != len(total):
+        return count  # another model's embedding: not comparable
+    for i, x in enumerate(normalized(embedding)):
+        total[i] += x
+    return count + 1
+
+
+async def _person_tags(db: aiosqlite.Connection, content_hash: str) -> list[Person]:
+    async with db.execute(
+        "SELECT DISTINCT p.id, p.name FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
+        "JOIN persons p ON p.name = t.name WHERE ct.content_hash = ? ORDER BY p.id",
+        (content_hash,),
+    ) as cur:
+        return [Person(r[0], r[1]) for r in await cur.fetchall()]
+
+
+async def autobind_photo(db: aiosqlite.Connection, content_hash: str, min_cos: float,
+                         means: MeanCache) -> list[Binding]:
+    """Bind the faces of one photo by its person tags. Call inside the caller's transaction."""
+    persons = await _person_tags(db, content_hash)
+    if not persons:
+        return []
+    async with db.execute(
+        "SELECT id, embedding, person_id FROM faces WHERE content_hash = ? ORDER BY idx", (content_hash,)
+    ) as cur:
+        faces = [(r[0], from_blob(r[1]), r[2]) for r in await cur.fetchall()]
+    if not faces:
+        return []
+    taken = {person_id for _, _, person_id in faces if person_id is not None}
+    free_faces = [(fid, emb) for fid, emb, person_id in faces if person_id is None]
+    free_persons = [p for p in persons if p.id not in taken]
+    if not free_faces or not free_persons:
+        return []
+    chosen: list[Binding] = []
+    if len(faces) == 1 and len(persons) == 1:
+        fid, _ = free_faces[0]
+        chosen.append(Binding(fid, free_persons[0].id, content_hash, "bootstrap", None))
+    else:
+        pairs: list[tuple[float, int, int]] = []
+        for p in free_persons:
+            m = await means.mean(p.id)
+            if m is None:
+                continue  # no bound face yet: nothing to compare with
+            for fid, emb in free_faces:
+                sim = cosine(emb, m)
+                if sim >= min_cos:
+                    pairs.append((sim, fid, p.id))
+        # Best matches first; a face and a person are each used once in this photo.
+        used_faces: set[int] = set()
+        used_persons: set[int] = set()
+        for sim, fid, pid in sorted(pairs, key=lambda t: (-t[0], t[1], t[2])):
+            if fid in used_faces or pid in used_persons:
+                continue
+            used_faces.add(fid)
+            used_persons.add(pid)
+            chosen.append(Binding(fid, pid, content_hash, "auto", sim))
+    now = utcnow()
+    embeddings = {fid: emb for fid, emb in free_faces}
+    for b in chosen:
+        await db.execute(
+            "UPDATE faces SET person_id = ?, bound_by = ?, bound_at = ? WHERE id = ? AND person_id IS NULL",
+            (b.person_id, b.how, now, b.face_id),
+        )
+        means.added(b.person_id, embeddings[b.face_id])
+    return chosen
+
+
+async def autobind_sweep(db: aiosqlite.Connection, min_cos: float, *, incremental: bool,
+                         means: MeanCache | None = None) -> int:
+    """Autobind photos that have person tags and unbound faces, for tags added after detection
+    and people who got a first face since. incremental: only tag links made since the last
+    incremental sweep (cheap enough for every tick); otherwise every tagged photo. Returns the
+    number of faces bound."""
+    means = means or MeanCache(db)
+    mark = None
+    if incremental:
+        async with db.execute("SELECT value FROM face_state WHERE key = ?", (SWEEP_MARK,)) as cur:
+            row = await cur.fetchone()
+        mark = row[0] if row else ""
+        # Read before the sweep: a link made while it runs is newer, so the next sweep sees it.
+        async with db.execute("SELECT MAX(created_at) FROM content_tags") as cur:
+            row = await cur.fetchone()
+        newest = row[0] if row and row[0] else mark
+    sql = (
+        "SELECT ct.content_hash, MAX(ct.created_at) FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
+        "JOIN persons p ON p.name = t.name "
+        "WHERE EXISTS (SELECT 1 FROM faces f WHERE f.content_hash = ct.content_hash AND f.person_id IS NULL)"
+    )
+    params: tuple[object, ...] = ()
+    if mark is not None:
+        sql += " AND ct.created_at >= ?"  # >=: a link made in the same microsecond is not missed
+        params = (mark,)
+    sql += " GROUP BY ct.content_hash ORDER BY MAX(ct.created_at)"
+    async with db.execute(sql, params) as cur:
+        photos = [(r[0], r[1]) for r in await cur.fetchall()]
+    bound = 0
+    for i in range(0, len(photos), SWEEP_BATCH):
+        async with Transaction(db):
+            for content_hash, _ in photos[i:i + SWEEP_BATCH]:
+                bound += len(await autobind_photo(db, content_hash, min_cos, means))
+    if mark is not None and newest and newest != mark:
+        await db.execute(
+            "INSERT INTO face_state (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (SWEEP_MARK, newest),
+        )
+        await db.commit()
+    return bound
