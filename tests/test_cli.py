@@ -140,3 +140,22 @@ def test_kill_9_mid_scan_then_rescan_finishes_the_job(env: dict[str, str], env_d
     for rel, _ in rows:
         with Image.open(thumbs / rel) as im:
             im.load()  # a truncated thumbnail would fail here
+
+
+def test_library_add_list_remove(env: dict[str, Path], photos: Path, env_dirs: dict[str, Path]) -> None:
+    other = env_dirs["tmp"] / "Family"
+    make_jpeg(other / "x.jpg", seed=99)
+    assert imageapi("library", "add", "family", str(other), env=env).returncode == 0
+    res = imageapi("library", "add", "nested", str(other / "sub"), env=env)
+    assert res.returncode == 2
+    (other / "sub").mkdir()
+    res = imageapi("library", "add", "nested", str(other / "sub"), env=env)
+    assert res.returncode == 2 and "overlaps" in res.stderr
+    assert imageapi("scan", "--library", "family", env=env).returncode == 0
+    thumbs = env_dirs["data"] / "thumbnails" / "family"
+    assert (thumbs / "x.jpg").exists()
+    assert [lib["name"] for lib in json.loads(imageapi("library", "list", "--json", env=env).stdout)] == ["family"]
+    assert imageapi("library", "remove", "family", env=env).returncode == 0
+    assert not thumbs.exists()
+    assert json.loads(imageapi("library", "list", "--json", env=env).stdout) == []
+    assert imageapi("library", "remove", "family", env=env).returncode == 4

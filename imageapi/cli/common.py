@@ -6,11 +6,13 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import aiosqlite
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -26,6 +28,9 @@ from rich.progress import (
 
 from imageapi.core import errors
 from imageapi.core.config import Config, ensure_dirs, load_config
+from imageapi.core.db import connect
+from imageapi.core.libraries import sync_base_path
+from imageapi.core.pool import WorkerPool
 
 T = TypeVar("T")
 
@@ -181,3 +186,23 @@ def job_lock(cfg: Config, job: str) -> Iterator[None]:
 
 def path_arg(p: Path | None) -> Path | None:
     return p.expanduser() if p is not None else None
+
+
+@dataclass
+class Store:
+    db: aiosqlite.Connection
+    pool: WorkerPool
+
+
+@asynccontextmanager
+async def open_store(cfg: Config) -> AsyncIterator[Store]:
+    """The migrated database (with BASE_PATH as library `main`) and a worker pool that starts its
+    processes only when first used; both closed on the way out."""
+    db = await connect(cfg.database_path)
+    pool = WorkerPool(cfg.workers)
+    try:
+        await sync_base_path(db, cfg)
+        yield Store(db, pool)
+    finally:
+        pool.close()
+        await db.close()

@@ -7,9 +7,7 @@ from dataclasses import asdict
 import typer
 
 from imageapi.cli import common
-from imageapi.core.db import connect
 from imageapi.core.maintenance import HashBackfillCounts, backfill_hashes
-from imageapi.core.pool import WorkerPool
 
 app = typer.Typer(help="Content hashes.", no_args_is_help=True)
 
@@ -26,14 +24,9 @@ def backfill(
         cfg = cfg.with_overrides(workers=workers)
 
     async def go() -> HashBackfillCounts:
-        db = await connect(cfg.database_path)
-        pool = WorkerPool(cfg.workers)
-        try:
+        async with common.open_store(cfg) as store:
             with common.ProgressBars(not json_out) as bars:
-                return await backfill_hashes(db, pool, max_rows, progress=bars)
-        finally:
-            pool.close()
-            await db.close()
+                return await backfill_hashes(store.db, store.pool, max_rows, progress=bars)
 
     with common.job_lock(cfg, "imageapi hash backfill"):
         counts = common.run(go)

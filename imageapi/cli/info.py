@@ -9,9 +9,8 @@ from typing import Any
 import typer
 
 from imageapi.cli import common
-from imageapi.core.db import connect
 from imageapi.core.files import describe_row, get_file_row
-from imageapi.core.libraries import clean_relative, get_library, list_libraries, locate, sync_base_path
+from imageapi.core.libraries import clean_relative, get_library, list_libraries, locate
 
 
 def register(app: typer.Typer) -> None:
@@ -27,17 +26,13 @@ def info(
     cfg = common.config_with_dirs()
 
     async def go() -> dict[str, Any]:
-        db = await connect(cfg.database_path)
-        try:
-            await sync_base_path(db, cfg)
+        async with common.open_store(cfg) as store:
             if library is not None:
-                lib = await get_library(db, library)
+                lib = await get_library(store.db, library)
                 rel = clean_relative(path)
             else:
-                lib, rel = locate(await list_libraries(db), Path(os.path.abspath(os.path.expanduser(path))))
-            return describe_row(cfg, lib, await get_file_row(db, lib, rel))
-        finally:
-            await db.close()
+                lib, rel = locate(await list_libraries(store.db), Path(os.path.abspath(os.path.expanduser(path))))
+            return describe_row(cfg, lib, await get_file_row(store.db, lib, rel))
 
     record = common.run(go)
     if json_out:

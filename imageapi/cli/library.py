@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from imageapi.cli import common
-from imageapi.core.db import connect
-from imageapi.core.libraries import Library, add_library, list_libraries, remove_library, sync_base_path
+from imageapi.core.libraries import Library, add_library, drop_caches, list_libraries, remove_library
 
 app = typer.Typer(help="Manage libraries (named folders to index).", no_args_is_help=True)
 
@@ -19,12 +18,8 @@ def add(name: str, path: Path, json_out: bool = typer.Option(False, "--json")) -
     cfg = common.config_with_dirs()
 
     async def go() -> Library:
-        db = await connect(cfg.database_path)
-        try:
-            await sync_base_path(db, cfg)
-            return await add_library(db, name, path)
-        finally:
-            await db.close()
+        async with common.open_store(cfg) as store:
+            return await add_library(store.db, name, path)
 
     lib = common.run(go)
     if json_out:
@@ -39,17 +34,13 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     cfg = common.config_with_dirs()
 
     async def go() -> list[dict[str, object]]:
-        db = await connect(cfg.database_path)
-        try:
-            await sync_base_path(db, cfg)
+        async with common.open_store(cfg) as store:
             out = []
-            for lib in await list_libraries(db):
-                async with db.execute("SELECT COUNT(*) FROM files WHERE library_id = ?", (lib.id,)) as cur:
+            for lib in await list_libraries(store.db):
+                async with store.db.execute("SELECT COUNT(*) FROM files WHERE library_id = ?", (lib.id,)) as cur:
                     row = await cur.fetchone()
                 out.append({"name": lib.name, "root": str(lib.root), "files": row[0] if row else 0})
             return out
-        finally:
-            await db.close()
 
     libs = common.run(go)
     if json_out:
@@ -67,12 +58,10 @@ def remove(name: str) -> None:
     cfg = common.config_with_dirs()
 
     async def go() -> Library:
-        db = await connect(cfg.database_path)
-        try:
-            return await remove_library(db, name)
-        finally:
-            await db.close()
+        async with common.open_store(cfg) as store:
+            return await remove_library(store.db, name)
 
     with common.job_lock(cfg, "imageapi library remove"):
         lib = common.run(go)
+        drop_caches(cfg, lib.name)
     common.out_console.print(f"removed library [bold]{lib.name}[/] ({lib.root})", highlight=False)

@@ -8,9 +8,6 @@ from pathlib import Path
 import typer
 
 from imageapi.cli import common
-from imageapi.core.db import connect
-from imageapi.core.libraries import sync_base_path
-from imageapi.core.pool import WorkerPool
 from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
 
 
@@ -36,16 +33,10 @@ def scan(
         cfg = cfg.with_overrides(workers=workers)
 
     async def go() -> list[ScanReport]:
-        db = await connect(cfg.database_path)
-        pool = WorkerPool(cfg.workers)
-        try:
-            await sync_base_path(db, cfg)
-            targets = await resolve_targets(db, library, common.path_arg(path))
+        async with common.open_store(cfg) as store:
+            targets = await resolve_targets(store.db, library, common.path_arg(path))
             with common.ProgressBars(not json_out) as bars:
-                return await run_scan(db, cfg, targets, mode, pool, bars)
-        finally:
-            pool.close()
-            await db.close()
+                return await run_scan(store.db, cfg, targets, mode, store.pool, bars)
 
     with common.job_lock(cfg, f"imageapi scan --{mode}"):
         reports = common.run(go)

@@ -7,10 +7,8 @@ from dataclasses import asdict
 import typer
 
 from imageapi.cli import common
-from imageapi.core.db import connect
-from imageapi.core.libraries import get_library, sync_base_path
+from imageapi.core.libraries import get_library
 from imageapi.core.maintenance import ThumbCounts, make_missing_thumbnails
-from imageapi.core.pool import WorkerPool
 
 
 def register(app: typer.Typer) -> None:
@@ -30,17 +28,11 @@ def thumbs(
         cfg = cfg.with_overrides(workers=workers)
 
     async def go() -> ThumbCounts:
-        db = await connect(cfg.database_path)
-        pool = WorkerPool(cfg.workers)
-        try:
-            await sync_base_path(db, cfg)
-            lib_id = (await get_library(db, library)).id if library else None
+        async with common.open_store(cfg) as store:
+            lib_id = (await get_library(store.db, library)).id if library else None
             with common.ProgressBars(not json_out) as bars:
                 return await make_missing_thumbnails(
-                    db, cfg, pool, retry_unsupported=retry_unsupported, library_id=lib_id, progress=bars)
-        finally:
-            pool.close()
-            await db.close()
+                    store.db, cfg, store.pool, retry_unsupported=retry_unsupported, library_id=lib_id, progress=bars)
 
     with common.job_lock(cfg, "imageapi thumbs"):
         counts = common.run(go)

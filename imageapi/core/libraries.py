@@ -135,3 +135,17 @@ def thumbnail_path(config: Config, library: str, rel_path: str) -> Path:
 
 def sentinel_path(thumb: Path) -> Path:
     return thumb.with_name(thumb.name + ".unsupported")
+
+
+def cache_folders(config: Config, name: str) -> list[Path]:
+    """Every cache imageapi keeps per library, mirroring its tree."""
+    return [base / name for base in (config.thumbnails, config.video_path, config.gifs_directory,
+                                     config.preview_clips_directory)]
+
+
+def drop_caches(config: Config, name: str) -> None:
+    """Delete a removed library's caches: a new library of the same name must not inherit them."""
+    import shutil
+
+    for folder in cache_folders(config, name):
+        shutil.rmtree(folder, ignore_errors=True)
