@@ -159,3 +159,22 @@ def test_library_add_list_remove(env: dict[str, Path], photos: Path, env_dirs: d
     assert not thumbs.exists()
     assert json.loads(imageapi("library", "list", "--json", env=env).stdout) == []
     assert imageapi("library", "remove", "family", env=env).returncode == 4
+
+
+def test_doctor_reports_tools_and_folders(env: dict[str, Path], env_dirs: dict[str, Path]) -> None:
+    res = imageapi("doctor", "--json", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"] is True
+    assert set(checks) == {"ffmpeg", "ffprobe", "HEIF support", "exiftool", "database", "thumbnails"}
+    assert checks["ffmpeg"]["ok"] and checks["HEIF support"]["ok"] and checks["database"]["ok"]
+    assert not checks["exiftool"]["required"] and not checks["ffprobe"]["required"]
+    for c in checks.values():
+        assert c["ok"] or c["fix"], c
+
+    blocker = env_dirs["tmp"] / "blocker"
+    blocker.write_text("")
+    res = imageapi("doctor", env={**env, "THUMBNAILS": str(blocker / "thumbs"), "PATH": "/nonexistent"})
+    assert res.returncode == 1
+    assert "thumbnails" in res.stdout and "fix:" in res.stdout
