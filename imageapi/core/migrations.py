@@ -116,6 +116,19 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "core", CORE),
 ]
 
+# 3: users of the server. `tokens_valid_after` (unix seconds) lets a password change or
+# `imageapi user passwd` refuse every token issued before it.
+USERS = """
+CREATE TABLE users (
+    id                  INTEGER PRIMARY KEY,
+    name                TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash       TEXT NOT NULL,
+    created_at          TEXT NOT NULL,
+    tokens_valid_after  INTEGER NOT NULL DEFAULT 0
+);
+"""
+MIGRATIONS.append(Migration(3, "users", USERS))
+
 # 2: the face backlog and people. Everything keys on content_hash, like tags: duplicates of a photo
 # share one detect call, and a moved file keeps its faces.
 FACES = """

@@ -1,0 +1,151 @@
+"""The photo listing behind `GET /photos`: one folder (or a subtree) of a library, filtered by tag
+or person, in a stable order, paginated by an opaque cursor (keyset: the last row's sort key and
+id), plus the sub-folders of the folder with how many files each holds."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.errors import UsageError
+from imageapi.core.files import describe_row
+from imageapi.core.libraries import Library
+
+# sort name -> (SQL key expression, descending)
+SORTS: dict[str, tuple[str, bool]] = {
+    "taken_desc": ("COALESCE(f.taken_at, '')", True),
+    "taken_asc": ("COALESCE(f.taken_at, '')", False),
+    "name_asc": ("f.rel_path", False),
+    "name_desc": ("f.rel_path", True),
+    "mtime_desc": ("f.mtime_ns", True),
+    "mtime_asc": ("f.mtime_ns", False),
+}
+DEFAULT_SORT = "taken_desc"
+MAX_LIMIT = 1000
+
+
+@dataclass
+class PhotoQuery:
+    path: str = ""             # a folder, relative to the library root ('' = the root)
+    recursive: bool = False
+    sort: str = DEFAULT_SORT
+    tag: str | None = None
+    person: int | None = None
+    limit: int = 200
+    cursor: str | None = None
+
+
+@dataclass
+class PhotoPage:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    folders: list[dict[str, Any]] = field(default_factory=list)
+
+
+def file_record(config: Config, lib: Library, row: aiosqlite.Row) -> dict[str, Any]:
+    """What a client sees of a file: the metadata record without server-side absolute paths."""
+    rec = describe_row(config, lib, row)
+    rec.pop("absolute_path", None)
+    thumb = rec.get("thumbnail")
+    if isinstance(thumb, dict):
+        thumb.pop("path", None)
+    rec["name"] = row["rel_path"].rpartition("/")[2]
+    return rec
+
+
+def encode_cursor(sort: str, key: object, row_id: int) -> str:
+    raw = json.dumps([sort, key, row_id], separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        got_sort, key, row_id = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        raise UsageError("bad cursor: pass back the next_cursor of the previous page unchanged") from None
+    if got_sort != sort:
+        raise UsageError("bad cursor: it was made for another sort order")
+    key_ok = isinstance(key, int) if sort.startswith("mtime") else isinstance(key, str)
+    if not key_ok or not isinstance(row_id, int) or isinstance(row_id, bool) or isinstance(key, bool):
+        raise UsageError("bad cursor: pass back the next_cursor of the previous page unchanged")
+    return key, row_id
+
+
+def subtree_sql(column: str, folder: str) -> tuple[str, tuple[str, ...]]:
+    """Rows of `column` strictly under `folder` ('/' + 1 == '0', so the range is the prefix)."""
+    if not folder:
+        return f"{column} != ''", ()
+    return f"{column} >= ? AND {column} < ?", (folder + "/", folder + "0")
+
+
+async def list_photos(db: aiosqlite.Connection, config: Config, lib: Library, q: PhotoQuery) -> PhotoPage:
+    if q.sort not in SORTS:
+        raise UsageError(f"sort must be one of {', '.join(SORTS)}")
+    if not 1 <= q.limit <= MAX_LIMIT:
+        raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
+    key_sql, desc = SORTS[q.sort]
+    where = ["f.library_id = ?"]
+    params: list[object] = [lib.id]
+    if q.recursive:
+        if q.path:
+            where.append("f.rel_path >= ? AND f.rel_path < ?")
+            params += [q.path + "/", q.path + "0"]
+    else:
+        where.append("f.dir = ?")
+        params.append(q.path)
+    if q.tag is not None:
+        where.append(
+            "f.content_hash IN (SELECT ct.content_hash FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
+            "WHERE t.name = ?)"
+        )
+        params.append(q.tag)
+    if q.person is not None:
+        where.append(
+            "f.content_hash IN (SELECT fc.content_hash FROM faces fc WHERE fc.person_id = ?)"
+        )
+        params.append(q.person)
+    if q.cursor:
+        key, row_id = decode_cursor(q.cursor, q.sort)
+        where.append(f"({key_sql}, f.id) {'<' if desc else '>'} (?, ?)")
+        params += [key, row_id]
+    order = "DESC" if desc else "ASC"
+    sql = (
+        f"SELECT f.*, {key_sql} AS sort_key FROM files f WHERE {' AND '.join(where)} "
+        f"ORDER BY sort_key {order}, f.id {order} LIMIT ?"
+    )
+    params.append(q.limit + 1)
+    async with db.execute(sql, params) as cur:
+        rows = list(await cur.fetchall())
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    items = [file_record(config, lib, r) for r in rows]
+    next_cursor = encode_cursor(q.sort, rows[-1]["sort_key"], rows[-1]["id"]) if more else None
+    folders: list[dict[str, Any]] = []
+    if not q.cursor and not q.recursive and q.tag is None and q.person is None:
+        folders = await folder_counts(db, lib, q.path)
+    return PhotoPage(items, next_cursor, folders)
+
+
+async def folder_counts(db: aiosqlite.Connection, lib: Library, folder: str) -> list[dict[str, Any]]:
+    """The direct sub-folders of `folder` that hold indexed files, each with its file count
+    (the whole subtree), by name."""
+    cond, params = subtree_sql("dir", folder)
+    counts: dict[str, int] = {}
+    async with db.execute(
+        f"SELECT dir, COUNT(*) FROM files WHERE library_id = ? AND {cond} GROUP BY dir", (lib.id, *params)
+    ) as cur:
+        for d, n in await cur.fetchall():
+            rest = d[len(folder) + 1:] if folder else d
+            child = rest.split("/", 1)[0]
+            counts[child] = counts.get(child, 0) + n
+    return [
+        {"name": name, "path": f"{folder}/{name}" if folder else name, "count": n}
+        for name, n in sorted(counts.items())
+    ]

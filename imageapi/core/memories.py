@@ -1,0 +1,115 @@
+"""Memories: what was taken on this day, week or month in earlier years.
+
+taken_at is the local wall-clock time where the picture was taken, so "this day" compares the
+month and day as the camera recorded them, whatever the server's time zone; the time zone only
+decides what "today" is when no date is given. A week is the date and three days either side; a
+window that crosses New Year belongs to the year in which its middle day falls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.errors import UsageError
+from imageapi.core.libraries import Library
+from imageapi.core.listing import file_record
+
+SPANS = ("day", "week", "month")
+WEEK_HALF = 3
+
+
+@dataclass
+class MemoryYear:
+    year: int
+    items: list[dict[str, Any]]
+
+
+def today_in(tz: str | None) -> date:
+    if not tz:
+        return datetime.now().astimezone().date()
+    try:
+        return datetime.now(ZoneInfo(tz)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown time zone {tz!r} (use an Area/City name such as Europe/Paris)") from None
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"date must be YYYY-MM-DD, not {text!r}") from None
+
+
+def _anchor_year(taken: date, anchor: date) -> int | None:
+    """The year Y whose week window around anchor's month-day contains `taken`, if any."""
+    for year in (taken.year, taken.year - 1, taken.year + 1):
+        try:
+            middle = anchor.replace(year=year)
+        except ValueError:  # 29 February in a year that has none
+            middle = date(year, 2, 28)
+        if abs((taken - middle).days) <= WEEK_HALF:
+            return year
+    return None
+
+
+def _excluded_sql(excluded: tuple[str, ...]) -> tuple[str, list[object]]:
+    parts: list[str] = []
+    params: list[object] = []
+    for d in excluded:
+        parts.append("NOT (rel_path = ? OR (rel_path >= ? AND rel_path < ?))")
+        params += [d, d + "/", d + "0"]
+    return (" AND " + " AND ".join(parts)) if parts else "", params
+
+
+async def memories(
+    db: aiosqlite.Connection,
+    config: Config,
+    libraries: list[Library],
+    span: str,
+    anchor: date,
+    limit: int = 500,
+) -> list[MemoryYear]:
+    """Files taken in `span` around `anchor` in years before anchor's, grouped by year, newest
+    year first, oldest picture first within a year; at most `limit` files in all."""
+    if span not in SPANS:
+        raise UsageError(f"span must be one of {', '.join(SPANS)}")
+    if span == "month":
+        cond, cond_params = "substr(taken_at, 6, 2) = ?", [f"{anchor.month:02d}"]
+    else:
+        days = [anchor] if span == "day" else [anchor + timedelta(days=i) for i in range(-WEEK_HALF, WEEK_HALF + 1)]
+        mds = sorted({f"{d.month:02d}-{d.day:02d}" for d in days})
+        cond, cond_params = f"substr(taken_at, 6, 5) IN ({','.join('?' * len(mds))})", list(mds)
+    by_year: dict[int, list[tuple[str, int, dict[str, Any]]]] = {}
+    for lib in libraries:
+        excl, excl_params = _excluded_sql(config.excluded_dirs)
+        sql = (
+            "SELECT * FROM files WHERE library_id = ? AND taken_at IS NOT NULL AND kind != 'other' "
+            f"AND substr(taken_at, 1, 4) <= ? AND {cond}{excl} ORDER BY taken_at, id"
+        )
+        params = [lib.id, f"{anchor.year:04d}", *cond_params, *excl_params]
+        async with db.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        for row in rows:
+            try:
+                taken = date.fromisoformat(row["taken_at"][:10])
+            except ValueError:
+                continue
+            year = _anchor_year(taken, anchor) if span == "week" else taken.year
+            if year is None or year >= anchor.year:
+                continue
+            by_year.setdefault(year, []).append((row["taken_at"], row["id"], file_record(config, lib, row)))
+    out: list[MemoryYear] = []
+    left = limit
+    for year in sorted(by_year, reverse=True):
+        if left <= 0:
+            break
+        items = [rec for _, _, rec in sorted(by_year[year], key=lambda t: (t[0], t[1]))][:left]
+        left -= len(items)
+        out.append(MemoryYear(year, items))
+    return out

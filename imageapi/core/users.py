@@ -1,0 +1,168 @@
+"""Users of the server: the `users` table and password hashing.
+
+Passwords are stored with scrypt from the standard library (salted, memory-hard, ~50 ms per
+check here), in a self-describing string so the cost can be raised later without breaking
+stored hashes: `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from imageapi.core.db import utcnow
+from imageapi.core.errors import NotFoundError, UsageError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # scrypt's cost does not depend on it, but a bound keeps requests small
+
+# 2**14 * 8 * 128 bytes = 16 MiB of memory per check.
+SCRYPT_LOG_N = 14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SALT_BYTES = 16
+KEY_BYTES = 32
+_MAXMEM = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    created_at: str
+    tokens_valid_after: int  # unix seconds: tokens issued before this are refused
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def hash_password(password: str) -> str:
+    """A fresh salted scrypt hash of `password` (CPU-bound: run it off the event loop)."""
+    check_password(password)
+    salt = secrets.token_bytes(SALT_BYTES)
+    key = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=2**SCRYPT_LOG_N, r=SCRYPT_R, p=SCRYPT_P,
+        maxmem=_MAXMEM, dklen=KEY_BYTES,
+    )
+    return f"scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether `password` matches a stored hash. A malformed stored hash never matches."""
+    try:
+        scheme, log_n, r, p, salt_b64, key_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        n, r_i, p_i = 2 ** int(log_n), int(r), int(p)
+        if not (10 <= int(log_n) <= 20 and 1 <= r_i <= 32 and 1 <= p_i <= 4):
+            return False
+        salt, expected = base64.b64decode(salt_b64), base64.b64decode(key_b64)
+    except ValueError:
+        return False
+    if len(password) > MAX_PASSWORD:
+        return False
+    key = hashlib.scrypt(
+        password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r_i, p=p_i,
+        maxmem=_MAXMEM, dklen=len(expected),
+    )
+    return hmac.compare_digest(key, expected)
+
+
+# Checked against when the user does not exist, so a missing user costs as long as a wrong password.
+_DUMMY_HASH = (
+    f"scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${_b64(b'0' * SALT_BYTES)}${_b64(b'0' * KEY_BYTES)}"
+)
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise UsageError(
+            f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"password must be at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise UsageError(f"password must be at most {MAX_PASSWORD} characters")
+
+
+def _user(row: aiosqlite.Row) -> User:
+    return User(id=row["id"], name=row["name"], created_at=row["created_at"],
+                tokens_valid_after=row["tokens_valid_after"])
+
+
+_COLUMNS = "id, name, created_at, tokens_valid_after"
+
+
+async def get_user(db: aiosqlite.Connection, name: str) -> User:
+    async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no user named {name!r}")
+    return _user(row)
+
+
+async def get_user_by_id(db: aiosqlite.Connection, user_id: int) -> User | None:
+    async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)) as cur:
+        row = await cur.fetchone()
+    return _user(row) if row is not None else None
+
+
+async def list_users(db: aiosqlite.Connection) -> list[User]:
+    async with db.execute(f"SELECT {_COLUMNS} FROM users ORDER BY name") as cur:
+        return [_user(r) for r in await cur.fetchall()]
+
+
+async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
+    """Store a user with an already computed hash (`hash_password`)."""
+    check_name(name)
+    async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
+        if await cur.fetchone() is not None:
+            raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
+    cur = await db.execute(
+        "INSERT INTO users (name, password_hash, created_at, tokens_valid_after) VALUES (?, ?, ?, 0)",
+        (name, password_hash, utcnow()),
+    )
+    await db.commit()
+    user = await get_user_by_id(db, cur.lastrowid or 0)
+    assert user is not None
+    return user
+
+
+async def remove_user(db: aiosqlite.Connection, name: str) -> User:
+    user = await get_user(db, name)
+    await db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+    await db.commit()
+    return user
+
+
+async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
+    """Replace a user's password; every token issued before now stops working."""
+    user = await get_user(db, name)
+    await db.execute(
+        "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
+        (password_hash, int(time.time()), user.id),
+    )
+    await db.commit()
+    return await get_user(db, name)
+
+
+async def stored_hash(db: aiosqlite.Connection, name: str) -> tuple[User | None, str]:
+    """The user and their stored hash, or (None, a dummy hash) so callers check something either way."""
+    async with db.execute(f"SELECT {_COLUMNS}, password_hash FROM users WHERE name = ?", (name,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None, _DUMMY_HASH
+    return _user(row), row["password_hash"]

@@ -1,0 +1,111 @@
+"""create_app(config): the single assembly point of the server (tests use it too).
+
+Routes by area, the error and auth middlewares, and cleanup contexts that open and close, in this
+order: the database (migrated), the worker pools, the watcher. Shutdown runs them backwards: the
+watcher stops between steps, the pools shut down, the database closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from imageapi.core.config import Config, ensure_dirs
+from imageapi.core.db import connect
+from imageapi.core.libraries import sync_base_path
+from imageapi.core.pool import WorkerPool
+from imageapi.core.tokens import TokenService, check_secret
+from imageapi.server import (
+    auth,
+    openapi,
+    routes_faces,
+    routes_media,
+    routes_memories,
+    routes_photos,
+    routes_status,
+    routes_tags,
+)
+from imageapi.server.background import Background, Watcher
+from imageapi.server.cache import ByteCache
+from imageapi.server.keys import BACKGROUND, CONFIG, DB, LIBRARIES, POOL, RENDERER, THUMB_CACHE, TOKENS
+from imageapi.server.libcache import LibraryCache
+from imageapi.server.middlewares import error_middleware
+from imageapi.server.render import Renderer
+
+MAX_BODY = 1024 * 1024           # request bodies (JSON) larger than this get a 413
+THUMB_CACHE_BYTES = 64 * 1024 * 1024
+WORKER_NICE = 10                 # the pool's processes yield the CPU to the event loop
+
+# Builds the watcher once the database and the pool exist: (config, db, pool) -> Watcher.
+WatcherFactory = Callable[..., Watcher]
+
+
+def create_app(
+    config: Config,
+    *,
+    watch: bool = False,
+    watcher_factory: WatcherFactory | None = None,
+) -> web.Application:
+    """The application. Raises UsageError when SECRET_KEY is missing or shorter than 32 bytes."""
+    secret = check_secret(config.secret_key)
+    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=MAX_BODY)
+    app[CONFIG] = config
+    app[TOKENS] = TokenService(secret)
+    app[THUMB_CACHE] = ByteCache(THUMB_CACHE_BYTES)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_pools)
+    app.cleanup_ctx.append(_background(watch, watcher_factory))
+    for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
+                 routes_faces, openapi):
+        area.setup(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    ensure_dirs(config)
+    db = await connect(config.database_path)  # runs the migrations
+    try:
+        await sync_base_path(db, config)
+        app[DB] = db
+        app[LIBRARIES] = LibraryCache(db)
+        yield
+    finally:
+        await db.close()
+
+
+async def _pools(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    pool = WorkerPool(config.workers, nice=WORKER_NICE)
+    # Requests get a pool of their own, so a preview does not wait behind a full scan's batches.
+    renderer = Renderer(WorkerPool(max(1, config.workers // 2), nice=WORKER_NICE // 2))
+    app[POOL] = pool
+    app[RENDERER] = renderer
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(renderer.close)
+        await asyncio.to_thread(pool.close)
+
+
+def _background(watch: bool, factory: WatcherFactory | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        watcher = None
+        if watch:
+            if factory is None:
+                from imageapi.server.watching import make_watcher
+
+                watcher = make_watcher(app[CONFIG], app[POOL])
+            else:
+                watcher = factory(app[CONFIG], app[DB], app[POOL])
+        bg = Background(watcher)
+        app[BACKGROUND] = bg
+        bg.start()
+        try:
+            yield
+        finally:
+            await bg.stop()
+
+    return ctx

@@ -1,0 +1,49 @@
+"""The libraries, kept in memory: every request names one, and they change rarely (a CLI
+`library add` in another process shows up within `ttl` seconds)."""
+
+from __future__ import annotations
+
+import time
+
+import aiosqlite
+
+from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.libraries import Library, list_libraries
+
+
+class LibraryCache:
+    def __init__(self, db: aiosqlite.Connection, ttl: float = 5.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._libs: dict[str, Library] = {}
+        self._loaded = float("-inf")
+
+    async def all(self) -> list[Library]:
+        if time.monotonic() - self._loaded > self.ttl:
+            await self.refresh()
+        return list(self._libs.values())
+
+    async def refresh(self) -> None:
+        self._libs = {lib.name: lib for lib in await list_libraries(self.db)}
+        self._loaded = time.monotonic()
+
+    async def get(self, name: str | None) -> Library:
+        """The named library; with no name, `main` or the only one there is."""
+        libs = await self.all()
+        if name:
+            lib = self._libs.get(name)
+            if lib is None:
+                await self.refresh()  # added a moment ago by the CLI?
+                lib = self._libs.get(name)
+            if lib is None:
+                known = ", ".join(sorted(self._libs)) or "none yet"
+                raise NotFoundError(f"no library named {name!r} (known: {known})")
+            return lib
+        if "main" in self._libs:
+            return self._libs["main"]
+        if len(libs) == 1:
+            return libs[0]
+        if not libs:
+            raise NotFoundError("no library configured yet (imageapi library add NAME PATH)")
+        raise UsageError("parameter 'library' is required when there are several libraries "
+                         f"(known: {', '.join(sorted(self._libs))})")

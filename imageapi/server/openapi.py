@@ -1,0 +1,295 @@
+"""GET /openapi.json: the OpenAPI 3 document of the server. The schemathesis test holds the server
+to it (no 5xx, every response matching its schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from imageapi import __version__
+from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS
+from imageapi.core.memories import SPANS
+
+J = dict[str, Any]
+
+
+def _ref(name: str) -> J:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: J) -> J:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STR: J = {"type": "string"}
+INT: J = {"type": "integer"}
+NUM: J = {"type": "number"}
+BOOL: J = {"type": "boolean"}
+
+
+def _obj(props: J, required: list[str] | None = None) -> J:
+    return {"type": "object", "properties": props, "required": required if required is not None else list(props)}
+
+
+def _json(schema: J, description: str = "OK") -> J:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> J:
+    text = {400: "bad request", 401: "missing or invalid token", 404: "not found", 409: "conflict",
+            413: "body too large", 415: "unsupported media", 422: "the file cannot be read",
+            429: "too many failed logins", 502: "an external tool failed"}
+    return {str(s): _json(_ref("Error"), text.get(s, "error")) for s in statuses}
+
+
+def _q(name: str, schema: J, description: str, required: bool = False) -> J:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+LIBRARY = _q("library", STR, "library name; default: `main`, or the only library")
+PATH = _q("path", {"type": "string", "minLength": 1}, "file path relative to the library root", True)
+JSON_BODY_ERRORS = (400, 401, 404, 413, 415)
+
+
+def _body(schema: J) -> J:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+BEARER: list[J] = [{"bearer": []}]
+MEDIA: list[J] = [{"bearer": []}, {"mediaToken": []}]
+
+FILE_RECORD = {
+    "type": "object",
+    "required": ["id", "library", "path", "name", "kind", "size", "mtime", "thumbnail"],
+    "properties": {
+        "id": INT, "library": STR, "path": STR, "name": STR,
+        "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},
+        "size": INT, "mtime": STR, "content_hash": _nullable(STR), "taken_at": _nullable(STR),
+        "taken_at_source": _nullable(STR), "make": _nullable(STR), "model": _nullable(STR),
+        "lens": _nullable(STR), "orientation": _nullable(INT), "width": _nullable(INT),
+        "height": _nullable(INT), "gps_lat": _nullable(NUM), "gps_lon": _nullable(NUM),
+        "gps_alt": _nullable(NUM), "exposure_time": _nullable(NUM), "f_number": _nullable(NUM),
+        "iso": _nullable(INT), "focal_length": _nullable(NUM), "duration": _nullable(NUM),
+        "rotation": _nullable(INT), "video_codec": _nullable(STR), "audio_codec": _nullable(STR),
+        "error": _nullable(STR),
+        "thumbnail": _obj({"state": STR, "reason": _nullable(STR)}),
+        "first_seen": STR, "last_seen": STR,
+        "tags": {"type": "array", "items": STR},
+    },
+}
+
+FACE = _obj({
+    "id": INT,
+    "box": _obj({"x": NUM, "y": NUM, "w": NUM, "h": NUM}),
+    "score": NUM, "model": STR,
+    "person": _nullable(_obj({"id": INT, "name": STR})),
+    "bound_by": _nullable(STR),
+})
+
+TAG_CHANGE = {
+    "type": "object",
+    "description": "give `path` or `paths`, and `tag` or `tags`",
+    "properties": {
+        "library": STR, "path": STR, "paths": {"type": "array", "items": STR, "maxItems": 1000},
+        "tag": STR, "tags": {"type": "array", "items": STR},
+    },
+}
+
+TAG_RESULT = _obj({"library": STR, "changed": INT,
+                   "files": {"type": "array", "items": _obj({"path": STR, "tags": {"type": "array", "items": STR}})}})
+
+IMAGE_BYTES = {
+    "description": "the picture",
+    "headers": {"ETag": {"schema": STR}, "Last-Modified": {"schema": STR}, "Cache-Control": {"schema": STR}},
+    "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def _spec() -> J:
+    paths: J = {
+        "/health": {"get": {"summary": "liveness", "security": [], "responses": {
+            "200": _json(_obj({"status": STR, "version": STR}))}}},
+        "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {
+            "200": _json({"type": "object"})}}},
+        "/login": {"post": {
+            "summary": "a JWT for a user name and password", "security": [],
+            "requestBody": _body(_obj({"username": STR, "password": STR})),
+            "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "user": STR})),
+                          **_errors(400, 401, 413, 415, 429)}}},
+        "/media-token": {"post": {
+            "summary": "a short-lived media token for <img>/<video> URLs (query parameter `mt`), "
+                       "valid for one library and one path prefix",
+            "security": BEARER,
+            "requestBody": _body({"type": "object", "properties": {
+                "library": STR, "path": STR, "ttl": {"type": "integer", "minimum": 1, "maximum": 21600}}}),
+            "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "library": STR, "path": STR,
+                                             "query": STR})),
+                          **_errors(*JSON_BODY_ERRORS)}}},
+        "/libraries": {"get": {"summary": "the libraries", "security": BEARER, "responses": {
+            "200": _json(_obj({"libraries": {"type": "array", "items": _obj({"name": STR, "files": INT})}})),
+            **_errors(401)}}},
+        "/photos": {"get": {
+            "summary": "files of a folder (or subtree) with their metadata, and its sub-folders with counts",
+            "security": BEARER,
+            "parameters": [
+                LIBRARY,
+                _q("path", STR, "folder relative to the library root (default: the root)"),
+                _q("recursive", BOOL, "the whole subtree (default false; true with tag or person)"),
+                _q("sort", {"type": "string", "enum": list(SORTS)}, f"order (default {DEFAULT_SORT})"),
+                _q("tag", STR, "only files with this tag"),
+                _q("person", {"type": "integer", "minimum": 1}, "only photos of this person"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size (default 200)"),
+                _q("cursor", STR, "next_cursor of the previous page"),
+            ],
+            "responses": {"200": _json({
+                "type": "object",
+                "required": ["library", "path", "recursive", "sort", "folders", "items", "next_cursor"],
+                "properties": {
+                    "library": STR, "path": STR, "recursive": BOOL, "sort": STR, "tag": _nullable(STR),
+                    "person": _nullable(INT), "limit": INT,
+                    "folders": {"type": "array", "items": _obj({"name": STR, "path": STR, "count": INT})},
+                    "items": {"type": "array", "items": _ref("File")},
+                    "next_cursor": _nullable(STR),
+                }}),
+                **_errors(400, 401, 404)}}},
+        "/image": {"get": {
+            "summary": "thumb: the stored thumbnail (made if missing); preview: a large JPEG; "
+                       "full: the original bytes (Range supported)",
+            "security": MEDIA,
+            "parameters": [LIBRARY, PATH, _q("size", {"type": "string", "enum": ["thumb", "preview", "full"]},
+                                             "default thumb"),
+                           _q("mt", STR, "media token (instead of the Authorization header)")],
+            "responses": {"200": IMAGE_BYTES, "206": {"description": "a byte range of the original"},
+                          "304": {"description": "not modified"},
+                          "416": {"description": "range not satisfiable"},
+                          **_errors(400, 401, 404, 415, 422, 502)}}},
+        "/image/metadata": {"get": {
+            "summary": "the stored EXIF and file facts", "security": BEARER,
+            "parameters": [LIBRARY, PATH],
+            "responses": {"200": _json(_ref("File")), **_errors(400, 401, 404)}}},
+        "/video": {"get": {
+            "summary": "the original video, with Range support", "security": MEDIA,
+            "parameters": [LIBRARY, PATH, _q("mt", STR, "media token")],
+            "responses": {"200": {"description": "the video",
+                                  "content": {"video/*": {"schema": {"type": "string", "format": "binary"}}}},
+                          "206": {"description": "a byte range"}, "304": {"description": "not modified"},
+                          "416": {"description": "range not satisfiable"},
+                          **_errors(400, 401, 404, 422)}}},
+        "/tags": {"get": {"summary": "every tag with its file count", "security": BEARER, "responses": {
+            "200": _json(_obj({"tags": {"type": "array", "items": _obj({"name": STR, "count": INT})}})),
+            **_errors(401)}}},
+        "/image/tags": {
+            "get": {"summary": "the tags of a file", "security": BEARER, "parameters": [LIBRARY, PATH],
+                    "responses": {"200": _json(_obj({"library": STR, "path": STR,
+                                                     "tags": {"type": "array", "items": STR}})),
+                                  **_errors(400, 401, 404)}},
+            "post": {"summary": "tag one or many files (tags follow content)", "security": BEARER,
+                     "requestBody": _body(TAG_CHANGE),
+                     "responses": {"200": _json(TAG_RESULT), **_errors(*JSON_BODY_ERRORS, 422)}},
+            "delete": {"summary": "untag one or many files", "security": BEARER, "requestBody": _body(TAG_CHANGE),
+                       "responses": {"200": _json(TAG_RESULT), **_errors(*JSON_BODY_ERRORS, 422)}},
+        },
+        "/memories": {"get": {
+            "summary": "photos and videos taken on this day/week/month in earlier years, newest year first",
+            "security": BEARER,
+            "parameters": [
+                _q("span", {"type": "string", "enum": list(SPANS)}, "default day"),
+                _q("date", {"type": "string", "format": "date"}, "YYYY-MM-DD (default: today in tz)"),
+                _q("tz", STR, "Area/City time zone deciding what today is"),
+                _q("library", STR, "only this library (default: all)"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "files in all (default 500)"),
+            ],
+            "responses": {"200": _json(_obj({
+                "span": STR, "date": STR,
+                "years": {"type": "array", "items": _obj({
+                    "year": INT, "count": INT, "items": {"type": "array", "items": _ref("File")}})},
+            })), **_errors(400, 401, 404)}}},
+        "/faces": {
+            "get": {"summary": "the faces in a photo", "security": BEARER, "parameters": [LIBRARY, PATH],
+                    "responses": {"200": _json({"type": "object", "required": ["enabled", "faces"], "properties": {
+                        "enabled": BOOL, "library": STR, "path": STR, "scanned": BOOL,
+                        "faces": {"type": "array", "items": _ref("Face")}}}),
+                        **_errors(400, 401, 404)}},
+            "post": {"summary": "a face box drawn by hand (0..1, relative to the upright picture)",
+                     "security": BEARER,
+                     "requestBody": _body({"type": "object", "required": ["path", "box"], "properties": {
+                         "library": STR, "path": STR, "person": STR,
+                         "box": _obj({"x": NUM, "y": NUM, "w": NUM, "h": NUM})}}),
+                     "responses": {"200": _json(_obj({"enabled": BOOL, "face": {"type": "null"}}), "faces disabled"),
+                                   "201": _json(_obj({"enabled": BOOL, "face": _ref("Face")})),
+                                   **_errors(*JSON_BODY_ERRORS)}},
+        },
+        "/faces/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}],
+            "patch": {"summary": "bind a face to a person (by name), or unbind it (null)", "security": BEARER,
+                      "requestBody": _body({"type": "object", "required": ["person"],
+                                            "properties": {"person": _nullable(STR)}}),
+                      "responses": {"200": _json(_obj({"enabled": BOOL, "face": _nullable(_ref("Face"))})),
+                                    **_errors(*JSON_BODY_ERRORS)}},
+            "delete": {"summary": "delete a face", "security": BEARER,
+                       "responses": {"200": _json(_obj({"enabled": BOOL, "deleted": _nullable(INT)})),
+                                     **_errors(400, 401, 404)}},
+        },
+        "/persons": {
+            "get": {"summary": "people with their face and photo counts", "security": BEARER, "responses": {
+                "200": _json(_obj({"enabled": BOOL, "persons": {"type": "array", "items": _obj(
+                    {"id": INT, "name": STR, "faces": INT, "photos": INT})}})), **_errors(401)}},
+            "post": {"summary": "create a person", "security": BEARER,
+                     "requestBody": _body(_obj({"name": STR})),
+                     "responses": {"200": _json(_obj({"enabled": BOOL, "person": {"type": "null"}}), "faces disabled"),
+                                   "201": _json(_obj({"enabled": BOOL, "person": _obj({"id": INT, "name": STR})})),
+                                   **_errors(*JSON_BODY_ERRORS)}},
+        },
+        "/persons/{id}/photos": {"get": {
+            "summary": "photos in which a person's face is bound", "security": BEARER,
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
+                LIBRARY,
+                _q("sort", {"type": "string", "enum": list(SORTS)}, f"order (default {DEFAULT_SORT})"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"),
+                _q("cursor", STR, "next_cursor of the previous page"),
+            ],
+            "responses": {"200": _json({
+                "type": "object", "required": ["enabled", "items", "next_cursor"],
+                "properties": {"enabled": BOOL, "person": _nullable(_obj({"id": INT, "name": STR})),
+                               "library": STR, "items": {"type": "array", "items": _ref("File")},
+                               "next_cursor": _nullable(STR)}}),
+                          **_errors(400, 401, 404)}}},
+        "/status": {"get": {"summary": "the watcher's last ticks, backlog sizes and errors", "security": BEARER,
+                            "responses": {"200": _json(_obj({
+                                "watcher": {"type": "object"}, "last_scans": {"type": "array"},
+                                "backlog": _obj({"files": INT, "unhashed": INT, "thumbnails_pending": INT,
+                                                 "file_errors": INT}),
+                                "faces": {"type": "object", "required": ["enabled"]}})),
+                                **_errors(401)}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "imageapi", "version": __version__,
+                 "description": "Errors are always {\"error\": {\"code\", \"message\"}}."},
+        "security": BEARER,
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "mediaToken": {"type": "apiKey", "in": "query", "name": "mt"},
+            },
+            "schemas": {
+                "Error": _obj({"error": _obj({"code": STR, "message": STR})}),
+                "File": FILE_RECORD,
+                "Face": FACE,
+            },
+        },
+    }
+
+
+SPEC = _spec()
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", get_openapi)

@@ -1,0 +1,213 @@
+"""Faces and persons: GET /faces, GET/POST /persons, PATCH/DELETE /faces/{id}, POST /faces,
+GET /persons/{id}/photos.
+
+Faces are enabled when APOLLO_FACE_API_BASE_URL (or APOLLO_API_BASE_URL) is set. When they are
+not, every endpoint here answers 200 with an empty result and `"enabled": false`, never an error,
+so clients need no special case.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import aiosqlite
+from aiohttp import web
+
+from imageapi.core.db import Transaction, utcnow
+from imageapi.core.errors import ConfigError, NotFoundError, UsageError
+from imageapi.core.faces import people
+from imageapi.core.faces.settings import face_settings
+from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS, PhotoQuery, list_photos
+from imageapi.server.keys import CONFIG, DB, LIBRARIES
+from imageapi.server.middlewares import ApiError, field, read_json
+from imageapi.server.params import client_path, query_choice, query_int, query_str
+from imageapi.server.routes_media import indexed
+
+MANUAL_MODEL = "manual"
+
+
+async def faces_available(app: web.Application) -> bool:
+    try:
+        return face_settings(app[CONFIG]).enabled
+    except ConfigError:
+        return False
+
+
+def _face_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", f"no face with id {raw!r}")
+    return int(raw)
+
+
+def _face(row: aiosqlite.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "box": {"x": row["x"], "y": row["y"], "w": row["w"], "h": row["h"]},
+        "score": row["score"],
+        "model": row["model"],
+        "person": {"id": row["person_id"], "name": row["person_name"]} if row["person_id"] is not None else None,
+        "bound_by": row["bound_by"],
+    }
+
+
+_FACE_SQL = (
+    "SELECT f.id, f.x, f.y, f.w, f.h, f.score, f.model, f.person_id, f.bound_by, p.name AS person_name "
+    "FROM faces f LEFT JOIN persons p ON p.id = f.person_id"
+)
+
+
+async def _one_face(db: aiosqlite.Connection, face_id: int) -> dict[str, Any]:
+    async with db.execute(_FACE_SQL + " WHERE f.id = ?", (face_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no face with id {face_id}")
+    return _face(row)
+
+
+async def get_faces(request: web.Request) -> web.Response:
+    lib = await request.app[LIBRARIES].get(query_str(request, "library"))
+    rel = client_path(request.query.get("path"))
+    db = request.app[DB]
+    row, _ = await indexed(request, lib, rel)
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "library": lib.name, "path": rel, "scanned": False, "faces": []})
+    found: list[dict[str, Any]] = []
+    scanned = False
+    if row["content_hash"]:
+        async with db.execute(_FACE_SQL + " WHERE f.content_hash = ? ORDER BY f.idx", (row["content_hash"],)) as cur:
+            found = [_face(r) for r in await cur.fetchall()]
+        async with db.execute("SELECT 1 FROM face_scans WHERE content_hash = ?", (row["content_hash"],)) as cur:
+            scanned = await cur.fetchone() is not None
+    return web.json_response({"enabled": True, "library": lib.name, "path": rel, "scanned": scanned, "faces": found})
+
+
+async def get_persons(request: web.Request) -> web.Response:
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "persons": []})
+    found = await people.list_people(request.app[DB])
+    return web.json_response({"enabled": True, "persons": [
+        {"id": p.id, "name": p.name, "faces": p.faces, "photos": p.photos} for p in found
+    ]})
+
+
+async def post_persons(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name = field(body, "name", str)
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "person": None})
+    person = await people.create_person(request.app[DB], name)
+    return web.json_response({"enabled": True, "person": {"id": person.id, "name": person.name}}, status=201)
+
+
+async def patch_face(request: web.Request) -> web.Response:
+    face_id = _face_id(request)
+    body = await read_json(request)
+    if "person" not in body:
+        raise ApiError(400, "missing_field", "field 'person' is required (a person's name, or null to unbind)")
+    name = field(body, "person", str, required=False)
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "face": None})
+    db = request.app[DB]
+    await people.bind_face(db, face_id, name)
+    return web.json_response({"enabled": True, "face": await _one_face(db, face_id)})
+
+
+def _box(body: dict[str, Any]) -> tuple[float, float, float, float]:
+    box = field(body, "box", dict)
+    values = []
+    for k in ("x", "y", "w", "h"):
+        v = box.get(k)
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+            raise ApiError(400, "bad_field", f"field 'box.{k}' must be a number from 0 to 1")
+        values.append(float(v))
+    x, y, w, h = values
+    if w <= 0 or h <= 0 or x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+        raise ApiError(400, "bad_field", "field 'box' must have a positive size and lie inside the picture")
+    return x, y, w, h
+
+
+async def post_face(request: web.Request) -> web.Response:
+    """A face box drawn by a human (no embedding), optionally bound to a person at once."""
+    body = await read_json(request)
+    lib = await request.app[LIBRARIES].get(field(body, "library", str, required=False))
+    rel = client_path(field(body, "path", str))
+    x, y, w, h = _box(body)
+    person_name = field(body, "person", str, required=False)
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "face": None})
+    db = request.app[DB]
+    row, _ = await indexed(request, lib, rel)
+    if not row["content_hash"]:
+        raise UsageError(f"{rel!r} is not hashed yet; faces belong to content (try again after the next scan)")
+    person = await people.get_person(db, person_name) if person_name is not None else None
+    async with Transaction(db):
+        async with db.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM faces WHERE content_hash = ?",
+                              (row["content_hash"],)) as cur:
+            idx = (await cur.fetchone() or (0,))[0]
+        now = utcnow()
+        cur = await db.execute(
+            "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1.0, ?, ?, ?)",
+            (row["content_hash"], idx, x, y, w, h, b"", MANUAL_MODEL, now),
+        )
+        face_id = cur.lastrowid
+        assert face_id is not None
+        if person is not None:
+            # One face per person per photo: the drawn box wins over an earlier binding.
+            await db.execute("UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL "
+                             "WHERE content_hash = ? AND person_id = ?", (row["content_hash"], person.id))
+            await db.execute("UPDATE faces SET person_id = ?, bound_by = 'manual', bound_at = ? WHERE id = ?",
+                             (person.id, now, face_id))
+    return web.json_response({"enabled": True, "face": await _one_face(db, face_id)}, status=201)
+
+
+async def delete_face(request: web.Request) -> web.Response:
+    face_id = _face_id(request)
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "deleted": None})
+    db = request.app[DB]
+    try:
+        cur = await db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+        await db.commit()
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot delete face {face_id}: {exc}") from None
+    if cur.rowcount == 0:
+        raise NotFoundError(f"no face with id {face_id}")
+    return web.json_response({"enabled": True, "deleted": face_id})
+
+
+async def get_person_photos(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", f"no person with id {raw!r}")
+    person_id = int(raw)
+    lib = await request.app[LIBRARIES].get(query_str(request, "library"))
+    q = PhotoQuery(
+        recursive=True, person=person_id,
+        sort=query_choice(request, "sort", tuple(SORTS), DEFAULT_SORT),
+        limit=query_int(request, "limit", 200, 1, MAX_LIMIT),
+        cursor=query_str(request, "cursor"),
+    )
+    if not await faces_available(request.app):
+        return web.json_response({"enabled": False, "person": None, "library": lib.name, "items": [],
+                                  "next_cursor": None})
+    db = request.app[DB]
+    async with db.execute("SELECT id, name FROM persons WHERE id = ?", (person_id,)) as cur:
+        prow = await cur.fetchone()
+    if prow is None:
+        raise NotFoundError(f"no person with id {person_id}")
+    page = await list_photos(db, request.app[CONFIG], lib, q)
+    return web.json_response({"enabled": True, "person": {"id": prow[0], "name": prow[1]}, "library": lib.name,
+                              "items": page.items, "next_cursor": page.next_cursor})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/faces", get_faces)
+    app.router.add_post("/faces", post_face)
+    app.router.add_patch("/faces/{id}", patch_face)
+    app.router.add_delete("/faces/{id}", delete_face)
+    app.router.add_get("/persons", get_persons)
+    app.router.add_post("/persons", post_persons)
+    app.router.add_get("/persons/{id}/photos", get_person_photos)

@@ -1,0 +1,292 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.test_server_support are parameters here)
+"""Auth: login, bearer tokens (missing, expired, tampered, alg:none, wrong key), media tokens,
+the verified-token cache, the login throttle, users."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from imageapi.core.errors import UsageError
+from imageapi.core.tokens import TokenError, TokenService, check_secret, parse_ttl
+from imageapi.core.users import User, hash_password, verify_password
+from imageapi.server.auth import LoginThrottle
+from imageapi.server.middlewares import ApiError
+from tests.test_server_support import (  # noqa: F401  (fixtures)
+    PASSWORD,
+    SECRET,
+    USER,
+    AiohttpClient,
+    Server,
+    Template,
+    assert_error,
+    server,
+    start_server,
+    template,
+)
+
+ALICE = User(id=1, name="alice", created_at="x", tokens_valid_after=0)
+
+
+async def test_public_routes_need_no_token(server: Server) -> None:
+    r = await server.client.get("/health")
+    assert r.status == 200 and (await r.json())["status"] == "ok"
+    r = await server.client.get("/openapi.json")
+    assert r.status == 200 and (await r.json())["openapi"].startswith("3.")
+
+
+@pytest.mark.parametrize("path", ["/libraries", "/photos", "/image?path=2020/a.jpg", "/status", "/tags",
+                                  "/memories", "/persons", "/no/such/route"])
+async def test_missing_token_is_401(server: Server, path: str) -> None:
+    r = await server.client.get(path)
+    assert r.status == 401
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_error(await r.json(), "unauthorized")
+
+
+async def test_login_gives_a_working_token(server: Server) -> None:
+    r = await server.client.post("/login", json={"username": USER, "password": PASSWORD})
+    assert r.status == 200
+    body = await r.json()
+    assert body["expires_at"].endswith("Z") and body["user"] == USER
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {body['token']}"})
+    assert r.status == 200
+    assert [lib["name"] for lib in (await r.json())["libraries"]] == ["main"]
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"username": USER, "password": "wrong password"}, "bad_credentials"),
+    ({"username": "nobody", "password": PASSWORD}, "bad_credentials"),
+])
+async def test_bad_credentials(server: Server, body: dict[str, str], code: str) -> None:
+    r = await server.client.post("/login", json=body)
+    assert r.status == 401
+    assert_error(await r.json(), code)
+
+
+@pytest.mark.parametrize("raw,field", [
+    (b'{"username": "alice"}', "password"),
+    (b'{"password": "x"}', "username"),
+    (b'{"username": 5, "password": "x"}', "username"),
+])
+async def test_login_missing_or_bad_fields_name_the_field(server: Server, raw: bytes, field: str) -> None:
+    r = await server.client.post("/login", data=raw, headers={"Content-Type": "application/json"})
+    assert r.status == 400
+    body = await r.json()
+    assert_error(body)
+    assert repr(field) in body["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
+async def test_login_bad_json(server: Server, raw: bytes) -> None:
+    r = await server.client.post("/login", data=raw, headers={"Content-Type": "application/json"})
+    assert r.status == 400
+    assert_error(await r.json(), "bad_json")
+
+
+async def test_body_size_limit(server: Server) -> None:
+    r = await server.client.post("/login", data=b'{"username": "' + b"a" * (2 * 1024 * 1024) + b'"}',
+                                 headers={"Content-Type": "application/json"})
+    assert r.status == 413
+    assert_error(await r.json(), "body_too_large")
+
+
+def _tamper(token: str) -> str:
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "2"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{forged}.{sig}"
+
+
+def _bad_tokens(server: Server) -> dict[str, str]:
+    now = int(time.time())
+    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access"}
+    flipped = server.token[:-2] + ("A" if server.token[-2] != "A" else "B") + server.token[-1]
+    return {
+        "expired": jwt.encode({**good, "iat": now - 7200, "exp": now - 10}, SECRET, algorithm="HS256"),
+        "tampered_payload": _tamper(server.token),
+        "tampered_signature": flipped,
+        "alg_none": jwt.encode(good, None, algorithm="none"),  # type: ignore[arg-type]
+        "wrong_key": jwt.encode(good, "another-secret-key-that-is-long-enough!!", algorithm="HS256"),
+        "hs512": jwt.encode(good, SECRET, algorithm="HS512"),
+        "no_exp": jwt.encode({k: v for k, v in good.items() if k != "exp"}, SECRET, algorithm="HS256"),
+        "unknown_user": jwt.encode({**good, "sub": "999"}, SECRET, algorithm="HS256"),
+        "garbage": "not.a.token",
+        "huge": "a" * 5000,
+    }
+
+
+@pytest.mark.parametrize("kind", ["expired", "tampered_payload", "tampered_signature", "alg_none", "wrong_key",
+                                  "hs512", "no_exp", "unknown_user", "garbage", "huge"])
+async def test_bad_tokens_are_401(server: Server, kind: str) -> None:
+    # A good request first, so the good token sits in the verified-token cache.
+    assert (await server.client.get("/libraries", headers=server.auth)).status == 200
+    token = _bad_tokens(server)[kind]
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 401, kind
+    assert_error(await r.json(), "unauthorized")
+
+
+@pytest.mark.parametrize("header", ["Basic YWxpY2U6eA==", "Bearer", "Bearer ", "Token abc"])
+async def test_malformed_authorization_header(server: Server, header: str) -> None:
+    r = await server.client.get("/libraries", headers={"Authorization": header})
+    assert r.status == 401
+    assert_error(await r.json(), "unauthorized")
+
+
+async def test_password_change_revokes_older_tokens(
+    aiohttp_client: AiohttpClient, template: Template, tmp_path: Path
+) -> None:
+    srv = await start_server(aiohttp_client, template, tmp_path)
+    with srv.db() as conn:
+        conn.execute("UPDATE users SET tokens_valid_after = ? WHERE name = ?", (int(time.time()) + 5, USER))
+    r = await srv.client.get("/libraries", headers=srv.auth)
+    assert r.status == 401
+    assert "password" in (await r.json())["error"]["message"]
+
+
+async def test_media_token_is_scoped_to_its_path(server: Server) -> None:
+    r = await server.client.post("/media-token", json={"path": "2020"}, headers=server.auth)
+    assert r.status == 200
+    mt = (await r.json())["token"]
+    ok = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": mt})
+    assert ok.status == 200 and ok.headers["Content-Type"] == "image/jpeg"
+    full = await server.client.get("/image", params={"path": "2020/b.jpg", "size": "full", "mt": mt})
+    assert full.status == 200
+    for params in ({"path": "2021/c.jpg", "mt": mt}, {"path": "2020x/a.jpg", "mt": mt},
+                   {"path": "2020/a.jpg", "mt": mt[:-3] + "AAA"}, {"path": "2020/a.jpg", "mt": "x.y"}):
+        r = await server.client.get("/image", params=params)
+        assert r.status in (401, 404), params
+        assert_error(await r.json())
+    # A media token is not a bearer token and opens nothing but media.
+    r = await server.client.get("/photos", params={"mt": mt})
+    assert r.status == 401
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {mt}"})
+    assert r.status == 401
+    r = await server.client.get("/image/metadata", params={"path": "2020/a.jpg", "mt": mt})
+    assert r.status == 401
+
+
+async def test_media_token_expires(server: Server) -> None:
+    svc = TokenService(SECRET, clock=lambda: time.time() - 7200)
+    old = svc.issue_media(server.user.id, "main", "", ttl=60).token
+    r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": old})
+    assert r.status == 401
+    assert "expired" in (await r.json())["error"]["message"]
+
+
+async def test_media_token_needs_a_bearer(server: Server) -> None:
+    r = await server.client.post("/media-token", json={})
+    assert r.status == 401
+    r = await server.client.post("/media-token", json={"ttl": 10**9}, headers=server.auth)
+    assert r.status == 400
+    r = await server.client.post("/media-token", json={"path": "../x"}, headers=server.auth)
+    assert r.status == 400
+
+
+async def test_failed_logins_slow_down(server: Server) -> None:
+    statuses = []
+    for _ in range(7):
+        r = await server.client.post("/login", json={"username": USER, "password": "nope-nope"})
+        statuses.append(r.status)
+    assert statuses[:5] == [401] * 5
+    assert 429 in statuses[5:]
+    r = await server.client.post("/login", json={"username": USER, "password": PASSWORD})
+    assert r.status == 429  # even the right password waits
+    assert int(r.headers["Retry-After"]) >= 1
+    assert_error(await r.json(), "too_many_attempts")
+
+
+def test_throttle_backoff_grows_and_resets() -> None:
+    t = LoginThrottle(free=2, max_delay=60)
+    t.failed("a", now=0)
+    t.check("a", now=0)
+    t.failed("a", now=0)   # 2nd failure: wait 1 s
+    with pytest.raises(ApiError):
+        t.check("a", now=0.5)
+    t.check("a", now=1.0)
+    t.failed("a", now=1.0)  # 3rd: 2 s
+    with pytest.raises(ApiError):
+        t.check("a", now=2.5)
+    t.check("b", now=1.0)   # other addresses are not affected
+    t.succeeded("a")
+    t.check("a", now=1.0)
+    for _ in range(50):
+        t.failed("c", now=0)
+    with pytest.raises(ApiError) as exc:
+        t.check("c", now=59)
+    assert exc.value.headers["Retry-After"] == "1"
+
+
+async def test_token_cache_rechecks_expiry_on_every_hit() -> None:
+    now = [1000.0]
+    svc = TokenService(SECRET, clock=lambda: now[0])
+    token = svc.issue(ALICE, 60).token
+    loads = []
+
+    async def load(uid: int) -> User | None:
+        loads.append(uid)
+        return ALICE
+
+    assert (await svc.verify(token, load)).user_id == 1
+    assert (await svc.verify(token, load)).name == "alice"
+    assert loads == [1]  # user checked once, then remembered
+    now[0] += 59
+    await svc.verify(token, load)
+    now[0] += 2
+    with pytest.raises(TokenError, match="expired"):
+        await svc.verify(token, load)
+    with pytest.raises(TokenError):
+        await svc.verify(token, load)
+
+
+async def test_token_cache_rechecks_the_user() -> None:
+    now = [1000.0]
+    svc = TokenService(SECRET, clock=lambda: now[0], user_recheck=30)
+    token = svc.issue(ALICE, 3600).token
+    present: list[User | None] = [ALICE]
+
+    async def load(uid: int) -> User | None:
+        return present[0]
+
+    await svc.verify(token, load)
+    present[0] = None  # the user was removed by the CLI
+    await svc.verify(token, load)  # still remembered within the recheck period
+    now[0] += 31
+    with pytest.raises(TokenError, match="no longer exists"):
+        await svc.verify(token, load)
+
+
+def test_secret_key_rules() -> None:
+    with pytest.raises(UsageError, match="not set"):
+        check_secret(None)
+    with pytest.raises(UsageError, match="too short"):
+        check_secret("short")
+    assert check_secret("x" * 32) == "x" * 32
+
+
+def test_ttl_parsing() -> None:
+    assert parse_ttl("30d") == 30 * 86400
+    assert parse_ttl("15m") == 900
+    assert parse_ttl("90") == 90
+    for bad in ("", "x", "-1d", "0", "20y"):
+        with pytest.raises(UsageError):
+            parse_ttl(bad)
+
+
+def test_password_hashing() -> None:
+    stored = hash_password("a long password")
+    assert stored.startswith("scrypt$") and "a long password" not in stored
+    assert verify_password("a long password", stored)
+    assert not verify_password("a long passworD", stored)
+    assert hash_password("a long password") != stored  # salted
+    for broken in ("", "scrypt$x", "bcrypt$1$2$3$4$5", "scrypt$40$8$1$AAAA$AAAA"):
+        assert not verify_password("a long password", broken)
+    with pytest.raises(UsageError):
+        hash_password("short")
