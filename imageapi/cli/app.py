@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from imageapi import __version__
-from imageapi.cli import common, doctor, hashcmd, info, library, scan, thumbs
+from imageapi.cli import common, doctor, faces, hashcmd, info, library, people, scan, thumbs, watch
 
 app = typer.Typer(
     name="imageapi",
@@ -52,6 +52,9 @@ doctor.register(app)
 thumbs.register(app)
 app.add_typer(library.app, name="library")
 app.add_typer(hashcmd.app, name="hash")
+app.add_typer(faces.app, name="faces")
+app.add_typer(people.app, name="people")
+watch.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""`imageapi faces drain|status|retry-failed`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import typer
+
+from imageapi.cli import common
+from imageapi.core.config import Config
+from imageapi.core.db import connect
+from imageapi.core.errors import ImageapiError
+from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
+from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings, face_settings
+from imageapi.core.faces.store import FaceStatus, face_status, retry_failed
+from imageapi.core.libraries import get_library, sync_base_path
+from imageapi.core.pool import WorkerPool
+
+app = typer.Typer(help="Face detection (by Apollo): the backlog and its status.", no_args_is_help=True)
+
+STATUS_KEYS = ("files", "hashed", "scanned", "pending", "backing_off", "failed", "faces", "people")
+
+
+def settings_or_exit(cfg: Config, json_out: bool) -> FaceSettings:
+    """The face settings; when faces are disabled, say so in one line and exit 0."""
+    try:
+        settings = face_settings(cfg)
+    except ImageapiError as exc:
+        common.fail(exc.message, common.exit_code_for(exc))
+    if not settings.enabled:
+        if json_out:
+            common.emit_json({"enabled": False, "message": DISABLED_MESSAGE})
+        else:
+            common.out_console.print(DISABLED_MESSAGE, highlight=False, soft_wrap=True)
+        raise typer.Exit(common.EXIT_OK)
+    return settings
+
+
+@app.command("drain")
+def drain_cmd(
+    library: str | None = typer.Option(None, "--library", "-l", help="Only this library's photos."),
+    max_items: int | None = typer.Option(None, "--max", min=1, help="Stop after N photos."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per core)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Hash what has no hash, then send every photo not yet scanned for faces to Apollo, until none
+    is left. Exits 0 when the backlog is empty or only items backing off after a failure remain."""
+    cfg = common.config_with_dirs()
+    settings = settings_or_exit(cfg, json_out)
+    if workers:
+        cfg = cfg.with_overrides(workers=workers)
+
+    async def go() -> DrainReport:
+        db = await connect(cfg.database_path)
+        pool = WorkerPool(cfg.workers)
+        try:
+            await sync_base_path(db, cfg)
+            library_ids = [(await get_library(db, library)).id] if library else None
+            async with FacePasses(db, pool, settings) as passes:
+                with common.ProgressBars(not json_out) as bars:
+                    return await drain(passes, library_ids=library_ids, max_items=max_items, progress=bars)
+        finally:
+            pool.close()
+            await db.close()
+
+    with common.job_lock(cfg, "imageapi faces drain"):
+        report = common.run(go)
+    if json_out:
+        common.emit_json({
+            "hashed": report.hashed, "detected": report.detected, "faces_found": report.faces_found,
+            "bound": report.bound, "transient_failures": report.transient_failures,
+            "permanent_failures": report.permanent_failures, "remaining": report.remaining,
+            "backing_off": report.backing_off, "hash_failures": report.hash_failures,
+            "service_down": report.service_down, "seconds": round(report.seconds, 3),
+        })
+    else:
+        common.out_console.print(
+            f"hashed {report.hashed}; {report.detected} photos scanned, {report.faces_found} faces found, "
+            f"{report.bound} bound to people; {report.transient_failures} transient and "
+            f"{report.permanent_failures} permanent failures; {report.remaining} remaining "
+            f"({report.backing_off} backing off) in {report.seconds:.1f} s", highlight=False,
+        )
+        for content_hash, error in report.errors[:5]:
+            common.err_console.print(f"  [yellow]{content_hash[:12]}[/]: {error}", highlight=False)
+    if report.service_down:
+        common.fail(f"Apollo at {settings.base_url} stopped answering ({report.down_reason}); "
+                    f"{report.remaining} photos remain, run `imageapi faces drain` again later",
+                    common.EXIT_SERVICE)
+
+
+@app.command("status")
+def status_cmd(
+    library: str | None = typer.Option(None, "--library", "-l", help="Only this library's photos."),
+    json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Files, hashed, scanned for faces, pending, backing off, failed, faces and people."""
+    cfg = common.config_with_dirs()
+    settings_or_exit(cfg, json_out)
+
+    async def go() -> FaceStatus:
+        db = await connect(cfg.database_path)
+        try:
+            lib_id = (await get_library(db, library)).id if library else None
+            return await face_status(db, lib_id)
+        finally:
+            await db.close()
+
+    st = common.run(go)
+    values = asdict(st)
+    if json_out:
+        common.emit_json({k: values[k] for k in STATUS_KEYS})
+        return
+    common.out_console.print(
+        f"files {st.files} ({st.hashed} hashed, {st.unhashed_images} photos not yet hashed)\n"
+        f"photos scanned for faces {st.scanned}, pending {st.pending}, backing off {st.backing_off}, "
+        f"failed {st.failed}\nfaces {st.faces}, people {st.people}", highlight=False,
+    )
+
+
+@app.command("retry-failed")
+def retry_failed_cmd(
+    backing_off: bool = typer.Option(False, "--backing-off", help="Also retry transient failures now."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Put photos whose detection failed for good back in the queue."""
+    cfg = common.config_with_dirs()
+    settings_or_exit(cfg, json_out)
+
+    async def go() -> int:
+        db = await connect(cfg.database_path)
+        try:
+            return await retry_failed(db, include_backing_off=backing_off)
+        finally:
+            await db.close()
+
+    n = common.run(go)
+    if json_out:
+        common.emit_json({"requeued": n})
+    else:
+        common.out_console.print(f"{n} photos back in the face queue", highlight=False)

@@ -1,0 +1,68 @@
+"""`imageapi watch`: scans and the face backlog, on a timer, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import typer
+
+from imageapi.cli import common
+from imageapi.core.db import connect
+from imageapi.core.errors import ImageapiError
+from imageapi.core.faces.settings import face_settings
+from imageapi.core.libraries import sync_base_path
+from imageapi.core.pool import WorkerPool
+from imageapi.core.scan import resolve_targets
+from imageapi.core.watch import Watcher
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)
+
+
+def watch(
+    library: list[str] = typer.Option([], "--library", "-l", help="Watch only this library (repeatable)."),
+    once: bool = typer.Option(False, "--once", help="Run one tick (a quick scan and the face passes) and exit."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per core)."),
+) -> None:
+    """Scan and drain the face backlog on a timer, until SIGTERM or Ctrl-C.
+
+    Every WATCH_QUICK_INTERVAL_SECONDS a quick scan and the face passes, every
+    WATCH_FULL_INTERVAL_SECONDS a full scan; one log line per tick."""
+    cfg = common.config_with_dirs()
+    try:
+        faces = face_settings(cfg)
+    except ImageapiError as exc:
+        common.fail(exc.message, common.exit_code_for(exc))
+    if workers:
+        cfg = cfg.with_overrides(workers=workers)
+    if cfg.log_level in ("info", "debug", "trace"):
+        # The tick lines are this command's output, also on a terminal.
+        logging.getLogger("imageapi.core.watch").setLevel(logging.INFO)
+
+    async def go() -> None:
+        db = await connect(cfg.database_path)
+        pool = WorkerPool(cfg.workers, nice=5)
+        watcher = Watcher(db, cfg, pool, faces, library_names=library)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await sync_base_path(db, cfg)
+            await resolve_targets(db, library, None)  # nothing to watch is an error, said at once
+            if once:
+                await watcher.scan_tick("quick")
+            else:
+                await watcher.run(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await watcher.aclose()
+            pool.close()
+            await db.close()
+
+    with common.job_lock(cfg, "imageapi watch"):
+        common.run(go)

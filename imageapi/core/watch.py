@@ -1,0 +1,184 @@
+"""The watcher: the long-running loop of `imageapi watch` (and, later, of `imageapi serve`).
+
+Every WATCH_QUICK_INTERVAL_SECONDS: a quick scan, then both face passes (when faces are enabled);
+every WATCH_FULL_INTERVAL_SECONDS the scan is a full one instead. The face passes work straight
+from the database, so a backlog left by a restart drains on every tick whatever the scan saw; while
+a backlog remains and Apollo answers, further face-only ticks follow until the next scan is due.
+One log line per tick says what it did. The caller holds the job lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiosqlite
+
+from imageapi.core.config import Config
+from imageapi.core.errors import ImageapiError
+from imageapi.core.faces.backlog import FacePasses, PassesReport
+from imageapi.core.faces.settings import FaceSettings
+from imageapi.core.faces.store import count_pending
+from imageapi.core.pool import WorkerPool
+from imageapi.core.scan import ScanCounts, resolve_targets, run_scan
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class TickResult:
+    number: int
+    kind: str                              # quick, full or faces
+    line: str                              # what was logged
+    scan: ScanCounts | None = None
+    faces: PassesReport | None = None
+    pending: int | None = None             # face candidates due after the tick
+    more_face_work: bool = False           # worth another face-only tick now
+
+
+class Watcher:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        config: Config,
+        pool: WorkerPool,
+        faces: FaceSettings | None = None,
+        *,
+        library_names: list[str] | None = None,
+        passes: FacePasses | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db, self.config, self.pool = db, config, pool
+        self.library_names = library_names or []
+        self.clock = clock
+        self.ticks = 0
+        self.passes = passes
+        if self.passes is None and faces is not None and faces.enabled:
+            self.passes = FacePasses(db, pool, faces)
+
+    async def aclose(self) -> None:
+        if self.passes is not None:
+            await self.passes.aclose()
+
+    # -- ticks, callable one by one ---------------------------------------------------------------
+
+    async def scan_tick(self, mode: str) -> TickResult:
+        """A quick or full scan of every library, then the face passes."""
+        self.ticks += 1
+        parts: list[str] = []
+        counts = None
+        try:
+            targets = await resolve_targets(self.db, self.library_names, None)
+            reports = await run_scan(self.db, self.config, targets, mode, self.pool)
+            counts = ScanCounts()
+            for r in reports:
+                counts.add(r.counts)
+            seconds = sum(r.seconds for r in reports)
+            parts.append(
+                f"{mode} scan of {len(reports)} librar{'y' if len(reports) == 1 else 'ies'}: "
+                f"{counts.scanned} files, +{counts.added} ~{counts.changed} -{counts.removed} "
+                f"moved {counts.moved}, {counts.errors} errors ({seconds:.1f} s)"
+            )
+            parts.extend(w for r in reports for w in r.warnings)
+        except ImageapiError as exc:
+            parts.append(f"{mode} scan skipped: {exc.message}")
+        result = TickResult(self.ticks, mode, "", scan=counts)
+        await self._face_part(result, parts, sweep="full" if mode == "full" else "incremental")
+        return self._log(result, parts)
+
+    async def face_tick(self) -> TickResult:
+        """Both face passes alone."""
+        self.ticks += 1
+        parts: list[str] = []
+        result = TickResult(self.ticks, "faces", "")
+        await self._face_part(result, parts, sweep="incremental")
+        return self._log(result, parts)
+
+    async def _face_part(self, result: TickResult, parts: list[str], sweep: str) -> None:
+        if self.passes is None:
+            parts.append("faces disabled")
+            return
+        try:
+            rep = await self.passes.tick(sweep=sweep)
+        except ImageapiError as exc:
+            parts.append(f"face passes failed: {exc.message}")
+            return
+        result.faces = rep
+        h, f = rep.hashing, rep.faces
+        result.pending = await count_pending(self.db)
+        parts.append(f"hashed {h.hashed}" + (f" ({h.failed} failed)" if h.failed else "")
+                     + f", {h.remaining} unhashed left")
+        if f.service_down:
+            parts.append(f"faces: Apollo unreachable ({f.down_reason}); {f.not_sent} not sent, "
+                         f"{result.pending} pending")
+        else:
+            parts.append(
+                f"faces: {f.candidates} candidates, {f.detected} stored ({f.faces_found} faces), "
+                f"{f.bound + rep.swept_bound} bound, {f.transient_failures} transient and "
+                f"{f.permanent_failures} permanent failures, {result.pending} pending"
+            )
+        # Another face-only tick is worth it when this one worked and work is left.
+        result.more_face_work = (not f.service_down and (result.pending > 0 or h.remaining > 0)
+                                 and rep.did_something)
+
+    def _log(self, result: TickResult, parts: list[str]) -> TickResult:
+        result.line = f"tick {result.number} ({result.kind}): " + "; ".join(parts)
+        log.info("%s", result.line)
+        return result
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set; a tick in progress is cancelled (everything it wrote is
+        transactional, so the next run picks up where it stopped)."""
+        quick_every, full_every = self.config.watch_quick_interval, self.config.watch_full_interval
+        next_full = self.clock() + full_every
+        log.info("watching: quick scan every %.0f s, full scan every %.0f s, faces %s",
+                 quick_every, full_every, "enabled" if self.passes is not None else "disabled")
+        while not stop.is_set():
+            started = self.clock()
+            mode = "full" if started >= next_full else "quick"
+            if mode == "full":
+                next_full = started + full_every
+            next_quick = started + quick_every
+            result = await self._until_stopped(self._guarded(self.scan_tick(mode)), stop)
+            while result is not None and result.more_face_work and self.clock() < next_quick:
+                result = await self._until_stopped(self._guarded(self.face_tick()), stop)
+            delay = max(0.0, next_quick - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+        log.info("watcher stopped after %d ticks", self.ticks)
+
+    async def _guarded(self, tick: Awaitable[TickResult]) -> TickResult | None:
+        """A tick that fails (database locked, a bug) is logged; the loop goes on."""
+        try:
+            return await tick
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("tick failed: %s", exc)
+            return None
+
+    @staticmethod
+    async def _until_stopped(coro: Awaitable[T], stop: asyncio.Event) -> T | None:
+        task = asyncio.ensure_future(coro)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stopper.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
