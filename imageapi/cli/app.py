@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from imageapi import __version__
-from imageapi.cli import common, doctor, faces, hashcmd, info, library, people, scan, thumbs, watch
+from imageapi.cli import common, doctor, faces, hashcmd, info, library, people, scan, serve, thumbs, token, user, watch
 
 app = typer.Typer(
     name="imageapi",
@@ -55,6 +55,9 @@ app.add_typer(hashcmd.app, name="hash")
 app.add_typer(faces.app, name="faces")
 app.add_typer(people.app, name="people")
 watch.register(app)
+serve.register(app)
+app.add_typer(user.app, name="user")
+token.register(app)
 
 
 def main() -> None:

@@ -92,14 +92,19 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
 
 def _background(watch: bool, factory: WatcherFactory | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        watcher = None
+        config = app[CONFIG]
+        watcher: Watcher | None = None
+        wdb = None
         if watch:
-            if factory is None:
-                from imageapi.server.watching import make_watcher
-
-                watcher = make_watcher(app[CONFIG], app[POOL])
+            # The watcher writes in transactions of its own: it gets its own connection.
+            wdb = await connect(config.database_path, migrate=False)
+            if factory is not None:
+                watcher = factory(config, wdb, app[POOL])
             else:
-                watcher = factory(app[CONFIG], app[DB], app[POOL])
+                from imageapi.core.faces.settings import face_settings
+                from imageapi.server.watching import ServerWatcher
+
+                watcher = ServerWatcher(wdb, config, app[POOL], face_settings(config))
         bg = Background(watcher)
         app[BACKGROUND] = bg
         bg.start()
@@ -107,5 +112,10 @@ def _background(watch: bool, factory: WatcherFactory | None) -> Callable[[web.Ap
             yield
         finally:
             await bg.stop()
+            close = getattr(watcher, "aclose", None)
+            if close is not None:
+                await close()
+            if wdb is not None:
+                await wdb.close()
 
     return ctx

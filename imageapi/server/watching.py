@@ -1,0 +1,51 @@
+"""The core's watcher (imageapi.core.watch), remembering its last tick of each kind for /status."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from imageapi.core.watch import TickResult, Watcher
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ServerWatcher(Watcher):
+    """Watcher + what /status shows: the last tick of each kind (quick, full, faces), the last
+    error, and how many ticks ran."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last: dict[str, dict[str, Any]] = {}
+        self.last_error: dict[str, Any] | None = None
+        self.current: str | None = None
+
+    async def _record(self, kind: str, tick: Any) -> TickResult:
+        started = time.monotonic()
+        self.current = kind
+        try:
+            result: TickResult = await tick
+        except Exception as exc:
+            self.last_error = {"kind": kind, "at": _now(), "error": f"{type(exc).__name__}: {exc}"}
+            raise
+        finally:
+            self.current = None
+        entry: dict[str, Any] = {"number": result.number, "finished_at": _now(),
+                                 "seconds": round(time.monotonic() - started, 3), "summary": result.line}
+        if result.pending is not None:
+            entry["faces_pending"] = result.pending
+        self.last[kind] = entry
+        return result
+
+    async def scan_tick(self, mode: str) -> TickResult:
+        return await self._record(mode, super().scan_tick(mode))
+
+    async def face_tick(self) -> TickResult:
+        return await self._record("faces", super().face_tick())
+
+    def status(self) -> dict[str, Any]:
+        return {"ticks": self.ticks, "current": self.current, "last": self.last, "last_error": self.last_error,
+                "faces_enabled": self.passes is not None}
