@@ -228,3 +228,36 @@ def test_embedding_blobs_and_similarity() -> None:
     mean = mean_direction([[10.0, 0.0], [0.0, 1.0], [1.0]])        # normalised first; other length skipped
     assert mean == pytest.approx([0.5, 0.5])
     assert mean_direction([]) is None
+
+
+async def test_faces_drawn_by_hand_have_no_embedding_and_never_skew_autobind(
+        db: aiosqlite.Connection, pool: WorkerPool, standin: StandIn, tmp_path: Path) -> None:
+    h = await library(db, tmp_path / "lib", {"a.jpg": 1, "group.jpg": 2, "c.jpg": 3, "hand.jpg": 4})
+    standin.script.update({
+        h["hand.jpg"]: [],
+        h["a.jpg"]: [face(near(OBAMA, "a"))],
+        h["group.jpg"]: [face(near(BIDEN, "g1"), LEFT), face(near(OBAMA, "g2"), RIGHT)],
+        h["c.jpg"]: [],
+    })
+    ann = await create_person(db, "Ann")
+    await tag(db, h["a.jpg"], "Ann")
+    async with passes(db, pool, standin.url, min_cos=-1.0) as p:
+        await p.tick()
+        # A box drawn by hand (as the server stores it: empty embedding), one bound and one not.
+        for content_hash, idx, person in ((h["c.jpg"], 5, ann.id), (h["group.jpg"], 6, None),
+                                          (h["hand.jpg"], 0, None), (h["hand.jpg"], 1, None)):
+            await db.execute(
+                "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
+                "created_at) VALUES (?, ?, 0, 0, 0.1, 0.1, 1, x'', 'manual', ?, ?, 'now')",
+                (content_hash, idx, person, "manual" if person else None))
+        await db.commit()
+        await tag(db, h["group.jpg"], "Ann")
+        await tag(db, h["hand.jpg"], "Ann")
+        rep = await p.tick()
+    # Even with a threshold of -1 the hand-drawn face is not matched, and the mean (of the one real
+    # face) still picks the face that resembles Ann.
+    assert rep.swept_bound == 1
+    got = await bindings(db)
+    assert got[(h["group.jpg"], 1)] == ("Ann", "auto")
+    assert got[(h["group.jpg"], 0)] == got[(h["group.jpg"], 6)] == (None, None)
+    assert got[(h["hand.jpg"], 0)] == got[(h["hand.jpg"], 1)] == (None, None)

@@ -194,6 +194,8 @@ class MeanCache:
 
 
 def _accumulate(total: list[float], count: int, embedding: array[float]) -> int:
+    if not embedding:
+        return count  # a box drawn by hand has no embedding
     if not total:
         total.extend([0.0] * len(embedding))
     if len(embedding) != len(total):
@@ -240,6 +242,8 @@ async def autobind_photo(db: aiosqlite.Connection, content_hash: str, min_cos: f
             if m is None:
                 continue  # no bound face yet: nothing to compare with
             for fid, emb in free_faces:
+                if not emb:
+                    continue  # drawn by hand: nothing to compare
                 sim = cosine(emb, m)
                 if sim >= min_cos:
                     pairs.append((sim, fid, p.id))
