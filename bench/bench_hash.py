@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return size / MIB / median(seconds)
 
     read_rate, hash_rate, sha_rate = rate(reads), rate(hashes), rate(shas)
-    ratio = hash_rate / read_rate
+    # Per round, hash throughput / read throughput = read time / hash time; the median of those.
+    ratios = [r / h for r, h in zip(reads, hashes, strict=True)]
+    ratio = median(ratios)
     print()
     print(f"plain read (readinto 1 MiB): {read_rate:8.0f} MiB/s   {spread(reads)}")
     print(f"hash_file (blake3):          {hash_rate:8.0f} MiB/s   {spread(hashes)}")
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"blake3 / sha256:             {hash_rate / sha_rate:8.2f}x")
     print()
     verdicts = Verdicts()
-    verdicts.check("hash_file throughput vs plain read", f"{ratio:.1%} ({hash_rate:.0f} of {read_rate:.0f} MiB/s)",
+    per_round = ", ".join(f"{x:.1%}" for x in ratios)
+    verdicts.check("hash_file throughput vs plain read", f"{ratio:.1%} (per round: {per_round})",
                    f">= {TARGET_RATIO:.0%}", ratio >= TARGET_RATIO)
     return verdicts.summary()
 

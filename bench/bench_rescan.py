@@ -29,6 +29,7 @@ from typing import Any
 
 from bench import synth
 from bench.common import (
+    CpuMeter,
     MemoryPeak,
     TreeMemorySampler,
     Verdicts,
@@ -163,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         full_ratios: list[float] = []
         quick_ratios: list[float] = []
         for r in range(args.rounds):
+            meter = CpuMeter().start()  # what the machine's other users took during the round
             start = time.perf_counter()
             seen = walk_tree(str(root))
             walks.append(time.perf_counter() - start)
             full_s, full_report = asyncio.run(rescan(data, args.workers, "full"))
             quick_s, quick_report = asyncio.run(rescan(data, args.workers, "quick"))
+            meter.stop()
             fulls.append(full_s)
             quicks.append(quick_s)
             full_ratios.append(full_s / walks[-1])
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 if problem and problem not in problems:
                     problems.append(problem)
             print(f"  round {r + 1}: walk {walks[-1]:.3f} s ({seen} files), full {full_s:.3f} s "
-                  f"({full_ratios[-1]:.2f}x), quick {quick_s:.3f} s ({quick_ratios[-1]:.3f}x)", flush=True)
+                  f"({full_ratios[-1]:.2f}x), quick {quick_s:.3f} s ({quick_ratios[-1]:.3f}x); "
+                  f"others used {meter.others_cores:.2f} cores meanwhile", flush=True)
 
         print("unchanged re-scan memory (python -m imageapi scan --full, subprocess)...", flush=True)
         again = cli_scan(root, data, args.workers)
