@@ -173,6 +173,7 @@ async def test_memories(server: Server) -> None:
     ({"tz": "Mars/Olympus"}, "bad_request"),
     ({"tz": "../../etc/passwd"}, "bad_request"),
     ({"limit": "0"}, "bad_parameter"),
+    ({"date": ""}, "bad_request"),
 ])
 async def test_memories_errors(server: Server, params: dict[str, str], code: str) -> None:
     r = await server.client.get("/memories", params=params, headers=server.auth)
@@ -238,8 +239,12 @@ async def test_faces_enabled(aiohttp_client: AiohttpClient, template: Template, 
     assert r.status == 404
     r = await srv.client.patch(f"/faces/{second['id']}", json={}, headers=srv.auth)
     assert r.status == 400 and "'person'" in (await r.json())["error"]["message"]
-    r = await srv.client.get("/persons/abc/photos", headers=srv.auth)
-    assert r.status == 404
+    for bad_id in ("abc", "0", "-1", "１"):
+        r = await srv.client.get(f"/persons/{bad_id}/photos", headers=srv.auth)
+        assert r.status == 404, bad_id
+        assert_error(await r.json(), "not_found")
+        r = await srv.client.patch(f"/faces/{bad_id}", json={"person": None}, headers=srv.auth)
+        assert r.status == 404, bad_id
     r = await srv.client.get("/persons/424242/photos", headers=srv.auth)
     assert r.status == 404
     status = await get(srv, "/status")

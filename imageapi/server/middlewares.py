@@ -106,13 +106,17 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
-    """One field of a JSON body, checked: 400 naming the field when missing or of the wrong type."""
-    if name not in body or body[name] is None:
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True,
+          nullable: bool = False) -> Any:
+    """One field of a JSON body, checked: 400 naming the field when missing or of the wrong type.
+    An absent optional field is None; an explicit null is accepted only where `nullable`."""
+    if name not in body:
         if required:
             raise ApiError(400, "missing_field", f"field {name!r} is required")
         return None
     value = body[name]
+    if value is None and nullable:
+        return None
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
         want = " or ".join(_type_name(t) for t in _as_tuple(kind))
         raise ApiError(400, "bad_field", f"field {name!r} must be {want}")

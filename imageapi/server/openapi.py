@@ -23,9 +23,15 @@ def _nullable(schema: J) -> J:
 
 
 STR: J = {"type": "string"}
+# What a client path may hold at all (the full traversal rules are checked by the server).
+PATH_STR: J = {"type": "string", "minLength": 1, "pattern": "^[^\\x00-\\x1f\\x7f\\\\]+$"}
+TAG_STR: J = {"type": "string", "minLength": 1, "maxLength": 100,
+              "pattern": "^[^\\x00-\\x1f\\x7f]*\\S[^\\x00-\\x1f\\x7f]*$"}
 INT: J = {"type": "integer"}
 NUM: J = {"type": "number"}
 BOOL: J = {"type": "boolean"}
+UNIT: J = {"type": "number", "minimum": 0, "maximum": 1}
+SIZE: J = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
 
 
 def _obj(props: J, required: list[str] | None = None) -> J:
@@ -48,7 +54,7 @@ def _q(name: str, schema: J, description: str, required: bool = False) -> J:
 
 
 LIBRARY = _q("library", STR, "library name; default: `main`, or the only library")
-PATH = _q("path", {"type": "string", "minLength": 1}, "file path relative to the library root", True)
+PATH = _q("path", PATH_STR, "file path relative to the library root", True)
 JSON_BODY_ERRORS = (400, 401, 404, 413, 415)
 
 
@@ -91,8 +97,9 @@ TAG_CHANGE = {
     "type": "object",
     "description": "give `path` or `paths`, and `tag` or `tags`",
     "properties": {
-        "library": STR, "path": STR, "paths": {"type": "array", "items": STR, "maxItems": 1000},
-        "tag": STR, "tags": {"type": "array", "items": STR},
+        "library": STR, "path": PATH_STR,
+        "paths": {"type": "array", "items": PATH_STR, "minItems": 1, "maxItems": 1000},
+        "tag": TAG_STR, "tags": {"type": "array", "items": TAG_STR, "minItems": 1},
     },
 }
 
@@ -122,7 +129,8 @@ def _spec() -> J:
                        "valid for one library and one path prefix",
             "security": BEARER,
             "requestBody": _body({"type": "object", "properties": {
-                "library": STR, "path": STR, "ttl": {"type": "integer", "minimum": 1, "maximum": 21600}}}),
+                "library": STR, "path": {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f\\\\]*$"},
+                "ttl": {"type": "integer", "minimum": 1, "maximum": 21600}}}),
             "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "library": STR, "path": STR,
                                              "query": STR})),
                           **_errors(*JSON_BODY_ERRORS)}}},
@@ -134,7 +142,8 @@ def _spec() -> J:
             "security": BEARER,
             "parameters": [
                 LIBRARY,
-                _q("path", STR, "folder relative to the library root (default: the root)"),
+                _q("path", {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f\\\\]*$"},
+                   "folder relative to the library root (default: the root)"),
                 _q("recursive", BOOL, "the whole subtree (default false; true with tag or person)"),
                 _q("sort", {"type": "string", "enum": list(SORTS)}, f"order (default {DEFAULT_SORT})"),
                 _q("tag", STR, "only files with this tag"),
@@ -214,8 +223,8 @@ def _spec() -> J:
             "post": {"summary": "a face box drawn by hand (0..1, relative to the upright picture)",
                      "security": BEARER,
                      "requestBody": _body({"type": "object", "required": ["path", "box"], "properties": {
-                         "library": STR, "path": STR, "person": STR,
-                         "box": _obj({"x": NUM, "y": NUM, "w": NUM, "h": NUM})}}),
+                         "library": STR, "path": PATH_STR, "person": STR,
+                         "box": _obj({"x": UNIT, "y": UNIT, "w": SIZE, "h": SIZE})}}),
                      "responses": {"200": _json(_obj({"enabled": BOOL, "face": {"type": "null"}}), "faces disabled"),
                                    "201": _json(_obj({"enabled": BOOL, "face": _ref("Face")})),
                                    **_errors(*JSON_BODY_ERRORS)}},

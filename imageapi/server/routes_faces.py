@@ -34,11 +34,15 @@ async def faces_available(app: web.Application) -> bool:
         return False
 
 
-def _face_id(request: web.Request) -> int:
+def _id(request: web.Request, what: str) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not_found", f"no face with id {raw!r}")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+        raise ApiError(404, "not_found", f"no {what} with id {raw!r}")
     return int(raw)
+
+
+def _face_id(request: web.Request) -> int:
+    return _id(request, "face")
 
 
 def _face(row: aiosqlite.Row) -> dict[str, Any]:
@@ -106,7 +110,7 @@ async def patch_face(request: web.Request) -> web.Response:
     body = await read_json(request)
     if "person" not in body:
         raise ApiError(400, "missing_field", "field 'person' is required (a person's name, or null to unbind)")
-    name = field(body, "person", str, required=False)
+    name = field(body, "person", str, required=False, nullable=True)
     if not await faces_available(request.app):
         return web.json_response({"enabled": False, "face": None})
     db = request.app[DB]
@@ -179,10 +183,7 @@ async def delete_face(request: web.Request) -> web.Response:
 
 
 async def get_person_photos(request: web.Request) -> web.Response:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not_found", f"no person with id {raw!r}")
-    person_id = int(raw)
+    person_id = _id(request, "person")
     lib = await request.app[LIBRARIES].get(query_str(request, "library"))
     q = PhotoQuery(
         recursive=True, person=person_id,

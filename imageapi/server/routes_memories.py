@@ -12,9 +12,9 @@ from imageapi.server.params import query_choice, query_int, query_str
 async def get_memories(request: web.Request) -> web.Response:
     span = query_choice(request, "span", SPANS, "day")
     tz = query_str(request, "tz")
-    raw_date = query_str(request, "date")
-    anchor = parse_date(raw_date) if raw_date else today_in(tz)
-    if tz and raw_date:
+    raw_date = request.query.get("date")
+    anchor = parse_date(raw_date) if raw_date is not None else today_in(tz)
+    if tz and raw_date is not None:
         today_in(tz)  # still refuse an unknown zone
     limit = query_int(request, "limit", 500, 1, 5000)
     name = query_str(request, "library")
