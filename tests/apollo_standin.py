@@ -46,10 +46,10 @@ def face(embedding: list[float], bbox: tuple[float, float, float, float] = (0.3,
     return {"bbox": list(bbox), "score": score, "embedding": embedding}
 
 
-def default_faces(content_hash: str) -> list[dict[str, Any]]:
+def default_faces(content_hash: str, dim: int = DIM) -> list[dict[str, Any]]:
     """0, 1 or 2 faces, derived from the hash."""
     n = int(content_hash[:2], 16) % 3
-    return [face(hash_embedding(f"{content_hash}/{i}"), (0.1 + 0.4 * i, 0.2, 0.3, 0.4)) for i in range(n)]
+    return [face(hash_embedding(f"{content_hash}/{i}", dim), (0.1 + 0.4 * i, 0.2, 0.3, 0.4)) for i in range(n)]
 
 
 @dataclass
@@ -69,6 +69,7 @@ class StandIn:
     mode: str = "ok"
     delay: float = 0.0
     decode_images: bool = True
+    dim: int = DIM
     per_hash: dict[str, str] = field(default_factory=dict)
     script: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
@@ -142,7 +143,7 @@ class StandIn:
         if mode == "ok":
             faces = self.script.get(content_hash)
             if faces is None:
-                faces = default_faces(content_hash)
+                faces = default_faces(content_hash, self.dim)
             return web.json_response({"model": MODEL, "faces": faces})
         if mode.isdigit():
             return web.json_response({"error": f"stand-in answers {mode}"}, status=int(mode))
@@ -221,10 +222,11 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--decode", action="store_true", help="decode every image received")
+    parser.add_argument("--dim", type=int, default=DIM, help="embedding length (insightface: 512)")
     args = parser.parse_args()
 
     async def serve() -> None:
-        standin = StandIn(delay=args.delay, decode_images=args.decode)
+        standin = StandIn(delay=args.delay, decode_images=args.decode, dim=args.dim)
         runner = web.AppRunner(standin.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
