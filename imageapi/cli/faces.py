@@ -8,13 +8,11 @@ import typer
 
 from imageapi.cli import common
 from imageapi.core.config import Config
-from imageapi.core.db import connect
 from imageapi.core.errors import ImageapiError
 from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
 from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings, face_settings
 from imageapi.core.faces.store import FaceStatus, face_status, retry_failed
-from imageapi.core.libraries import get_library, sync_base_path
-from imageapi.core.pool import WorkerPool
+from imageapi.core.libraries import get_library
 
 app = typer.Typer(help="Face detection (by Apollo): the backlog and its status.", no_args_is_help=True)
 
@@ -51,17 +49,11 @@ def drain_cmd(
         cfg = cfg.with_overrides(workers=workers)
 
     async def go() -> DrainReport:
-        db = await connect(cfg.database_path)
-        pool = WorkerPool(cfg.workers)
-        try:
-            await sync_base_path(db, cfg)
-            library_ids = [(await get_library(db, library)).id] if library else None
-            async with FacePasses(db, pool, settings) as passes:
+        async with common.open_store(cfg) as store:
+            library_ids = [(await get_library(store.db, library)).id] if library else None
+            async with FacePasses(store.db, store.pool, settings) as passes:
                 with common.ProgressBars(not json_out) as bars:
                     return await drain(passes, library_ids=library_ids, max_items=max_items, progress=bars)
-        finally:
-            pool.close()
-            await db.close()
 
     with common.job_lock(cfg, "imageapi faces drain"):
         report = common.run(go)
@@ -98,12 +90,9 @@ def status_cmd(
     settings_or_exit(cfg, json_out)
 
     async def go() -> FaceStatus:
-        db = await connect(cfg.database_path)
-        try:
-            lib_id = (await get_library(db, library)).id if library else None
-            return await face_status(db, lib_id)
-        finally:
-            await db.close()
+        async with common.open_store(cfg) as store:
+            lib_id = (await get_library(store.db, library)).id if library else None
+            return await face_status(store.db, lib_id)
 
     st = common.run(go)
     values = asdict(st)
@@ -127,11 +116,8 @@ def retry_failed_cmd(
     settings_or_exit(cfg, json_out)
 
     async def go() -> int:
-        db = await connect(cfg.database_path)
-        try:
-            return await retry_failed(db, include_backing_off=backing_off)
-        finally:
-            await db.close()
+        async with common.open_store(cfg) as store:
+            return await retry_failed(store.db, include_backing_off=backing_off)
 
     n = common.run(go)
     if json_out:

@@ -8,7 +8,6 @@ from typing import TypeVar
 import typer
 
 from imageapi.cli import common
-from imageapi.core.db import connect
 from imageapi.core.faces.people import (
     MergeResult,
     Person,
@@ -27,11 +26,8 @@ def _with_db(fn: Callable[..., Awaitable[T]], *args: object) -> T:
     cfg = common.config_with_dirs()
 
     async def go() -> T:
-        db = await connect(cfg.database_path)
-        try:
-            return await fn(db, *args)
-        finally:
-            await db.close()
+        async with common.open_store(cfg) as store:
+            return await fn(store.db, *args)
 
     return common.run(go)
 

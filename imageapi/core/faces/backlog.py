@@ -34,6 +34,7 @@ from imageapi.core.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
+FACES_STAGE = "Detecting faces"  # the progress stage of a drain
 DETECT_BOX = 1600           # long edge of the image sent to Apollo
 DOWN_AFTER = 3              # connection failures in a row that mean "the service is down"
 RENDER_TIMEOUT = 120.0      # per image in the worker pool
@@ -392,13 +393,13 @@ async def drain(passes: FacePasses, *, library_ids: list[int] | None = None, max
     report = DrainReport()
     done = 0
     if progress:
-        progress("faces", 0, total)
+        progress(FACES_STAGE, 0, total)
     while max_items is None or done < max_items:
         base = done
 
         def on_done(n: int, base: int = base) -> None:
             if progress:
-                progress("faces", base + n, max(total, base + n))
+                progress(FACES_STAGE, base + n, max(total, base + n))
 
         tick = await passes.tick(library_ids=library_ids, on_done=on_done, sweep=None, hash_progress=progress,
                                  limit=None if max_items is None else max_items - done)
