@@ -285,7 +285,15 @@ async def test_service_down_stops_the_tick_once_and_probes_after(
         db: aiosqlite.Connection, pool: WorkerPool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     await photo_library(db, tmp_path / "lib", 20)
     st = settings(closed_port_url(), detect_concurrency=2)
-    state = ServiceState()
+    # Down from the start (imageapi restarted before Apollo): the first tick's probe finds out and
+    # no photo is blamed.
+    fresh = ServiceState()
+    first = await tick(db, pool, st, state=fresh)
+    assert first.service_down and fresh.down and first.sent == 0 and first.not_sent == 20
+    assert (await face_status(db)).backing_off == 0
+    # Down in the middle of a tick (it answered before): the tick stops after a few refusals.
+    state = ServiceState(checked=True)
+    caplog.clear()
     with caplog.at_level("WARNING", logger="imageapi.core.faces.backlog"):
         report = await tick(db, pool, st, state=state)
     assert report.service_down and state.down and "cannot connect" in (report.down_reason or "")

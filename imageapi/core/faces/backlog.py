@@ -97,10 +97,12 @@ async def backfill_unhashed_backlog(db: aiosqlite.Connection, pool: WorkerPool, 
 @dataclass
 class ServiceState:
     """Whether Apollo answered lately; kept across ticks so a down service costs one health probe
-    per tick instead of failing candidates."""
+    per tick instead of failing candidates. Not yet known (`checked` False): the first tick probes
+    too, so a service still starting when imageapi starts does not fail a batch of photos."""
 
     down: bool = False
     reason: str | None = None
+    checked: bool = False
 
 
 @dataclass
@@ -170,7 +172,7 @@ class _Tick:
         self.report.candidates = len(candidates)
         if not candidates:
             return
-        if self.state.down and not await self._service_back():
+        if (self.state.down or not self.state.checked) and not await self._service_back():
             self._stop(self.state.reason or "unreachable")
             self.report.not_sent = len(candidates)
             return
@@ -226,13 +228,16 @@ class _Tick:
         return out
 
     async def _service_back(self) -> bool:
+        was_down = self.state.down
+        self.state.checked = True
         try:
             await self.client.health()
         except ApolloError as exc:
             self.state.reason = exc.message
             return False
         self.state.down, self.state.reason = False, None
-        log.info("Apollo at %s answers again", self.client.base_url)
+        if was_down:
+            log.info("Apollo at %s answers again", self.client.base_url)
         return True
 
     def _stop(self, reason: str) -> None:
@@ -329,6 +334,7 @@ class FacePasses:
 
     async def check_reachable(self) -> None:
         """Raise ApolloError when the service cannot be reached at all (any HTTP answer will do)."""
+        self.state.checked = True
         try:
             await self.client.health()
         except ApolloError as exc:
