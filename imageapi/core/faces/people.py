@@ -286,7 +286,9 @@ async def autobind_sweep(db: aiosqlite.Connection, min_cos: float, *, incrementa
     sql = (
         "SELECT ct.content_hash, MAX(ct.created_at) FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
         "JOIN persons p ON p.name = t.name "
-        "WHERE EXISTS (SELECT 1 FROM faces f WHERE f.content_hash = ct.content_hash AND f.person_id IS NULL)"
+        "WHERE EXISTS (SELECT 1 FROM faces f WHERE f.content_hash = ct.content_hash AND f.person_id IS NULL) "
+        # Photos where every tagged person already has their face are done.
+        "AND NOT EXISTS (SELECT 1 FROM faces b WHERE b.content_hash = ct.content_hash AND b.person_id = p.id)"
     )
     params: tuple[object, ...] = ()
     if mark is not None:

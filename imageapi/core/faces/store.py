@@ -66,7 +66,9 @@ async def list_unscanned_candidates(
     sql = (
         "SELECT f.id, f.library_id, f.content_hash, f.kind, f.rel_path, l.root "
         "FROM files f JOIN libraries l ON l.id = f.library_id "
-        f"WHERE f.library_id = ? AND {_UNSCANNED_WHERE} ORDER BY f.id"
+        # `+f.library_id`: walk files in id order (no index on library_id, no sort of the whole
+        # library first), so the scan stops as soon as `limit` hashes are found.
+        f"WHERE +f.library_id = ? AND {_UNSCANNED_WHERE} ORDER BY f.id"
     )
     out: list[Candidate] = []
     seen: set[str] = set()
