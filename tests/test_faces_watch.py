@@ -85,6 +85,8 @@ async def test_drain_progress_counts_the_backlog_up_front(db: aiosqlite.Connecti
     assert faces[0] == (FACES_STAGE, 0, 7)                    # 7 photos not even hashed yet
     assert faces[-1] == (FACES_STAGE, 7, 7) and [c[1] for c in faces] == sorted(c[1] for c in faces)
     assert report.hashed == 7 and report.detected == 7 and report.remaining == 0 and report.ticks >= 3
+    hashing = [c for c in calls if c[0] == "hash"]
+    assert hashing and all(c[2] for c in hashing)             # no empty "0/0" hashing bar per tick
 
 
 async def test_stop_mid_tick_stores_nothing_half_and_the_next_run_finishes(

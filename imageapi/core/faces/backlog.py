@@ -398,6 +398,10 @@ async def drain(passes: FacePasses, *, library_ids: list[int] | None = None, max
         total = min(total, max_items)
     report = DrainReport()
     done = 0
+
+    def hash_progress(stage: str, n: int, of: int | None) -> None:
+        if progress and of:  # no "Hashing 0/0" bar when everything has its hash
+            progress(stage, n, of)
     if progress:
         progress(FACES_STAGE, 0, total)
     while max_items is None or done < max_items:
@@ -407,7 +411,7 @@ async def drain(passes: FacePasses, *, library_ids: list[int] | None = None, max
             if progress:
                 progress(FACES_STAGE, base + n, max(total, base + n))
 
-        tick = await passes.tick(library_ids=library_ids, on_done=on_done, sweep=None, hash_progress=progress,
+        tick = await passes.tick(library_ids=library_ids, on_done=on_done, sweep=None, hash_progress=hash_progress,
                                  limit=None if max_items is None else max_items - done)
         report.ticks += 1
         f = tick.faces
