@@ -585,3 +585,140 @@ def test_tool_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         preview_of(b"II*\0" + bytes(100), tmp_path, fallbacks=True)
     assert marker.exists()                        # it really ran,
     assert 0.4 < time.monotonic() - start < 5     # and was cut at the timeout
+
+
+# --- tiff.py for exif.py: the SubIFD walk, size marks, lenient reads --------------------------
+
+
+def sized_ifd(tb: TiffBuilder, width: int, height: int, subfile: int | None = None,
+              subifds: list[int] | None = None) -> int:
+    entries: list[tuple[int, int, list[int] | bytes]] = [(0x0100, LONG, [width]), (0x0101, SHORT, [height])]
+    if subfile is not None:
+        entries.append((0x00FE, LONG, [subfile]))
+    if subifds:
+        entries.append((0x014A, LONG, subifds))
+    return tb.ifd(entries)
+
+
+def test_walk_order_caps_and_size_marks() -> None:
+    tb = TiffBuilder()
+    deep = sized_ifd(tb, 40, 30)
+    full = sized_ifd(tb, 3000, 2000, subfile=0, subifds=[deep])
+    thumb1 = sized_ifd(tb, 1620, 1080, subfile=1)
+    ifd1 = sized_ifd(tb, 160, 120, subfile=1)
+    back = tb.ifd([(0x014A, LONG, [ifd1])])   # a SubIFD pointing into the chain: read there, once
+    ifd0 = sized_ifd(tb, 160, 120, subifds=[full, thumb1, back])
+    tb.link(ifd0, ifd1)
+    tb.first(ifd0)
+
+    def walk(**kw: int) -> list[int]:
+        tf = TiffFile.parse(tb.bytes())
+        assert tf is not None
+        return [i.offset for i in tf.walk(**kw)]
+
+    # exiftool's order; IFD1 once, where the chain has it (the chain is read before SubIFDs)
+    assert walk() == [ifd0, full, deep, thumb1, back, ifd1]
+    assert walk(max_depth=1) == [ifd0, full, thumb1, back, ifd1]
+    assert walk(max_depth=0) == [ifd0, ifd1]
+    assert walk(max_subifds=1) == [ifd0, full, deep, ifd1]
+    assert walk(limit=1, max_subifds=2) == [ifd0, full, deep, thumb1]
+    assert walk(limit=1) == [ifd0, full, deep, thumb1, back, ifd1]   # now as back's SubIFD
+    tf = TiffFile.parse(tb.bytes())
+    assert tf is not None
+    by_offset = {i.offset: i for i in tf.walk()}
+    assert [(by_offset[p].dimensions(), by_offset[p].is_full_resolution()) for p in (ifd0, full, thumb1, back)] \
+        == [((160, 120), False), ((3000, 2000), True), ((1620, 1080), False), (None, False)]
+
+
+def test_old_subfile_type_and_zero_sizes() -> None:
+    tb = TiffBuilder()
+    tb.first(tb.ifd([(0x00FF, SHORT, [1]), (0x0100, LONG, [0]), (0x0101, LONG, [20])]))
+    tf = TiffFile.parse(tb.bytes())
+    assert tf is not None
+    (ifd,) = tf.chain()
+    assert ifd.is_full_resolution() and ifd.dimensions() is None   # a zero width is no size
+
+
+def test_chain_and_pointer_limits() -> None:
+    tb = TiffBuilder()
+    subs = [sized_ifd(tb, 10 + i, 10) for i in range(5)]
+    ifds = [tb.ifd([(0x014A, LONG, subs)]) for _ in range(4)]
+    for a, b in zip(ifds, ifds[1:], strict=False):
+        tb.link(a, b)
+    tb.first(ifds[0])
+    tf = TiffFile.parse(tb.bytes())
+    assert tf is not None
+    assert [i.offset for i in tf.chain(limit=3)] == ifds[:3]
+    ifd0 = tf.ifd(ifds[3])
+    assert ifd0 is not None and ifd0.pointers(0x014A, 2) == subs[:2] and ifd0.pointers(0x014A) == subs
+
+
+def test_ifd_inside_the_header_is_refused() -> None:
+    for lenient in (False, True):
+        tb = TiffBuilder()
+        tb.ifd([(0x0100, LONG, [5])])
+        tb.first(4)                              # would read the header as an IFD
+        tf = TiffFile.parse(tb.bytes(), lenient=lenient)
+        assert tf is not None and tf.chain() == []
+    # The same inside a nested TIFF: its header starts at its base, not at 0.
+    tb = TiffBuilder()
+    inner_at = len(tb.buf)
+    tb.buf += b"II*\x00" + struct.pack("<I", 4) + struct.pack("<HHHII", 1, 0x0100, LONG, 1, 9) + bytes(4)
+    tf = TiffFile.parse(tb.bytes(), inner_at)
+    assert tf is not None and tf.ifd(inner_at + 4) is None and tf.ifd(inner_at + 8) is not None
+
+
+def test_lenient_reads_what_strict_refuses_within_the_same_bounds() -> None:
+    tb = TiffBuilder(magic=99)                                    # no TIFF magic: exifread reads it
+    empty = tb.ifd([], count=0)
+    big = tb.ifd([(0x0100, LONG, [7]), (0x8769, LONG, [empty])], count=MAX_ENTRIES + 500)
+    tb.buf += bytes(12 * (MAX_ENTRIES + 600))                     # room for every claimed entry
+    tb.link(empty, big)
+    tb.first(empty)
+    data = tb.bytes()
+    assert TiffFile.parse(data) is None
+    tf = TiffFile.parse(data, lenient=True)
+    assert tf is not None and tf.magic == 99
+    chain = tf.chain()
+    assert [i.offset for i in chain] == [empty, big]
+    assert chain[0].entries == {} and chain[0].count == 0
+    assert chain[1].count == MAX_ENTRIES + 500 and chain[1].first(0x0100) == 7
+    assert len(chain[1].slots()) == MAX_ENTRIES and len(chain[1].slots(3)) == 3
+    # Strict reading of the same IFDs refuses them.
+    strict = TiffFile(data, 0, "<", 42, empty)
+    assert strict.ifd(empty) is None and strict.ifd(big) is None
+    # Cycles and the IFD budget hold for lenient reads too.
+    tb = TiffBuilder()
+    ifds = [tb.ifd([], count=0) for _ in range(MAX_IFDS + 10)]
+    for a, b in zip(ifds, ifds[1:], strict=False):
+        tb.link(a, b)
+    tb.link(ifds[-1], ifds[0])
+    tb.first(ifds[0])
+    tf = TiffFile.parse(tb.bytes(), lenient=True)
+    assert tf is not None and [i.offset for i in tf.chain()] == ifds[:MAX_IFDS]
+
+
+def test_slots_are_the_entries_as_stored() -> None:
+    tb = TiffBuilder()
+    ifd = tb.ifd([(0x0100, LONG, [5]), (0x0101, LONG, [6]), (0x0110, 2, b"ABCDEFGH")])
+    struct.pack_into("<H", tb.buf, ifd + 2 + 12 + 2, 99)         # 0x0101 gets an unknown type
+    struct.pack_into("<I", tb.buf, ifd + 2 + 24 + 8, 0xFFFFFF00)  # 0x0110's value lies past the end
+    tb.first(ifd)
+    tf = TiffFile.parse(tb.bytes())
+    assert tf is not None
+    (read,) = tf.chain()
+    assert set(read.entries) == {0x0100}                          # values: only the sound entry
+    assert read.slots() == [
+        (ifd + 2, 0x0100, LONG, 1), (ifd + 14, 0x0101, 99, 1), (ifd + 26, 0x0110, 2, 8)]
+
+
+def test_reads_an_mmap_like_bytes(tmp_path: Path) -> None:
+    import mmap
+
+    tb = TiffBuilder()
+    tb.first(sized_ifd(tb, 64, 48, subfile=0))
+    path = tmp_path / "x.tif"
+    path.write_bytes(tb.bytes())
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        tf = TiffFile.parse(mm, lenient=True)
+        assert tf is not None and [i.dimensions() for i in tf.walk()] == [(64, 48)]

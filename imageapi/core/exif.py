@@ -32,6 +32,7 @@ import exifread
 
 from imageapi.core import xmp
 from imageapi.core.media import Metadata
+from imageapi.core.tiff import Ifd, TiffFile
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
@@ -40,13 +41,10 @@ MAX_IFD_CHAIN = 16        # IFD0, IFD1, ... handed to exifread (multi-page TIFFs
 MAX_IFD_ENTRIES = 512     # a real IFD has a few dozen; a corrupt count makes exifread loop 65535 times
 MAX_VALUES = 64           # numbers in one entry worth decoding (GPS triples, lens specs, ...)
 MAX_TEXT = 4096           # bytes of one text entry
-MAX_SUBIFD_DEPTH = 3
-MAX_SUBIFDS = 16
 MAX_JPEG_SEGMENTS = 512
 
 # TIFF tags
-T_SUBFILE, T_OLD_SUBFILE, T_WIDTH, T_HEIGHT = 0x00FE, 0x00FF, 0x0100, 0x0101
-T_MAKE, T_MODEL, T_ORIENTATION, T_XMP, T_SUBIFDS = 0x010F, 0x0110, 0x0112, 0x02BC, 0x014A
+T_MAKE, T_MODEL, T_ORIENTATION, T_XMP = 0x010F, 0x0110, 0x0112, 0x02BC
 T_EXPOSURE, T_FNUMBER, T_ISO, T_REI, T_ISO_SPEED = 0x829A, 0x829D, 0x8827, 0x8832, 0x8833
 T_ORIGINAL, T_DIGITIZED = 0x9003, 0x9004
 T_OFFSET, T_OFFSET_ORIGINAL, T_OFFSET_DIGITIZED = 0x9010, 0x9011, 0x9012
@@ -287,110 +285,27 @@ def _jpeg_segments(buf: Buffer, found: _Found) -> Iterator[tuple[int, bytes]]:
         pos += 2 + length
 
 
-@dataclass
-class _Ifd:
-    offset: int
-    entries: dict[int, tuple[int, int, int]]   # tag -> (type, count, absolute value offset)
-    next_offset: int
+def _exif_tiff(blob: Buffer) -> TiffFile | None:
+    """The TIFF structure of an EXIF blob or TIFF file, read leniently: any magic number, and IFDs
+    with no or too many entries are kept, as exifread reads them (see tiff.py)."""
+    return TiffFile.parse(blob, lenient=True)
 
 
-class _Tiff:
-    """Just enough TIFF structure for the pixel size, the XMP tag and taming exifread's input."""
-
-    TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
-
-    def __init__(self, buf: Buffer) -> None:
-        self.buf = buf
-        self.ok = len(buf) >= 8 and bytes(buf[:2]) in (b"II", b"MM")
-        self.endian = "<" if bytes(buf[:2]) == b"II" else ">"
-        self.visited: set[int] = set()
-
-    def u16(self, pos: int) -> int:
-        value: int = struct.unpack_from(self.endian + "H", self.buf, pos)[0]
-        return value
-
-    def u32(self, pos: int) -> int:
-        value: int = struct.unpack_from(self.endian + "I", self.buf, pos)[0]
-        return value
-
-    def first(self) -> int:
-        return self.u32(4) if self.ok else 0
-
-    def ifd(self, pos: int) -> _Ifd | None:
-        if pos < 8 or pos + 2 > len(self.buf) or pos in self.visited or len(self.visited) > 64:
-            return None
-        self.visited.add(pos)
-        count = min(self.u16(pos), MAX_IFD_ENTRIES, (len(self.buf) - pos - 2) // 12)
-        entries: dict[int, tuple[int, int, int]] = {}
-        for i in range(count):
-            e = pos + 2 + 12 * i
-            tag, typ, n = struct.unpack_from(self.endian + "HHI", self.buf, e)
-            size = self.TYPE_SIZES.get(typ, 0) * n
-            if size == 0 or size > len(self.buf):
-                continue
-            where = e + 8 if size <= 4 else self.u32(e + 8)
-            if where + size <= len(self.buf):
-                entries.setdefault(tag, (typ, n, where))
-        after = pos + 2 + 12 * self.u16(pos)
-        nxt = self.u32(after) if after + 4 <= len(self.buf) else 0
-        return _Ifd(pos, entries, nxt)
-
-    def ints(self, ifd: _Ifd, tag: int, limit: int = 1) -> list[int]:
-        entry = ifd.entries.get(tag)
-        if entry is None or entry[0] not in (3, 4, 13):
-            return []
-        typ, n, where = entry
-        fmt = "H" if typ == 3 else "I"
-        return list(struct.unpack_from(f"{self.endian}{min(n, limit)}{fmt}", self.buf, where))
-
-    def raw(self, ifd: _Ifd, tag: int) -> bytes | None:
-        entry = ifd.entries.get(tag)
-        if entry is None:
-            return None
-        typ, n, where = entry
-        return bytes(self.buf[where:where + n * self.TYPE_SIZES[typ]])
-
-    def chain(self) -> list[_Ifd]:
-        self.visited = set()  # each walk starts afresh; within one, an IFD is read once (cycles)
-        out: list[_Ifd] = []
-        pos = self.first()
-        while pos and len(out) < MAX_IFD_CHAIN + 1:
-            ifd = self.ifd(pos)
-            if ifd is None:
-                break
-            out.append(ifd)
-            pos = ifd.next_offset
-        return out
-
-    def visit_order(self) -> list[_Ifd]:
-        """IFD0, its SubIFDs (depth first), IFD1, ...: the order exiftool meets them."""
-        out: list[_Ifd] = []
-
-        def walk(ifd: _Ifd, depth: int) -> None:
-            out.append(ifd)
-            if depth >= MAX_SUBIFD_DEPTH:
-                return
-            for sub in self.ints(ifd, T_SUBIFDS, MAX_SUBIFDS):
-                child = self.ifd(sub)
-                if child is not None:
-                    walk(child, depth + 1)
-
-        for top in self.chain()[:MAX_IFD_CHAIN]:
-            walk(top, 0)
-        return out
-
-
-def _tiff_size(tiff: _Tiff) -> tuple[int, int] | None:
+def _tiff_size(tf: TiffFile | None) -> tuple[int, int] | None:
     """exiftool's ImageWidth/ImageHeight: the full-resolution IFD's, else the first IFD's."""
+    return _size_of(tf.walk(MAX_IFD_CHAIN)) if tf is not None else None
+
+
+def _size_of(ifds: list[Ifd]) -> tuple[int, int] | None:
     first: tuple[int, int] | None = None
-    for ifd in tiff.visit_order():
-        w, h = tiff.ints(ifd, T_WIDTH), tiff.ints(ifd, T_HEIGHT)
-        if not (w and h and w[0] and h[0]):
+    for ifd in ifds:
+        size = ifd.dimensions()
+        if size is None:
             continue
-        if tiff.ints(ifd, T_SUBFILE) == [0] or tiff.ints(ifd, T_OLD_SUBFILE) == [1]:
-            return (w[0], h[0])
+        if ifd.is_full_resolution():
+            return size
         if first is None:
-            first = (w[0], h[0])
+            first = size
     return first
 
 
@@ -399,35 +314,34 @@ def _taming_patches(blob: Buffer) -> dict[int, bytes]:
     cut after MAX_IFD_CHAIN, entry counts capped at MAX_IFD_ENTRIES, long text capped, and long
     numeric arrays (never a value we use; exifread decodes up to 999 values each) turned into a
     type it skips. Applied to the IFDs exifread reads: the chain, EXIF, GPS and Interop IFDs."""
-    tiff = _Tiff(blob)
-    if not tiff.ok:
+    tf = _exif_tiff(blob)
+    if tf is None:
         return {}
     patches: dict[int, bytes] = {}
-    end = tiff.endian
+    end = tf.endian
 
-    def tame(ifd: _Ifd, next_value: int | None) -> list[int]:
-        real = tiff.u16(ifd.offset)
-        count = min(real, MAX_IFD_ENTRIES)
-        if real > count:
+    def tame(ifd: Ifd, next_value: int | None) -> list[int]:
+        count = min(ifd.count, MAX_IFD_ENTRIES)
+        if ifd.count > count:
             patches[ifd.offset] = struct.pack(end + "H", count)
             if next_value is None:
                 next_value = ifd.next_offset  # exifread looks for it after the entries it reads
         after = ifd.offset + 2 + 12 * count
-        if next_value is not None and after + 4 <= len(blob):
+        if next_value is not None and after + 4 <= tf.size:
             patches[after] = struct.pack(end + "I", next_value)
         pointers: list[int] = []
-        for i in range(min(count, (len(blob) - ifd.offset - 2) // 12)):
-            e = ifd.offset + 2 + 12 * i
-            tag, typ, n = struct.unpack_from(end + "HHI", blob, e)
+        for pos, tag, typ, n in ifd.slots(count):
             if typ == 2 and n > MAX_TEXT:
-                patches[e + 4] = struct.pack(end + "I", MAX_TEXT)
+                patches[pos + 4] = struct.pack(end + "I", MAX_TEXT)
             elif typ != 2 and n > MAX_VALUES:
-                patches[e + 2] = struct.pack(end + "H", 0)  # "proprietary": skipped
+                patches[pos + 2] = struct.pack(end + "H", 0)  # "proprietary": skipped
             elif tag in (T_EXIF_IFD, T_GPS_IFD, T_INTEROP_IFD) and n >= 1:
-                pointers.extend(tiff.ints(ifd, tag))
+                target = ifd.first(tag)   # exifread follows the first value, whatever its type
+                if target:
+                    pointers.append(ifd.tiff.base + target)
         return pointers
 
-    chain = tiff.chain()[:MAX_IFD_CHAIN]
+    chain = tf.chain(limit=MAX_IFD_CHAIN)
     queue: list[int] = []
     for i, ifd in enumerate(chain):
         last = i == len(chain) - 1
@@ -435,7 +349,7 @@ def _taming_patches(blob: Buffer) -> dict[int, bytes]:
     for _ in range(64):
         if not queue:
             break
-        sub = tiff.ifd(queue.pop(0))
+        sub = tf.ifd(queue.pop(0))
         if sub is not None:
             queue.extend(tame(sub, None))
     return patches
@@ -495,14 +409,11 @@ def _exifread_input(blob: Buffer) -> BinaryIO:
 
 
 def _read_tiff(buf: Buffer, found: _Found) -> None:
-    tiff = _Tiff(buf)
-    try:
-        found.size = _tiff_size(tiff)
-        chain = tiff.chain()
-        if chain:
-            found.add_xmp(tiff.raw(chain[0], T_XMP), "TIFF XMP")
-    except struct.error:
-        found.warn("TIFF: broken structure")
+    tf = _exif_tiff(buf)
+    ifds = tf.walk(MAX_IFD_CHAIN) if tf is not None else []
+    found.size = _size_of(ifds)
+    if ifds:  # the walk starts with IFD0
+        found.add_xmp(ifds[0].raw(T_XMP), "TIFF XMP")
     found.add_exif(buf, "TIFF")
 
 
@@ -554,7 +465,7 @@ def _read_raw_container(buf: Buffer, container: str, found: _Found) -> None:
         elif name == "CMT1":
             found.add_exif(blob, name)
             if found.size is None:
-                found.size = _tiff_size(_Tiff(blob))
+                found.size = _tiff_size(_exif_tiff(blob))
         elif name == "CMT2":
             found.add_exif(blob, name, remap="exif")
         elif name == "CMT4":
