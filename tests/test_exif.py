@@ -453,6 +453,22 @@ def test_hostile_ifds_stay_fast() -> None:
     assert meta.orientation == 6   # what is sound is still read
 
 
+@pytest.mark.parametrize("pointer_type", [3, 4, 8, 9, 13])  # SHORT, LONG, SSHORT, SLONG, IFD
+def test_exif_pointer_of_any_integer_type_is_tamed(pointer_type: int) -> None:
+    # exifread follows an EXIF pointer whatever integer type it is stored as, so the guard must too:
+    # typed SLONG, this once took 6.7 s.
+    exif_at = 8 + 2 + 2 * 12 + 4
+    packed = struct.pack("<HHIi" if pointer_type in (8, 9) else "<HHII", 0x8769, pointer_type, 1, exif_at)
+    ifd0 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0112, 3, 1, 6) + packed + struct.pack("<I", 0)
+    blob = b"II*\x00" + struct.pack("<I", 8) + ifd0 + _slow_ifd(exif_at, 3000)
+    segment = b"Exif\0\0" + blob
+    data = b"\xff\xd8\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + b"\xff\xd9"
+    start = time.monotonic()
+    meta = _meta(data)
+    assert time.monotonic() - start < 3
+    assert meta.orientation == 6
+
+
 @settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzzed_exif_never_raises(data: st.DataObject) -> None:
