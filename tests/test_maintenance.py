@@ -66,3 +66,15 @@ def test_hash_backfill_goes_in_id_order_capped(indexed: dict[str, Path]) -> None
     with sqlite3.connect(indexed["db"]) as conn:
         error = conn.execute("SELECT error FROM files WHERE rel_path = ?", (gone,)).fetchone()[0]
     assert "No such file" in error
+
+
+def test_failed_rows_do_not_starve_the_backlog(indexed: dict[str, Path]) -> None:
+    with sqlite3.connect(indexed["db"]) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM files ORDER BY id")]
+        conn.execute("UPDATE files SET content_hash = NULL")
+        first = conn.execute("SELECT rel_path FROM files WHERE id = ?", (ids[0],)).fetchone()[0]
+    (indexed["root"] / first).unlink()
+    assert json.loads(imageapi("hash", "backfill", "--max", "1", "--json").stdout)["failed"] == 1
+    # The failed row no longer comes first: the next capped runs make progress.
+    for _ in range(2):
+        assert json.loads(imageapi("hash", "backfill", "--max", "1", "--json").stdout)["hashed"] == 1

@@ -46,14 +46,16 @@ async def backfill_hashes(
     max_rows: int | None = None,
     progress: Progress | None = None,
 ) -> HashBackfillCounts:
-    """Hash rows that have no content hash, in id order, at most `max_rows`.
+    """Hash rows that have no content hash, in id order (earlier failures last), at most `max_rows`.
 
     Straight from the database: a quick scan that sees only recent files never starves this
     backlog. A file that cannot be read keeps its NULL hash and gets the reason in `error`.
     """
     sql = (
         "SELECT f.id, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
-        "WHERE f.content_hash IS NULL ORDER BY f.id"
+        # Rows whose hashing already failed go last, so a block of unreadable files at low ids
+        # cannot starve the rest of the backlog tick after tick.
+        "WHERE f.content_hash IS NULL ORDER BY coalesce(f.error LIKE 'hash:%', 0), f.id"
     )
     params: tuple[object, ...] = ()
     if max_rows is not None:
