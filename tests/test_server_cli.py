@@ -140,3 +140,75 @@ def test_serve_with_the_watcher_then_sigterm(cli_env: dict[str, str], env_dirs: 
     assert proc.returncode == 0, err
     assert "serving on" in err and "stopped" in err
     assert "Traceback" not in err
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_serve(env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http("GET", base + "/health")[0] == 200:
+                return proc, base
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_several_processes_share_the_port_and_stop_together(cli_env: dict[str, str]) -> None:
+    proc, base = start_serve(cli_env, "--no-watch", "--processes", "2")
+    try:
+        deadline = time.monotonic() + 20
+        while not (helpers := [p for p in children_of(proc.pid) if "spawn_main" in
+                               Path(f"/proc/{p}/cmdline").read_text(errors="replace")]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for _ in range(20):
+            assert http("GET", base + "/health")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "2 processes" in err
+    assert not any(alive(p) for p in helpers)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_helpers_leave_when_the_first_process_is_killed(cli_env: dict[str, str]) -> None:
+    proc, _ = start_serve(cli_env, "--no-watch", "--processes", "2")
+    deadline = time.monotonic() + 20
+    while not (helpers := [p for p in children_of(proc.pid) if "spawn_main" in
+                           Path(f"/proc/{p}/cmdline").read_text(errors="replace")]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.kill()
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in helpers):
+        assert time.monotonic() < deadline, "a helper outlived the first process"
+        time.sleep(0.2)

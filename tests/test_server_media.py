@@ -9,9 +9,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from imageapi.core.errors import PathOutsideLibraryError
+from imageapi.core.libraries import clean_relative
 from imageapi.server.keys import THUMB_CACHE
+from imageapi.server.middlewares import ApiError
+from imageapi.server.params import _plain, client_path
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     Server,
     Template,
@@ -56,14 +62,21 @@ async def test_thumb_304_by_etag_and_date(server: Server) -> None:
 
 async def test_thumb_cache_notices_a_replaced_file(server: Server) -> None:
     params = {"path": "2020/a.jpg"}
+    cache = server.app[THUMB_CACHE]
+    cache.recheck = 60.0
     first = await (await server.client.get("/image", params=params, headers=server.auth)).read()
-    assert len(server.app[THUMB_CACHE]) >= 1
+    assert len(cache) >= 1
     stored = server.config.thumbnails / "main" / "2020" / "a.jpg"
     replacement = io.BytesIO()
     Image.new("RGB", (10, 10), (1, 2, 3)).save(replacement, "JPEG")
     tmp = stored.with_name(".replacement")
     tmp.write_bytes(replacement.getvalue())
     os.replace(tmp, stored)
+    # Within the recheck window the cached bytes are served without a stat ...
+    again = await (await server.client.get("/image", params=params, headers=server.auth)).read()
+    assert again == first
+    # ... and once it has passed, the file is checked and the new bytes served.
+    cache.recheck = 0.0
     second = await (await server.client.get("/image", params=params, headers=server.auth)).read()
     assert second == replacement.getvalue() != first
 
@@ -256,3 +269,24 @@ async def test_raw_encoded_query_paths(server: Server) -> None:
 async def test_head_request(server: Server, tmp_path: Path) -> None:
     r = await server.client.head("/image", params={"path": "2020/a.jpg"}, headers=server.auth)
     assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg"
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab./\\%:\x00\x1f é2")), max_size=12))
+@settings(max_examples=400, deadline=None)
+def test_fast_path_agrees_with_the_core_guard(raw: str) -> None:
+    """client_path's shortcut for plain paths returns exactly what clean_relative would, and
+    never lets through anything clean_relative refuses."""
+    try:
+        expected: str | None = clean_relative(raw)
+    except PathOutsideLibraryError:
+        expected = None
+    if _plain(raw):
+        assert expected == raw
+    try:
+        got: str | None = client_path(raw, required=False)
+    except (PathOutsideLibraryError, ApiError):
+        got = None
+    if expected is None:
+        assert got is None
+    elif got is not None:
+        assert got == expected

@@ -9,10 +9,9 @@ from urllib.parse import urlsplit
 import typer
 
 from imageapi.cli import common
-from imageapi.core.errors import ImageapiError, UsageError
+from imageapi.core.config import Config
+from imageapi.core.errors import ConfigError, ImageapiError, UsageError
 from imageapi.core.tokens import check_secret
-
-SHUTDOWN_TIMEOUT = 30.0  # seconds in-flight requests get to finish after SIGTERM/SIGINT
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +36,9 @@ def serve(
     bind: str | None = typer.Option(None, "--bind", help="HOST:PORT to listen on (default: BIND_URL)."),
     no_watch: bool = typer.Option(False, "--no-watch", help="Serve only: no scans or face passes in the background."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per core)."),
+    processes: int | None = typer.Option(
+        None, "--processes", min=1, max=64,
+        help="Server processes sharing the port (default: SERVE_PROCESSES, else 1); the watcher runs in one."),
 ) -> None:
     """Serve the library over HTTP (JSON API, thumbnails, originals), and keep it indexed."""
     cfg = common.config_with_dirs()
@@ -45,34 +47,34 @@ def serve(
     try:
         check_secret(cfg.secret_key)
         host, port = parse_bind(bind or cfg.bind_url)
-    except UsageError as exc:
-        common.fail(exc.message, common.EXIT_USAGE)
+        count = processes or serve_processes(cfg)
+    except ImageapiError as exc:
+        common.fail(exc.message, common.exit_code_for(exc))
     if cfg.log_level in ("info", "debug", "trace"):
         # The watcher's tick lines and the server's start/stop lines belong in the log.
         for name in ("imageapi.core.watch", "imageapi.server", "aiohttp.server"):
             logging.getLogger(name).setLevel(logging.INFO)
 
-    from aiohttp import web
-
+    from imageapi.server import runner
     from imageapi.server.app import create_app
 
     watch = not no_watch
-    log = logging.getLogger("imageapi.server")
     with ExitStack() as stack:
         if watch:
             # The watcher is a long-running writer: one per database (a cron scan must wait).
             stack.enter_context(common.job_lock(cfg, "imageapi serve"))
         try:
-            app = create_app(cfg, watch=watch)
-            web.run_app(
-                app, host=host, port=port, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=True,
-                access_log=logging.getLogger("aiohttp.access") if cfg.log_level in ("debug", "trace") else None,
-                print=lambda _: log.warning(
-                    "imageapi serving on http://%s:%d (watcher %s, %d workers)", host, port,
-                    "on" if watch else "off", cfg.workers),
-            )
+            runner.serve(lambda w: create_app(cfg, watch=w), host, port, cfg, processes=count, watch=watch)
         except ImageapiError as exc:
             common.fail(exc.message, common.exit_code_for(exc))
         except OSError as exc:
             common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", common.EXIT_USAGE)
-    log.warning("imageapi server stopped")
+
+
+def serve_processes(cfg: Config) -> int:
+    raw = cfg.get("SERVE_PROCESSES")
+    if raw is None:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise ConfigError("SERVE_PROCESSES", f"must be a whole number from 1 to 64, got {raw!r}")
+    return int(raw)

@@ -36,6 +36,7 @@ from imageapi.server.render import Renderer
 
 MAX_BODY = 1024 * 1024           # request bodies (JSON) larger than this get a 413
 THUMB_CACHE_BYTES = 64 * 1024 * 1024
+THUMB_RECHECK = 1.0              # seconds a cached thumbnail is served before its file is stat'ed again
 WORKER_NICE = 10                 # the pool's processes yield the CPU to the event loop
 
 # Builds the watcher once the database and the pool exist: (config, db, pool) -> Watcher.
@@ -53,7 +54,7 @@ def create_app(
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[TOKENS] = TokenService(secret)
-    app[THUMB_CACHE] = ByteCache(THUMB_CACHE_BYTES)
+    app[THUMB_CACHE] = ByteCache(THUMB_CACHE_BYTES, THUMB_RECHECK)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))

@@ -27,8 +27,23 @@ class LibraryCache:
         self._libs = {lib.name: lib for lib in await list_libraries(self.db)}
         self._loaded = time.monotonic()
 
+    def fresh(self, name: str | None) -> Library | None:
+        """What `get` would return, when the cache is fresh and the answer is plain (no await:
+        the per-request fast path); None otherwise."""
+        if time.monotonic() - self._loaded > self.ttl:
+            return None
+        if name:
+            return self._libs.get(name)
+        main = self._libs.get("main")
+        if main is None and len(self._libs) == 1:
+            main = next(iter(self._libs.values()))
+        return main
+
     async def get(self, name: str | None) -> Library:
         """The named library; with no name, `main` or the only one there is."""
+        lib = self.fresh(name)
+        if lib is not None:
+            return lib
         libs = await self.all()
         if name:
             lib = self._libs.get(name)

@@ -20,6 +20,8 @@ def client_path(raw: str | None, *, name: str = "path", required: bool = True) -
         if required:
             raise ApiError(400, "missing_parameter", f"query parameter {name!r} is required")
         return ""
+    if _plain(raw):
+        return raw  # already what clean_relative would return (the common case, kept cheap)
     if "%" in raw:
         decoded = raw
         for _ in range(3):
@@ -31,6 +33,14 @@ def client_path(raw: str | None, *, name: str = "path", required: bool = True) -
             if "\\" in decoded or decoded.startswith("/"):
                 raise PathOutsideLibraryError("path contains an encoded separator")
     return clean_relative(raw)
+
+
+def _plain(raw: str) -> bool:
+    """A normalised relative path with nothing to check further: printable, no backslash, '%' or
+    ':', and no empty, '.' or '..' component (so no leading, trailing or doubled '/')."""
+    if not raw.isprintable() or "\\" in raw or "%" in raw or ":" in raw:
+        return False
+    return all(part and part != "." and part != ".." for part in raw.split("/"))
 
 
 def query_str(request: web.Request, name: str, default: str | None = None) -> str | None:

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from imageapi.core.errors import MediaError, UnsupportedMediaError, UsageError
 from imageapi.core.files import get_file_row
-from imageapi.core.libraries import Library, resolve_in_library, sentinel_path, thumbnail_path
+from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
 from imageapi.core.listing import file_record
 from imageapi.core.tags import tags_for_hashes
 from imageapi.server.auth import media_allowed
@@ -114,7 +114,12 @@ def _read_small(path: str, ident: tuple[int, int, int]) -> bytes | None:
 
 async def serve_thumb(request: web.Request, lib: Library, rel: str) -> web.StreamResponse:
     app = request.app
-    dest = str(thumbnail_path(app[CONFIG], lib.name, rel))
+    # thumbnail_path(config, lib.name, rel) as a string join: rel is clean (no '..', no leading
+    # '/'), and this is the per-request hot path.
+    dest = f"{app[CONFIG].thumbnails}{os.sep}{lib.name}{os.sep}{rel}"
+    recent = app[THUMB_CACHE].recent(dest)
+    if recent is not None:
+        return respond_cached(request, recent)
     for _ in range(2):
         try:
             st = os.stat(dest)
