@@ -6,7 +6,7 @@ each request authenticated with a Bearer JWT; nginx serves the same files from t
 new photos (every file read, hashed, EXIF, thumbnailed in the worker pool), with nginx measured
 during the same scan. Prints req/s, p50/p99 latency and the ratio to nginx.
 
-    python bench/bench_serve.py [--seconds 10] [--scan-files 3000] [--keep DIR]
+    python bench/bench_serve.py [--seconds 10] [--scan-files 8000] [--processes 1,2] [--keep DIR]
 
 Needs Debian's nginx and wrk: `apt-get update && apt-get install -y nginx wrk` (the script says so
 and stops when they are missing). Everything is bounded: wrk runs for --seconds, every process has
@@ -185,8 +185,9 @@ http {{
                             stderr=subprocess.DEVNULL)
 
 
-def start_server(work: Path, port: int, mode: str) -> subprocess.Popen[bytes]:
-    env = env_for(work, WATCH_QUICK_INTERVAL_SECONDS="3600", WATCH_FULL_INTERVAL_SECONDS="3600")
+def start_server(work: Path, port: int, mode: str, processes: int) -> subprocess.Popen[bytes]:
+    env = env_for(work, WATCH_QUICK_INTERVAL_SECONDS="3600", WATCH_FULL_INTERVAL_SECONDS="3600",
+                  BENCH_PROCESSES=str(processes))
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", mode, "--port", str(port)],
                             env=env, cwd=REPO)
 
@@ -246,7 +247,9 @@ def child(mode: str, port: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
-    ap.add_argument("--scan-files", type=int, default=3000, help="new photos the full scan indexes")
+    ap.add_argument("--scan-files", type=int, default=8000, help="new photos the full scan indexes")
+    ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                    help="server process counts to measure (comma-separated, default 1,2)")
     ap.add_argument("--keep", type=Path, help="work folder to keep (and reuse) instead of a temporary one")
     ap.add_argument("--child", choices=["idle", "scan"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -265,34 +268,38 @@ def main() -> None:
     api = wrk_script(work, "api", [f"/image?library=photos&path={quote(r, safe='')}" for r in rels], token)
     static = wrk_script(work, "nginx", [f"/thumbs/photos/{r}" for r in rels], None)
     nginx_port, api_port = free_port(), free_port()
+    nginx_base, api_base = f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}"
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, dict[str, float]] = {}
+    scans: dict[int, tuple[float, int]] = {}
+    env = env_for(work)
     try:
         procs.append(start_nginx(work, nginx_port))
-        wait_http(f"http://127.0.0.1:{nginx_port}/thumbs/photos/{rels[0]}")
-        nginx_base, api_base = f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}"
-
-        server = start_server(work, api_port, "idle")
-        procs.append(server)
-        wait_http(api_base + "/health")
-        run_wrk(wrk, nginx_base, static, 2)  # warm-up: page cache, connections, thumbnail cache
-        run_wrk(wrk, api_base, api, 2)
+        wait_http(f"{nginx_base}/thumbs/photos/{rels[0]}")
+        run_wrk(wrk, nginx_base, static, 2)  # warm-up: page cache, connections
         results["nginx idle"] = run_wrk(wrk, nginx_base, static, args.seconds)
-        results["imageapi idle"] = run_wrk(wrk, api_base, api, args.seconds)
-        stop(server)
-
-        cli(["library", "add", "incoming", str(work / "incoming")], env_for(work))
-        server = start_server(work, api_port, "scan")
-        procs.append(server)
-        wait_http(api_base + "/health")
-        time.sleep(2)  # the scan is under way
-        before = scan_progress(work)
-        t0 = time.monotonic()
-        results["imageapi during scan"] = run_wrk(wrk, api_base, api, args.seconds)
-        results["nginx during scan"] = run_wrk(wrk, nginx_base, static, args.seconds)
-        indexed = scan_progress(work) - before
-        scan_rate = indexed / (time.monotonic() - t0)
-        stop(server)
+        for count in args.processes:
+            server = start_server(work, api_port, "idle", count)
+            procs.append(server)
+            wait_http(api_base + "/health")
+            run_wrk(wrk, api_base, api, 2)  # warm-up: thumbnail cache, token cache
+            results[f"imageapi idle, {count} proc"] = run_wrk(wrk, api_base, api, args.seconds)
+            stop(server)
+        for count in args.processes:
+            # A library the index has never seen: the full scan reads, hashes and thumbnails it all.
+            if any(lib["name"] == "incoming" for lib in json.loads(cli(["library", "list", "--json"], env))):
+                cli(["library", "remove", "incoming"], env)
+            cli(["library", "add", "incoming", str(work / "incoming")], env)
+            server = start_server(work, api_port, "scan", count)
+            procs.append(server)
+            wait_http(api_base + "/health")
+            time.sleep(2)  # the scan is under way
+            before, t0 = scan_progress(work), time.monotonic()
+            results[f"imageapi scan, {count} proc"] = run_wrk(wrk, api_base, api, args.seconds)
+            results[f"nginx scan ({count} proc run)"] = run_wrk(wrk, nginx_base, static, args.seconds)
+            done = scan_progress(work)
+            scans[count] = ((done - before) / (time.monotonic() - t0), done)
+            stop(server)
     finally:
         for p in procs:
             stop(p, signal.SIGQUIT if p.args and "nginx" in str(p.args[0]) else signal.SIGTERM)
@@ -304,13 +311,16 @@ def main() -> None:
           f"{platform.platform()}")
     print(f"{THUMBS} thumbnails, mean {sum(sizes) / len(sizes) / 1024:.1f} KB; wrk -t2 -c64 -d{args.seconds:.0f}s, "
           "Bearer JWT on every imageapi request")
-    print(f"{'':24}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
+    print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
     for name, r in results.items():
-        print(f"{name:24}{r['rps']:>10,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['non2xx']:>9.0f}{r['errors']:>8.0f}")
-    idle = results["imageapi idle"]["rps"] / results["nginx idle"]["rps"]
-    busy = results["imageapi during scan"]["rps"] / results["nginx during scan"]["rps"]
-    print(f"ratio to nginx: idle {idle:.2f}, during the full scan {busy:.2f} "
-          f"(the scan indexed {scan_rate:.0f} files/s meanwhile)")
+        print(f"{name:28}{r['rps']:>10,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['non2xx']:>9.0f}{r['errors']:>8.0f}")
+    for count in args.processes:
+        idle = results[f"imageapi idle, {count} proc"]["rps"] / results["nginx idle"]["rps"]
+        busy = results[f"imageapi scan, {count} proc"]["rps"] / results[f"nginx scan ({count} proc run)"]["rps"]
+        rate, done = scans[count]
+        print(f"{count} process{'es' if count > 1 else ''}: ratio to nginx idle {idle:.2f}, during the full scan "
+              f"{busy:.2f}; the scan indexed {rate:.0f} files/s meanwhile ({done}/{args.scan_files} "
+              f"indexed when measuring stopped)")
 
 
 if __name__ == "__main__":

@@ -290,3 +290,25 @@ def test_password_hashing() -> None:
         assert not verify_password("a long password", broken)
     with pytest.raises(UsageError):
         hash_password("short")
+
+
+async def test_cached_fast_path_never_outlives_the_checks() -> None:
+    now = [1000.0]
+    svc = TokenService(SECRET, clock=lambda: now[0], user_recheck=30)
+    token = svc.issue(ALICE, 100).token
+    assert svc.cached(token) is None  # never verified: the caller must verify
+
+    async def load(uid: int) -> User | None:
+        return ALICE
+
+    await svc.verify(token, load)
+    assert svc.cached(token) is not None
+    assert svc.cached(token + "x") is None and svc.cached(token[:-1]) is None
+    now[0] += 31
+    assert svc.cached(token) is None  # the user is due for a re-check
+    await svc.verify(token, load)
+    assert svc.cached(token) is not None
+    now[0] += 70
+    assert svc.cached(token) is None  # expired
+    with pytest.raises(TokenError, match="expired"):
+        await svc.verify(token, load)

@@ -159,6 +159,24 @@ class TokenService:
             raise TokenError("invalid token: issued in the future")
         return AccessClaims(user_id=int(sub), name=name, issued_at=iat, expires_at=exp)
 
+    def cached(self, token: str) -> AccessClaims | None:
+        """The claims of a token that passed `verify` before, when nothing needs checking again:
+        not expired, and its user checked less than `user_recheck` seconds ago and still fine.
+        None means "call verify" (which refuses or re-checks); no await, for the hot path."""
+        claims = self._cache.get(token)
+        if claims is None:
+            return None
+        now = self._clock()
+        if claims.expires_at <= now:
+            return None
+        entry = self._users.get(claims.user_id)
+        if entry is None or now - entry[1] >= self._user_recheck:
+            return None
+        user = entry[0]
+        if user is None or claims.issued_at < user.tokens_valid_after:
+            return None
+        return claims
+
     async def verify(self, token: str, load_user: UserLoader) -> AccessClaims:
         """`decode` behind the verified-token cache, plus the user check."""
         claims = self._cache.get(token)

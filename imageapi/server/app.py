@@ -51,7 +51,7 @@ def create_app(
 ) -> web.Application:
     """The application. Raises UsageError when SECRET_KEY is missing or shorter than 32 bytes."""
     secret = check_secret(config.secret_key)
-    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[error_middleware(auth.AuthGate())], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[TOKENS] = TokenService(secret)
     app[THUMB_CACHE] = ByteCache(THUMB_CACHE_BYTES, THUMB_RECHECK)

@@ -1,4 +1,4 @@
-"""Authentication: the middleware, `POST /login`, `POST /media-token`, and the login throttle.
+"""Authentication: the gate run by the error middleware, `POST /login`, `POST /media-token`, and the login throttle.
 
 Every route needs `Authorization: Bearer <jwt>` except /login, /health and /openapi.json. GET /image
 and GET /video may instead carry a media token (`?mt=`), which only covers the library and path
@@ -26,7 +26,7 @@ from imageapi.core.tokens import (
 )
 from imageapi.core.users import User
 from imageapi.server.keys import CONFIG, DB, LIBRARIES, THROTTLE, TOKENS
-from imageapi.server.middlewares import ApiError, Handler, field, read_json
+from imageapi.server.middlewares import ApiError, field, read_json
 from imageapi.server.params import client_path
 
 PUBLIC_PATHS = frozenset({"/login", "/health", "/openapi.json"})
@@ -76,26 +76,39 @@ def _route_path(request: web.Request) -> str:
     return info.canonical if info is not None else request.path
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = _route_path(request)
-    if route in PUBLIC_PATHS:
-        return await handler(request)
-    app = request.app
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise TokenError("the Authorization header must be 'Bearer <token>'")
-        request[USER_KEY] = await app[TOKENS].verify(token.strip(), _user_loader(app))
-        return await handler(request)
-    media = request.query.get(MEDIA_PARAM)
-    if media is not None and route in MEDIA_TOKEN_PATHS and request.method in ("GET", "HEAD"):
-        claims = app[TOKENS].decode_media(media)
-        await app[TOKENS].verify_media(media, claims.library, claims.prefix, _user_loader(app))
-        request[MEDIA_KEY] = claims
-        return await handler(request)
-    raise TokenError("authentication required: send 'Authorization: Bearer <token>' (POST /login gives one)")
+class AuthGate:
+    """Run inside the error middleware: public routes pass, everything else needs a Bearer token
+    (or, for media routes, a media token). Sets request[USER_KEY] or request[MEDIA_KEY]."""
+
+    def fast(self, request: web.Request) -> bool:
+        if _route_path(request) in PUBLIC_PATHS:
+            return True
+        header = request.headers.get("Authorization")
+        if header is None or not header.startswith("Bearer "):
+            return False
+        claims = request.app[TOKENS].cached(header[7:].strip())
+        if claims is None:
+            return False
+        request[USER_KEY] = claims
+        return True
+
+    async def full(self, request: web.Request) -> None:
+        app = request.app
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise TokenError("the Authorization header must be 'Bearer <token>'")
+            request[USER_KEY] = await app[TOKENS].verify(token, _user_loader(app))
+            return
+        media = request.query.get(MEDIA_PARAM)
+        if media is not None and _route_path(request) in MEDIA_TOKEN_PATHS and request.method in ("GET", "HEAD"):
+            claims = app[TOKENS].decode_media(media)
+            await app[TOKENS].verify_media(media, claims.library, claims.prefix, _user_loader(app))
+            request[MEDIA_KEY] = claims
+            return
+        raise TokenError("authentication required: send 'Authorization: Bearer <token>' (POST /login gives one)")
 
 
 def _user_loader(app: web.Application) -> UserLoader:

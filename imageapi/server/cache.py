@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
 Ident = tuple[Any, ...]
+
+
+CACHE_CONTROL = "private, max-age=3600"
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,16 @@ class CachedBody:
     etag: str           # quoted, strong
     last_modified: str  # HTTP date
     mtime_s: int        # whole seconds, for If-Modified-Since
+    headers: dict[str, str] = field(default_factory=dict)  # of a 200 (JPEG), built once
+    headers_304: dict[str, str] = field(default_factory=dict)
 
 
-def make_entry(ident: Ident, body: bytes, mtime_ns: int, tag: str = "") -> CachedBody:
+def make_entry(ident: Ident, body: bytes, mtime_ns: int, tag: str = "", content_type: str = "image/jpeg") -> CachedBody:
     etag = f'"{tag}{mtime_ns:x}-{len(body):x}"'
     mtime_s = mtime_ns // 1_000_000_000
-    return CachedBody(ident, body, etag, formatdate(mtime_s, usegmt=True), mtime_s)
+    modified = formatdate(mtime_s, usegmt=True)
+    h304 = {"ETag": etag, "Last-Modified": modified, "Cache-Control": CACHE_CONTROL}
+    return CachedBody(ident, body, etag, modified, mtime_s, {**h304, "Content-Type": content_type}, h304)
 
 
 class ByteCache:

@@ -26,13 +26,11 @@ from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
 from imageapi.core.listing import file_record
 from imageapi.core.tags import tags_for_hashes
 from imageapi.server.auth import media_allowed
-from imageapi.server.cache import CachedBody, make_entry
+from imageapi.server.cache import CACHE_CONTROL, CachedBody, make_entry
 from imageapi.server.keys import CONFIG, DB, LIBRARIES, RENDERER, THUMB_CACHE
-from imageapi.server.params import client_path, query_choice, query_str
+from imageapi.server.params import client_path, query_choice
 
 THUMB_INLINE_MAX = 512 * 1024   # thumbnails up to this size are read in the event loop
-CACHE_CONTROL = "private, max-age=3600"
-JPEG = "image/jpeg"
 
 _TYPES = {
     "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "png": "image/png",
@@ -67,17 +65,18 @@ def _not_modified(request: web.Request, etag: str, mtime_s: int) -> bool:
     return False
 
 
-def respond_cached(request: web.Request, entry: CachedBody, content_type: str = JPEG) -> web.Response:
-    headers = {"ETag": entry.etag, "Last-Modified": entry.last_modified, "Cache-Control": CACHE_CONTROL}
+def respond_cached(request: web.Request, entry: CachedBody) -> web.Response:
     if _not_modified(request, entry.etag, entry.mtime_s):
-        return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = content_type
-    return web.Response(body=entry.body, headers=headers)
+        return web.Response(status=304, headers=entry.headers_304)
+    return web.Response(body=entry.body, headers=entry.headers)
 
 
 async def _target(request: web.Request) -> tuple[Library, str]:
-    lib = await request.app[LIBRARIES].get(query_str(request, "library"))
-    rel = client_path(request.query.get("path"))
+    query = request.query
+    name = query.get("library") or None
+    libs = request.app[LIBRARIES]
+    lib = libs.fresh(name) or await libs.get(name)
+    rel = client_path(query.get("path"))
     media_allowed(request, lib.name, rel)
     return lib, rel
 
