@@ -13,7 +13,18 @@ import os
 import sys
 from pathlib import Path
 
-from bench.common import MIB, Verdicts, base_parser, median, print_header, read_all, spread, timed, work_dir
+from bench.common import (
+    MIB,
+    Verdicts,
+    base_parser,
+    median,
+    print_header,
+    read_all,
+    spread,
+    timed,
+    wait_for_quiet,
+    work_dir,
+)
 from imageapi.core.hashing import hash_file
 
 TARGET_RATIO = 0.25
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         hashes: list[float] = []
         shas: list[float] = []
         for r in range(args.rounds):
+            wait_for_quiet(args.wait_quiet)
             reads.append(timed(lambda: plain_read(path)))
             hashes.append(timed(lambda: hash_file(path)))
             shas.append(timed(lambda: sha256_file(path)))

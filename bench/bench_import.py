@@ -37,6 +37,7 @@ from bench.common import (
     spread,
     timed,
     usable_cores,
+    wait_for_quiet,
     work_dir,
 )
 
@@ -174,7 +175,7 @@ def _line(name: str, run: Run, bound: Run) -> str:
             f"others {run.others_cores:.2f} cores){flag}")
 
 
-async def rounds(files: list[Path], work: Path, workers: int, count: int
+async def rounds(files: list[Path], work: Path, workers: int, count: int, wait_quiet: float
                  ) -> tuple[list[Run], list[Run], list[Run], str | None]:
     """Alternately: the bound, a scan with a fresh pool (the figure), a scan with a pool whose workers
     are already up (for the record). Returns the three lists of runs and the first problem seen."""
@@ -191,6 +192,7 @@ async def rounds(files: list[Path], work: Path, workers: int, count: int
     try:
         await scan_fresh(library, data, workers, warm_pool)
         for r in range(count):
+            wait_for_quiet(wait_quiet)
             bound = lower_bound(files, workers)
             bounds.append(bound)
             run, report = await scan_fresh(library, data, workers)
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  each worker's first-use imports (exif, thumbs): {worker_import_cost() * 1000:.0f} ms")
         print(flush=True)
 
-        bounds, cold, warm, problem = asyncio.run(rounds(files, work, args.workers, args.rounds))
+        bounds, cold, warm, problem = asyncio.run(rounds(files, work, args.workers, args.rounds, args.wait_quiet))
         shutil.rmtree(work / "scan-data", ignore_errors=True)
 
     n = len(files)

@@ -40,6 +40,7 @@ from bench.common import (
     python_env,
     spread,
     usable_cores,
+    wait_for_quiet,
     work_dir,
 )
 from imageapi.core.config import load_config
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         full_ratios: list[float] = []
         quick_ratios: list[float] = []
         for r in range(args.rounds):
+            wait_for_quiet(args.wait_quiet)
             meter = CpuMeter().start()  # what the machine's other users took during the round
             start = time.perf_counter()
             seen = walk_tree(str(root))

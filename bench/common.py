@@ -164,6 +164,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                         help="keep the generated data (a given --work-dir is always kept)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="reference/subject rounds, run alternately; the median is reported")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each round, wait up to this long for the machine's other users to "
+                             "go quiet (a shared machine); 0: do not wait")
     return parser
 
 
@@ -362,6 +365,28 @@ class CpuMeter:
     def others_cores(self) -> float:
         """Cores' worth of CPU the rest of the machine used, on average, while measuring."""
         return self.others / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def others_busy_cores(window: float = 1.0) -> float:
+    """Cores' worth of CPU the rest of the machine uses, over `window` seconds of our own idling."""
+    meter = CpuMeter().start()
+    time.sleep(window)
+    return meter.stop().others_cores
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25) -> None:
+    """Wait (up to max_wait seconds) until the machine's other users take under `threshold` cores,
+    so that a round's reference and subject both run on a quiet machine. Says so when it gave up."""
+    if max_wait <= 0:
+        return
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = others_busy_cores()
+        if busy < threshold:
+            return
+        if time.monotonic() >= deadline:
+            print(f"  (the machine stayed busy: others use {busy:.2f} cores; measuring anyway)", flush=True)
+            return
 
 
 def python_env(data_dir: Path) -> dict[str, str]:
