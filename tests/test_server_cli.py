@@ -212,3 +212,43 @@ def test_helpers_leave_when_the_first_process_is_killed(cli_env: dict[str, str])
     while any(alive(p) for p in helpers):
         assert time.monotonic() < deadline, "a helper outlived the first process"
         time.sleep(0.2)
+
+
+def test_sigterm_lets_an_in_flight_request_finish(cli_env: dict[str, str], env_dirs: dict[str, Path]) -> None:
+    """A preview being rendered (the render pool starts on first use: about a second) when SIGTERM
+    arrives still gets its answer, then the server exits 0."""
+    import threading
+
+    from PIL import Image
+
+    photos = env_dirs["tmp"] / "photos"
+    photos.mkdir()
+    Image.effect_noise((4000, 3000), 50).convert("RGB").save(photos / "big.png")
+    env = {**cli_env, "BASE_PATH": str(photos)}
+    assert run(["scan", "--full"], env).returncode == 0
+    assert run(["user", "add", "bob", "--password-stdin"], env, "a good password\n").returncode == 0
+    token = json.loads(run(["token", "--user", "bob", "--json"], env).stdout)["token"]
+    proc, base = start_serve(env, "--no-watch")
+    result: dict[str, Any] = {}
+
+    def fetch() -> None:
+        req = urllib.request.Request(base + "/image?path=big.png&size=preview",
+                                     headers={"Authorization": f"Bearer {token}"})
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                result["status"], result["body"] = resp.status, resp.read()
+        except Exception as exc:  # recorded for the assertion below
+            result["error"] = repr(exc)
+        result["seconds"] = time.monotonic() - started
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    time.sleep(0.2)  # the request is in flight (the render pool is starting)
+    proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    _, err = proc.communicate(timeout=60)
+    assert result.get("status") == 200, (result.get("error"), err)
+    assert result["body"][:2] == b"\xff\xd8"
+    assert result["seconds"] > 0.2  # it was still running when SIGTERM came
+    assert proc.returncode == 0, err
