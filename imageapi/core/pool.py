@@ -50,7 +50,9 @@ class WorkerPool:
             )
         return self._executor
 
-    def _kill(self) -> None:
+    def reset(self) -> None:
+        """Kill the worker processes (a crashed or hung one among them); the next call starts
+        fresh ones. Work in flight fails with BrokenProcessPool."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -139,4 +141,4 @@ class WorkerPool:
                     fut.cancel()
                     retry.extend([item] for item in batch)
                 running.clear()
-                self._kill()
+                self.reset()

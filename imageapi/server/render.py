@@ -45,10 +45,10 @@ class Renderer:
         try:
             return await asyncio.wait_for(self.pool.run(fn, *args), RENDER_TIMEOUT)
         except BrokenProcessPool:
-            self.pool._kill()
+            self.pool.reset()
             raise MediaError("the worker process died while rendering this file") from None
         except TimeoutError:
-            self.pool._kill()  # the hung worker must go, or it holds a slot forever
+            self.pool.reset()  # the hung worker must go, or it holds a slot forever
             raise MediaError(f"rendering took longer than {RENDER_TIMEOUT:.0f} s") from None
 
     async def thumbnail(self, src: str, kind: str, dest: str, box: int, duration: float | None) -> ThumbResult:
