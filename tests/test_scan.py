@@ -208,3 +208,19 @@ async def test_corpus_scan_reads_everything_and_survives_bad_files(lib: Lib, cor
     gps = rows["corpus/jpeg/gps_DSCN0010.jpg"]
     assert abs(gps["gps_lat"] - 43.4674483333333) < 1e-6 and abs(gps["gps_lon"] - 11.8851266666639) < 1e-6
     assert rows["corpus/video/clip_6s.mp4"]["duration"] == pytest.approx(6, abs=0.1)
+
+
+async def test_last_seen_moves_with_each_full_scan_without_rewriting_rows(lib: Lib) -> None:
+    from imageapi.core.files import describe_row, get_file_row
+    from imageapi.core.libraries import get_library
+
+    make_jpeg(lib.root / "a" / "1.jpg", seed=1)
+    await lib.scan()
+    main = await get_library(lib.db, "main")
+    first = describe_row(lib.cfg, main, await get_file_row(lib.db, main, "a/1.jpg"))
+    assert first["first_seen"] <= first["last_seen"]
+    stored = (await lib.rows())["a/1.jpg"]["last_seen"]
+    await lib.scan()
+    again = describe_row(lib.cfg, main, await get_file_row(lib.db, main, "a/1.jpg"))
+    assert again["first_seen"] == first["first_seen"] and again["last_seen"] > first["last_seen"]
+    assert (await lib.rows())["a/1.jpg"]["last_seen"] == stored  # the row itself was not rewritten

@@ -11,6 +11,18 @@ from imageapi.core.config import Config
 from imageapi.core.errors import NotFoundError
 from imageapi.core.libraries import Library, sentinel_path, thumbnail_path
 
+# The folder's seen_at (migration 6) beside a file row: `SELECT f.*, {DIR_SEEN_SQL} FROM files f ...`.
+DIR_SEEN_SQL = (
+    "(SELECT d.seen_at FROM dirs d WHERE d.library_id = f.library_id AND d.rel_path = f.dir) AS dir_seen_at"
+)
+
+
+def last_seen(row: aiosqlite.Row) -> str:
+    """When a scan last saw the file: read it (row) or listed its folder (dir_seen_at)."""
+    own = row["last_seen"]
+    folder = row["dir_seen_at"] if "dir_seen_at" in row.keys() else None
+    return max(own, folder) if folder else own
+
 
 def format_offset(minutes: int) -> str:
     sign = "+" if minutes >= 0 else "-"
@@ -31,7 +43,7 @@ def mtime_iso(mtime_ns: int) -> str:
 
 async def get_file_row(db: aiosqlite.Connection, lib: Library, rel_path: str) -> aiosqlite.Row:
     async with db.execute(
-        "SELECT * FROM files WHERE library_id = ? AND rel_path = ?", (lib.id, rel_path)
+        f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE f.library_id = ? AND f.rel_path = ?", (lib.id, rel_path)
     ) as cur:
         row = await cur.fetchone()
     if row is None:
@@ -78,5 +90,5 @@ def describe_row(config: Config, lib: Library, row: aiosqlite.Row) -> dict[str, 
             "reason": row["thumb_reason"],
         },
         "first_seen": row["first_seen"],
-        "last_seen": row["last_seen"],
+        "last_seen": last_seen(row),
     }

@@ -14,7 +14,7 @@ import aiosqlite
 
 from imageapi.core.config import Config
 from imageapi.core.errors import UsageError
-from imageapi.core.files import describe_row
+from imageapi.core.files import DIR_SEEN_SQL, describe_row
 from imageapi.core.libraries import Library
 
 # sort name -> (SQL key expression, descending)
@@ -117,7 +117,7 @@ async def list_photos(db: aiosqlite.Connection, config: Config, lib: Library, q:
         params += [key, row_id]
     order = "DESC" if desc else "ASC"
     sql = (
-        f"SELECT f.*, {key_sql} AS sort_key FROM files f WHERE {' AND '.join(where)} "
+        f"SELECT f.*, {DIR_SEEN_SQL}, {key_sql} AS sort_key FROM files f WHERE {' AND '.join(where)} "
         f"ORDER BY sort_key {order}, f.id {order} LIMIT ?"
     )
     params.append(q.limit + 1)

@@ -17,6 +17,7 @@ import aiosqlite
 
 from imageapi.core.config import Config
 from imageapi.core.errors import UsageError
+from imageapi.core.files import DIR_SEEN_SQL
 from imageapi.core.libraries import Library
 from imageapi.core.listing import file_record
 
@@ -89,7 +90,8 @@ async def memories(
     for lib in libraries:
         excl, excl_params = _excluded_sql(config.excluded_dirs)
         sql = (
-            "SELECT * FROM files WHERE library_id = ? AND taken_at IS NOT NULL AND kind != 'other' "
+            f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE library_id = ? AND taken_at IS NOT NULL "
+            "AND kind != 'other' "
             f"AND substr(taken_at, 1, 4) <= ? AND {cond}{excl} ORDER BY taken_at, id"
         )
         params = [lib.id, f"{anchor.year:04d}", *cond_params, *excl_params]

@@ -1,7 +1,7 @@
 """Numbered schema migrations. Append only: never edit a migration that has shipped.
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
-Reserved: 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights.
+2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at.
 """
 
 from __future__ import annotations
@@ -186,3 +186,11 @@ CREATE TABLE face_state (
 ) WITHOUT ROWID;
 """
 MIGRATIONS.append(Migration(2, "faces", FACES))
+
+# 6: when a scan last listed each folder. Listing a folder sees every file in it, so a file's
+# "last seen" is the later of its row's last_seen (when it was last read) and its folder's seen_at:
+# an unchanged re-scan writes one row per folder, not one per file.
+FOLDER_SEEN = """
+ALTER TABLE dirs ADD COLUMN seen_at TEXT;
+"""
+MIGRATIONS.append(Migration(6, "folder_seen", FOLDER_SEEN))

@@ -13,6 +13,7 @@ import stat as stat_mod
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from imageapi.core.kinds import IgnoreRules, kind_of
 
@@ -21,8 +22,7 @@ from imageapi.core.kinds import IgnoreRules, kind_of
 RACY_SECONDS = 2.0
 
 
-@dataclass
-class Entry:
+class Entry(NamedTuple):
     size: int
     mtime_ns: int
     kind: str
@@ -64,11 +64,12 @@ class Walker:
         """List one folder: record its media files, return its subfolders with their mtimes."""
         subdirs: list[tuple[str, int]] = []
         files = result.files
+        ignore = self.ignore
         try:
             with os.scandir(self._abs(rel)) as it:
                 for entry in it:
                     name = entry.name
-                    if self.ignore(name):
+                    if ignore(name):
                         continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
