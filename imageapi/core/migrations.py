@@ -187,6 +187,97 @@ CREATE TABLE face_state (
 """
 MIGRATIONS.append(Migration(2, "faces", FACES))
 
+# 5: AI insights. Insights and their conversations belong to content (like tags and faces), so
+# they follow a photo that moves. A generated insight starts a thread (thread_id = its own id);
+# an amended one joins the thread it revises. insight_messages is the thread's transcript in the
+# order the model saw it (user, assistant with tool calls, tool results, assistant...); the system
+# prompt is rebuilt on every turn and not stored.
+INSIGHTS = """
+CREATE TABLE insights (
+    id            INTEGER PRIMARY KEY,
+    content_hash  TEXT NOT NULL,
+    thread_id     INTEGER REFERENCES insights(id) ON DELETE CASCADE,
+    amended_from  INTEGER REFERENCES insights(id) ON DELETE SET NULL,
+    title         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    tools         TEXT NOT NULL,        -- JSON [{name, arguments, result}]
+    backend       TEXT NOT NULL,        -- local or hybrid
+    server        TEXT NOT NULL,        -- the URL that answered
+    model         TEXT NOT NULL,
+    failovers     TEXT NOT NULL,        -- JSON [{url, model, reason}]
+    timings       TEXT NOT NULL,        -- JSON {total_ms, model_ms, tools_ms, rounds, capped}
+    created_at    TEXT NOT NULL
+);
+CREATE INDEX insights_by_hash ON insights(content_hash, id);
+CREATE INDEX insights_by_thread ON insights(thread_id);
+
+CREATE TABLE insight_messages (
+    id            INTEGER PRIMARY KEY,
+    thread_id     INTEGER NOT NULL REFERENCES insights(id) ON DELETE CASCADE,
+    seq           INTEGER NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool')),
+    content       TEXT NOT NULL,
+    tool_calls    TEXT,                 -- assistant: JSON [{id, name, arguments}]
+    tool_call_id  TEXT,                 -- tool: the call it answers
+    tool_name     TEXT,
+    backend       TEXT,                 -- assistant: who answered
+    server        TEXT,
+    model         TEXT,
+    created_at    TEXT NOT NULL,
+    UNIQUE (thread_id, seq)
+);
+
+-- One summary per day and contact of the SMS API's messages, with its embedding (float32,
+-- little-endian, unit length) and the embedding model: only vectors of one model are compared.
+CREATE TABLE conversation_summaries (
+    id              INTEGER PRIMARY KEY,
+    day             TEXT NOT NULL,      -- YYYY-MM-DD
+    contact         TEXT NOT NULL,
+    summary         TEXT NOT NULL,
+    message_count   INTEGER NOT NULL,
+    model           TEXT NOT NULL,
+    server          TEXT NOT NULL,
+    embedding_model TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    embedding       BLOB NOT NULL,      -- last: reading the columns before it skips its overflow pages
+    UNIQUE (day, contact)
+);
+CREATE INDEX conversation_summaries_by_day ON conversation_summaries(day);
+
+-- Reverse geocoding answers (Nominatim asks clients to cache), keyed by position rounded to
+-- 1e-4 degrees (about 11 m).
+CREATE TABLE geocode_cache (
+    source      TEXT NOT NULL,
+    lat_key     INTEGER NOT NULL,
+    lon_key     INTEGER NOT NULL,
+    result      TEXT NOT NULL,          -- JSON
+    fetched_at  TEXT NOT NULL,
+    PRIMARY KEY (source, lat_key, lon_key)
+) WITHOUT ROWID;
+"""
+MIGRATIONS.append(Migration(5, "insights", INSIGHTS))
+
+# 4: the video caches' state on each video's row. A preview clip (and its GIF) is current when
+# preview_source equals the row's "size:mtime_ns:rel_path" (a changed or moved file is due again);
+# preview_state says whether that attempt made them or failed (then preview_error says why, and the
+# file is not retried until it changes or `imageapi video previews --retry-failed`). hls_error is
+# the last failed HLS generation of the source version hls_source ("size-mtime_ns"), so requests
+# answer it again instead of running ffmpeg on a broken file each time.
+VIDEO = """
+ALTER TABLE files ADD COLUMN preview_state TEXT CHECK (preview_state IN ('done', 'failed'));
+ALTER TABLE files ADD COLUMN preview_source TEXT;
+ALTER TABLE files ADD COLUMN preview_error TEXT;
+ALTER TABLE files ADD COLUMN hls_source TEXT;
+ALTER TABLE files ADD COLUMN hls_error TEXT;
+ALTER TABLE files ADD COLUMN hls_error_code TEXT;
+-- The preview backlog: videos whose clip is missing or stale (imageapi.core.previews.DUE_SQL).
+CREATE INDEX files_preview_due ON files(id)
+    WHERE kind = 'video' AND preview_source IS NOT size || ':' || mtime_ns || ':' || rel_path;
+-- The video wall: videos of a library, newest first.
+CREATE INDEX files_videos_by_taken ON files(library_id, COALESCE(taken_at, '')) WHERE kind = 'video';
+"""
+MIGRATIONS.append(Migration(4, "video", VIDEO))
+
 # 6: when a scan last listed each folder. Listing a folder sees every file in it, so a file's
 # "last seen" is the later of its row's last_seen (when it was last read) and its folder's seen_at:
 # an unchanged re-scan writes one row per folder, not one per file.

@@ -1,0 +1,1 @@
+"""AI insights about photos: model backends, the tool loop, conversations and daily summaries."""
