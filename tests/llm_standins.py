@@ -134,13 +134,23 @@ class ChatStandIn(StandIn):
 
     def __init__(self, models: list[str] | None = None) -> None:
         super().__init__()
-        self.script: list[Step] = [Reply("Title: A day out\n\nA quiet afternoon.")]
+        self._script: list[Step] = [Reply("Title: A day out\n\nA quiet afternoon.")]
+        self._step = 0
         self.models = models        # None: any model name is known
         self.chats: list[dict[str, Any]] = []
+
+    @property
+    def script(self) -> list[Step]:
+        return self._script
+
+    @script.setter
+    def script(self, steps: list[Step]) -> None:
+        """A new script starts from its first step."""
+        self._script = list(steps)
         self._step = 0
 
     def next_step(self, body: dict[str, Any]) -> Any:
-        step = self.script[min(self._step, len(self.script) - 1)]
+        step = self._script[min(self._step, len(self._script) - 1)]
         self._step += 1
         return step(body) if callable(step) else step
 

@@ -21,6 +21,7 @@ from imageapi.server import (
     auth,
     openapi,
     routes_faces,
+    routes_insights,
     routes_media,
     routes_memories,
     routes_photos,
@@ -59,7 +60,7 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, openapi):
+                 routes_faces, routes_insights, openapi):
         area.setup(app)
     return app
 

@@ -113,6 +113,83 @@ IMAGE_BYTES = {
 }
 
 
+# --- AI insights (imageapi/server/routes_insights.py, docs/insights.md)
+TOOL_RECORD: J = {"type": "object", "required": ["name", "arguments", "result"],
+                  "properties": {"name": STR, "arguments": {"type": "object"}, "result": {}, "error": STR}}
+INSIGHT: J = {
+    "type": "object",
+    "required": ["id", "content_hash", "thread_id", "amended_from", "title", "text", "tools", "backend", "server",
+                 "model", "failovers", "timings", "created_at"],
+    "properties": {
+        "id": INT, "content_hash": STR, "thread_id": INT, "amended_from": _nullable(INT), "title": STR, "text": STR,
+        "tools": {"type": "array", "items": TOOL_RECORD},
+        "backend": {"type": "string", "enum": ["local", "hybrid"]}, "server": STR, "model": STR,
+        "failovers": {"type": "array", "items": _obj({"url": STR, "model": STR, "reason": STR})},
+        "timings": {"type": "object"}, "created_at": STR,
+        "library": STR, "path": STR,
+    },
+}
+CHAT_MESSAGE: J = {
+    "type": "object", "required": ["index", "role", "content", "created_at"],
+    "properties": {"index": INT, "role": {"type": "string", "enum": ["user", "assistant"]}, "content": STR,
+                   "created_at": STR, "tools": {"type": "array", "items": TOOL_RECORD},
+                   "backend": _nullable(STR), "model": _nullable(STR)},
+}
+TRANSCRIPT: J = _obj({"library": STR, "path": STR, "insight_id": INT, "thread_id": INT,
+                      "messages": {"type": "array", "items": _ref("ChatMessage")}})
+BACKEND_FIELDS: J = {"backend": _nullable({"type": "string", "enum": ["local", "hybrid"]}),
+                     "model": _nullable(STR)}
+CHAT_BODY: J = {"type": "object", "required": ["path", "message"], "properties": {
+    "library": STR, "path": PATH_STR, "message": STR, **BACKEND_FIELDS,
+    "max_iterations": _nullable({"type": "integer", "minimum": 0}), "amend": _nullable(BOOL)}}
+CHAT_RESULT: J = {"type": "object", "required": ["library", "path", "amended"], "properties": {
+    "library": STR, "path": STR, "amended": BOOL, "insight_id": INT, "thread_id": INT,
+    "message": _ref("ChatMessage"), "insight": _ref("Insight"),
+    "failovers": {"type": "array"}, "timings": {"type": "object"}}}
+MODEL_ERRORS = (400, 401, 404, 413, 415, 422, 502, 503)
+INSIGHT_PATHS: J = {
+    "/insights/generate": {"post": {
+        "summary": "write a new insight about a photo (the model calls tools to gather facts); starts a new "
+                   "conversation", "security": BEARER,
+        "requestBody": _body({"type": "object", "required": ["path"],
+                              "properties": {"library": STR, "path": PATH_STR, **BACKEND_FIELDS}}),
+        "responses": {"200": _json(_ref("Insight")), **_errors(*MODEL_ERRORS)}}},
+    "/insights": {"get": {
+        "summary": "the insights of a photo (they follow its content), newest first", "security": BEARER,
+        "parameters": [LIBRARY, PATH],
+        "responses": {"200": _json(_obj({"library": STR, "path": STR,
+                                         "insights": {"type": "array", "items": _ref("Insight")}})),
+                      **_errors(400, 401, 404)}}},
+    "/insights/openrouter/models": {"get": {
+        "summary": "the OpenRouter models a client may pick for backend 'hybrid' (empty: no picker)",
+        "security": BEARER,
+        "responses": {"200": _json(_obj({"enabled": BOOL, "default": _nullable(STR),
+                                         "models": {"type": "array", "items": STR}})), **_errors(401)}}},
+    "/insights/chat": {"post": {
+        "summary": "one chat turn about the photo's latest insight (amend: a rewritten insight instead)",
+        "security": BEARER, "requestBody": _body(CHAT_BODY),
+        "responses": {"200": _json(CHAT_RESULT), **_errors(*MODEL_ERRORS, 409)}}},
+    "/insights/chat/stream": {"post": {
+        "summary": "one chat turn as Server-Sent Events: delta, tool_call, tool_result, then done (the stored "
+                   "message) or error; disconnecting cancels the model call", "security": BEARER,
+        "requestBody": _body(CHAT_BODY),
+        "responses": {"200": {"description": "the event stream",
+                              "content": {"text/event-stream": {"schema": STR}}},
+                      **_errors(*MODEL_ERRORS, 409)}}},
+    "/insights/chat/history": {"get": {
+        "summary": "the conversation of the photo's latest insight, as shown to a user", "security": BEARER,
+        "parameters": [LIBRARY, PATH],
+        "responses": {"200": _json(TRANSCRIPT), **_errors(400, 401, 404)}}},
+    "/insights/chat/rewind": {"post": {
+        "summary": "drop the message at a rendered index, its tool calls and everything after it (index 0, "
+                   "the initial message, stays)", "security": BEARER,
+        "requestBody": _body(_obj({"library": STR, "path": PATH_STR, "index": {"type": "integer", "minimum": 1}},
+                                  ["path", "index"])),
+        "responses": {"200": _json(TRANSCRIPT), **_errors(*JSON_BODY_ERRORS, 409)}}},
+}
+
+
+
 def _spec() -> J:
     paths: J = {
         "/health": {"get": {"summary": "liveness", "security": [], "responses": {
@@ -273,6 +350,7 @@ def _spec() -> J:
                                 "faces": {"type": "object", "required": ["enabled"]}})),
                                 **_errors(401)}}},
     }
+    paths.update(INSIGHT_PATHS)
     return {
         "openapi": "3.1.0",
         "info": {"title": "imageapi", "version": __version__,
@@ -288,6 +366,8 @@ def _spec() -> J:
                 "Error": _obj({"error": _obj({"code": STR, "message": STR})}),
                 "File": FILE_RECORD,
                 "Face": FACE,
+                "Insight": INSIGHT,
+                "ChatMessage": CHAT_MESSAGE,
             },
         },
     }
