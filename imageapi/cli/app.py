@@ -7,7 +7,22 @@ from pathlib import Path
 import typer
 
 from imageapi import __version__
-from imageapi.cli import common, doctor, faces, hashcmd, info, library, people, scan, serve, thumbs, token, user, watch
+from imageapi.cli import (
+    common,
+    doctor,
+    faces,
+    hashcmd,
+    info,
+    library,
+    people,
+    scan,
+    serve,
+    summaries,
+    thumbs,
+    token,
+    user,
+    watch,
+)
 
 app = typer.Typer(
     name="imageapi",
@@ -54,6 +69,7 @@ app.add_typer(library.app, name="library")
 app.add_typer(hashcmd.app, name="hash")
 app.add_typer(faces.app, name="faces")
 app.add_typer(people.app, name="people")
+app.add_typer(summaries.app, name="summaries")
 watch.register(app)
 serve.register(app)
 app.add_typer(user.app, name="user")
