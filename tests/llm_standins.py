@@ -165,6 +165,7 @@ class OllamaStandIn(ChatStandIn):
         self.app.router.add_post("/api/embed", self.embed)
         self.embeds: list[dict[str, Any]] = []
         self.embed_script: list[Fail | None] = []
+        self.dim = EMBED_DIM
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)
@@ -228,7 +229,7 @@ class OllamaStandIn(ChatStandIn):
             return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        return web.json_response({"model": body.get("model"), "embeddings": [embed_text(t) for t in texts]})
+        return web.json_response({"model": body.get("model"), "embeddings": [embed_text(t, self.dim) for t in texts]})
 
 
 def _pieces(text: str, n: int) -> list[str]:
@@ -431,3 +432,46 @@ def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * 6371000 * math.asin(math.sqrt(a))
+
+
+def tool_rounds(rounds: int) -> Callable[[dict[str, Any]], Reply]:
+    """A script step: call get_photo_metadata until `rounds` tool results are in the conversation,
+    then answer."""
+
+    def step(body: dict[str, Any]) -> Reply:
+        done = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
+        if body.get("tools") and done < rounds:
+            return Reply("", [("get_photo_metadata", {})])
+        return Reply("Title: Bench\n\nAn instant answer.", chunks=1)
+
+    return step
+
+
+async def _serve(rounds: int, dim: int) -> None:
+    ollama = OllamaStandIn()
+    ollama.dim = dim
+    ollama.script = [tool_rounds(rounds)]
+    ollama.requests = _Discard()  # a long benchmark must not keep every request
+    ollama.chats = _Discard()
+    ollama.embeds = _Discard()
+    await ollama.start()
+    print(f"URL {ollama.url}", flush=True)
+    await asyncio.Event().wait()
+
+
+class _Discard(list[Any]):
+    def append(self, item: Any) -> None:
+        pass
+
+
+if __name__ == "__main__":  # an instant Ollama stand-in for bench/bench_insights.py
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5, help="tool rounds before the answer")
+    parser.add_argument("--dim", type=int, default=EMBED_DIM, help="embedding length (nomic-embed-text: 768)")
+    opts = parser.parse_args()
+    try:
+        asyncio.run(_serve(opts.rounds, opts.dim))
+    except KeyboardInterrupt:
+        pass
