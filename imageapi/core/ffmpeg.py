@@ -2,7 +2,9 @@
 and grabbing one frame.
 
 Every external process runs in its own process group and is killed as a group when it overruns,
-so a stuck decoder (or anything it spawned) never outlives its call. Inputs are opened through the
+so a stuck decoder (or anything it spawned) never outlives its call. `run_async` does the same for
+the event loop, and also kills the group when the awaiting task is cancelled (a request that goes
+away, a server that shuts down). Inputs are opened through the
 `file:` protocol with only that protocol allowed, so a crafted file (an HLS playlist under a video
 name, say) cannot make ffmpeg fetch URLs.
 
@@ -13,6 +15,8 @@ banner prints (duration to 10 ms, bit rate to kb/s), so they give the same answe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import os
@@ -20,6 +24,7 @@ import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +113,64 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+# Bytes of a child's output kept by run_async: enough for any probe and any error message, and a
+# bound on what a decoder that floods stderr with warnings can make us hold.
+OUTPUT_LIMIT = 1024 * 1024
+
+# (args, timeout, cwd) -> the completed process: what the HLS and preview code call, replaceable in
+# tests (to count or slow down the runs).
+AsyncRunner = Callable[..., Awaitable["subprocess.CompletedProcess[bytes]"]]
+
+
+async def run_async(
+    args: list[str], timeout: float, *, cwd: Path | None = None, output_limit: int = OUTPUT_LIMIT,
+) -> subprocess.CompletedProcess[bytes]:
+    """`run` for the event loop: own process group, stdin closed, stdout and stderr captured (each
+    cut at `output_limit` bytes, the rest read and dropped so the child never blocks on a full pipe).
+
+    On timeout the group is killed and ToolError raised. When the awaiting task is cancelled the
+    group is killed and reaped before CancelledError goes on. A non-zero exit is returned.
+    """
+    if not args:
+        raise UsageError("run: empty command")
+    name = Path(args[0]).name
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=cwd, start_new_session=True,
+        )
+    except OSError as exc:
+        raise ToolError(f"cannot run {name}: {exc.strerror or exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr, _ = await asyncio.gather(
+                _read_bounded(proc.stdout, output_limit), _read_bounded(proc.stderr, output_limit), proc.wait())
+    except TimeoutError:
+        await _kill_group_async(proc)
+        raise ToolError(f"{name} timed out after {timeout:g}s") from None
+    except BaseException:  # cancelled: leave nothing running
+        await _kill_group_async(proc)
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode or 0, stdout, stderr)
+
+
+async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        if len(kept) < limit:
+            kept += chunk[: limit - len(kept)]
+    return bytes(kept)
+
+
+async def _kill_group_async(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    # Reap it even if we are being cancelled again meanwhile; a SIGKILLed child exits at once.
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.shield(asyncio.wait_for(proc.wait(), 5))
+
+
 def _version(path: str, args: list[str]) -> str:
     try:
         out = run([path, *args], timeout=10)
@@ -134,6 +197,16 @@ def tool_report() -> dict[str, str | None]:
         "ffprobe": _version(probe, ["-hide_banner", "-version"]) if probe else None,
         "exiftool": _version(exiftool, ["-ver"]) if exiftool else None,
     }
+
+
+def input_args(path: Path) -> list[str]:
+    """`-i` for a local file, safe for any name (no protocol but `file`)."""
+    return _input_args(path)
+
+
+def error_reason(stderr: bytes) -> str:
+    """ffmpeg's complaint on stderr in one bounded line."""
+    return _reason(stderr)
 
 
 def _input_args(path: Path) -> list[str]:
@@ -180,11 +253,27 @@ def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
     MediaError when the file is unreadable or not a video (UnsupportedMediaError when it has no
     video stream); ToolError when the tool is missing or times out.
     """
+    cmd, json_out = _probe_command(path)
+    return _probe_result(json_out, run(cmd, timeout))
+
+
+async def probe_async(path: Path, timeout: float = 30.0, runner: AsyncRunner | None = None) -> VideoInfo:
+    """`probe` for the event loop (through `runner`, `run_async` by default): killed with its task."""
+    cmd, json_out = _probe_command(path)
+    return _probe_result(json_out, await (runner or run_async)(cmd, timeout))
+
+
+def _probe_command(path: Path) -> tuple[list[str], bool]:
+    """The probing command, and whether it prints ffprobe JSON (else the ffmpeg banner)."""
     probe_exe = ffprobe_path()
     if probe_exe:
-        cmd = [probe_exe, "-hide_banner", "-v", "error", "-print_format", "json",
-               "-show_format", "-show_streams", *_input_args(path)]
-        out = run(cmd, timeout)
+        return [probe_exe, "-hide_banner", "-v", "error", "-print_format", "json",
+                "-show_format", "-show_streams", *_input_args(path)], True
+    return [ffmpeg_path(), "-hide_banner", "-nostdin", *_input_args(path)], False
+
+
+def _probe_result(json_out: bool, out: subprocess.CompletedProcess[bytes]) -> VideoInfo:
+    if json_out:
         if out.returncode != 0:
             raise MediaError(f"not a readable video: {_reason(out.stderr)}")
         try:
@@ -192,7 +281,6 @@ def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
         except ValueError as exc:
             raise ToolError(f"ffprobe printed invalid JSON: {exc}") from exc
         return parse_ffprobe_json(doc)
-    out = run([ffmpeg_path(), "-hide_banner", "-nostdin", *_input_args(path)], timeout)
     # With no output file ffmpeg always exits non-zero; success is the "Input #0" banner.
     return parse_ffmpeg_banner(out.stderr.decode("utf-8", "replace"))
 
