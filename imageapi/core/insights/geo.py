@@ -12,7 +12,6 @@ those change when the user edits them, so they are cached in memory for a few mi
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 
 from imageapi.core.errors import ServiceError, UsageError
+from imageapi.core.insights.http import get_json
 from imageapi.core.insights.settings import InsightSettings
 from imageapi.core.insights.store import InsightStore, geo_key
 
@@ -46,27 +46,9 @@ def check_position(lat: object, lon: object) -> tuple[float, float]:
 
 
 async def _get_json(client: httpx.AsyncClient, url: str, params: dict[str, Any], what: str) -> tuple[int, Any]:
-    try:
-        async with asyncio.timeout(HTTP_TIMEOUT + 5):
-            async with client.stream("GET", url, params=params) as resp:
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise GeoError(f"{what}: answer larger than {MAX_RESPONSE_BYTES} bytes")
-                status = resp.status_code
-    except GeoError:
-        raise
-    except (TimeoutError, httpx.TimeoutException):
-        raise GeoError(f"{what}: no answer within {HTTP_TIMEOUT:g} s") from None
-    except httpx.HTTPError as exc:
-        raise GeoError(f"{what}: {type(exc).__name__}: {exc}") from None
-    if status >= 400:
-        return status, None
-    try:
-        return status, json.loads(body)
-    except (ValueError, RecursionError):
-        raise GeoError(f"{what}: the answer is not JSON") from None
+    status, doc, _ = await get_json(client, url, params, what=what, timeout=HTTP_TIMEOUT + 5,
+                                    max_bytes=MAX_RESPONSE_BYTES, error=GeoError)
+    return status, doc
 
 
 class Nominatim:

@@ -12,7 +12,6 @@ rebuilt when the table changes; past MAX_CACHED_BYTES the rows are streamed in c
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,6 +24,7 @@ import httpx
 import numpy as np
 
 from imageapi.core.errors import ServiceError, UsageError
+from imageapi.core.insights.http import get_json
 from imageapi.core.insights.providers import Backends, Message, ProviderError
 from imageapi.core.insights.settings import InsightSettings
 from imageapi.core.insights.store import InsightStore
@@ -79,33 +79,15 @@ class SmsClient:
         await self._client.aclose()
 
     async def _get(self, path: str, params: dict[str, str]) -> Any:
-        url = f"{self.base_url}{path}"
-        try:
-            async with asyncio.timeout(SMS_TIMEOUT + SMS_CONNECT_TIMEOUT):
-                async with self._client.stream("GET", path, params=params) as resp:
-                    body = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_SMS_RESPONSE_BYTES:
-                            raise SmsApiError(f"{url}: answer larger than {MAX_SMS_RESPONSE_BYTES} bytes")
-                    status = resp.status_code
-        except SmsApiError:
-            raise
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise SmsApiError(f"cannot connect to the SMS API at {self.base_url}") from None
-        except (TimeoutError, httpx.TimeoutException):
-            raise SmsApiError(f"{url}: no answer within {SMS_TIMEOUT:g} s") from None
-        except httpx.HTTPError as exc:
-            raise SmsApiError(f"{url}: {type(exc).__name__}: {exc}") from None
+        status, doc, body = await get_json(self._client, path, params, what=f"the SMS API at {self.base_url}",
+                                           timeout=SMS_TIMEOUT + SMS_CONNECT_TIMEOUT,
+                                           max_bytes=MAX_SMS_RESPONSE_BYTES, error=SmsApiError)
         if status == 404:
             return None
         if status >= 400:
-            detail = bytes(body[:200]).decode("utf-8", "replace").strip()
+            detail = body[:200].decode("utf-8", "replace").strip()
             raise SmsApiError(f"the SMS API answered HTTP {status} for {path}" + (f": {detail}" if detail else ""))
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
-            raise SmsApiError(f"{url}: the answer is not JSON") from None
+        return doc
 
     async def contacts(self) -> list[str]:
         doc = await self._get("/api/contacts", {})
