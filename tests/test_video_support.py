@@ -45,13 +45,13 @@ def make_video(
         cmd += ["-c:a", "aac", "-b:a", "64k"]
     elif audio == "mp3":
         cmd += ["-c:a", "libmp3lame", "-b:a", "64k"]
-    if created:
-        cmd += ["-metadata", f"creation_time={created}"]
+    meta = ["-metadata", f"creation_time={created}"] if created else []
+    cmd += meta
     tmp = path.with_name(path.name + ".gen" + path.suffix)
     subprocess.run([*cmd, "-shortest", str(tmp)], check=True, timeout=120)
     if rotate_ccw is not None:
         subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                        "-display_rotation", str(rotate_ccw), "-i", str(tmp), "-c", "copy", str(path)],
+                        "-display_rotation", str(rotate_ccw), "-i", str(tmp), "-c", "copy", *meta, str(path)],
                        check=True, timeout=60)
         tmp.unlink()
     else:
@@ -91,8 +91,8 @@ async def decode(source: str, *extra: str, timeout: float = 120.0) -> Decoded:
 
 async def probe(source: str) -> ffmpeg.VideoInfo:
     """What ffmpeg reads from a file or an HLS playlist on disk."""
-    out = await ffmpeg.run_async([FFMPEG, "-hide_banner", "-nostdin", "-allowed_extensions", "ALL",
-                                  "-i", source], 60)
+    playlist = ["-allowed_extensions", "ALL"] if source.endswith(".m3u8") else []
+    out = await ffmpeg.run_async([FFMPEG, "-hide_banner", "-nostdin", *playlist, "-i", source], 60)
     return ffmpeg.parse_ffmpeg_banner(out.stderr.decode("utf-8", "replace"))
 
 

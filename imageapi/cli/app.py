@@ -21,6 +21,7 @@ from imageapi.cli import (
     thumbs,
     token,
     user,
+    video,
     watch,
 )
 
@@ -70,6 +71,7 @@ app.add_typer(hashcmd.app, name="hash")
 app.add_typer(faces.app, name="faces")
 app.add_typer(people.app, name="people")
 app.add_typer(summaries.app, name="summaries")
+app.add_typer(video.app, name="video")
 watch.register(app)
 serve.register(app)
 app.add_typer(user.app, name="user")

@@ -52,6 +52,8 @@ from imageapi.core.errors import (
     UsageError,
 )
 from imageapi.core.ffmpeg import AsyncRunner, VideoInfo
+from imageapi.core.libraries import Library, resolve_in_library
+from imageapi.core.listing import subtree_sql
 
 log = logging.getLogger(__name__)
 
@@ -742,7 +744,8 @@ async def record_failure(db: aiosqlite.Connection, library: str, rel: str, key: 
 
 
 def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:
-    """The recorded failure of this source version, as the error to answer again."""
+    """The failure recorded on a files row (or a VideoTarget) for source version `key`, as the
+    error to answer again."""
     if row["hls_source"] != key or not row["hls_error"]:
         return None
     return _FAILURE_TYPES.get(row["hls_error_code"] or "", MediaError)(row["hls_error"])
@@ -752,3 +755,108 @@ async def clear_failures(db: aiosqlite.Connection, file_ids: list[int]) -> None:
     await db.executemany("UPDATE files SET hls_source = NULL, hls_error = NULL, hls_error_code = NULL WHERE id = ?",
                          [(i,) for i in file_ids])
     await db.commit()
+
+
+# --------------------------------------------------------------------------------------------
+# Many videos ahead of time (`imageapi video hls`)
+
+
+@dataclass(frozen=True)
+class VideoTarget:
+    id: int
+    library: Library
+    rel: str
+    hls_source: str | None
+    hls_error: str | None
+    hls_error_code: str | None
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The failure columns, as recorded_failure reads them."""
+        return {"hls_source": self.hls_source, "hls_error": self.hls_error, "hls_error_code": self.hls_error_code}
+
+
+async def indexed_videos(db: aiosqlite.Connection, library: Library, under: str = "") -> list[VideoTarget]:
+    """The indexed videos of a library: all, one file, or a folder's subtree (by path)."""
+    where, params = "", []
+    if under:
+        cond, extra = subtree_sql("rel_path", under)
+        where, params = f" AND (rel_path = ? OR ({cond}))", [under, *extra]
+    async with db.execute(
+        f"SELECT id, rel_path, hls_source, hls_error, hls_error_code FROM files "
+        f"WHERE library_id = ? AND kind = 'video'{where} ORDER BY rel_path", (library.id, *params)
+    ) as cur:
+        rows = await cur.fetchall()
+    return [VideoTarget(r["id"], library, r["rel_path"], r["hls_source"], r["hls_error"], r["hls_error_code"])
+            for r in rows]
+
+
+@dataclass
+class HlsReport:
+    videos: int = 0
+    made: int = 0
+    cached: int = 0
+    failed: int = 0
+    skipped: int = 0                     # failed before for this version (not retried)
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)   # (library/path, why), the first 100
+
+
+async def prepare_all(
+    manager: HlsManager,
+    db: aiosqlite.Connection,
+    targets: list[VideoTarget],
+    *,
+    hevc_ok: bool = False,
+    retry_failed: bool = False,
+    jobs: int = 1,
+    progress: Callable[[str, int, int | None], None] | None = None,
+) -> HlsReport:
+    """Make the playlists of `targets`, `jobs` videos at a time (the manager's transcode slots
+    still apply). Failures are recorded on the rows; a failure recorded for the file's current
+    version is not tried again unless `retry_failed`."""
+    started = time.monotonic()
+    report = HlsReport(videos=len(targets))
+    queue: asyncio.Queue[VideoTarget] = asyncio.Queue()
+    for t in targets:
+        queue.put_nowait(t)
+    done = 0
+    if progress:
+        progress("HLS playlists", 0, len(targets))
+
+    def note(t: VideoTarget, err: ImageapiError) -> None:
+        if len(report.errors) < 100:
+            report.errors.append((f"{t.library.name}/{t.rel}", err.message))
+
+    async def one(t: VideoTarget) -> None:
+        src = resolve_in_library(t.library, t.rel)
+        key = await asyncio.to_thread(stat_key, src)
+        known = recorded_failure(t.row, key)
+        if known is not None and not retry_failed:
+            report.skipped += 1
+            note(t, known)
+            return
+        if known is not None:
+            await clear_failures(db, [t.id])
+        made = await manager.prepare(t.library.name, t.rel, src, hevc_ok)
+        if made.made:
+            report.made += 1
+        else:
+            report.cached += 1
+
+    async def worker() -> None:
+        nonlocal done
+        while not queue.empty():
+            t = queue.get_nowait()
+            try:
+                await one(t)
+            except ImageapiError as exc:  # recorded on the row by the manager when it is the file's fault
+                report.failed += 1
+                note(t, exc)
+            done += 1
+            if progress:
+                progress("HLS playlists", done, len(targets))
+
+    await asyncio.gather(*(worker() for _ in range(max(1, jobs))))
+    report.seconds = time.monotonic() - started
+    return report

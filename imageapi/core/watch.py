@@ -1,7 +1,8 @@
 """The watcher: the long-running loop of `imageapi watch` (and, later, of `imageapi serve`).
 
-Every WATCH_QUICK_INTERVAL_SECONDS: a quick scan, then both face passes (when faces are enabled);
-every WATCH_FULL_INTERVAL_SECONDS the scan is a full one instead. The face passes work straight
+Every WATCH_QUICK_INTERVAL_SECONDS: a quick scan, then both face passes (when faces are enabled),
+then the video previews of at most VIDEO_PREVIEWS_MAX_PER_TICK new or changed videos; every
+WATCH_FULL_INTERVAL_SECONDS the scan is a full one instead. The face passes work straight
 from the database, so a backlog left by a restart drains on every tick whatever the scan saw; while
 a backlog remains and Apollo answers, further face-only ticks follow until the next scan is due.
 One log line per tick says what it did. The caller holds the job lock.
@@ -25,6 +26,7 @@ from imageapi.core.faces.backlog import FacePasses, PassesReport
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.pool import WorkerPool
+from imageapi.core.previews import PreviewReport, max_per_tick, preview_pass
 from imageapi.core.scan import ScanCounts, resolve_targets, run_scan
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class TickResult:
     faces: PassesReport | None = None
     pending: int | None = None             # face candidates due after the tick
     more_face_work: bool = False           # worth another face-only tick now
+    previews: PreviewReport | None = None  # video previews made in the tick
 
 
 class Watcher:
@@ -61,6 +64,7 @@ class Watcher:
         self.passes = passes
         if self.passes is None and faces is not None and faces.enabled:
             self.passes = FacePasses(db, pool, faces)
+        self.previews_per_tick = max_per_tick(config)
 
     async def aclose(self) -> None:
         if self.passes is not None:
@@ -90,6 +94,7 @@ class Watcher:
             parts.append(f"{mode} scan skipped: {exc.message}")
         result = TickResult(self.ticks, mode, "", scan=counts)
         await self._face_part(result, parts, sweep="full" if mode == "full" else "incremental")
+        await self._video_part(result, parts)
         return self._log(result, parts)
 
     async def face_tick(self) -> TickResult:
@@ -126,6 +131,22 @@ class Watcher:
         # Another face-only tick is worth it when this one worked and work is left.
         result.more_face_work = (not f.service_down and (result.pending > 0 or h.remaining > 0)
                                  and rep.did_something)
+
+    async def _video_part(self, result: TickResult, parts: list[str]) -> None:
+        """Preview clips and GIFs of videos that have none (or a stale one), capped per tick."""
+        if self.previews_per_tick == 0:
+            return
+        try:
+            ids = None
+            if self.library_names:
+                ids = [t.library.id for t in await resolve_targets(self.db, self.library_names, None)]
+            rep = await preview_pass(self.db, self.config, max_items=self.previews_per_tick, library_ids=ids)
+        except ImageapiError as exc:
+            parts.append(f"video previews skipped: {exc.message}")
+            return
+        result.previews = rep
+        if rep.made or rep.failed or rep.remaining:
+            parts.append(f"video previews: {rep.made} made, {rep.failed} failed, {rep.remaining} due")
 
     def _log(self, result: TickResult, parts: list[str]) -> TickResult:
         result.line = f"tick {result.number} ({result.kind}): " + "; ".join(parts)

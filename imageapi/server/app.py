@@ -27,6 +27,7 @@ from imageapi.server import (
     routes_photos,
     routes_status,
     routes_tags,
+    routes_video,
 )
 from imageapi.server.background import Background, Watcher
 from imageapi.server.cache import ByteCache
@@ -60,7 +61,7 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, openapi):
+                 routes_faces, routes_insights, routes_video, openapi):
         area.setup(app)
     return app
 

@@ -351,6 +351,7 @@ def _spec() -> J:
                                 **_errors(401)}}},
     }
     paths.update(INSIGHT_PATHS)
+    paths.update(VIDEO_PATHS)
     return {
         "openapi": "3.1.0",
         "info": {"title": "imageapi", "version": __version__,
@@ -371,6 +372,75 @@ def _spec() -> J:
             },
         },
     }
+
+
+# --- Video: HLS, the wall's previews (imageapi/server/routes_video.py, docs/video.md)
+MT = _q("mt", STR, "media token (instead of the Authorization header)")
+RANGED: J = {"206": {"description": "a byte range"}, "304": {"description": "not modified"},
+             "416": {"description": "range not satisfiable"}}
+
+
+def _bytes(media_type: str, description: str) -> J:
+    return {"description": description, "headers": {"ETag": {"schema": STR}, "Cache-Control": {"schema": STR}},
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}
+
+
+WALL_ITEM: J = _obj({
+    "path": STR, "name": STR, "size": INT, "duration": _nullable(NUM), "taken_at": _nullable(STR),
+    "width": _nullable(INT), "height": _nullable(INT), "rotation": _nullable(INT),
+    "video_codec": _nullable(STR), "audio_codec": _nullable(STR),
+    "preview": _obj({"state": {"type": "string", "enum": ["done", "pending", "failed"]}, "error": _nullable(STR)}),
+    "urls": _obj({"clip": _nullable(STR), "gif": _nullable(STR), "thumbnail": STR, "stream": STR, "original": STR}),
+})
+VIDEO_PATHS: J = {
+    "/video/stream": {"get": {
+        "summary": "the video as an HLS playlist (fMP4 segments; H.264 copied, or HEVC for clients that say "
+                   "they play it, else transcoded to H.264/AAC). While the first run is going the playlist "
+                   "grows (an EVENT playlist without #EXT-X-ENDLIST); segment URLs carry a media token",
+        "security": MEDIA,
+        "parameters": [LIBRARY, PATH, _q("hevc", BOOL, "the client plays HEVC (default false)"), MT],
+        "responses": {"200": {"description": "the playlist", "headers": {"Cache-Control": {"schema": STR}},
+                              "content": {"application/vnd.apple.mpegurl": {"schema": STR}}},
+                      "503": {**_json(_ref("Error"), "the first segment is not ready yet: ask again"),
+                              "headers": {"Retry-After": {"schema": STR}}},
+                      **_errors(400, 401, 404, 415, 422, 502)}}},
+    "/video/segment/{name}": {"get": {
+        "summary": "a file of a stream (the URLs in the playlist; only segments listed as complete)",
+        "security": MEDIA,
+        "parameters": [{"name": "name", "in": "path", "required": True, "description": "file name",
+                        "schema": {"type": "string", "pattern": "^(init\\.mp4|seg[0-9]{5,9}\\.m4s)$"}},
+                       LIBRARY, PATH, _q("v", {"type": "string", "enum": ["copy", "h264"]}, "variant", True),
+                       _q("k", STR, "source version", True), MT],
+        "responses": {"200": {"description": "the segment",
+                              "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}},
+                                          "video/iso.segment": {"schema": {"type": "string", "format": "binary"}}}},
+                      **RANGED, **_errors(400, 401, 404)}}},
+    "/video/preview": {"get": {
+        "summary": "the video's preview clip (a few silent seconds, 320 wide, H.264, faststart); 404 "
+                   "preview_pending until it is made, 422 preview_failed when it cannot be",
+        "security": MEDIA, "parameters": [LIBRARY, PATH, MT],
+        "responses": {"200": _bytes("video/mp4", "the clip"), **RANGED, **_errors(400, 401, 404, 422)}}},
+    "/video/gif": {"get": {
+        "summary": "the video's animated GIF preview (240 wide), made with the clip",
+        "security": MEDIA, "parameters": [LIBRARY, PATH, MT],
+        "responses": {"200": _bytes("image/gif", "the GIF"), **RANGED, **_errors(400, 401, 404, 422)}}},
+    "/video/wall": {"get": {
+        "summary": "videos of a folder (its subtree by default), newest first, with the URLs of their "
+                   "clip, GIF, thumbnail and stream (carrying a media token for the folder)",
+        "security": BEARER,
+        "parameters": [
+            LIBRARY,
+            _q("path", {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f\\\\]*$"},
+               "folder relative to the library root (default: the root)"),
+            _q("recursive", BOOL, "the whole subtree (default true)"),
+            _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)"),
+            _q("cursor", STR, "next_cursor of the previous page"),
+        ],
+        "responses": {"200": _json(_obj({"library": STR, "path": STR, "recursive": BOOL, "limit": INT,
+                                         "items": {"type": "array", "items": WALL_ITEM},
+                                         "next_cursor": _nullable(STR)})),
+                      **_errors(400, 401, 404)}}},
+}
 
 
 SPEC = _spec()

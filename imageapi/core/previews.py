@@ -1,0 +1,408 @@
+"""The video wall's previews: a short silent looping MP4 clip and a small animated GIF per video,
+their backlog (videos whose previews are missing or stale), and the wall's listing.
+
+Files mirror the library's tree, with the format's extension added to the video's name:
+PREVIEW_CLIPS_DIRECTORY/<library>/<relative path>.mp4 and GIFS_DIRECTORY/<library>/<relative path>.gif.
+
+The clip is SNIPPETS windows of SNIPPET_SECONDS taken evenly through the video (a video shorter
+than SHORT_VIDEO is used whole), upright, CLIP_WIDTH pixels wide (never enlarged), CLIP_FPS, H.264
+with `faststart`, no audio. The GIF is made from the clip: GIF_WIDTH wide, GIF_FPS, looping.
+Both are written under temporary names and renamed into place only when both are complete and the
+clip probes as a video of the stated width; the row is marked done afterwards, and the server
+serves a clip only for a row marked done for the file's current version (size, mtime and path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from imageapi.core import ffmpeg
+from imageapi.core.config import Config, ensure_dir
+from imageapi.core.errors import ConfigError, ImageapiError, MediaError
+from imageapi.core.ffmpeg import AsyncRunner
+from imageapi.core.files import taken_at_iso
+from imageapi.core.libraries import Library, resolve_in_library
+from imageapi.core.listing import decode_cursor, encode_cursor, subtree_sql
+
+log = logging.getLogger(__name__)
+
+CLIP_WIDTH = 320
+CLIP_FPS = 24
+SNIPPETS = 3
+SNIPPET_SECONDS = 1.0
+SHORT_VIDEO = 3.5
+GIF_WIDTH = 240
+GIF_FPS = 8
+CLIP_TIMEOUT = 180.0     # three seeks and decodes of a 4K source on a slow CPU
+GIF_TIMEOUT = 60.0
+DEFAULT_MAX_PER_TICK = 8
+WALL_MAX_LIMIT = 1000
+
+# A video's previews are due when the version they were made (or failed) for is not the row's
+# current one. The same expression as the partial index files_preview_due (migration 4), so that
+# SQLite answers from that index.
+PREVIEW_KEY_SQL = "size || ':' || mtime_ns || ':' || rel_path"
+DUE_SQL = f"kind = 'video' AND preview_source IS NOT {PREVIEW_KEY_SQL}"
+
+# (stage, done, total) progress callback, as the scan's.
+Progress = Callable[[str, int, int | None], None]
+
+
+def preview_key(size: int, mtime_ns: int, rel_path: str) -> str:
+    return f"{size}:{mtime_ns}:{rel_path}"
+
+
+def clip_path(config: Config, library: str, rel: str) -> Path:
+    return config.preview_clips_directory / library / f"{rel}.mp4"
+
+
+def gif_path(config: Config, library: str, rel: str) -> Path:
+    return config.gifs_directory / library / f"{rel}.gif"
+
+
+def max_per_tick(config: Config) -> int:
+    """VIDEO_PREVIEWS_MAX_PER_TICK: clips the watcher makes per tick (0 turns that off)."""
+    raw = config.get("VIDEO_PREVIEWS_MAX_PER_TICK")
+    if raw is None:
+        return DEFAULT_MAX_PER_TICK
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError("VIDEO_PREVIEWS_MAX_PER_TICK", f"must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError("VIDEO_PREVIEWS_MAX_PER_TICK", f"must be 0 or more, got {raw!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Making one video's previews
+
+
+def sample_windows(duration: float | None) -> list[tuple[float, float]]:
+    """(start, length) of each part of the clip, in seconds."""
+    total = SNIPPETS * SNIPPET_SECONDS
+    if duration is None or not math.isfinite(duration) or duration <= 0:
+        return [(0.0, total)]  # unknown length: the start
+    if duration <= SHORT_VIDEO:
+        return [(0.0, duration)]
+    windows = []
+    for i in range(SNIPPETS):
+        centre = duration * (i + 0.5) / SNIPPETS
+        start = min(max(0.0, centre - SNIPPET_SECONDS / 2), duration - SNIPPET_SECONDS - 0.05)
+        windows.append((round(max(0.0, start), 3), SNIPPET_SECONDS))
+    return windows
+
+
+def clip_command(src: Path, windows: list[tuple[float, float]], dest: Path) -> list[str]:
+    cmd = [ffmpeg.ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    for start, length in windows:  # one input per window: a fast seek each, decoding only what is used
+        cmd += ["-ss", f"{start:.3f}", "-t", f"{length:.3f}", *ffmpeg.input_args(src)]
+    # ffmpeg turns each input upright before the filters (autorotate); pixels made square first.
+    chain = (f"fps={CLIP_FPS},scale='trunc(if(gt(sar,0),iw*sar,iw))':'ih',setsar=1,"
+             f"scale='trunc(min(iw,{CLIP_WIDTH})/2)*2':-2,setsar=1,format=yuv420p")
+    parts = [f"[{i}:V:0]{chain}[v{i}]" for i in range(len(windows))]
+    joined = "".join(f"[v{i}]" for i in range(len(windows)))
+    graph = ";".join(parts) + f";{joined}concat=n={len(windows)}:v=1:a=0[out]"
+    return cmd + ["-filter_complex", graph, "-map", "[out]", "-an", "-sn", "-dn", "-c:v", "libx264",
+                  "-preset", "veryfast", "-crf", "28", "-profile:v", "high", "-movflags", "+faststart",
+                  "-f", "mp4", "-y", str(dest)]
+
+
+def gif_command(clip: Path, dest: Path) -> list[str]:
+    graph = (f"fps={GIF_FPS},scale='min(iw,{GIF_WIDTH})':-1:flags=lanczos,split[a][b];"
+             "[a]palettegen=max_colors=128:stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3")
+    return [ffmpeg.ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", *ffmpeg.input_args(clip),
+            "-vf", graph, "-loop", "0", "-f", "gif", "-y", str(dest)]
+
+
+@dataclass
+class PreviewFiles:
+    clip: Path
+    gif: Path
+    width: int
+    height: int
+    duration: float | None
+
+
+def _tmp_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
+
+
+def _drop_leftovers(dest: Path) -> None:
+    """Temporary files of an earlier attempt at `dest` that was killed."""
+    prefix = f".{dest.name}.tmp-"
+    with contextlib.suppress(OSError):
+        for name in os.listdir(dest.parent):
+            if name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    os.unlink(dest.parent / name)
+
+
+def remove_previews(config: Config, library: str, rel: str) -> None:
+    for p in (clip_path(config, library, rel), gif_path(config, library, rel)):
+        with contextlib.suppress(OSError):
+            os.unlink(p)
+
+
+async def make_previews(
+    config: Config, library: str, rel: str, src: Path, duration: float | None, runner: AsyncRunner | None = None,
+) -> PreviewFiles:
+    """Write the clip and the GIF of one video. MediaError when ffmpeg cannot read it (nothing
+    is left behind, and earlier previews of it are removed), ToolError on a timeout."""
+    run = runner or ffmpeg.run_async
+    clip, gif = clip_path(config, library, rel), gif_path(config, library, rel)
+    for dest in (clip, gif):
+        ensure_dir("PREVIEW_CLIPS_DIRECTORY" if dest is clip else "GIFS_DIRECTORY", dest.parent)
+        _drop_leftovers(dest)
+    tmp_clip, tmp_gif = _tmp_name(clip), _tmp_name(gif)
+    try:
+        out = await run(clip_command(src, sample_windows(duration), tmp_clip), CLIP_TIMEOUT)
+        if out.returncode != 0 or not tmp_clip.is_file() or tmp_clip.stat().st_size == 0:
+            raise MediaError(f"cannot make a preview clip of {rel!r}: {ffmpeg.error_reason(out.stderr)}")
+        info = await ffmpeg.probe_async(tmp_clip, runner=run)
+        if info.video_codec != "h264" or not info.width or not info.height or info.width > CLIP_WIDTH:
+            raise MediaError(f"the preview clip of {rel!r} came out wrong "
+                             f"({info.video_codec} {info.width}x{info.height})")
+        out = await run(gif_command(tmp_clip, tmp_gif), GIF_TIMEOUT)
+        if out.returncode != 0 or not _is_gif(tmp_gif):
+            raise MediaError(f"cannot make a GIF of {rel!r}: {ffmpeg.error_reason(out.stderr)}")
+        os.replace(tmp_clip, clip)
+        os.replace(tmp_gif, gif)
+    except BaseException as exc:
+        for p in (tmp_clip, tmp_gif):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+        if isinstance(exc, MediaError):
+            remove_previews(config, library, rel)  # a clip of an older version would be wrong now
+        raise
+    return PreviewFiles(clip, gif, info.width, info.height, info.duration)
+
+
+def _is_gif(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(6) in (b"GIF89a", b"GIF87a")
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# The backlog
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    library: Library
+    rel: str
+    size: int
+    mtime_ns: int
+    duration: float | None
+
+    @property
+    def key(self) -> str:
+        return preview_key(self.size, self.mtime_ns, self.rel)
+
+
+def _libs_sql(library_ids: list[int] | None, column: str = "f.library_id") -> tuple[str, list[object]]:
+    if not library_ids:
+        return "", []
+    return f" AND {column} IN ({', '.join('?' * len(library_ids))})", list(library_ids)
+
+
+async def due_previews(
+    db: aiosqlite.Connection, *, library_ids: list[int] | None = None, after_id: int = 0, limit: int = 64,
+) -> list[Candidate]:
+    """Videos whose previews are missing or stale, by id, after `after_id`."""
+    libs, params = _libs_sql(library_ids, "+f.library_id")  # '+': walk the due index, not all videos
+    sql = (f"SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id AS lib_id, l.name, l.root "
+           f"FROM files f JOIN libraries l ON l.id = f.library_id "
+           f"WHERE {DUE_SQL} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # DUE_SQL's columns are files' own
+    async with db.execute(sql, (after_id, *params, limit)) as cur:
+        rows = await cur.fetchall()
+    return [Candidate(r["id"], Library(r["lib_id"], r["name"], Path(r["root"])), r["rel_path"], r["size"],
+                      r["mtime_ns"], r["duration"]) for r in rows]
+
+
+@dataclass
+class PreviewStatus:
+    videos: int
+    done: int
+    failed: int
+    due: int
+
+
+async def preview_status(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> PreviewStatus:
+    libs, params = _libs_sql(library_ids)
+    sql = (f"SELECT COUNT(*), "
+           f"SUM(f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL}), "
+           f"SUM(f.preview_state = 'failed' AND f.preview_source = {PREVIEW_KEY_SQL}) "
+           f"FROM files f WHERE f.kind = 'video'{libs}")
+    async with db.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    videos, done, failed = (int(v or 0) for v in (row or (0, 0, 0)))
+    return PreviewStatus(videos, done, failed, videos - done - failed)
+
+
+async def record_done(db: aiosqlite.Connection, c: Candidate) -> None:
+    await db.execute("UPDATE files SET preview_state = 'done', preview_source = ?, preview_error = NULL "
+                     "WHERE id = ?", (c.key, c.id))
+    await db.commit()
+
+
+async def record_failed(db: aiosqlite.Connection, c: Candidate, error: str) -> None:
+    await db.execute("UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
+                     "WHERE id = ?", (c.key, error, c.id))
+    await db.commit()
+
+
+async def mark_missing(db: aiosqlite.Connection, file_id: int) -> None:
+    """A clip marked done whose file is gone (deleted by hand): due again."""
+    await db.execute("UPDATE files SET preview_state = NULL, preview_source = NULL WHERE id = ?", (file_id,))
+    await db.commit()
+
+
+async def retry_failed(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> int:
+    """Put videos whose previews failed back in the backlog."""
+    libs, params = _libs_sql(library_ids, "library_id")
+    cur = await db.execute(f"UPDATE files SET preview_state = NULL, preview_source = NULL, preview_error = NULL "
+                           f"WHERE kind = 'video' AND preview_state = 'failed'{libs}", params)
+    await db.commit()
+    return cur.rowcount
+
+
+@dataclass
+class PreviewReport:
+    made: int = 0
+    failed: int = 0
+    remaining: int = 0
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)   # (library/path, why), the first 100
+
+
+async def preview_pass(
+    db: aiosqlite.Connection,
+    config: Config,
+    *,
+    max_items: int | None = None,
+    library_ids: list[int] | None = None,
+    jobs: int = 1,
+    runner: AsyncRunner | None = None,
+    progress: Progress | None = None,
+) -> PreviewReport:
+    """Make the previews of due videos, oldest row first, `jobs` at a time, at most `max_items`.
+    Failures are recorded on the rows (not tried again until the file changes or retry_failed).
+    ToolError before any work when there is no ffmpeg."""
+    ffmpeg.ffmpeg_path()
+    started = time.monotonic()
+    report = PreviewReport()
+    status = await preview_status(db, library_ids)
+    total = status.due if max_items is None else min(status.due, max_items)
+    if progress:
+        progress("previews", 0, total)
+    slots = asyncio.Semaphore(max(1, jobs))
+    after = 0
+
+    async def one(c: Candidate) -> None:
+        async with slots:
+            try:
+                src = resolve_in_library(c.library, c.rel)
+                await make_previews(config, c.library.name, c.rel, src, c.duration, runner)
+            except ImageapiError as exc:
+                await record_failed(db, c, exc.message)
+                report.failed += 1
+                if len(report.errors) < 100:
+                    report.errors.append((f"{c.library.name}/{c.rel}", exc.message))
+                log.info("preview of %s/%s failed: %s", c.library.name, c.rel, exc.message)
+            else:
+                await record_done(db, c)
+                report.made += 1
+            if progress:
+                progress("previews", report.made + report.failed, total)
+
+    while max_items is None or report.made + report.failed < max_items:
+        room = 64 if max_items is None else min(64, max_items - report.made - report.failed)
+        batch = await due_previews(db, library_ids=library_ids, after_id=after, limit=room)
+        if not batch:
+            break
+        after = batch[-1].id
+        await asyncio.gather(*(one(c) for c in batch))
+    report.remaining = (await preview_status(db, library_ids)).due
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# The wall
+
+
+@dataclass
+class WallPage:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+_WALL_SORT = "taken_desc"  # the cursor format of imageapi.core.listing
+
+
+async def list_wall(
+    db: aiosqlite.Connection, lib: Library, *, folder: str = "", recursive: bool = True, limit: int = 100,
+    cursor: str | None = None,
+) -> WallPage:
+    """Videos of a folder (or its subtree), newest first (taken-at, then id), by keyset cursor."""
+    key_sql = "COALESCE(f.taken_at, '')"
+    where = ["f.library_id = ?", "f.kind = 'video'"]
+    params: list[object] = [lib.id]
+    if recursive:
+        if folder:
+            cond, extra = subtree_sql("f.rel_path", folder)
+            where.append(cond)
+            params += extra
+    else:
+        where.append("f.dir = ?")
+        params.append(folder)
+    if cursor:
+        key, row_id = decode_cursor(cursor, _WALL_SORT)
+        # Written so that SQLite walks files_videos_by_taken from the cursor on.
+        where.append(f"{key_sql} <= ? AND ({key_sql} < ? OR f.id < ?)")
+        params += [key, key, row_id]
+    sql = (f"SELECT f.*, {key_sql} AS sort_key, {PREVIEW_KEY_SQL} AS current_key FROM files f "
+           f"WHERE {' AND '.join(where)} ORDER BY {key_sql} DESC, f.id DESC LIMIT ?")
+    params.append(limit + 1)
+    async with db.execute(sql, params) as cur:
+        rows = list(await cur.fetchall())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [_wall_item(r) for r in rows]
+    next_cursor = encode_cursor(_WALL_SORT, rows[-1]["sort_key"], rows[-1]["id"]) if more else None
+    return WallPage(items, next_cursor)
+
+
+def _wall_item(row: aiosqlite.Row) -> dict[str, Any]:
+    current = row["preview_source"] == row["current_key"]
+    state = row["preview_state"] if current and row["preview_state"] else "pending"
+    return {
+        "path": row["rel_path"],
+        "name": row["rel_path"].rpartition("/")[2],
+        "size": row["size"],
+        "duration": row["duration"],
+        "taken_at": taken_at_iso(row["taken_at"], row["taken_at_offset"]),
+        "width": row["width"],
+        "height": row["height"],
+        "rotation": row["rotation"],
+        "video_codec": row["video_codec"],
+        "audio_codec": row["audio_codec"],
+        "preview": {"state": state, "error": row["preview_error"] if state == "failed" else None},
+    }
