@@ -20,7 +20,15 @@ from imageapi.core.config import Config, load_config
 from imageapi.core.errors import ImageapiError, MediaError, NotFoundError, ToolError, UnsupportedMediaError
 from imageapi.core.ffmpeg import VideoInfo
 from imageapi.core.hls import HlsManager, Playlist, complete_generation, parse_playlist, plan_for, render_playlist
-from tests.test_video_support import CountingRunner, decode, files_under, make_video, probe, processes_with
+from tests.test_video_support import (
+    CountingRunner,
+    decode,
+    eventually,
+    files_under,
+    make_video,
+    probe,
+    processes_with,
+)
 
 LIB = "main"
 
@@ -276,19 +284,11 @@ async def test_request_cancelled_before_the_first_segment_stops_the_run(config: 
     m = HlsManager(config, runner=CountingRunner(readrate=0.5))
     try:
         task = asyncio.create_task(m.open_stream(LIB, "gone.mp4", src))
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if processes_with(str(src)):
-                break
-        assert processes_with(str(src))
+        assert await eventually(lambda: bool(processes_with(str(src))))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        for _ in range(100):
-            if not processes_with(str(src)) and m.running() == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert processes_with(str(src)) == [] and m.running() == 0
+        assert await eventually(lambda: not processes_with(str(src)) and m.running() == 0)
         assert files_under(config.video_path / LIB / "gone.mp4") == [".lock-copy"]
     finally:
         await m.aclose()
@@ -306,11 +306,8 @@ async def test_abandoned_run_is_stopped(config: Config, videos: dict[str, Path],
             assert await m.view(LIB, "idle.mp4", src, "copy", view.key) is not None
         assert m.running() == 1
         # ... and one that went away does not.
-        for _ in range(40):
-            await asyncio.sleep(0.1)
-            if m.running() == 0:
-                break
-        assert m.running() == 0 and processes_with(str(src)) == []
+        assert await eventually(lambda: m.running() == 0, timeout=4)
+        assert processes_with(str(src)) == []
         assert files_under(config.video_path / LIB / "idle.mp4") == [".lock-copy"]
     finally:
         await m.aclose()

@@ -39,7 +39,15 @@ from imageapi.core.watch import Watcher
 from tests.media_factory import make_jpeg
 from tests.test_server_support import Server, assert_error
 from tests.test_video_server import video_template, vserver  # noqa: F401  (fixtures)
-from tests.test_video_support import CountingRunner, decode, files_under, make_video, probe, processes_with
+from tests.test_video_support import (
+    CountingRunner,
+    decode,
+    eventually,
+    files_under,
+    make_video,
+    probe,
+    processes_with,
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +145,7 @@ async def test_killed_run_leaves_nothing(config: Config, clips: dict[str, Path],
         return await CountingRunner()([args[0], "-readrate", "0.1", *args[1:]], timeout, **kw)
 
     task = asyncio.create_task(make_previews(config, "main", rel, src, 10.0, slow))
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if processes_with(str(src)):
-            break
-    assert processes_with(str(src))
+    assert await eventually(lambda: bool(processes_with(str(src))))
     assert not (dest.parent / f".{dest.name}.tmp-dead").exists()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -134,6 +134,16 @@ class CountingRunner:
                 self.active -= 1
 
 
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0, step: float = 0.05) -> bool:
+    """Whether `condition` holds within `timeout` seconds (looked at every `step`)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(step)
+    return True
+
+
 def processes_with(text: str) -> list[int]:
     """Pids of live processes whose command line contains `text` (zombies excluded)."""
     found = []

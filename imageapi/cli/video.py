@@ -44,7 +44,7 @@ async def _until_signalled(work: Callable[[], Awaitable[T]]) -> T:
             loop.remove_signal_handler(sig)
 
 
-def _run(cfg: Config, work: Callable[[], Awaitable[T]]) -> T:
+def _run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return common.run(lambda: _until_signalled(work))
     except Interrupted:
@@ -66,6 +66,15 @@ async def _libraries(db: aiosqlite.Connection, names: list[str]) -> list[Library
     if names:
         return [await get_library(db, n) for n in names]
     return await list_libraries(db)
+
+
+def _errors_json(errors: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"path": p, "error": e} for p, e in errors]
+
+
+def _print_errors(errors: list[tuple[str, str]]) -> None:
+    for path, error in errors[:10]:
+        common.err_console.print(f"  [yellow]{path}[/]: {error}", highlight=False)
 
 
 @app.command("hls")
@@ -115,19 +124,18 @@ def hls_cmd(
             finally:
                 await manager.aclose()
 
-    report = _run(cfg, go)
+    report = _run(go)
     if json_out:
         common.emit_json({
             "videos": report.videos, "made": report.made, "cached": report.cached, "failed": report.failed,
             "skipped": report.skipped, "seconds": round(report.seconds, 3),
-            "errors": [{"path": p, "error": e} for p, e in report.errors],
+            "errors": _errors_json(report.errors),
         })
         return
     common.out_console.print(
         f"{report.videos} videos: {report.made} made, {report.cached} already there, {report.failed} failed, "
         f"{report.skipped} skipped (failed before; --retry-failed) in {report.seconds:.1f} s", highlight=False)
-    for path, error in report.errors[:10]:
-        common.err_console.print(f"  [yellow]{path}[/]: {error}", highlight=False)
+    _print_errors(report.errors)
 
 
 @app.command("previews")
@@ -159,16 +167,15 @@ def previews_cmd(
             return requeued, rep
 
     with common.job_lock(cfg, "imageapi video previews"):
-        requeued, rep = _run(cfg, go)
+        requeued, rep = _run(go)
     if json_out:
         common.emit_json({"made": rep.made, "failed": rep.failed, "remaining": rep.remaining, "requeued": requeued,
                           "seconds": round(rep.seconds, 3),
-                          "errors": [{"path": p, "error": e} for p, e in rep.errors]})
+                          "errors": _errors_json(rep.errors)})
         return
     common.out_console.print(f"previews: {rep.made} made, {rep.failed} failed, {rep.remaining} remaining "
                              f"in {rep.seconds:.1f} s", highlight=False)
-    for path, error in rep.errors[:10]:
-        common.err_console.print(f"  [yellow]{path}[/]: {error}", highlight=False)
+    _print_errors(rep.errors)
 
 
 @app.command("status")
