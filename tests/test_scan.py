@@ -224,3 +224,41 @@ async def test_last_seen_moves_with_each_full_scan_without_rewriting_rows(lib: L
     again = describe_row(lib.cfg, main, await get_file_row(lib.db, main, "a/1.jpg"))
     assert again["first_seen"] == first["first_seen"] and again["last_seen"] > first["last_seen"]
     assert (await lib.rows())["a/1.jpg"]["last_seen"] == stored  # the row itself was not rewritten
+
+
+async def test_full_scan_compares_only_folders_whose_fingerprint_moved(
+    lib: Lib, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imageapi.core.scan as scan_mod
+
+    for i in range(3):
+        make_jpeg(lib.root / f"d{i}" / "p.jpg", seed=i)
+    backdate_tree(lib.root)
+    await lib.scan()
+    loaded: list[set[str] | None] = []
+    real = scan_mod._load_known
+
+    async def spy(db, library, subtree, dirs):  # type: ignore[no-untyped-def]
+        loaded.append(None if dirs is None else set(dirs))
+        return await real(db, library, subtree, dirs)
+
+    monkeypatch.setattr(scan_mod, "_load_known", spy)
+    await lib.scan()
+    assert loaded == [set()]  # nothing moved: no file row read back
+    # An in-place edit (folder mtime unchanged) moves d1's fingerprint only.
+    make_jpeg(lib.root / "d1" / "p.jpg", seed=7, size=(200, 100))
+    backdate(lib.root / "d1", 3600)
+    c = (await lib.scan()).counts
+    assert loaded[-1] == {"d1"} and c.changed == 1
+
+
+async def test_full_scan_removes_rows_of_folders_it_never_recorded(lib: Lib) -> None:
+    make_jpeg(lib.root / "keep" / "a.jpg", seed=1)
+    make_jpeg(lib.root / "gone" / "b.jpg", seed=2)
+    await lib.scan()
+    # As after a scan killed before it recorded its folders: rows exist, the folder is unknown.
+    await lib.db.execute("DELETE FROM dirs")
+    await lib.db.commit()
+    shutil.rmtree(lib.root / "gone")
+    c = (await lib.scan()).counts
+    assert c.removed == 1 and set(await lib.rows()) == {"keep/a.jpg"}

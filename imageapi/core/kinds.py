@@ -19,22 +19,20 @@ VIDEO_EXTS = frozenset({
 
 KINDS = ("image", "heic", "raw", "video")
 
+KIND_BY_EXT: dict[str, str] = {
+    **{e: "image" for e in IMAGE_EXTS},
+    **{e: "heic" for e in HEIC_EXTS},
+    **{e: "raw" for e in RAW_EXTS},
+    **{e: "video" for e in VIDEO_EXTS},
+}
+
 
 def kind_of(name: str) -> str | None:
     """The kind for a file name, or None when imageapi does not index it."""
     dot = name.rfind(".")
     if dot <= 0:
         return None
-    ext = name[dot + 1:].lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in HEIC_EXTS:
-        return "heic"
-    if ext in RAW_EXTS:
-        return "raw"
-    if ext in VIDEO_EXTS:
-        return "video"
-    return None
+    return KIND_BY_EXT.get(name[dot + 1:].lower())
 
 
 class IgnoreRules:
@@ -48,8 +46,13 @@ class IgnoreRules:
         self.exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
         globs = [p for p in patterns if any(c in p for c in "*?[")]
         self._match = re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
+        # When every glob starts with a literal character (".*", "._*"), a name starting with
+        # anything else cannot match: most names skip the regex.
+        self._firsts = None if any(g[0] in "*?[" for g in globs) else frozenset(g[0] for g in globs)
 
     def __call__(self, name: str) -> bool:
         if name in self.exact:
             return True
-        return self._match is not None and self._match(name) is not None
+        if self._match is None or (self._firsts is not None and name[:1] not in self._firsts):
+            return False
+        return self._match(name) is not None

@@ -1,7 +1,7 @@
 """Numbered schema migrations. Append only: never edit a migration that has shipped.
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
-2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at.
+2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint.
 """
 
 from __future__ import annotations
@@ -285,3 +285,11 @@ FOLDER_SEEN = """
 ALTER TABLE dirs ADD COLUMN seen_at TEXT;
 """
 MIGRATIONS.append(Migration(6, "folder_seen", FOLDER_SEEN))
+
+# 7: a fingerprint of what each folder held when last listed (imageapi.core.walk: the sum of its
+# media entries' name, size and mtime): a full scan compares file rows only in folders whose
+# fingerprint moved. NULL (folders recorded before this) means "compare".
+FOLDER_FINGERPRINT = """
+ALTER TABLE dirs ADD COLUMN fingerprint INTEGER;
+"""
+MIGRATIONS.append(Migration(7, "folder_fingerprint", FOLDER_FINGERPRINT))

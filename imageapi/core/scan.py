@@ -184,9 +184,20 @@ async def _rows_under(db: aiosqlite.Connection, lib: Library, folders: set[str])
     return out
 
 
-async def _known_dirs(db: aiosqlite.Connection, lib: Library) -> dict[str, int]:
-    async with db.execute("SELECT rel_path, mtime_ns FROM dirs WHERE library_id = ?", (lib.id,)) as cur:
-        return {r[0]: r[1] for r in await cur.fetchall()}
+async def _known_dirs(db: aiosqlite.Connection, lib: Library) -> dict[str, tuple[int, int | None]]:
+    """Folders as the last scan that listed them left them: rel -> (mtime_ns, fingerprint)."""
+    rows = await _fetch_plain(db, "SELECT rel_path, mtime_ns, fingerprint FROM dirs WHERE library_id = ?", (lib.id,))
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+async def _dirs_with_rows(db: aiosqlite.Connection, lib: Library, subtree: str) -> set[str]:
+    """Every folder that holds file rows (within subtree): the index on (library_id, dir) answers it."""
+    sql = "SELECT DISTINCT dir FROM files WHERE library_id = ?"
+    params: tuple[object, ...] = (lib.id,)
+    if subtree:
+        sql += " AND (dir = ? OR (dir >= ? AND dir < ?))"
+        params += (subtree, subtree + "/", subtree + "0")
+    return {r[0] for r in await _fetch_plain(db, sql, params)}
 
 
 def _batches(tasks: list[Task], size: int) -> Iterator[list[Task]]:
@@ -254,11 +265,9 @@ async def _scan(
     # 1. Discovery (filesystem only, in a thread).
     known_dirs = await _known_dirs(db, lib)
     if mode == "full":
-        # The database is read while the filesystem is walked.
-        walk, known_all = await asyncio.gather(
-            asyncio.to_thread(walker.full, subtree), _load_known(db, lib, subtree, None))
+        walk = await asyncio.to_thread(walker.full, subtree)
     else:
-        walk = await asyncio.to_thread(walker.quick, known_dirs, subtree)
+        walk = await asyncio.to_thread(walker.quick, {d: m for d, (m, _) in known_dirs.items()}, subtree)
     if walk.errors and walk.errors[0][0] == subtree and subtree not in walk.listed:
         raise NotFoundError(f"library {lib.name!r}: cannot read {lib.root / subtree}: {walk.errors[0][1]}")
     for rel, reason in walk.errors:
@@ -271,15 +280,22 @@ async def _scan(
 
     # 2. Compare with the database.
     error_dirs = {rel for rel, _ in walk.errors}
+    # Folders compared file by file: listed ones whose fingerprint moved since the last scan listed
+    # them (new ones have none), and, in a full scan, folders holding rows that the walk no longer
+    # finds. A listed folder whose fingerprint is unchanged holds exactly what its rows say.
+    stale = {d for d in walk.listed if known_dirs.get(d, (0, None))[1] != walk.fingerprints.get(d)}
     if mode == "full":
-        known = known_all
-        gone_rows = {
-            rel: row for rel, row in known.rows.items()
-            if rel not in walk.files and not within_any(rel, error_dirs)
+        vanished = {
+            d for d in await _dirs_with_rows(db, lib, subtree)
+            if d not in walk.listed and not within_any(d, error_dirs)
         }
+        known = await _load_known(db, lib, subtree, stale | vanished)
     else:
-        known = await _load_known(db, lib, subtree, walk.listed)
-        gone_rows = {rel: row for rel, row in known.rows.items() if rel not in walk.files}
+        known = await _load_known(db, lib, subtree, stale)
+    gone_rows = {
+        rel: row for rel, row in known.rows.items() if rel not in walk.files and not within_any(rel, error_dirs)
+    }
+    if mode == "quick":
         gone_rows.update(await _rows_under(db, lib, walk.gone_dirs))
     if gone_rows and not walk.files and not walk.dirs.keys() - {subtree} and mode == "full":
         # An empty root while files are indexed is what an unmounted NAS share looks like.
@@ -292,6 +308,8 @@ async def _scan(
     tasks: list[Task] = []
     new_paths: set[str] = set()
     for rel, entry in walk.files.items():
+        if rel.rpartition("/")[0] not in stale:
+            continue
         row = known.rows.get(rel)
         if row is None:
             new_paths.add(rel)
@@ -357,13 +375,14 @@ async def _scan(
             if subtree:
                 await db.execute("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", (lib.id, subtree))
         else:
-            stale = [(lib.id, d) for d in known_dirs if within_any(d, walk.gone_dirs)]
-            await db.executemany("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", stale)
+            dropped = [(lib.id, d) for d in known_dirs if within_any(d, walk.gone_dirs)]
+            await db.executemany("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", dropped)
         # A listed folder had all its files seen now (see migration 6).
         seen = utcnow()
         await db.executemany(
-            "INSERT OR REPLACE INTO dirs (library_id, rel_path, mtime_ns, seen_at) VALUES (?, ?, ?, ?)",
-            [(lib.id, d, m, seen) for d, m in walk.dirs.items()],
+            "INSERT OR REPLACE INTO dirs (library_id, rel_path, mtime_ns, seen_at, fingerprint) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(lib.id, d, m, seen, walk.fingerprints.get(d)) for d, m in walk.dirs.items()],
         )
         await db.execute("COMMIT")
     except BaseException:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from imageapi.core.kinds import IgnoreRules, kind_of
+from imageapi.core.kinds import KIND_BY_EXT, IgnoreRules
 
 # A folder modified this recently may change again within the filesystem's timestamp granularity
 # (1-2 s on some NAS filesystems) without its mtime moving: do not trust it for the next quick scan.
@@ -32,9 +33,19 @@ class Entry(NamedTuple):
 class WalkResult:
     files: dict[str, Entry] = field(default_factory=dict)   # rel path -> entry
     dirs: dict[str, int] = field(default_factory=dict)       # rel dir -> mtime_ns to remember
+    fingerprints: dict[str, int] = field(default_factory=dict)  # listed dir -> fingerprint()
     listed: set[str] = field(default_factory=set)            # folders whose entries were all seen
     gone_dirs: set[str] = field(default_factory=set)         # known folders that no longer exist
     errors: list[tuple[str, str]] = field(default_factory=list)  # (rel path, reason)
+
+
+FINGERPRINT_MASK = (1 << 63) - 1  # fits SQLite's signed 64-bit INTEGER
+
+
+def entry_fingerprint(name: str, size: int, mtime_ns: int) -> int:
+    """64 bits of one media entry; a folder's fingerprint is the sum of its entries' (mod 2^63),
+    so it does not depend on listing order. Any rename, add, removal, resize or touch moves it."""
+    return (zlib.crc32(name.encode("utf-8", "surrogateescape")) << 32) | zlib.crc32(b"%d:%d" % (size, mtime_ns))
 
 
 def _join(parent: str, name: str) -> str:
@@ -61,10 +72,16 @@ class Walker:
         return os.path.join(self.root, rel) if rel else self.root
 
     def _list(self, rel: str, result: WalkResult) -> list[tuple[str, int]]:
-        """List one folder: record its media files, return its subfolders with their mtimes."""
+        """List one folder: record its media files, return its subfolders with their mtimes.
+
+        The hot loop of every full scan (once per directory entry), so it is kept lean."""
         subdirs: list[tuple[str, int]] = []
         files = result.files
         ignore = self.ignore
+        kinds = KIND_BY_EXT
+        prefix = rel + "/" if rel else ""
+        crc32 = zlib.crc32
+        fingerprint = 0
         try:
             with os.scandir(self._abs(rel)) as it:
                 for entry in it:
@@ -73,22 +90,25 @@ class Walker:
                         continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            st = entry.stat(follow_symlinks=False)
-                            subdirs.append((_join(rel, name), st.st_mtime_ns))
+                            subdirs.append((prefix + name, entry.stat(follow_symlinks=False).st_mtime_ns))
                             continue
-                        kind = kind_of(name)
+                        dot = name.rfind(".")
+                        kind = kinds.get(name[dot + 1:].lower()) if dot > 0 else None
                         # Symlinks are not followed: a link could lead outside the library root.
                         if kind is None or not entry.is_file(follow_symlinks=False):
                             continue
                         st = entry.stat(follow_symlinks=False)
                     except OSError as exc:
-                        result.errors.append((_join(rel, name), exc.strerror or str(exc)))
+                        result.errors.append((prefix + name, exc.strerror or str(exc)))
                         continue
-                    files[_join(rel, name)] = Entry(st.st_size, st.st_mtime_ns, kind)
+                    files[prefix + name] = Entry(st.st_size, st.st_mtime_ns, kind)
+                    fingerprint += (crc32(name.encode("utf-8", "surrogateescape")) << 32) | crc32(
+                        b"%d:%d" % (st.st_size, st.st_mtime_ns))
         except OSError as exc:
             result.errors.append((rel, exc.strerror or str(exc)))
             return subdirs
         result.listed.add(rel)
+        result.fingerprints[rel] = fingerprint & FINGERPRINT_MASK
         if self.on_progress:
             self.on_progress(len(files))
         return subdirs
