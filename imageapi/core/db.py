@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,18 +121,41 @@ async def connect(path: Path, migrate: bool = True) -> aiosqlite.Connection:
     return db
 
 
+_write_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_lock(db: aiosqlite.Connection) -> asyncio.Lock:
+    """The lock every writer on this connection takes. A server shares one connection between
+    concurrent requests; a transaction is the connection's, not the coroutine's, so two requests
+    writing at once would otherwise nest BEGINs or commit each other's half-done work."""
+    lock = _write_locks.get(db)
+    if lock is None:
+        lock = _write_locks[db] = asyncio.Lock()
+    return lock
+
+
 class Transaction:
-    """`async with Transaction(db):` BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
+    """`async with Transaction(db):` BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error, holding the
+    connection's write lock throughout (not re-entrant: never nest two on one connection)."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self.lock = write_lock(db)
 
     async def __aenter__(self) -> aiosqlite.Connection:
-        await self.db.execute("BEGIN IMMEDIATE")
+        await self.lock.acquire()
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
         return self.db
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            await self.db.execute("COMMIT")
-        else:
-            await self.db.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                await self.db.execute("COMMIT")
+            else:
+                await self.db.execute("ROLLBACK")
+        finally:
+            self.lock.release()

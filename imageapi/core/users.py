@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from imageapi.core.db import utcnow
+from imageapi.core.db import Transaction, utcnow
 from imageapi.core.errors import NotFoundError, UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -131,11 +131,11 @@ async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> U
     async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
         if await cur.fetchone() is not None:
             raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
-    cur = await db.execute(
-        "INSERT INTO users (name, password_hash, created_at, tokens_valid_after) VALUES (?, ?, ?, 0)",
-        (name, password_hash, utcnow()),
-    )
-    await db.commit()
+    async with Transaction(db):
+        cur = await db.execute(
+            "INSERT INTO users (name, password_hash, created_at, tokens_valid_after) VALUES (?, ?, ?, 0)",
+            (name, password_hash, utcnow()),
+        )
     user = await get_user_by_id(db, cur.lastrowid or 0)
     assert user is not None
     return user
@@ -143,19 +143,19 @@ async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> U
 
 async def remove_user(db: aiosqlite.Connection, name: str) -> User:
     user = await get_user(db, name)
-    await db.execute("DELETE FROM users WHERE id = ?", (user.id,))
-    await db.commit()
+    async with Transaction(db):
+        await db.execute("DELETE FROM users WHERE id = ?", (user.id,))
     return user
 
 
 async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
     """Replace a user's password; every token issued before now stops working."""
     user = await get_user(db, name)
-    await db.execute(
-        "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
-        (password_hash, int(time.time()), user.id),
-    )
-    await db.commit()
+    async with Transaction(db):
+        await db.execute(
+            "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
+            (password_hash, int(time.time()), user.id),
+        )
     return await get_user(db, name)
 
 

@@ -71,8 +71,8 @@ async def get_person(db: aiosqlite.Connection, name: str) -> Person:
 async def create_person(db: aiosqlite.Connection, name: str) -> Person:
     clean = _clean_name(name)
     try:
-        cur = await db.execute("INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
-        await db.commit()
+        async with Transaction(db):
+            cur = await db.execute("INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
     except sqlite3.IntegrityError:
         raise UsageError(f"a person named {clean!r} already exists") from None
     assert cur.lastrowid is not None
@@ -105,8 +105,8 @@ async def rename_person(db: aiosqlite.Connection, old: str, new: str) -> Person:
     async with db.execute("SELECT id FROM persons WHERE name = ? AND id != ?", (clean, person.id)) as cur:
         if await cur.fetchone():
             raise UsageError(f"a person named {clean!r} already exists; use `imageapi people merge`")
-    await db.execute("UPDATE persons SET name = ? WHERE id = ?", (clean, person.id))
-    await db.commit()
+    async with Transaction(db):
+        await db.execute("UPDATE persons SET name = ? WHERE id = ?", (clean, person.id))
     return Person(person.id, clean)
 
 
@@ -303,9 +303,9 @@ async def autobind_sweep(db: aiosqlite.Connection, min_cos: float, *, incrementa
             for content_hash, _ in photos[i:i + SWEEP_BATCH]:
                 bound += len(await autobind_photo(db, content_hash, min_cos, means))
     if mark is not None and newest and newest != mark:
-        await db.execute(
-            "INSERT INTO face_state (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (SWEEP_MARK, newest),
-        )
-        await db.commit()
+        async with Transaction(db):
+            await db.execute(
+                "INSERT INTO face_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (SWEEP_MARK, newest),
+            )
     return bound

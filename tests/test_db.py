@@ -1,0 +1,45 @@
+"""The store's connection handling: migrations and concurrent writers on one shared connection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from imageapi.core.db import Transaction, connect, connect_sync
+from imageapi.core.migrations import MIGRATIONS
+
+
+def test_migrations_are_numbered_once_and_recorded(tmp_path: Path) -> None:
+    versions = [m.version for m in MIGRATIONS]
+    assert len(versions) == len(set(versions))
+    conn = connect_sync(tmp_path / "a.db")
+    recorded = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert recorded == sorted(versions)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    # A second start applies nothing twice.
+    conn = connect_sync(tmp_path / "a.db")
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(versions)
+
+
+async def test_concurrent_transactions_on_one_connection_do_not_collide(tmp_path: Path) -> None:
+    db = await connect(tmp_path / "b.db")
+    await db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
+
+    async def writer(k: int) -> None:
+        async with Transaction(db):
+            await db.execute("INSERT INTO t VALUES (?, 0)", (k,))
+            await asyncio.sleep(0.01)  # another request runs meanwhile
+            await db.execute("UPDATE t SET v = v + 1 WHERE k = ?", (k,))
+
+    async def failing() -> None:
+        async with Transaction(db):
+            await db.execute("INSERT INTO t VALUES (999, 0)")
+            await asyncio.sleep(0.01)
+            raise RuntimeError("half-way")
+
+    results = await asyncio.gather(*(writer(k) for k in range(20)), failing(), return_exceptions=True)
+    assert [r for r in results if r is not None] == [results[-1]] and isinstance(results[-1], RuntimeError)
+    async with db.execute("SELECT COUNT(*), SUM(v) FROM t") as cur:
+        assert tuple(await cur.fetchone()) == (20, 20)  # every writer whole, the failed one not at all
+    await db.close()
