@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiosqlite
@@ -17,6 +18,7 @@ class LibraryCache:
         self.ttl = ttl
         self._libs: dict[str, Library] = {}
         self._loaded = float("-inf")
+        self._loading: asyncio.Future[None] | None = None
 
     async def all(self) -> list[Library]:
         if time.monotonic() - self._loaded > self.ttl:
@@ -24,8 +26,21 @@ class LibraryCache:
         return list(self._libs.values())
 
     async def refresh(self) -> None:
+        """Reload from the database. Callers that come while a reload is under way share it
+        (when the cache goes stale under load, every request in flight would ask at once)."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+            self._loading.add_done_callback(self._loaded_cb)
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
         self._libs = {lib.name: lib for lib in await list_libraries(self.db)}
         self._loaded = time.monotonic()
+
+    def _loaded_cb(self, task: asyncio.Future[None]) -> None:
+        self._loading = None
+        if not task.cancelled():
+            task.exception()  # retrieved: each caller got it already
 
     def fresh(self, name: str | None) -> Library | None:
         """What `get` would return, when the cache is fresh and the answer is plain (no await:
