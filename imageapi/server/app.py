@@ -31,7 +31,18 @@ from imageapi.server import (
 )
 from imageapi.server.background import Background, Watcher
 from imageapi.server.cache import ByteCache
-from imageapi.server.keys import BACKGROUND, CONFIG, DB, LIBRARIES, POOL, RENDERER, THUMB_CACHE, TOKENS
+from imageapi.server.fastpath import FastThumbs
+from imageapi.server.keys import (
+    BACKGROUND,
+    CONFIG,
+    DB,
+    FAST_THUMBS,
+    LIBRARIES,
+    POOL,
+    RENDERER,
+    THUMB_CACHE,
+    TOKENS,
+)
 from imageapi.server.libcache import LibraryCache
 from imageapi.server.middlewares import error_middleware
 from imageapi.server.render import Renderer
@@ -53,10 +64,12 @@ def create_app(
 ) -> web.Application:
     """The application. Raises UsageError when SECRET_KEY is missing or shorter than 32 bytes."""
     secret = check_secret(config.secret_key)
-    app = web.Application(middlewares=[error_middleware(auth.AuthGate())], client_max_size=MAX_BODY)
+    errors_and_auth = error_middleware(auth.AuthGate())
+    app = web.Application(middlewares=[errors_and_auth], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[TOKENS] = TokenService(secret)
     app[THUMB_CACHE] = ByteCache(THUMB_CACHE_BYTES, THUMB_RECHECK)
+    app[FAST_THUMBS] = FastThumbs(app, app[THUMB_CACHE], errors_and_auth)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))

@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from imageapi.core.tokens import (
     AccessClaims,
     MediaClaims,
     TokenError,
+    TokenService,
     UserLoader,
     parse_ttl,
 )
@@ -76,6 +78,16 @@ def _route_path(request: web.Request) -> str:
     return info.canonical if info is not None else request.path
 
 
+def remembered_bearer(tokens: TokenService, headers: Mapping[str, str]) -> AccessClaims | None:
+    """The claims of the request's Bearer token when the token cache can vouch for it without an
+    await (TokenService.cached); None means the full check must run. Shared by the gate and the
+    thumbnail fast path, so both accept exactly the same requests."""
+    header = headers.get("Authorization")
+    if header is None or not header.startswith("Bearer "):
+        return None
+    return tokens.cached(header[7:].strip())
+
+
 class AuthGate:
     """Run inside the error middleware: public routes pass, everything else needs a Bearer token
     (or, for media routes, a media token). Sets request[USER_KEY] or request[MEDIA_KEY]."""
@@ -83,10 +95,7 @@ class AuthGate:
     def fast(self, request: web.Request) -> bool:
         if _route_path(request) in PUBLIC_PATHS:
             return True
-        header = request.headers.get("Authorization")
-        if header is None or not header.startswith("Bearer "):
-            return False
-        claims = request.app[TOKENS].cached(header[7:].strip())
+        claims = remembered_bearer(request.app[TOKENS], request.headers)
         if claims is None:
             return False
         request[USER_KEY] = claims

@@ -8,10 +8,13 @@ ago (a re-rendered thumbnail then shows up within that time).
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 Ident = tuple[Any, ...]
@@ -29,6 +32,9 @@ class CachedBody:
     mtime_s: int        # whole seconds, for If-Modified-Since
     headers: dict[str, str] = field(default_factory=dict)  # of a 200 (JPEG), built once
     headers_304: dict[str, str] = field(default_factory=dict)
+    # The same responses as aiohttp writes them, up to the Date and Server lines (fastpath.py).
+    head_200: bytes = b""
+    head_304: bytes = b""
 
 
 def make_entry(ident: Ident, body: bytes, mtime_ns: int, tag: str = "", content_type: str = "image/jpeg") -> CachedBody:
@@ -36,7 +42,31 @@ def make_entry(ident: Ident, body: bytes, mtime_ns: int, tag: str = "", content_
     mtime_s = mtime_ns // 1_000_000_000
     modified = formatdate(mtime_s, usegmt=True)
     h304 = {"ETag": etag, "Last-Modified": modified, "Cache-Control": CACHE_CONTROL}
-    return CachedBody(ident, body, etag, modified, mtime_s, {**h304, "Content-Type": content_type}, h304)
+    h200 = {**h304, "Content-Type": content_type}
+    return CachedBody(ident, body, etag, modified, mtime_s, h200, h304,
+                      _head("200 OK", {**h200, "Content-Length": str(len(body))}), _head("304 Not Modified", h304))
+
+
+def _head(status: str, headers: dict[str, str]) -> bytes:
+    """Status line and headers in aiohttp's order (the handler's, then Content-Length; aiohttp
+    adds Date and Server after them). Values here are ours: no CR/LF can be in them."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"HTTP/1.1 {status}\r\n{lines}".encode("latin-1")
+
+
+def not_modified(headers: Mapping[str, str], etag: str, mtime_s: int) -> bool:
+    """If-None-Match (weak comparison, '*') wins over If-Modified-Since, as RFC 9110 says."""
+    inm = headers.get("If-None-Match")
+    if inm is not None:
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or etag in tags
+    ims = headers.get("If-Modified-Since")
+    if ims is not None:
+        try:
+            return mtime_s <= int(parsedate_to_datetime(ims).timestamp())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+    return False
 
 
 class ByteCache:
@@ -53,6 +83,22 @@ class ByteCache:
         if checked is None or time.monotonic() - checked >= self.recheck:
             return None
         return self._items.get(key)
+
+    def current(self, path: str) -> CachedBody | None:
+        """The entry of a file cached under its path, if it is known to still be the file's
+        bytes: checked less than `recheck` seconds ago, or stat'ed now and the same file (mtime,
+        size, inode). None: not cached, changed, or unreadable (the caller looks again). No
+        await: the thumbnail fast path calls it too."""
+        entry = self.recent(path)
+        if entry is not None:
+            return entry
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return None
+        return self.get(path, (st.st_mtime_ns, st.st_size, st.st_ino))
 
     def get(self, key: str, ident: Ident) -> CachedBody | None:
         """The entry, if it still matches the file's identity (just read by the caller)."""

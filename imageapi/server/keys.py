@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from imageapi.server.auth import LoginThrottle
     from imageapi.server.background import Background
     from imageapi.server.cache import ByteCache
+    from imageapi.server.fastpath import FastThumbs
     from imageapi.server.libcache import LibraryCache
     from imageapi.server.render import Renderer
 
@@ -26,4 +27,5 @@ TOKENS = web.AppKey("tokens", TokenService)
 THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle")
 LIBRARIES: web.AppKey[LibraryCache] = web.AppKey("libraries")
 THUMB_CACHE: web.AppKey[ByteCache] = web.AppKey("thumb_cache")
+FAST_THUMBS: web.AppKey[FastThumbs] = web.AppKey("fast_thumbs")
 BACKGROUND: web.AppKey[Background] = web.AppKey("background")

@@ -14,7 +14,6 @@ import asyncio
 import mimetypes
 import os
 import stat
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import aiosqlite
@@ -26,8 +25,8 @@ from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
 from imageapi.core.listing import file_record
 from imageapi.core.tags import tags_for_hashes
 from imageapi.server.auth import media_allowed
-from imageapi.server.cache import CACHE_CONTROL, CachedBody, make_entry
-from imageapi.server.keys import CONFIG, DB, LIBRARIES, RENDERER, THUMB_CACHE
+from imageapi.server.cache import CACHE_CONTROL, CachedBody, make_entry, not_modified
+from imageapi.server.keys import CONFIG, DB, FAST_THUMBS, LIBRARIES, RENDERER, THUMB_CACHE
 from imageapi.server.params import client_path, query_choice
 
 THUMB_INLINE_MAX = 512 * 1024   # thumbnails up to this size are read in the event loop
@@ -51,22 +50,8 @@ def content_type_for(name: str) -> str:
     return _TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def _not_modified(request: web.Request, etag: str, mtime_s: int) -> bool:
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-        return "*" in tags or etag in tags
-    ims = request.headers.get("If-Modified-Since")
-    if ims is not None:
-        try:
-            return mtime_s <= int(parsedate_to_datetime(ims).timestamp())
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-    return False
-
-
 def respond_cached(request: web.Request, entry: CachedBody) -> web.Response:
-    if _not_modified(request, entry.etag, entry.mtime_s):
+    if not_modified(request.headers, entry.etag, entry.mtime_s):
         return web.Response(status=304, headers=entry.headers_304)
     return web.Response(body=entry.body, headers=entry.headers)
 
@@ -116,16 +101,23 @@ async def serve_thumb(request: web.Request, lib: Library, rel: str) -> web.Strea
     # thumbnail_path(config, lib.name, rel) as a string join: rel is clean (no '..', no leading
     # '/'), and this is the per-request hot path.
     dest = f"{app[CONFIG].thumbnails}{os.sep}{lib.name}{os.sep}{rel}"
-    recent = app[THUMB_CACHE].recent(dest)
-    if recent is not None:
-        return respond_cached(request, recent)
+    entry = app[THUMB_CACHE].current(dest) or await _stored_thumb(app, dest)
+    if entry is None:
+        entry = await _make_thumb(request, lib, rel, dest)
+    # Repeats of this request on this connection can now skip aiohttp's machinery (fastpath.py).
+    app[FAST_THUMBS].remember(request, lib.name, dest)
+    return respond_cached(request, entry)
+
+
+async def _stored_thumb(app: web.Application, dest: str) -> CachedBody | None:
+    """The stored thumbnail, from the cache when it still matches the file; None when missing."""
     for _ in range(2):
         try:
             st = os.stat(dest)
         except (FileNotFoundError, NotADirectoryError):
-            break
+            return None
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-            break
+            return None
         ident = (st.st_mtime_ns, st.st_size, st.st_ino)
         cache = app[THUMB_CACHE]
         entry = cache.get(dest, ident)
@@ -137,11 +129,11 @@ async def serve_thumb(request: web.Request, lib: Library, rel: str) -> web.Strea
             if body is None:
                 continue  # replaced between stat and open: look again
             entry = cache.put(dest, make_entry(ident, body, st.st_mtime_ns, "t"))
-        return respond_cached(request, entry)
-    return await _make_thumb(request, lib, rel, dest)
+        return entry
+    return None
 
 
-async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -> web.StreamResponse:
+async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -> CachedBody:
     """No stored thumbnail: make it in the worker pool, record it, serve it."""
     app = request.app
     db = app[DB]
@@ -165,8 +157,7 @@ async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -
         body = await asyncio.to_thread(Path(dest).read_bytes)
     except OSError as exc:
         raise MediaError(f"thumbnail of {rel!r} vanished: {exc.strerror}") from None
-    entry = app[THUMB_CACHE].put(dest, make_entry((st.st_mtime_ns, st.st_size, st.st_ino), body, st.st_mtime_ns, "t"))
-    return respond_cached(request, entry)
+    return app[THUMB_CACHE].put(dest, make_entry((st.st_mtime_ns, st.st_size, st.st_ino), body, st.st_mtime_ns, "t"))
 
 
 async def serve_original(src: Path, rel: str) -> web.StreamResponse:
