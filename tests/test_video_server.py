@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from imageapi.core import hls
 from imageapi.core.config import load_config
@@ -22,13 +24,16 @@ from imageapi.core.db import connect
 from imageapi.core.libraries import get_library, sync_base_path
 from imageapi.core.pool import WorkerPool
 from imageapi.core.scan import ScanTarget, run_scan
-from imageapi.core.users import add_user, hash_password
+from imageapi.core.tokens import TokenService
+from imageapi.core.users import add_user, get_user, hash_password
+from imageapi.server.app import create_app
 from imageapi.server.keys import LIBRARIES
 from imageapi.server.routes_video import HLS
 from tests.conftest import find_corpus
 from tests.media_factory import make_jpeg
 from tests.test_server_support import (
     PASSWORD,
+    SECRET,
     USER,
     AiohttpClient,
     Server,
@@ -37,7 +42,15 @@ from tests.test_server_support import (
     environ,
     start_server,
 )
-from tests.test_video_support import CountingRunner, decode, files_under, make_video, probe, processes_with
+from tests.test_video_support import (
+    CountingRunner,
+    decode,
+    eventually,
+    files_under,
+    make_video,
+    probe,
+    processes_with,
+)
 
 
 def make_library(root: Path, outside: Path) -> None:
@@ -279,3 +292,39 @@ async def test_shutdown_kills_the_run(aiohttp_client: AiohttpClient, video_templ
     await server.client.close()  # the application's cleanup: what SIGTERM does to `imageapi serve`
     assert processes_with(src) == []
     assert files_under(server.config.video_path / "main" / "long.mp4") == [".lock-copy"]
+
+
+async def test_client_gone_before_the_first_segment_stops_the_run(video_template: Template,
+                                                                   env_dirs: dict[str, Path]) -> None:
+    """As `imageapi serve` runs it (aiohttp does not cancel a handler when its client leaves):
+    the playlist request notices and the run it started is stopped."""
+    data = env_dirs["tmp"] / "data"
+    shutil.copytree(video_template.data, data, symlinks=True)
+    config = load_config(environ=environ(video_template, data), cwd=env_dirs["tmp"])
+    app = create_app(config)
+    runner = web.AppRunner(app)  # handler_cancellation off, as in web.run_app
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        manager = app[HLS]
+        manager.runner = CountingRunner(readrate=0.3)  # the first segment would take ~12 s
+        src = str(video_template.root / "long.mp4")
+        async with aiohttp.ClientSession() as session:
+            db = await connect(config.database_path)
+            try:
+                user = await get_user(db, USER)
+            finally:
+                await db.close()
+            assert user is not None
+            token = TokenService(SECRET).issue(user, 60).token
+            with pytest.raises(asyncio.TimeoutError):
+                await session.get(f"http://127.0.0.1:{port}/video/stream", params={"path": "long.mp4"},
+                                  headers={"Authorization": f"Bearer {token}"},
+                                  timeout=aiohttp.ClientTimeout(total=1.5))
+        assert manager.runner.segmenter_runs == 1  # type: ignore[attr-defined]
+        assert await eventually(lambda: manager.running() == 0 and not processes_with(src), timeout=5)
+        assert files_under(config.video_path / "main" / "long.mp4") == [".lock-copy"]
+    finally:
+        await runner.cleanup()

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -36,6 +36,8 @@ from imageapi.server.routes_media import _target, indexed
 HLS = web.AppKey("hls", HlsManager)
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 RETRY_AFTER = "3"  # seconds a player waits before asking again for a playlist still being prepared
+DISCONNECT_POLL = 0.25  # seconds between looks at a waiting request's connection
+T = TypeVar("T")
 
 # Routes that a player loads by itself: they take the media token like /image and /video.
 MEDIA_ROUTES = frozenset({"/video/stream", "/video/segment/{name}", "/video/preview", "/video/gif"})
@@ -59,6 +61,23 @@ def _media_token(request: web.Request, library: str, prefix: str, ttl: float) ->
     return request.app[TOKENS].issue_media(claims.user_id, library, prefix, ttl).token
 
 
+async def _while_connected(request: web.Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client goes away meanwhile (aiohttp does not cancel handlers on
+    disconnect): the first request of a video waiting for its first segment then stops the run."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+            if done:
+                return task.result()
+            if request.transport is None or request.transport.is_closing():
+                raise ConnectionResetError("the client went away")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def get_stream(request: web.Request) -> web.Response:
     hevc = query_bool(request, "hevc", False)
     library, rel, row, src = await _video_row(request)
@@ -66,7 +85,7 @@ async def get_stream(request: web.Request) -> web.Response:
     failure = hls.recorded_failure(row, key)
     if failure is not None:
         raise failure
-    view = await request.app[HLS].open_stream(library, rel, src, hevc)
+    view = await _while_connected(request, request.app[HLS].open_stream(library, rel, src, hevc))
     if not view.ready:
         raise ApiError(503, "stream_preparing", f"{rel!r} is still being prepared: ask again shortly",
                        {"Retry-After": RETRY_AFTER})
