@@ -45,7 +45,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.typedefs import Middleware
 
 from imageapi.server.auth import remembered_bearer
-from imageapi.server.cache import ByteCache, not_modified
+from imageapi.server.cache import ByteCache, CachedBody, not_modified
 from imageapi.server.libcache import LibraryCache
 
 log = logging.getLogger("imageapi.server")
@@ -81,6 +81,7 @@ class FastThumbs:
         self._warned = False
         self._date = ""
         self._tail = b""
+        self._wire: dict[str, tuple[CachedBody, bytes]] = {}  # dest -> (entry, response), this second
         self.answered = 0   # requests answered here (for tests and the curious)
 
     # -- filled by the full path ---------------------------------------------------------------
@@ -147,15 +148,24 @@ class FastThumbs:
         entry = self._cache.current(route.dest)
         if entry is None:
             return None
+        tail = self._date_server()
         if not_modified(headers, entry.etag, entry.mtime_s):
-            return entry.head_304 + self._date_server()
-        return b"".join((entry.head_200, self._date_server(), entry.body))
+            return entry.head_304 + tail
+        # The whole response, kept until the Date changes: written as one buffer, never copied
+        # again (a 12 KB join per request measured ~5% of the process's time).
+        hit = self._wire.get(route.dest)
+        if hit is not None and hit[0] is entry:
+            return hit[1]
+        wire = b"".join((entry.head_200, tail, entry.body))
+        self._wire[route.dest] = (entry, wire)
+        return wire
 
     def _date_server(self) -> bytes:
         date = rfc822_formatted_time()  # aiohttp's own, cached per second
         if date is not self._date:
             self._date = date
             self._tail = f"Date: {date}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n".encode("latin-1")
+            self._wire = {}  # at most a second's worth of responses is kept
         return self._tail
 
 
