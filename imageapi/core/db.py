@@ -134,6 +134,18 @@ def write_lock(db: aiosqlite.Connection) -> asyncio.Lock:
     return lock
 
 
+async def write(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] | list[object] = ()) -> aiosqlite.Cursor:
+    """One write statement in a transaction of its own, under the connection's write lock."""
+    async with Transaction(db):
+        return await db.execute(sql, params)
+
+
+async def write_many(db: aiosqlite.Connection, sql: str, rows: list[tuple[object, ...]]) -> None:
+    """executemany in a transaction of its own, under the connection's write lock."""
+    async with Transaction(db):
+        await db.executemany(sql, rows)
+
+
 class Transaction:
     """`async with Transaction(db):` BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error, holding the
     connection's write lock throughout (not re-entrant: never nest two on one connection)."""

@@ -42,6 +42,7 @@ import aiosqlite
 
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config
+from imageapi.core.db import write, write_many
 from imageapi.core.errors import (
     ConfigError,
     ImageapiError,
@@ -736,11 +737,11 @@ _FAILURE_TYPES: dict[str, type[ImageapiError]] = {
 
 async def record_failure(db: aiosqlite.Connection, library: str, rel: str, key: str, exc: ImageapiError) -> None:
     """Remember on the row that source version `key` cannot be streamed, and why."""
-    await db.execute(
+    await write(
+        db,
         "UPDATE files SET hls_source = ?, hls_error = ?, hls_error_code = ? "
         "WHERE library_id = (SELECT id FROM libraries WHERE name = ?) AND rel_path = ?",
         (key, exc.message, exc.code, library, rel))
-    await db.commit()
 
 
 def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:
@@ -752,9 +753,8 @@ def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:
 
 
 async def clear_failures(db: aiosqlite.Connection, file_ids: list[int]) -> None:
-    await db.executemany("UPDATE files SET hls_source = NULL, hls_error = NULL, hls_error_code = NULL WHERE id = ?",
-                         [(i,) for i in file_ids])
-    await db.commit()
+    await write_many(db, "UPDATE files SET hls_source = NULL, hls_error = NULL, hls_error_code = NULL WHERE id = ?",
+                     [(i,) for i in file_ids])
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import aiosqlite
 
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
+from imageapi.core.db import write
 from imageapi.core.errors import ConfigError, ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
@@ -257,29 +258,25 @@ async def preview_status(db: aiosqlite.Connection, library_ids: list[int] | None
 
 
 async def record_done(db: aiosqlite.Connection, c: Candidate) -> None:
-    await db.execute("UPDATE files SET preview_state = 'done', preview_source = ?, preview_error = NULL "
-                     "WHERE id = ?", (c.key, c.id))
-    await db.commit()
+    await write(db, "UPDATE files SET preview_state = 'done', preview_source = ?, preview_error = NULL "
+                "WHERE id = ?", (c.key, c.id))
 
 
 async def record_failed(db: aiosqlite.Connection, c: Candidate, error: str) -> None:
-    await db.execute("UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
-                     "WHERE id = ?", (c.key, error, c.id))
-    await db.commit()
+    await write(db, "UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
+                "WHERE id = ?", (c.key, error, c.id))
 
 
 async def mark_missing(db: aiosqlite.Connection, file_id: int) -> None:
     """A clip marked done whose file is gone (deleted by hand): due again."""
-    await db.execute("UPDATE files SET preview_state = NULL, preview_source = NULL WHERE id = ?", (file_id,))
-    await db.commit()
+    await write(db, "UPDATE files SET preview_state = NULL, preview_source = NULL WHERE id = ?", (file_id,))
 
 
 async def retry_failed(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> int:
     """Put videos whose previews failed back in the backlog."""
     libs, params = _libs_sql(library_ids, "library_id")
-    cur = await db.execute(f"UPDATE files SET preview_state = NULL, preview_source = NULL, preview_error = NULL "
-                           f"WHERE kind = 'video' AND preview_state = 'failed'{libs}", params)
-    await db.commit()
+    cur = await write(db, f"UPDATE files SET preview_state = NULL, preview_source = NULL, preview_error = NULL "
+                          f"WHERE kind = 'video' AND preview_state = 'failed'{libs}", params)
     return cur.rowcount
 
 

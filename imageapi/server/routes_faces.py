@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 from aiohttp import web
 
-from imageapi.core.db import Transaction, utcnow
+from imageapi.core.db import Transaction, utcnow, write
 from imageapi.core.errors import ConfigError, NotFoundError, UsageError
 from imageapi.core.faces import people
 from imageapi.core.faces.settings import face_settings
@@ -173,8 +173,7 @@ async def delete_face(request: web.Request) -> web.Response:
         return web.json_response({"enabled": False, "deleted": None})
     db = request.app[DB]
     try:
-        cur = await db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
-        await db.commit()
+        cur = await write(db, "DELETE FROM faces WHERE id = ?", (face_id,))
     except sqlite3.Error as exc:
         raise UsageError(f"cannot delete face {face_id}: {exc}") from None
     if cur.rowcount == 0:

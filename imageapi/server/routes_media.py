@@ -19,13 +19,14 @@ from pathlib import Path
 import aiosqlite
 from aiohttp import web
 
+from imageapi.core.db import write
 from imageapi.core.errors import MediaError, UnsupportedMediaError, UsageError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
 from imageapi.core.listing import file_record
 from imageapi.core.tags import tags_for_hashes
 from imageapi.server.auth import media_allowed
-from imageapi.server.cache import CACHE_CONTROL, CachedBody, make_entry, not_modified
+from imageapi.server.cache import CACHE_CONTROL, ByteCache, CachedBody, make_entry, not_modified
 from imageapi.server.keys import CONFIG, DB, FAST_THUMBS, LIBRARIES, RENDERER, THUMB_CACHE
 from imageapi.server.params import client_path, query_choice
 
@@ -96,12 +97,16 @@ def _read_small(path: str, ident: tuple[int, int, int]) -> bytes | None:
         return fh.read(st.st_size + 1)[: st.st_size]
 
 
+def thumb_dest(thumbnails: Path, lib_name: str, rel: str) -> str:
+    """thumbnail_path(config, lib_name, rel) as a string join: rel is clean (no '..', no leading
+    '/'), and this is the per-request hot path."""
+    return f"{thumbnails}{os.sep}{lib_name}{os.sep}{rel}"
+
+
 async def serve_thumb(request: web.Request, lib: Library, rel: str) -> web.StreamResponse:
     app = request.app
-    # thumbnail_path(config, lib.name, rel) as a string join: rel is clean (no '..', no leading
-    # '/'), and this is the per-request hot path.
-    dest = f"{app[CONFIG].thumbnails}{os.sep}{lib.name}{os.sep}{rel}"
-    entry = app[THUMB_CACHE].current(dest) or await _stored_thumb(app, dest)
+    dest = thumb_dest(app[CONFIG].thumbnails, lib.name, rel)
+    entry = app[THUMB_CACHE].current(dest) or await _stored_thumb(app[THUMB_CACHE], dest)
     if entry is None:
         entry = await _make_thumb(request, lib, rel, dest)
     # Repeats of this request on this connection can now skip aiohttp's machinery (fastpath.py).
@@ -109,27 +114,47 @@ async def serve_thumb(request: web.Request, lib: Library, rel: str) -> web.Strea
     return respond_cached(request, entry)
 
 
-async def _stored_thumb(app: web.Application, dest: str) -> CachedBody | None:
+def load_small_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
+    """The stored thumbnail read into the cache, when it is small enough to read in the event
+    loop (one local file of ~12 KB: microseconds, less than a thread-pool hop). None: missing,
+    large, or replaced while being read (the caller looks again)."""
+    try:
+        st = os.stat(dest)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= THUMB_INLINE_MAX:
+        return None
+    ident = (st.st_mtime_ns, st.st_size, st.st_ino)
+    entry = cache.get(dest, ident)
+    if entry is not None:
+        return entry
+    body = _read_small(dest, ident)
+    if body is None:
+        return None
+    return cache.put(dest, make_entry(ident, body, st.st_mtime_ns, "t"))
+
+
+async def _stored_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
     """The stored thumbnail, from the cache when it still matches the file; None when missing."""
     for _ in range(2):
+        entry = load_small_thumb(cache, dest)
+        if entry is not None:
+            return entry
         try:
             st = os.stat(dest)
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             return None
+        if st.st_size <= THUMB_INLINE_MAX:
+            continue  # replaced between stat and open: look again
         ident = (st.st_mtime_ns, st.st_size, st.st_ino)
-        cache = app[THUMB_CACHE]
         entry = cache.get(dest, ident)
-        if entry is None:
-            if st.st_size <= THUMB_INLINE_MAX:
-                body = _read_small(dest, ident)
-            else:
-                body = await asyncio.to_thread(_read_small, dest, ident)
-            if body is None:
-                continue  # replaced between stat and open: look again
-            entry = cache.put(dest, make_entry(ident, body, st.st_mtime_ns, "t"))
-        return entry
+        if entry is not None:
+            return entry
+        body = await asyncio.to_thread(_read_small, dest, ident)
+        if body is not None:
+            return cache.put(dest, make_entry(ident, body, st.st_mtime_ns, "t"))
     return None
 
 
@@ -145,9 +170,8 @@ async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -
     src = resolve_in_library(lib, rel)
     result = await app[RENDERER].thumbnail(str(src), row["kind"], dest, app[CONFIG].thumb_size, row["duration"])
     if (row["thumb_state"], row["thumb_reason"]) != (result.state, result.reason):
-        await db.execute("UPDATE files SET thumb_state = ?, thumb_reason = ? WHERE id = ?",
-                         (result.state, result.reason, row["id"]))
-        await db.commit()
+        await write(db, "UPDATE files SET thumb_state = ?, thumb_reason = ? WHERE id = ?",
+                    (result.state, result.reason, row["id"]))
     if result.state == "unsupported":
         raise UnsupportedMediaError(f"{rel!r} has no thumbnail: {result.reason}")
     if result.state != "done":

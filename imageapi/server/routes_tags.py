@@ -9,6 +9,7 @@ import aiosqlite
 from aiohttp import web
 
 from imageapi.core import tags as tagstore
+from imageapi.core.db import write_many
 from imageapi.core.errors import MediaError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library
@@ -67,10 +68,9 @@ async def _hashes(request: web.Request, db: aiosqlite.Connection, lib: Library,
         for row_id, digest, error in results:
             if digest is None:
                 raise MediaError(f"cannot hash {rel_of[row_id]!r}: {error}")
-            await db.execute("UPDATE files SET content_hash = ? WHERE id = ? AND content_hash IS NULL",
-                             (digest, row_id))
             out[rel_of[row_id]] = digest
-        await db.commit()
+        await write_many(db, "UPDATE files SET content_hash = ? WHERE id = ? AND content_hash IS NULL",
+                         [(digest, row_id) for row_id, digest, _ in results])
     return out
 
 
