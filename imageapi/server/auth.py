@@ -32,7 +32,11 @@ from imageapi.server.middlewares import ApiError, field, read_json
 from imageapi.server.params import client_path
 
 PUBLIC_PATHS = frozenset({"/login", "/health", "/openapi.json"})
-MEDIA_TOKEN_PATHS = frozenset({"/image", "/video"})
+# The routes players and <img> tags reach with a media token in the query string (they cannot
+# send headers): originals, thumbnails, and the video streams, segments, clips and GIFs.
+MEDIA_TOKEN_PATHS = frozenset({
+    "/image", "/video", "/video/stream", "/video/segment/{name}", "/video/preview", "/video/gif",
+})
 MEDIA_PARAM = "mt"
 USER_KEY = web.RequestKey("user", AccessClaims)      # set for Bearer-authenticated requests
 MEDIA_KEY = web.RequestKey("media", MediaClaims)    # set for media-token requests
