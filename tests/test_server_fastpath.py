@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -24,9 +25,10 @@ from PIL import Image
 from imageapi.core.tokens import TokenService
 from imageapi.server.app import create_app
 from imageapi.server.cache import ByteCache
-from imageapi.server.fastpath import _PROTOCOL_ATTRS, MAX_PENDING, FastThumbs, _FastParser
+from imageapi.server.fastpath import _PROTOCOL_ATTRS, MAX_PENDING, MAX_TARGET, FastThumbs, _FastParser
 from imageapi.server.keys import FAST_THUMBS, LIBRARIES, RENDERER, THUMB_CACHE, TOKENS
 from tests.test_server_auth import _bad_tokens
+from tests.test_server_media import TRAVERSALS
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     SECRET,
     AiohttpClient,
@@ -271,6 +273,69 @@ async def test_what_the_fast_path_does_not_know_goes_the_full_way(server: Server
         finally:
             c.close()
     assert _answered(server) == before
+
+
+async def test_other_thumbnails_take_the_fast_path_the_first_time_too(server: Server, conn: Conn) -> None:
+    await conn.get(THUMB, server.auth)  # the full path, once per connection
+    thumbs = server.config.thumbnails / "main"
+    for target, stored in [
+        ("/image?path=2021%2Fc.jpg", "2021/c.jpg"),
+        ("/image?library=main&size=thumb&path=2021%2Fsub%2Fd.jpg", "2021/sub/d.jpg"),
+        ("/image?size=&path=name%20with%20spaces%20%26%20%C3%BCn%C3%AFcode.jpg", "name with spaces & ünïcode.jpg"),
+        ("/image?path=2020/b.jpg", "2020/b.jpg"),
+    ]:
+        before = _answered(server)
+        other = await _connect(server)
+        try:
+            slow = await other.get(target, server.auth)
+        finally:
+            other.close()
+        server.app[THUMB_CACHE]._items.clear()  # a thumbnail not read yet: read from its file
+        fast = await conn.get(target, server.auth)
+        assert _answered(server) == before + 1, target
+        assert fast[0] == slow[0] == 200 and fast[2] == slow[2] == (thumbs / stored).read_bytes(), target
+        assert _without_date(fast[1]) == _without_date(slow[1]), target
+
+
+@pytest.mark.parametrize("path", [*TRAVERSALS, "", "nope.jpg", "bad.jpg", "2020", "../main/2020/a.jpg",
+                                  "..%2Fmain%2F2020%2Fa.jpg", "./2020/a.jpg", "2020//a.jpg", "2020/./a.jpg",
+                                  "2020/a.jpg/", "2020/A.JPG"])
+async def test_what_the_full_path_refuses_it_still_refuses(server: Server, conn: Conn, path: str) -> None:
+    """Targets the fast path works out for itself: every refusal is the full path's, the same
+    as on a fresh connection (the traversal list, some leading back to a real thumbnail, unknown
+    files, no thumbnail, a folder)."""
+    await conn.get(THUMB, server.auth)
+    other = await _connect(server)
+    for extra in ("", "&size=huge", "&library=nope"):
+        target = f"/image?path={quote(path, safe='')}{extra}"
+        before = _answered(server)
+        try:
+            slow = await other.get(target, server.auth)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            other.close()
+            other = await _connect(server)
+            continue
+        fast = await conn.get(target, server.auth)
+        assert fast[0] == slow[0], (target, fast[0], slow[0])
+        if slow[0] == 200:  # normalised by client_path to a real thumbnail: the same one
+            assert fast[2] == slow[2], target
+            continue
+        assert _answered(server) == before, target
+        assert json.loads(fast[2]) == json.loads(slow[2]), target
+        assert_error(json.loads(fast[2]))
+    other.close()
+
+
+async def test_long_targets_are_not_remembered(server: Server, conn: Conn) -> None:
+    """They are worked out again each time (the memory of targets stays bounded)."""
+    routes = server.app[FAST_THUMBS]._routes
+    long = f"{THUMB}&pad={'x' * (MAX_TARGET + 1)}"
+    for _ in range(3):
+        assert (await conn.get(long, server.auth))[0] == 200
+    assert _answered(server) == 2 and long not in routes
+    short = f"{THUMB}&pad=x"
+    assert (await conn.get(short, server.auth))[0] == 200
+    assert _answered(server) == 3 and short in routes
 
 
 async def test_off_when_the_app_has_other_middlewares(

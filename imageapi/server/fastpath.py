@@ -8,16 +8,19 @@ Response whose headers are built and serialised, and three turns of the event lo
 handler returning 12 KB does ~35k req/s per process here; a protocol writing the same bytes after
 aiohttp's own C parser does ~100k.
 
-How: the full path (routes_media.serve_thumb) remembers, per exact request target
-("/image?library=..&path=.."), which cached thumbnail it answered with. The connection's parser is
-wrapped (`attach`, on the first such answer): after the C parser has produced a request, a GET for
-a remembered target is answered right there when everything the full path would check still holds:
+How: once the full path (routes_media.serve_thumb) has answered a thumbnail request on a
+connection, the connection's parser is wrapped (`attach`): after aiohttp's C parser has produced a
+request, a GET of /image for a stored thumbnail is answered right there when everything the full
+path would check holds:
 
 - the Bearer token is one the token cache vouches for without an await (`remembered_bearer`: the
   same check, expiry included, as the auth gate's own await-free step; anything else -> full path);
-- the library named by the query is still known (LibraryCache.fresh) under the same name;
-- the cached thumbnail is still the stored file's bytes (ByteCache.current, as in serve_thumb:
-  checked less than a second ago, or stat'ed now);
+- the request target maps to a thumbnail the way the full path maps it: remembered per exact
+  target ("/image?library=..&path=..") once worked out, by the same functions (the size choice,
+  LibraryCache.fresh, params.client_path: any refusal is left to the full path to give);
+- the library is still known under the same name (LibraryCache.fresh);
+- the bytes are the stored file's (ByteCache.current: checked less than a second ago or stat'ed
+  now; or a small file read now, as serve_thumb reads it); a missing thumbnail is the full path's;
 - If-None-Match / If-Modified-Since give the same 304 as respond_cached.
 
 Everything else (another method or route, HTTP/1.0, `Connection: close`, `Expect`, a body, a
@@ -34,8 +37,10 @@ leaves the connection alone otherwise, so a different aiohttp is slower, never w
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -47,10 +52,13 @@ from aiohttp.typedefs import Middleware
 from imageapi.server.auth import remembered_bearer
 from imageapi.server.cache import ByteCache, CachedBody, not_modified
 from imageapi.server.libcache import LibraryCache
+from imageapi.server.params import client_path
+from imageapi.server.routes_media import load_small_thumb, thumb_dest
 
 log = logging.getLogger("imageapi.server")
 
-MAX_ROUTES = 16_384          # remembered request targets (oldest forgotten first)
+MAX_ROUTES = 16_384          # remembered request targets (oldest forgotten first) ...
+MAX_TARGET = 1024            # ... of at most this many characters (a bound on the memory they take)
 MAX_PENDING = 256 * 1024     # bytes the connection may have unsent before the full path (which
 #                              waits for the client) takes over again
 
@@ -74,9 +82,10 @@ class FastThumbs:
         gate's await-free step) this path repeats; with any other, it stays off."""
         self._app = app
         self._cache = cache
-        self._routes: dict[str, Route] = {}
+        self._routes: OrderedDict[str, Route] = OrderedDict()
         self._tokens: Any = None
         self._libs: LibraryCache | None = None
+        self._thumbnails = Path()
         self._middlewares = (middleware,)
         self._warned = False
         self._date = ""
@@ -89,14 +98,19 @@ class FastThumbs:
     def remember(self, request: web.Request, lib_name: str, dest: str) -> None:
         """Called by serve_thumb when it answers `request` with the cached thumbnail `dest` of
         library `lib_name`."""
-        if request.method != "GET":
+        if request.method == "GET":
+            self._remember(request.raw_path, Route(request.query.get("library") or None, lib_name, dest))
+            self.attach(request)
+
+    def _remember(self, target: str, route: Route) -> None:
+        """(Re)place the route of a target: one that went stale (the default library changed)
+        is replaced by the full path's next answer."""
+        routes = self._routes
+        if len(target) > MAX_TARGET:
             return
-        target = request.raw_path
-        if target not in self._routes:
-            if len(self._routes) >= MAX_ROUTES:
-                del self._routes[next(iter(self._routes))]
-            self._routes[target] = Route(request.query.get("library") or None, lib_name, dest)
-        self.attach(request)
+        if target not in routes and len(routes) >= MAX_ROUTES:
+            routes.popitem(last=False)  # O(1); a dict's next(iter()) walks the holes left in front
+        routes[target] = route
 
     def attach(self, request: web.Request) -> None:
         """Wrap the parser of the request's connection (once per connection)."""
@@ -105,10 +119,11 @@ class FastThumbs:
         if parser is None or isinstance(parser, _FastParser) or not self._eligible(proto):
             return
         if self._libs is None:
-            from imageapi.server.keys import LIBRARIES, TOKENS
+            from imageapi.server.keys import CONFIG, LIBRARIES, TOKENS
 
             self._tokens = self._app[TOKENS]
             self._libs = self._app[LIBRARIES]
+            self._thumbnails = self._app[CONFIG].thumbnails
         proto._parser = _FastParser(parser, proto, self)
 
     def _eligible(self, proto: Any) -> bool:
@@ -135,17 +150,22 @@ class FastThumbs:
         if (payload is not EMPTY_PAYLOAD or msg.method != "GET" or msg.version != HttpVersion11
                 or msg.should_close or msg.upgrade):
             return None
-        route = self._routes.get(msg.path)
-        if route is None:
+        target = msg.path
+        route = self._routes.get(target)
+        if route is None and not target.startswith("/image?"):
             return None
         headers = msg.headers
         if "Expect" in headers or remembered_bearer(self._tokens, headers) is None:
             return None
+        if route is None:
+            route = self._resolve(msg)
+            if route is None:
+                return None
         assert self._libs is not None
         lib = self._libs.fresh(route.library)
         if lib is None or lib.name != route.lib_name:
             return None
-        entry = self._cache.current(route.dest)
+        entry = self._cache.current(route.dest) or load_small_thumb(self._cache, route.dest)
         if entry is None:
             return None
         tail = self._date_server()
@@ -159,6 +179,29 @@ class FastThumbs:
         wire = b"".join((entry.head_200, tail, entry.body))
         self._wire[route.dest] = (entry, wire)
         return wire
+
+    def _resolve(self, msg: Any) -> Route | None:
+        """A thumbnail target seen for the first time: the full path's own steps (get_image's
+        size choice, _target's library and client_path, serve_thumb's file), None wherever it
+        would do anything but serve a stored thumbnail (its errors are its own to give)."""
+        url = msg.url
+        if url.raw_path != "/image":  # what the router sends to get_image, and nothing else
+            return None
+        query = url.query  # what request.query is for this message
+        if query.get("size") not in (None, "", "thumb"):
+            return None
+        library = query.get("library") or None
+        assert self._libs is not None
+        lib = self._libs.fresh(library)
+        if lib is None:
+            return None
+        try:
+            rel = client_path(query.get("path"))
+        except Exception:
+            return None
+        route = Route(library, lib.name, thumb_dest(self._thumbnails, lib.name, rel))
+        self._remember(msg.path, route)
+        return route
 
     def _date_server(self) -> bytes:
         date = rfc822_formatted_time()  # aiohttp's own, cached per second
