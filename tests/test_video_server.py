@@ -7,7 +7,7 @@ shutdown killing a run."""
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,7 +61,8 @@ def make_library(root: Path, outside: Path) -> None:
     whole = (root / "trip" / "beach.mp4").read_bytes()
     (root / "bad").mkdir()
     (root / "bad" / "truncated.mp4").write_bytes(whole[:20000])  # the moov (at the end) is gone
-    (root / "bad" / "noise.mp4").write_bytes(os.urandom(30000))
+    # Seeded: some random bytes probe as an audio stream, which is another error.
+    (root / "bad" / "noise.mp4").write_bytes(random.Random(0).randbytes(30000))
     make_jpeg(root / "photo.jpg")
     corpus = find_corpus()
     if corpus is not None:
