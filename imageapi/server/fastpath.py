@@ -63,7 +63,7 @@ MAX_PENDING = 256 * 1024     # bytes the connection may have unsent before the f
 #                              waits for the client) takes over again
 
 # What attach() needs from aiohttp's RequestHandler.
-_PROTOCOL_ATTRS = ("_parser", "_waiter", "_messages", "_close", "_force_close", "_payload_parser", "_upgraded",
+_PROTOCOL_ATTRS = ("_parser", "_waiter", "_messages", "_close", "_force_close", "_payload_parser",
                    "_logging_enabled", "_next_keepalive_close_time", "_keepalive_timeout", "_loop")
 
 

@@ -1,10 +1,11 @@
 """Running the application: one process, or several sharing the port (SO_REUSEPORT).
 
-Measured on the thumbnail path (bench/bench_serve.py): the time goes to aiohttp's per-request
-machinery and the socket writes, not to our handler, so the way to more requests per second is
-more event loops. Extra processes only serve requests: the watcher runs in the first one alone, so
-there is still one writer of scans. Each process has its own token cache, thumbnail cache and
-login throttle (a client may get `processes` times the free login attempts).
+Thumbnail requests after a connection's first skip aiohttp's per-request machinery (fastpath.py),
+so one process serves about half of nginx's rate on 2 cores (bench/bench_serve.py). Extra processes help mainly
+while a full scan runs in the first one (its threads and workers take the first process's time);
+they only serve requests: the watcher runs in the first one alone, so there is still one writer of
+scans. Each process has its own token cache, thumbnail cache and login throttle (a client may get
+`processes` times the free login attempts), which is why the default stays one.
 
 uvloop is used when it is installed (about 10-15% more requests per second here).
 """
