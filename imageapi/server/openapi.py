@@ -189,7 +189,6 @@ INSIGHT_PATHS: J = {
 }
 
 
-
 def _spec() -> J:
     paths: J = {
         "/health": {"get": {"summary": "liveness", "security": [], "responses": {
