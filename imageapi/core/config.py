@@ -130,7 +130,8 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
     return value
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole-number setting greater than 0; unset or blank gives the default."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -185,8 +186,8 @@ def load_config(
         ignore_patterns=_csv(ignore_raw) if ignore_raw is not None else DEFAULT_IGNORE,
         watch_quick_interval=_positive_number(env, "WATCH_QUICK_INTERVAL_SECONDS", 60.0),
         watch_full_interval=_positive_number(env, "WATCH_FULL_INTERVAL_SECONDS", 3600.0),
-        thumb_size=_positive_int(env, "THUMBNAIL_SIZE", 400),
-        workers=_positive_int(env, "WORKERS", os.cpu_count() or 1),
+        thumb_size=positive_int(env, "THUMBNAIL_SIZE", 400),
+        workers=positive_int(env, "WORKERS", os.cpu_count() or 1),
         env=env,
     )
     return config.with_overrides(**overrides)

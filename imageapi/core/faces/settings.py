@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from imageapi.core.config import Config
+from imageapi.core.config import Config, positive_int
 from imageapi.core.errors import ConfigError
 
 DEFAULT_HASH_BACKFILL_MAX_PER_TICK = 2000
@@ -41,19 +41,6 @@ DISABLED_MESSAGE = (
 def _raw(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     return value.strip() if value is not None and value.strip() else None
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(name, f"must be greater than 0, got {raw!r}")
-    return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float | None) -> float:
@@ -90,9 +77,10 @@ def face_settings_from_env(env: Mapping[str, str]) -> FaceSettings:
         raise ConfigError("FACE_DETECT_TIMEOUT_SEC", "must be greater than 0")
     return FaceSettings(
         base_url=base_url,
-        hash_backfill_max_per_tick=_int(env, "FACE_HASH_BACKFILL_MAX_PER_TICK", DEFAULT_HASH_BACKFILL_MAX_PER_TICK),
-        backlog_max_per_tick=_int(env, "FACE_BACKLOG_MAX_PER_TICK", DEFAULT_BACKLOG_MAX_PER_TICK),
-        detect_concurrency=_int(env, "FACE_DETECT_CONCURRENCY", DEFAULT_DETECT_CONCURRENCY),
+        hash_backfill_max_per_tick=positive_int(
+            env, "FACE_HASH_BACKFILL_MAX_PER_TICK", DEFAULT_HASH_BACKFILL_MAX_PER_TICK),
+        backlog_max_per_tick=positive_int(env, "FACE_BACKLOG_MAX_PER_TICK", DEFAULT_BACKLOG_MAX_PER_TICK),
+        detect_concurrency=positive_int(env, "FACE_DETECT_CONCURRENCY", DEFAULT_DETECT_CONCURRENCY),
         detect_timeout=timeout,
         autobind_min_cos=_float(env, "FACE_AUTOBIND_MIN_COS", DEFAULT_AUTOBIND_MIN_COS, -1.0, 1.0),
     )
