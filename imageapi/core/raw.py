@@ -25,7 +25,10 @@ from imageapi.core import ffmpeg
 from imageapi.core import tiff as t
 from imageapi.core.errors import ToolError, UnsupportedMediaError
 
-# A preview smaller than this on either side is a placeholder, not a picture.
+# A preview smaller than this on either side is a placeholder, not a picture. Placeholders are
+# 1x1, 8x8 (Fujifilm's RAF header JPEG) or a few dozen bytes of "dummy"; the smallest real
+# embedded pictures are EXIF/DCF thumbnails (160x120). 32 lies well between the two, and a
+# thumbnail blown up from fewer pixels would show nothing recognisable.
 MIN_SIDE = 32
 # Larger than any camera's preview; beyond this a JPEG header is lying (or is a bomb). Below
 # Pillow's decompression-bomb warning threshold (89.5 MP), so decoding never warns.
@@ -489,7 +492,9 @@ def _from_tools(path: Path, orientation: int) -> tuple[Preview | None, list[str]
     out = _tool_stdout([exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
                         "-protocol_whitelist", "file", "-i", f"file:{target}", "-frames:v", "1",
                         "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "2", "pipe:1"], FFMPEG_TIMEOUT)
-    size = _valid_tool_output(out, 1)   # a decode of the image itself: any size is real
+    # ffmpeg decodes the first picture of the container: in a RAW that is an embedded thumbnail
+    # (IFD0), and a 1x1 one is a placeholder like any other.
+    size = _valid_tool_output(out, MIN_SIDE)
     if out is not None and size is not None:
         return Preview(out, size[0], size[1], orientation, "ffmpeg"), tried
     return None, tried
