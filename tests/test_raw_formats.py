@@ -183,11 +183,12 @@ def test_placeholder_preview_gets_a_sentinel(tmp_path: Path, builder: Callable[[
 
 
 def test_containers_without_a_preview(tmp_path: Path) -> None:
-    for name, data in (("none.mrw", rf.make_mrw(None)), ("none.crw", rf.make_crw(None, None)),
-                       ("none.x3f", rf.make_x3f(None))):
+    for name, data, fmt in (("none.mrw", rf.make_mrw(None), "MRW"),
+                            ("none.crw", rf.make_crw(None, None), "CIFF"),
+                            ("none.x3f", rf.make_x3f(None), "X3F")):
         path = tmp_path / name
         path.write_bytes(data)
-        with pytest.raises(UnsupportedMediaError, match="no embedded preview"):
+        with pytest.raises(UnsupportedMediaError, match=f"^no embedded preview in this {fmt} file"):
             extract_preview(path, fallbacks=False)
         assert read_metadata(path, "raw").make   # the records are still read
     path = tmp_path / "contax.raw"

@@ -453,9 +453,9 @@ def container_tiff_blobs(data: bytes) -> list[tuple[str, bytes]]:
     return blobs
 
 
-def _collect(data: bytes) -> tuple[_Collector, bool, str | None]:
-    """The candidates of a file, whether it was a container this reader knows at all, and why
-    its format holds no preview (Kyocera), if so."""
+def _collect(data: bytes) -> tuple[_Collector, rawformats.Container | None, bool]:
+    """The candidates of a file, the non-TIFF container it is (if one), and whether it was a
+    container this reader knows at all."""
     col = _Collector(data)
     box = rawformats.read(data)
     if data.startswith(RAF_MAGIC):
@@ -464,13 +464,12 @@ def _collect(data: bytes) -> tuple[_Collector, bool, str | None]:
         col.cr3()
     elif box is not None:
         col.container(box)
-        return col, True, box.no_preview
     else:
         tf = t.TiffFile.parse(data, 0, col.budget)
         if tf is None:
-            return col, False, None
+            return col, None, False
         col.tiff(tf)
-    return col, True, None
+    return col, box, True
 
 
 def embedded_jpegs(data: bytes) -> list[tuple[str, int, int]]:
@@ -489,17 +488,22 @@ def extract_preview(path: Path, data: bytes | None = None, *, fallbacks: bool = 
     """
     if data is None:
         data = Path(path).read_bytes()
-    col, container, no_preview = _collect(data)
+    col, box, container = _collect(data)
     best = col.best()
     if best is not None:
         cand, jpeg = best
         return Preview(jpeg, cand.width, cand.height, col.orientation, cand.source)
     if not data:
         raise UnsupportedMediaError("empty file: no embedded preview")
-    reason = (no_preview or "no embedded preview larger than a placeholder" if container
-              else "not a RAW file this reader understands (no TIFF, RAF, CR3, MRW, CIFF or X3F "
-                   "structure)")
-    if fallbacks and no_preview is None:   # (a format that never holds one: nothing to find)
+    if box is not None and box.no_preview:
+        raise UnsupportedMediaError(box.no_preview)   # the format never holds one: no tool will find one
+    if box is not None and not col.seen:
+        reason = f"no embedded preview in this {box.format} file"
+    elif container:
+        reason = "no embedded preview larger than a placeholder"
+    else:
+        reason = "not a RAW file this reader understands (no TIFF, RAF, CR3, MRW, CIFF or X3F structure)"
+    if fallbacks:
         found, tried = _from_tools(Path(path), col.orientation)
         if found is not None:
             return found

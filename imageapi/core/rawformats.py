@@ -255,7 +255,8 @@ def _x3f(data: Buffer) -> Container:
             out.make = _clean(props.get("CAMMANUF"))
             out.model = _clean(props.get("CAMMODEL"))
             seconds = props.get("TIME", "")
-            out.taken_at = _unix_wall(int(seconds)) if seconds.isdigit() and len(seconds) <= 12 else None
+            digits = seconds.isascii() and seconds.isdigit() and len(seconds) <= 12
+            out.taken_at = _unix_wall(int(seconds)) if digits else None
     return out
 
 
