@@ -209,7 +209,7 @@ def test_container_blobs() -> None:
 # --- bounded readers ----------------------------------------------------------------------------
 
 
-def test_ciff_heap_pointing_to_itself_is_read_once() -> None:
+def test_ciff_heap_pointing_to_itself_ends() -> None:
     # A heap record (type 0x30) whose span is the whole root heap: the same directory again.
     data = bytearray(rf.make_crw())
     root = 26
