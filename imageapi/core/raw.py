@@ -1,11 +1,12 @@
 """The embedded JPEG preview of a RAW file, read from the file's own structure.
 
 RAW thumbnails come from the largest valid embedded JPEG: the reader walks the TIFF structure
-(IFD chain, SubIFDs, the EXIF IFD and the Nikon/Olympus/Minolta maker-note previews), the Fujifilm
-RAF header, the Canon CR3 boxes and the containers rawformats.py reads (Minolta MRW, whose TTW
-block is a TIFF; Canon CIFF/CRW; Sigma X3F), collects every JPEG it points to, ranks them by the pixel
-size their SOF header declares and decodes them (Pillow, at 1/8 scale) largest first until one
-decodes. Tiny placeholders (8x8, a few dozen bytes of "dummy") never count.
+(IFD chain, SubIFDs, the EXIF IFD and the Nikon/Olympus/Minolta maker-note previews), the
+Fujifilm RAF header, the Canon CR3 boxes and the containers rawformats.py reads (Minolta MRW,
+whose TTW block is a TIFF; Canon CIFF/CRW; Sigma X3F), collects every JPEG it points to, ranks
+them by the pixel size their SOF header declares and decodes them (Pillow, at 1/8 scale) largest
+first until one decodes. Placeholders (1x1, 8x8, a few dozen bytes of "dummy": under MIN_SIDE)
+never count, whoever extracts them.
 
 When the structure yields nothing, exiftool (if installed) and then ffmpeg get a try, each with a
 timeout; `fallbacks=False` turns them off (the fuzz tests, callers that must not spawn processes).
