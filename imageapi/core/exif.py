@@ -489,9 +489,7 @@ def _read_other_raw(buf: Buffer, found: _Found) -> None:
     found.container = box
     if box.width and box.height:
         found.size = (box.width, box.height)
-    from imageapi.core.raw import container_tiff_blobs
-
-    for name, blob in container_tiff_blobs(bytes(buf)):
+    for name, blob in rawformats.metadata_blobs(buf, box):
         if name == "MRW-TTW":
             found.add_exif(blob, "MRW TTW")
             if found.size is None:

@@ -441,17 +441,7 @@ def container_tiff_blobs(data: bytes) -> list[tuple[str, bytes]]:
         if length >= 4 and pos + length <= len(data) and data[pos:pos + 2] == b"\xff\xd8":
             return [("RAF-JPEG", bytes(data[pos:pos + length]))]
     box = rawformats.read(data)
-    if box is None:
-        return []
-    blobs: list[tuple[str, bytes]] = []
-    if box.tiff is not None:
-        blobs.append(("MRW-TTW", bytes(data[box.tiff[0]:box.tiff[1]])))
-    for _, pos, length in box.jpegs:
-        if box.format == "X3F" and _jpeg_exif_tiff(data, pos, length) is not None:
-            # Later X3F previews carry the camera's EXIF (exiftool's JpgFromRaw).
-            blobs.append(("X3F-JPEG", bytes(data[pos:pos + length])))
-            break
-    return blobs
+    return rawformats.metadata_blobs(data, box) if box is not None else []
 
 
 def _collect(data: bytes) -> tuple[_Collector, rawformats.Container | None, bool]:

@@ -89,6 +89,21 @@ def read(data: Buffer) -> Container | None:
     return None
 
 
+def metadata_blobs(data: Buffer, box: Container) -> list[tuple[str, bytes]]:
+    """The blocks of `box` that hold EXIF for exif.py: ("MRW-TTW", the TIFF block of an MRW) and
+    ("X3F-JPEG", the first X3F preview that starts with an Exif segment, as later models write
+    it: exiftool's JpgFromRaw)."""
+    out: list[tuple[str, bytes]] = []
+    if box.tiff is not None:
+        out.append(("MRW-TTW", bytes(data[box.tiff[0]:box.tiff[1]])))
+    if box.format == "X3F":
+        for _, pos, length in box.jpegs:
+            if bytes(data[pos:pos + 4]) == b"\xff\xd8\xff\xe1" and bytes(data[pos + 6:pos + 10]) == b"Exif":
+                out.append(("X3F-JPEG", bytes(data[pos:pos + length])))
+                break
+    return out
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
