@@ -13,7 +13,7 @@ HEIC_EXTS = frozenset({"heic", "heif", "hif", "avif"})
 # and RAW (Panasonic's TIFF-like or Kyocera's). Left out: what no camera writes (Capture One's
 # EIP package, Rawzor's RWZ recompression), raw video (CRM, R3D), Sinar's Photoshop-based CS1
 # (CaptureShop's), and extensions exiftool does not know (MDC, CAP, ARI, BAY, DCS, DRF, PTX,
-# PXN): no reader or oracle for them, and a ".cap" or ".bay" is more often something else.
+# PXN): no reader or oracle for them, and a ".cap" is more often a network capture.
 RAW_EXTS = frozenset({
     "3fr", "arq", "arw", "ciff", "cr2", "cr3", "crw", "dcr", "dng", "erf", "fff", "gpr", "iiq",
     "k25", "kdc", "mef", "mos", "mrw", "nef", "nrw", "orf", "ori", "pef", "raf", "raw", "rw2",
