@@ -722,3 +722,21 @@ def test_reads_an_mmap_like_bytes(tmp_path: Path) -> None:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         tf = TiffFile.parse(mm, lenient=True)
         assert tf is not None and [i.dimensions() for i in tf.walk()] == [(64, 48)]
+
+
+def test_one_pixel_picture_is_a_placeholder_even_through_ffmpeg(tmp_path: Path) -> None:
+    # A TIFF-based RAW whose only picture is 1x1: ffmpeg decodes it, but a 1x1 JPEG is no
+    # thumbnail. The file gets a sentinel with the reason instead.
+    from imageapi.core.thumbs import make_thumbnail
+
+    path = tmp_path / "one.nef"
+    Image.new("RGB", (1, 1), (10, 200, 10)).save(path, "TIFF")
+    with pytest.raises(UnsupportedMediaError, match="placeholder"):
+        extract_preview(path)
+    dest = tmp_path / "thumbs" / "one.nef"
+    res = make_thumbnail(path, "raw", dest)
+    assert res.state == "unsupported" and "placeholder" in (res.reason or "")
+    assert not dest.exists() and dest.with_name("one.nef.unsupported").exists()
+    # The same picture at the minimum size is a thumbnail.
+    Image.new("RGB", (raw.MIN_SIDE, raw.MIN_SIDE), (10, 200, 10)).save(path, "TIFF")
+    assert extract_preview(path).source == "ffmpeg"

@@ -262,3 +262,44 @@ async def test_full_scan_removes_rows_of_folders_it_never_recorded(lib: Lib) -> 
     shutil.rmtree(lib.root / "gone")
     c = (await lib.scan()).counts
     assert c.removed == 1 and set(await lib.rows()) == {"keep/a.jpg"}
+
+
+async def test_scan_indexes_every_raw_container(lib: Lib) -> None:
+    # One file of each container read outside TIFF (and an IIQ), as a camera names them.
+    from tests import raw_factory as rf
+
+    files = {
+        "minolta/PICT0001.MRW": rf.make_mrw(),
+        "canon/CRW_0001.CRW": rf.make_crw(rotation=90),
+        "sigma/IMG00001.X3F": rf.make_x3f(exif=True, model="SIGMA DP2"),
+        "phaseone/CF000001.IIQ": rf.make_iiq(),
+        "contax/N0000001.RAW": rf.make_kyocera(),
+        "minolta/placeholder.mrw": rf.make_mrw((1, 1)),
+    }
+    for rel, data in files.items():
+        (lib.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (lib.root / rel).write_bytes(data)
+    c = (await lib.scan()).counts
+    assert (c.added, c.thumbs_made, c.thumbs_unsupported) == (6, 4, 2)
+    rows = await lib.rows()
+    expected = {   # rel: (make, model, taken_at, width, height, thumbnail size)
+        "minolta/PICT0001.MRW": ("KONICA MINOLTA", "DiMAGE A2", "2004-05-06T07:08:09", 3264, 2448, (400, 265)),
+        "canon/CRW_0001.CRW": ("Canon", "Canon EOS 10D", "2003-04-05T06:07:08", 3072, 2048, (267, 400)),
+        "sigma/IMG00001.X3F": ("SIGMA", "SIGMA DP2", "2005-03-04T12:34:56", 2268, 1512, (400, 266)),
+        "phaseone/CF000001.IIQ": ("Phase One", "P 45+", "2009-10-11T12:13:14", 7216, 5412, (400, 300)),
+    }
+    for rel, (make, model, taken, width, height, thumb) in expected.items():
+        row = rows[rel]
+        assert row["kind"] == "raw" and row["thumb_state"] == "done", rel
+        assert (row["make"], row["model"], row["taken_at"], row["width"], row["height"]) == \
+            (make, model, taken, width, height)
+        assert row["taken_at_source"] == "exif_original"
+        with Image.open(lib.thumb(rel)) as im:
+            assert im.format == "JPEG" and im.size == thumb, rel
+    contax = rows["contax/N0000001.RAW"]
+    assert (contax["make"], contax["model"], contax["taken_at"]) == ("KYOCERA", "N DIGITAL", "2002-11-12T13:14:15")
+    assert contax["thumb_state"] == "unsupported" and "no embedded preview" in contax["thumb_reason"]
+    tiny = rows["minolta/placeholder.mrw"]
+    assert tiny["thumb_state"] == "unsupported" and "placeholder" in tiny["thumb_reason"]
+    for rel in ("contax/N0000001.RAW", "minolta/placeholder.mrw"):
+        assert sentinel_path(lib.thumb(rel)).exists() and not lib.thumb(rel).exists()

@@ -1,5 +1,8 @@
 """Metadata of one file: EXIF (exifread), XMP, HEIC (pillow-heif), RAW containers and videos (ffmpeg).
 
+RAW formats that keep the camera's records outside EXIF (Canon CIFF/CRW, Sigma X3F, Kyocera; the
+sizes of Minolta MRW) are read by rawformats.py; their values count after EXIF's.
+
 The container is recognised by its content, not its name, and each source is read on its own:
 a broken EXIF block costs that block (recorded in Metadata.warnings), not the XMP next to it nor
 the pixel size. Stills never raise for bad content. Videos raise MediaError when ffmpeg cannot read
@@ -30,7 +33,7 @@ from typing import Any, BinaryIO, cast
 
 import exifread
 
-from imageapi.core import xmp
+from imageapi.core import rawformats, xmp
 from imageapi.core.media import Metadata
 from imageapi.core.tiff import Ifd, TiffFile
 
@@ -105,6 +108,7 @@ class _Found:
     tags: dict[tuple[str, int], Any] = field(default_factory=dict)   # (group, tag id) -> IfdTag
     xmp: dict[str, str] = field(default_factory=dict)
     size: tuple[int, int] | None = None
+    container: rawformats.Container | None = None   # MRW, CIFF, X3F, Kyocera records
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
@@ -199,6 +203,8 @@ def _sniff(buf: Buffer) -> str:
         return "tiff"
     if head.startswith(RAF_MAGIC):
         return "raf"
+    if rawformats.sniff(buf) is not None:
+        return "rawformats"
     if head[4:8] == b"ftyp":
         if head[8:12] == b"crx ":
             return "cr3"
@@ -230,6 +236,8 @@ def _read_still(buf: Buffer, kind: str, found: _Found) -> None:
         _read_heif(buf, found)
     elif container in ("cr3", "raf"):
         _read_raw_container(buf, container, found)
+    elif container == "rawformats":
+        _read_other_raw(buf, found)
     elif container == "pillow":
         _read_with_pillow(buf, found)
     elif container == "isobmff":
@@ -472,6 +480,26 @@ def _read_raw_container(buf: Buffer, container: str, found: _Found) -> None:
             found.add_exif(blob, name, remap="gps")
 
 
+def _read_other_raw(buf: Buffer, found: _Found) -> None:
+    """MRW (its TTW block is a TIFF with the EXIF), CIFF, X3F (records of its own, and the EXIF
+    of its preview in later models) and Kyocera RAW."""
+    box = rawformats.read(buf)
+    if box is None:
+        return
+    found.container = box
+    if box.width and box.height:
+        found.size = (box.width, box.height)
+    for name, blob in rawformats.metadata_blobs(buf, box):
+        if name == "MRW-TTW":
+            found.add_exif(blob, "MRW TTW")
+            if found.size is None:
+                found.size = _tiff_size(_exif_tiff(blob))
+        elif name == "X3F-JPEG":
+            _read_jpeg(blob, found, "X3F JPEG")
+    if not (box.make or box.model or box.taken_at or found.tags):
+        found.warn(f"{box.format}: no camera records found")
+
+
 def _read_with_pillow(buf: Buffer, found: _Found) -> None:
     from PIL import Image
 
@@ -616,6 +644,9 @@ def _capture(found: _Found) -> tuple[str, int | None, str] | None:
         if offset is None:
             offset = _xmp_offset_for(found, wall)
         return wall, offset, source
+    if found.container is not None and found.container.taken_at:
+        # The camera's own date record (exiftool's DateTimeOriginal for CRW, X3F, Kyocera).
+        return found.container.taken_at, None, "exif_original"
     for allow_date_only in (False, True):
         for key in XMP_DATE_KEYS:
             parsed = parse_date(found.xmp.get(key), date_only=allow_date_only)
@@ -708,11 +739,16 @@ def _set_capture(found: _Found, meta: Metadata) -> None:
 
 
 def _set_camera(found: _Found, meta: Metadata) -> None:
-    meta.make = _text(found.get(T_MAKE, "ifd0")) or _clean_text(found.xmp.get("tiff:Make"))
-    meta.model = _text(found.get(T_MODEL, "ifd0")) or _clean_text(found.xmp.get("tiff:Model"))
+    box = found.container
+    meta.make = (_text(found.get(T_MAKE, "ifd0")) or (box.make if box else None)
+                 or _clean_text(found.xmp.get("tiff:Make")))
+    meta.model = (_text(found.get(T_MODEL, "ifd0")) or (box.model if box else None)
+                  or _clean_text(found.xmp.get("tiff:Model")))
     meta.lens = (_text(found.get(T_LENS, "exif", "ifd0")) or _clean_text(found.xmp.get("aux:Lens"))
                  or _clean_text(found.xmp.get("exifEX:LensModel")))
     meta.orientation = _orientation(found)
+    if meta.orientation is None and box is not None:
+        meta.orientation = box.orientation
 
 
 def _set_exposure(found: _Found, meta: Metadata) -> None:

@@ -8,10 +8,16 @@ from collections.abc import Iterable
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "bmp"})
 HEIC_EXTS = frozenset({"heic", "heif", "hif", "avif"})
-# TIFF-based RAW containers plus CR3 (ISO BMFF) and RAF (Fujifilm header + JPEG + TIFF).
+# The camera RAW formats exiftool knows: TIFF-based ones, CR3 (ISO BMFF), RAF (Fujifilm header +
+# JPEG + TIFF), MRW (Minolta, a TIFF block inside), CRW/CIFF (Canon heaps), X3F (Sigma sections)
+# and RAW (Panasonic's TIFF-like or Kyocera's). Left out: what no camera writes (Capture One's
+# EIP package, Rawzor's RWZ recompression), raw video (CRM, R3D), Sinar's Photoshop-based CS1
+# (CaptureShop's), and extensions exiftool does not know (MDC, CAP, ARI, BAY, DCS, DRF, PTX,
+# PXN): no reader or oracle for them, and a ".cap" is more often a network capture.
 RAW_EXTS = frozenset({
-    "arw", "srf", "sr2", "nef", "nrw", "cr2", "cr3", "crw", "dng", "raf", "orf", "rw2", "pef",
-    "srw", "erf", "kdc", "dcr", "mef", "mos", "3fr", "iiq", "rwl",
+    "3fr", "arq", "arw", "ciff", "cr2", "cr3", "crw", "dcr", "dng", "erf", "fff", "gpr", "iiq",
+    "k25", "kdc", "mef", "mos", "mrw", "nef", "nrw", "orf", "ori", "pef", "raf", "raw", "rw2",
+    "rwl", "sr2", "srf", "srw", "x3f",
 })
 VIDEO_EXTS = frozenset({
     "mp4", "m4v", "mov", "qt", "avi", "mkv", "webm", "mts", "m2ts", "3gp", "mpg", "mpeg", "wmv",

@@ -1,10 +1,12 @@
 """The embedded JPEG preview of a RAW file, read from the file's own structure.
 
 RAW thumbnails come from the largest valid embedded JPEG: the reader walks the TIFF structure
-(IFD chain, SubIFDs, the EXIF IFD and the Nikon/Olympus maker-note preview IFDs), the Fujifilm
-RAF header and the Canon CR3 boxes, collects every JPEG it points to, ranks them by the pixel
-size their SOF header declares and decodes them (Pillow, at 1/8 scale) largest first until one
-decodes. Tiny placeholders (8x8, a few dozen bytes of "dummy") never count.
+(IFD chain, SubIFDs, the EXIF IFD and the Nikon/Olympus/Minolta maker-note previews), the
+Fujifilm RAF header, the Canon CR3 boxes and the containers rawformats.py reads (Minolta MRW,
+whose TTW block is a TIFF; Canon CIFF/CRW; Sigma X3F), collects every JPEG it points to, ranks
+them by the pixel size their SOF header declares and decodes them (Pillow, at 1/8 scale) largest
+first until one decodes. Placeholders (1x1, 8x8, a few dozen bytes of "dummy": under MIN_SIDE)
+never count, whoever extracts them.
 
 When the structure yields nothing, exiftool (if installed) and then ffmpeg get a try, each with a
 timeout; `fallbacks=False` turns them off (the fuzz tests, callers that must not spawn processes).
@@ -21,11 +23,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from imageapi.core import ffmpeg
+from imageapi.core import ffmpeg, rawformats
 from imageapi.core import tiff as t
 from imageapi.core.errors import ToolError, UnsupportedMediaError
 
-# A preview smaller than this on either side is a placeholder, not a picture.
+# A preview smaller than this on either side is a placeholder, not a picture. Placeholders are
+# 1x1, 8x8 (Fujifilm's RAF header JPEG) or a few dozen bytes of "dummy"; the smallest real
+# embedded pictures are EXIF/DCF thumbnails (160x120). 32 lies well between the two, and a
+# thumbnail blown up from fewer pixels would show nothing recognisable.
 MIN_SIDE = 32
 # Larger than any camera's preview; beyond this a JPEG header is lying (or is a bomb). Below
 # Pillow's decompression-bomb warning threshold (89.5 MP), so decoding never warns.
@@ -55,6 +60,12 @@ OLYMPUS_PREVIEW_LENGTH = 0x0102
 OLYMPUS_OLD_PREVIEW_START = 0x0088   # old "OLYMP\0" maker notes, main IFD
 OLYMPUS_OLD_PREVIEW_LENGTH = 0x0089
 PANASONIC_JPG_FROM_RAW = 0x002E      # RW2 IFD0: a whole JPEG stored inline
+MINOLTA_THUMBNAIL = 0x0081           # a JPEG stored inline (DiMAGE 7)
+MINOLTA_PREVIEW_START = 0x0088       # offsets relative to the TIFF header (DiMAGE A1/A2, ...)
+MINOLTA_PREVIEW_LENGTH = 0x0089
+# Maker notes of Minolta cameras that are not Minolta's own IFD (exiftool's MakerNoteMinolta).
+MINOLTA_OTHER_NOTES = (b"MINOL", b"CAMER", b"MLY0", b"KC", b"+M+M", b"\xd7")
+TAG_MAKE = 0x010F
 
 # SOF markers a JPEG decoder here can do: baseline, extended, progressive Huffman.
 DECODABLE_SOF = frozenset({0xC0, 0xC1, 0xC2})
@@ -77,6 +88,7 @@ class _Candidate:
     length: int
     width: int     # from the JPEG's SOF header, before decoding
     height: int
+    repaired: bytes | None = None   # the JPEG with its first byte put right (some Minolta previews)
 
 
 # --- JPEG headers ---------------------------------------------------------------------------
@@ -163,14 +175,20 @@ class _Collector:
         self.found: list[_Candidate] = []
         self.seen: set[tuple[int, int]] = set()
         self.orientation = 1
+        self.make = ""   # IFD0's Make: Minolta maker notes have no header to recognise them by
 
-    def add(self, source: str, pos: int, length: int) -> None:
+    def add(self, source: str, pos: int, length: int, *, repair: bool = False) -> None:
         if len(self.found) >= MAX_CANDIDATES or (pos, length) in self.seen:
             return
         if pos < 0 or length < 4 or pos + length > len(self.data):
             return
         self.seen.add((pos, length))
-        header = _jpeg_size(self.data, pos, length)
+        repaired = None
+        if repair and self.data[pos] != 0xFF and bytes(self.data[pos + 1:pos + 4]) == b"\xd8\xff\xdb":
+            # Some Minolta cameras write the preview's first byte wrong; exiftool repairs it so too.
+            repaired = b"\xff" + bytes(self.data[pos + 1:pos + length])
+        header = (_jpeg_size(self.data, pos, length) if repaired is None
+                  else _jpeg_size(repaired, 0, length))
         if header is None:
             return
         marker, width, height = header
@@ -178,13 +196,13 @@ class _Collector:
             return
         if width * height > MAX_PREVIEW_PIXELS:
             return
-        self.found.append(_Candidate(source, pos, length, width, height))
+        self.found.append(_Candidate(source, pos, length, width, height, repaired))
 
     def best(self) -> tuple[_Candidate, bytes] | None:
         # Largest declared area first; among equals, the first found. Decode until one is valid.
         ranked = sorted(self.found, key=lambda c: -(c.width * c.height))
         for cand in ranked[:MAX_DECODES]:
-            jpeg = bytes(self.data[cand.pos:cand.pos + cand.length])
+            jpeg = cand.repaired or bytes(self.data[cand.pos:cand.pos + cand.length])
             if _decodes(jpeg, cand.width, cand.height):
                 return cand, jpeg
         return None
@@ -197,6 +215,7 @@ class _Collector:
             name = f"IFD{i}"
             if i == 0:
                 self.orientation = t.orientation_of(ifd)
+                self.make = (ifd.raw(TAG_MAKE) or b"")[:64].split(b"\0")[0].decode("latin-1").strip()
             self.ifd(ifd, name)
             if tf.magic == t.MAGIC_RW2 and i == 0:
                 self.inline(ifd, PANASONIC_JPG_FROM_RAW, "Panasonic JpgFromRaw")
@@ -260,6 +279,11 @@ class _Collector:
             # Old Olympus: the IFD follows an 8-byte header; offsets relative to the RAW's TIFF.
             self.olympus(t.TiffFile(self.data, outer.base, outer.endian, t.MAGIC_TIFF, pos + 8,
                                     self.budget))
+        elif self.make.lower().startswith(("minolta", "konica minolta")) and size > 14 \
+                and not head.startswith(MINOLTA_OTHER_NOTES):
+            # Minolta: a bare IFD in the RAW's byte order; offsets relative to the RAW's TIFF.
+            self.minolta(t.TiffFile(self.data, outer.base, outer.endian, t.MAGIC_TIFF, pos,
+                                    self.budget))
 
     def nikon(self, tf: t.TiffFile) -> None:
         main = tf.ifd(tf.first_ifd)
@@ -288,7 +312,30 @@ class _Collector:
             if start is not None and length is not None:
                 self.add("Olympus PreviewImage", tf.base + start, length)
 
+    def minolta(self, tf: t.TiffFile) -> None:
+        main = tf.ifd(tf.first_ifd)
+        if main is None:
+            return
+        thumb = main.entries.get(MINOLTA_THUMBNAIL)
+        if thumb is not None and thumb.type == t.TYPE_UNDEFINED:
+            self.add("Minolta ThumbnailImage", thumb.offset, thumb.size, repair=True)
+        start = main.first(MINOLTA_PREVIEW_START)
+        length = main.first(MINOLTA_PREVIEW_LENGTH)
+        if start is not None and length is not None:
+            self.add("Minolta PreviewImage", tf.base + start, length, repair=True)
+
     # Other containers
+
+    def container(self, box: rawformats.Container) -> None:
+        """MRW, CIFF, X3F, Kyocera: their JPEGs, and MRW's TIFF block walked like any TIFF."""
+        for source, pos, length in box.jpegs:
+            self.add(source, pos, length)
+        if box.tiff is not None:
+            tf = t.TiffFile.parse(self.data, box.tiff[0], self.budget)
+            if tf is not None:
+                self.tiff(tf)
+        if box.orientation is not None:
+            self.orientation = box.orientation
 
     def raf(self) -> None:
         """Fujifilm RAF: a big-endian pointer at 84..91 to a JPEG, whose EXIF has an IFD1 thumbnail."""
@@ -379,7 +426,9 @@ def container_tiff_blobs(data: bytes) -> list[tuple[str, bytes]]:
     """The TIFF/EXIF blobs of containers exifread cannot parse itself.
 
     CR3: ("CMT1", b"II*\\0...") .. ("CMT4", ...) (IFD0, EXIF IFD, Canon maker note, GPS IFD).
-    RAF: ("RAF-JPEG", the embedded JPEG, whose EXIF holds make, model and dates). [] otherwise.
+    RAF: ("RAF-JPEG", the embedded JPEG, whose EXIF holds make, model and dates).
+    MRW: ("MRW-TTW", its TIFF block). X3F: ("X3F-JPEG", the first preview that carries EXIF).
+    [] otherwise (the other records of MRW, CIFF, X3F and Kyocera files: rawformats.read).
     """
     if _is_cr3(data):
         out: list[tuple[str, bytes]] = []
@@ -391,29 +440,34 @@ def container_tiff_blobs(data: bytes) -> list[tuple[str, bytes]]:
         pos, length = struct.unpack_from(">II", data, 84)
         if length >= 4 and pos + length <= len(data) and data[pos:pos + 2] == b"\xff\xd8":
             return [("RAF-JPEG", bytes(data[pos:pos + length]))]
-    return []
+    box = rawformats.read(data)
+    return rawformats.metadata_blobs(data, box) if box is not None else []
 
 
-def _collect(data: bytes) -> tuple[_Collector, bool]:
-    """The candidates of a file, and whether it was a container this reader knows at all."""
+def _collect(data: bytes) -> tuple[_Collector, rawformats.Container | None, bool]:
+    """The candidates of a file, the non-TIFF container it is (if one), and whether it was a
+    container this reader knows at all."""
     col = _Collector(data)
+    box = rawformats.read(data)
     if data.startswith(RAF_MAGIC):
         col.raf()
     elif _is_cr3(data):
         col.cr3()
+    elif box is not None:
+        col.container(box)
     else:
         tf = t.TiffFile.parse(data, 0, col.budget)
         if tf is None:
-            return col, False
+            return col, None, False
         col.tiff(tf)
-    return col, True
+    return col, box, True
 
 
 def embedded_jpegs(data: bytes) -> list[tuple[str, int, int]]:
     """(source, width, height) of every JPEG the structure points to whose frame header is usable
     and larger than a placeholder, in the order found; sizes from the header, not yet decoded.
     For diagnostics and tests: extract_preview picks from exactly these."""
-    col, _ = _collect(data)
+    col, _, _ = _collect(data)
     return [(c.source, c.width, c.height) for c in col.found]
 
 
@@ -425,15 +479,21 @@ def extract_preview(path: Path, data: bytes | None = None, *, fallbacks: bool = 
     """
     if data is None:
         data = Path(path).read_bytes()
-    col, container = _collect(data)
+    col, box, container = _collect(data)
     best = col.best()
     if best is not None:
         cand, jpeg = best
         return Preview(jpeg, cand.width, cand.height, col.orientation, cand.source)
     if not data:
         raise UnsupportedMediaError("empty file: no embedded preview")
-    reason = ("no embedded preview larger than a placeholder" if container
-              else "not a RAW file this reader understands (no TIFF, RAF or CR3 structure)")
+    if box is not None and box.no_preview:
+        raise UnsupportedMediaError(box.no_preview)   # the format never holds one: no tool will find one
+    if box is not None and not col.seen:
+        reason = f"no embedded preview in this {box.format} file"
+    elif container:
+        reason = "no embedded preview larger than a placeholder"
+    else:
+        reason = "not a RAW file this reader understands (no TIFF, RAF, CR3, MRW, CIFF or X3F structure)"
     if fallbacks:
         found, tried = _from_tools(Path(path), col.orientation)
         if found is not None:
@@ -489,7 +549,9 @@ def _from_tools(path: Path, orientation: int) -> tuple[Preview | None, list[str]
     out = _tool_stdout([exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
                         "-protocol_whitelist", "file", "-i", f"file:{target}", "-frames:v", "1",
                         "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "2", "pipe:1"], FFMPEG_TIMEOUT)
-    size = _valid_tool_output(out, 1)   # a decode of the image itself: any size is real
+    # ffmpeg decodes the first picture of the container: in a RAW that is an embedded thumbnail
+    # (IFD0), and a 1x1 one is a placeholder like any other.
+    size = _valid_tool_output(out, MIN_SIDE)
     if out is not None and size is not None:
         return Preview(out, size[0], size[1], orientation, "ffmpeg"), tried
     return None, tried
