@@ -12,10 +12,12 @@ from pathlib import Path
 import jwt
 import pytest
 
+from imageapi.core.db import connect
 from imageapi.core.errors import UsageError
-from imageapi.core.tokens import TokenError, TokenService, check_secret, parse_ttl
-from imageapi.core.users import User, hash_password, verify_password
+from imageapi.core.tokens import AccessClaims, TokenError, TokenService, check_secret, parse_ttl
+from imageapi.core.users import User, add_user, hash_password, remove_user, verify_password
 from imageapi.server.auth import LoginThrottle
+from imageapi.server.keys import TOKENS
 from imageapi.server.middlewares import ApiError
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     PASSWORD,
@@ -30,7 +32,7 @@ from tests.test_server_support import (  # noqa: F401  (fixtures)
     template,
 )
 
-ALICE = User(id=1, name="alice", created_at="x", tokens_valid_after=0)
+ALICE = User(id=1, name="alice", created_at="x", tokens_valid_after=0, token_key="alices-key")
 
 
 async def test_public_routes_need_no_token(server: Server) -> None:
@@ -96,6 +98,11 @@ async def test_body_size_limit(server: Server) -> None:
     assert_error(await r.json(), "body_too_large")
 
 
+def _claims(user: User) -> AccessClaims:
+    """What a verified access token of `user` says (media tokens are issued from it)."""
+    return AccessClaims(user_id=user.id, name=user.name, issued_at=0, expires_at=0, key=user.token_key)
+
+
 def _tamper(token: str) -> str:
     head, payload, sig = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
@@ -106,7 +113,8 @@ def _tamper(token: str) -> str:
 
 def _bad_tokens(server: Server) -> dict[str, str]:
     now = int(time.time())
-    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access"}
+    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access",
+            "key": server.user.token_key}
     flipped = server.token[:-2] + ("A" if server.token[-2] != "A" else "B") + server.token[-1]
     return {
         "expired": jwt.encode({**good, "iat": now - 7200, "exp": now - 10}, SECRET, algorithm="HS256"),
@@ -117,13 +125,16 @@ def _bad_tokens(server: Server) -> dict[str, str]:
         "hs512": jwt.encode(good, SECRET, algorithm="HS512"),
         "no_exp": jwt.encode({k: v for k, v in good.items() if k != "exp"}, SECRET, algorithm="HS256"),
         "unknown_user": jwt.encode({**good, "sub": "999"}, SECRET, algorithm="HS256"),
+        "no_key": jwt.encode({k: v for k, v in good.items() if k != "key"}, SECRET, algorithm="HS256"),
+        "other_key": jwt.encode({**good, "key": "0" * 32}, SECRET, algorithm="HS256"),
         "garbage": "not.a.token",
         "huge": "a" * 5000,
     }
 
 
 @pytest.mark.parametrize("kind", ["expired", "tampered_payload", "tampered_signature", "alg_none", "wrong_key",
-                                  "hs512", "no_exp", "unknown_user", "garbage", "huge"])
+                                  "hs512", "no_exp", "unknown_user", "no_key", "other_key", "garbage",
+                                  "huge"])
 async def test_bad_tokens_are_401(server: Server, kind: str) -> None:
     # A good request first, so the good token sits in the verified-token cache.
     assert (await server.client.get("/libraries", headers=server.auth)).status == 200
@@ -175,7 +186,7 @@ async def test_media_token_is_scoped_to_its_path(server: Server) -> None:
 
 async def test_media_token_expires(server: Server) -> None:
     svc = TokenService(SECRET, clock=lambda: time.time() - 7200)
-    old = svc.issue_media(server.user.id, "main", "", ttl=60).token
+    old = svc.issue_media(_claims(server.user), "main", "", ttl=60).token
     r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": old})
     assert r.status == 401
     assert "expired" in (await r.json())["error"]["message"]
@@ -312,3 +323,69 @@ async def test_cached_fast_path_never_outlives_the_checks() -> None:
     assert svc.cached(token) is None  # expired
     with pytest.raises(TokenError, match="expired"):
         await svc.verify(token, load)
+
+
+async def _add_user(server: Server, name: str) -> User:
+    db = await connect(server.config.database_path)
+    try:
+        return await add_user(db, name, hash_password(PASSWORD))
+    finally:
+        await db.close()
+
+
+async def _remove_user(server: Server, name: str) -> User:
+    db = await connect(server.config.database_path)
+    try:
+        return await remove_user(db, name)
+    finally:
+        await db.close()
+
+
+async def test_a_removed_users_tokens_do_not_pass_for_the_next_user(server: Server) -> None:
+    bob = await _add_user(server, "bob")
+    svc = server.app[TOKENS]
+    token = svc.issue(bob, 3600).token
+    r = await server.client.post("/media-token", json={"path": ""}, headers={"Authorization": f"Bearer {token}"})
+    mt = (await r.json())["token"]
+    assert (await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})).status == 200
+    await _remove_user(server, "bob")
+    carol = await _add_user(server, "carol")
+    assert carol.id > bob.id  # ids are never reused
+    svc.forget_user(bob.id)  # as after the user re-check period
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 401
+    assert_error(await r.json(), "unauthorized")
+    r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": mt})
+    assert r.status == 401
+    assert_error(await r.json(), "unauthorized")
+    # carol's own tokens work
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {svc.issue(carol, 60).token}"})
+    assert r.status == 200
+
+
+async def test_a_token_is_bound_to_its_users_key() -> None:
+    """Even an id that holds another user (say, restored from a backup) refuses the tokens of the
+    first: access and media tokens, on the full check and on the await-free one."""
+    now = [1000.0]
+    svc = TokenService(SECRET, clock=lambda: now[0], user_recheck=30)
+    bob = User(id=2, name="bob", created_at="x", tokens_valid_after=0, token_key="bobs-key")
+    carol = User(id=2, name="carol", created_at="y", tokens_valid_after=0, token_key="carols-key")
+    present = [bob]
+
+    async def load(uid: int) -> User | None:
+        return present[0] if uid == 2 else None
+
+    token = svc.issue(bob, 3600).token
+    claims = await svc.verify(token, load)
+    mt = svc.issue_media(claims, "main", "").token
+    await svc.verify_media(mt, "main", "a.jpg", load)
+    present[0] = carol
+    now[0] += 31
+    with pytest.raises(TokenError, match="no longer exists"):
+        await svc.verify(token, load)
+    assert svc.cached(token) is None
+    with pytest.raises(TokenError, match="no longer exists"):
+        await svc.verify_media(mt, "main", "a.jpg", load)
+    carols = svc.issue(carol, 60).token
+    assert (await svc.verify(carols, load)).name == "carol"
+    assert svc.cached(carols) is not None and svc.cached(token) is None

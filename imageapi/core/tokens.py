@@ -10,6 +10,9 @@ Media tokens are for URLs that a browser loads by itself (<img src>, <video src>
 carry an Authorization header: `<payload>.<hmac>`, the payload naming the user, a library and a
 path prefix, and an expiry. They are signed with a key derived from SECRET_KEY, so neither kind of
 token can be passed off as the other.
+
+Both kinds carry the user's id and token key (core/users.py): a token is accepted only while that
+id still holds that key, so it never outlives its user nor passes for a later one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import jwt
@@ -62,6 +65,7 @@ class AccessClaims:
     name: str
     issued_at: int
     expires_at: int
+    key: str = field(repr=False)  # the user's token key when issued
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class MediaClaims:
     prefix: str  # '' for the whole library, else a relative folder or file path
     issued_at: int
     expires_at: int
+    key: str = field(repr=False)  # the user's token key when issued
 
     def allows(self, library: str, rel_path: str) -> bool:
         if library != self.library:
@@ -132,7 +137,8 @@ class TokenService:
     def issue(self, user: User, ttl: float) -> IssuedToken:
         now = int(self._clock())
         exp = now + max(1, int(ttl))
-        payload = {"sub": str(user.id), "name": user.name, "iat": now, "exp": exp, "typ": "access"}
+        payload = {"sub": str(user.id), "name": user.name, "iat": now, "exp": exp, "typ": "access",
+                   "key": user.token_key}
         return IssuedToken(jwt.encode(payload, self._key, algorithm=ALGORITHM), exp)
 
     def decode(self, token: str) -> AccessClaims:
@@ -149,15 +155,18 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"invalid token: {exc}") from None
         sub, name, iat, exp = payload.get("sub"), payload.get("name"), payload.get("iat"), payload.get("exp")
+        key = payload.get("key")
         if (payload.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit()
                 or not isinstance(name, str) or not isinstance(iat, int) or not isinstance(exp, int)):
             raise TokenError("invalid token: unexpected claims")
+        if not isinstance(key, str) or not key:
+            raise TokenError("token issued by an older version of the server: log in again")
         now = self._clock()
         if exp <= now:
             raise TokenError("token expired")
         if iat > now + CLOCK_SKEW:
             raise TokenError("invalid token: issued in the future")
-        return AccessClaims(user_id=int(sub), name=name, issued_at=iat, expires_at=exp)
+        return AccessClaims(user_id=int(sub), name=name, issued_at=iat, expires_at=exp, key=key)
 
     def cached(self, token: str) -> AccessClaims | None:
         """The claims of a token that passed `verify` before, when nothing needs checking again:
@@ -172,8 +181,7 @@ class TokenService:
         entry = self._users.get(claims.user_id)
         if entry is None or now - entry[1] >= self._user_recheck:
             return None
-        user = entry[0]
-        if user is None or claims.issued_at < user.tokens_valid_after:
+        if not _still_valid(entry[0], claims.issued_at, claims.key):
             return None
         return claims
 
@@ -189,10 +197,10 @@ class TokenService:
         elif claims.expires_at <= now:
             del self._cache[token]
             raise TokenError("token expired")
-        await self._check_user(claims.user_id, claims.issued_at, load_user, now)
+        await self._check_user(claims.user_id, claims.issued_at, claims.key, load_user, now)
         return claims
 
-    async def _check_user(self, user_id: int, issued_at: int, load_user: UserLoader, now: float) -> User:
+    async def _check_user(self, user_id: int, issued_at: int, key: str, load_user: UserLoader, now: float) -> User:
         entry = self._users.get(user_id)
         if entry is None or now - entry[1] >= self._user_recheck:
             entry = (await load_user(user_id), now)
@@ -200,6 +208,8 @@ class TokenService:
         user = entry[0]
         if user is None:
             raise TokenError("the token's user no longer exists")
+        if not _same_key(key, user.token_key):
+            raise TokenError("the token's user no longer exists")  # its id now holds another key
         if issued_at < user.tokens_valid_after:
             raise TokenError("token issued before the user's password was changed")
         return user
@@ -210,10 +220,13 @@ class TokenService:
 
     # -- media tokens --------------------------------------------------------------------------
 
-    def issue_media(self, user_id: int, library: str, prefix: str, ttl: float = MEDIA_TTL_DEFAULT) -> IssuedToken:
+    def issue_media(self, claims: AccessClaims, library: str, prefix: str,
+                    ttl: float = MEDIA_TTL_DEFAULT) -> IssuedToken:
+        """A media token for the user of `claims` (a verified access token)."""
         now = int(self._clock())
         exp = now + max(1, int(min(ttl, MEDIA_TTL_MAX)))
-        payload = _b64e(json.dumps({"u": user_id, "l": library, "p": prefix, "i": now, "e": exp},
+        payload = _b64e(json.dumps({"u": claims.user_id, "k": claims.key, "l": library, "p": prefix, "i": now,
+                                    "e": exp},
                                    separators=(",", ":")).encode("utf-8"))
         return IssuedToken(f"{payload}.{self._media_sig(payload)}", exp)
 
@@ -233,12 +246,12 @@ class TokenService:
         try:
             data = json.loads(_b64d(payload))
             claims = MediaClaims(user_id=data["u"], library=data["l"], prefix=data["p"],
-                                 issued_at=data["i"], expires_at=data["e"])
+                                 issued_at=data["i"], expires_at=data["e"], key=data["k"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise TokenError("malformed media token") from None
         if not (isinstance(claims.user_id, int) and isinstance(claims.library, str)
                 and isinstance(claims.prefix, str) and isinstance(claims.issued_at, int)
-                and isinstance(claims.expires_at, int)):
+                and isinstance(claims.expires_at, int) and isinstance(claims.key, str)):
             raise TokenError("malformed media token")
         if claims.expires_at <= self._clock():
             raise TokenError("media token expired")
@@ -248,5 +261,14 @@ class TokenService:
         claims = self.decode_media(token)
         if not claims.allows(library, rel_path):
             raise TokenError("the media token does not cover this path")
-        await self._check_user(claims.user_id, claims.issued_at, load_user, self._clock())
+        await self._check_user(claims.user_id, claims.issued_at, claims.key, load_user, self._clock())
         return claims
+
+
+def _same_key(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def _still_valid(user: User | None, issued_at: int, key: str) -> bool:
+    """`_check_user`'s test without its reasons (for the await-free path)."""
+    return user is not None and _same_key(key, user.token_key) and issued_at >= user.tokens_valid_after

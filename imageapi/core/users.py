@@ -3,6 +3,10 @@
 Passwords are stored with scrypt from the standard library (salted, memory-hard, ~50 ms per
 check here), in a self-describing string so the cost can be raised later without breaking
 stored hashes: `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`.
+
+Every user has a random `token_key`, carried in each token issued for them: a token is accepted
+only while its user id still holds that key. Ids are never reused (AUTOINCREMENT) and a new user
+gets a new key, so a removed user's token never passes for a later user.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosqlite
 
@@ -39,6 +43,7 @@ class User:
     name: str
     created_at: str
     tokens_valid_after: int  # unix seconds: tokens issued before this are refused
+    token_key: str = field(repr=False)  # carried in every token of this user (see the module doc)
 
 
 def _b64(raw: bytes) -> str:
@@ -98,12 +103,16 @@ def check_password(password: str) -> None:
         raise UsageError(f"password must be at most {MAX_PASSWORD} characters")
 
 
+def new_token_key() -> str:
+    return secrets.token_hex(16)
+
+
 def _user(row: aiosqlite.Row) -> User:
     return User(id=row["id"], name=row["name"], created_at=row["created_at"],
-                tokens_valid_after=row["tokens_valid_after"])
+                tokens_valid_after=row["tokens_valid_after"], token_key=row["token_key"])
 
 
-_COLUMNS = "id, name, created_at, tokens_valid_after"
+_COLUMNS = "id, name, created_at, tokens_valid_after, token_key"
 
 
 async def get_user(db: aiosqlite.Connection, name: str) -> User:
@@ -133,8 +142,9 @@ async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> U
             raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
     async with Transaction(db):
         cur = await db.execute(
-            "INSERT INTO users (name, password_hash, created_at, tokens_valid_after) VALUES (?, ?, ?, 0)",
-            (name, password_hash, utcnow()),
+            "INSERT INTO users (name, password_hash, created_at, tokens_valid_after, token_key) "
+            "VALUES (?, ?, ?, 0, ?)",
+            (name, password_hash, utcnow(), new_token_key()),
         )
     user = await get_user_by_id(db, cur.lastrowid or 0)
     assert user is not None

@@ -173,7 +173,7 @@ async def media_token(request: web.Request) -> web.Response:
     ttl = field(body, "ttl", int, required=False)
     if ttl is not None and not 1 <= ttl <= MEDIA_TTL_MAX:
         raise ApiError(400, "bad_field", f"field 'ttl' must be between 1 and {int(MEDIA_TTL_MAX)} seconds")
-    issued = request.app[TOKENS].issue_media(claims.user_id, lib.name, prefix, float(ttl or MEDIA_TTL_DEFAULT))
+    issued = request.app[TOKENS].issue_media(claims, lib.name, prefix, float(ttl or MEDIA_TTL_DEFAULT))
     return web.json_response({
         "token": issued.token, "expires_at": issued.expires_at_iso, "library": lib.name, "path": prefix,
         "query": f"{MEDIA_PARAM}={issued.token}",
