@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
+
+import pytest
 
 from imageapi.core.db import apply_migrations, connect
 from imageapi.core.migrations import MIGRATIONS
-from imageapi.core.users import add_user, get_user, hash_password, remove_user, stored_hash, verify_password
+from imageapi.core.tokens import TokenError, TokenService
+from imageapi.core.users import (
+    User,
+    add_user,
+    get_user,
+    get_user_by_id,
+    hash_password,
+    remove_user,
+    set_password,
+    stored_hash,
+    verify_password,
+)
 
 PASSWORD = "correct horse battery"
 
@@ -59,5 +73,26 @@ async def test_a_new_database_counts_ids_from_1(tmp_path: Path) -> None:
         b = await add_user(db, "bob", stored)
         assert (a.id, b.id) == (1, 2)
         assert a.token_key != b.token_key
+    finally:
+        await db.close()
+
+
+async def test_a_password_change_revokes_a_token_of_the_same_second(tmp_path: Path) -> None:
+    db = await connect(tmp_path / "db.sqlite")
+    try:
+        alice = await add_user(db, "alice", hash_password(PASSWORD))
+        new_hash = hash_password("another long password")
+        svc = TokenService("s" * 32, user_recheck=0)
+
+        async def load(uid: int) -> User | None:
+            return await get_user_by_id(db, uid)
+
+        time.sleep(1.02 - time.time() % 1)  # the start of a second: the change lands in the same one
+        token = svc.issue(alice, 60).token
+        await set_password(db, "alice", new_hash)
+        assert int(time.time()) == svc.decode(token).issued_at
+        with pytest.raises(TokenError):
+            await svc.verify(token, load)
+        assert (await svc.verify(svc.issue(await get_user(db, "alice"), 60).token, load)).name == "alice"
     finally:
         await db.close()

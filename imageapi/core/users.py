@@ -6,7 +6,8 @@ stored hashes: `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`.
 
 Every user has a random `token_key`, carried in each token issued for them: a token is accepted
 only while its user id still holds that key. Ids are never reused (AUTOINCREMENT) and a new user
-gets a new key, so a removed user's token never passes for a later user.
+gets a new key, so a removed user's token never passes for a later user; a password change draws
+a new key, so every token issued before it stops working.
 """
 
 from __future__ import annotations
@@ -159,12 +160,13 @@ async def remove_user(db: aiosqlite.Connection, name: str) -> User:
 
 
 async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
-    """Replace a user's password; every token issued before now stops working."""
+    """Replace a user's password; every token issued before now stops working: a new token key
+    (`tokens_valid_after` alone, in whole seconds, spares a token issued in the same second)."""
     user = await get_user(db, name)
     async with Transaction(db):
         await db.execute(
-            "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
-            (password_hash, int(time.time()), user.id),
+            "UPDATE users SET password_hash = ?, tokens_valid_after = ?, token_key = ? WHERE id = ?",
+            (password_hash, int(time.time()), new_token_key(), user.id),
         )
     return await get_user(db, name)
 
