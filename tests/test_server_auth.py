@@ -16,9 +16,7 @@ from imageapi.core.db import connect
 from imageapi.core.errors import UsageError
 from imageapi.core.tokens import AccessClaims, TokenError, TokenService, check_secret, parse_ttl
 from imageapi.core.users import User, add_user, hash_password, remove_user, verify_password
-from imageapi.server.auth import LoginThrottle
 from imageapi.server.keys import TOKENS
-from imageapi.server.middlewares import ApiError
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     PASSWORD,
     SECRET,
@@ -212,27 +210,6 @@ async def test_failed_logins_slow_down(server: Server) -> None:
     assert r.status == 429  # even the right password waits
     assert int(r.headers["Retry-After"]) >= 1
     assert_error(await r.json(), "too_many_attempts")
-
-
-def test_throttle_backoff_grows_and_resets() -> None:
-    t = LoginThrottle(free=2, max_delay=60)
-    t.failed("a", now=0)
-    t.check("a", now=0)
-    t.failed("a", now=0)   # 2nd failure: wait 1 s
-    with pytest.raises(ApiError):
-        t.check("a", now=0.5)
-    t.check("a", now=1.0)
-    t.failed("a", now=1.0)  # 3rd: 2 s
-    with pytest.raises(ApiError):
-        t.check("a", now=2.5)
-    t.check("b", now=1.0)   # other addresses are not affected
-    t.succeeded("a")
-    t.check("a", now=1.0)
-    for _ in range(50):
-        t.failed("c", now=0)
-    with pytest.raises(ApiError) as exc:
-        t.check("c", now=59)
-    assert exc.value.headers["Retry-After"] == "1"
 
 
 async def test_token_cache_rechecks_expiry_on_every_hit() -> None:

@@ -12,6 +12,7 @@ a new key, so every token issued before it stops working.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from imageapi.core.db import Transaction, utcnow
-from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
+from imageapi.core.throttle import LoginThrottle
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -36,6 +38,10 @@ SCRYPT_P = 1
 SALT_BYTES = 16
 KEY_BYTES = 32
 _MAXMEM = 64 * 1024 * 1024
+
+
+class BadCredentialsError(ImageapiError):
+    code = "bad_credentials"
 
 
 @dataclass(frozen=True)
@@ -178,3 +184,20 @@ async def stored_hash(db: aiosqlite.Connection, name: str) -> tuple[User | None,
     if row is None:
         return None, _DUMMY_HASH
     return _user(row), row["password_hash"]
+
+
+async def login(db: aiosqlite.Connection, throttle: LoginThrottle, addr: str, name: str, password: str) -> User:
+    """The user `name`, when `password` is theirs; BadCredentialsError otherwise. The attempt is
+    reserved with the throttle before anything is checked (ThrottledError while it says wait) and
+    released with its outcome, whatever happens in between."""
+    attempt = await throttle.reserve(addr, name.lower() if NAME_RE.match(name) else "")
+    ok = False
+    try:
+        user, stored = await stored_hash(db, name)
+        async with throttle.check_slots:
+            ok = await asyncio.to_thread(verify_password, password, stored) and user is not None
+    finally:
+        await throttle.release(attempt, ok)
+    if not ok or user is None:
+        raise BadCredentialsError("wrong user name or password")
+    return user
