@@ -141,6 +141,32 @@ async def test_the_fast_path_refuses_what_the_gate_refuses(server: Server, conn:
     assert (await conn.get(THUMB, server.auth))[0] == 200  # the good token still works after
 
 
+@pytest.mark.parametrize("value", [b"Bearer \xff\xfe", "Bearer t\u00f6k\u00e9n".encode(), "B\u00e9arer x".encode(),
+                                   b"Bearer \xe2\x80\xae" + b"a" * 40, "Bearer \u0661".encode()])
+async def test_a_non_ascii_authorization_header_is_401(server: Server, conn: Conn, value: bytes) -> None:
+    def raw(target: str) -> bytes:
+        return f"GET {target} HTTP/1.1\r\nHost: test\r\n".encode() + b"Authorization: " + value + b"\r\n\r\n"
+
+    for target in (THUMB, "/libraries", "/image?path=2021%2Fc.jpg"):
+        other = await _connect(server)  # the full path
+        try:
+            await other.send(raw(target))
+            status, hdrs, body = await other.response()
+        finally:
+            other.close()
+        assert status == 401, (target, value)
+        assert dict(hdrs)["Content-Type"].startswith("application/json")
+        assert_error(json.loads(body), "unauthorized")
+    await conn.get(THUMB, server.auth)
+    assert (await conn.get(THUMB, server.auth))[0] == 200 and _answered(server) == 1
+    await conn.send(raw(THUMB))  # on a connection the fast path answers
+    status, hdrs, body = await conn.response()
+    assert status == 401
+    assert_error(json.loads(body), "unauthorized")
+    assert _answered(server) == 1
+    assert (await conn.get(THUMB, server.auth))[0] == 200
+
+
 async def test_expiry_is_rechecked_on_the_fast_path(
     aiohttp_client: AiohttpClient, template: Template, tmp_path: Path
 ) -> None:

@@ -37,8 +37,8 @@ ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32
 MEDIA_TTL_DEFAULT = 3600.0
 MEDIA_TTL_MAX = 6 * 3600.0
-MAX_TOKEN_CHARS = 4096
-CLOCK_SKEW = 60  # seconds a token's iat may lie ahead of this clock  # longer strings are refused before any parsing
+MAX_TOKEN_CHARS = 4096  # longer strings are refused before any parsing
+CLOCK_SKEW = 60  # seconds a token's iat may lie ahead of this clock
 
 UserLoader = Callable[[int], Awaitable[User | None]]
 
@@ -143,7 +143,7 @@ class TokenService:
 
     def decode(self, token: str) -> AccessClaims:
         """The full check: signature (HS256 only), expiry, and the claims this server writes."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise TokenError("malformed token")
         try:
             # Times are checked below against this service's clock.
@@ -234,7 +234,7 @@ class TokenService:
         return _b64e(hmac.new(self._media_key, payload.encode("ascii"), hashlib.sha256).digest())
 
     def decode_media(self, token: str) -> MediaClaims:
-        if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii() or token.count(".") != 1:
             raise TokenError("malformed media token")
         payload, sig = token.split(".")
         try:

@@ -75,7 +75,7 @@ class AuthGate:
         if header is not None:
             scheme, _, token = header.partition(" ")
             token = token.strip()
-            if scheme.lower() != "bearer" or not token:
+            if scheme.lower() != "bearer" or not token or not header.isascii():
                 raise TokenError("the Authorization header must be 'Bearer <token>'")
             request[USER_KEY] = await app[TOKENS].verify(token, _user_loader(app))
             return
