@@ -125,14 +125,16 @@ def _bad_tokens(server: Server) -> dict[str, str]:
         "unknown_user": jwt.encode({**good, "sub": "999"}, SECRET, algorithm="HS256"),
         "no_key": jwt.encode({k: v for k, v in good.items() if k != "key"}, SECRET, algorithm="HS256"),
         "other_key": jwt.encode({**good, "key": "0" * 32}, SECRET, algorithm="HS256"),
+        "future_nbf": jwt.encode({**good, "nbf": now + 3600}, SECRET, algorithm="HS256"),
+        "nbf_not_a_number": jwt.encode({**good, "nbf": "soon"}, SECRET, algorithm="HS256"),
         "garbage": "not.a.token",
         "huge": "a" * 5000,
     }
 
 
 @pytest.mark.parametrize("kind", ["expired", "tampered_payload", "tampered_signature", "alg_none", "wrong_key",
-                                  "hs512", "no_exp", "unknown_user", "no_key", "other_key", "garbage",
-                                  "huge"])
+                                  "hs512", "no_exp", "unknown_user", "no_key", "other_key", "future_nbf",
+                                  "nbf_not_a_number", "garbage", "huge"])
 async def test_bad_tokens_are_401(server: Server, kind: str) -> None:
     # A good request first, so the good token sits in the verified-token cache.
     assert (await server.client.get("/libraries", headers=server.auth)).status == 200
@@ -210,6 +212,14 @@ async def test_failed_logins_slow_down(server: Server) -> None:
     assert r.status == 429  # even the right password waits
     assert int(r.headers["Retry-After"]) >= 1
     assert_error(await r.json(), "too_many_attempts")
+
+
+async def test_a_token_past_its_nbf_is_accepted(server: Server) -> None:
+    now = int(time.time())
+    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access",
+            "key": server.user.token_key}
+    token = jwt.encode({**good, "nbf": now - 5}, SECRET, algorithm="HS256")
+    assert (await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})).status == 200
 
 
 async def test_token_cache_rechecks_expiry_on_every_hit() -> None:

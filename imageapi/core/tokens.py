@@ -155,9 +155,11 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"invalid token: {exc}") from None
         sub, name, iat, exp = payload.get("sub"), payload.get("name"), payload.get("iat"), payload.get("exp")
-        key = payload.get("key")
+        key, nbf = payload.get("key"), payload.get("nbf")
+        # A not-before is never written here; one in whole seconds is honoured.
         if (payload.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit()
-                or not isinstance(name, str) or not isinstance(iat, int) or not isinstance(exp, int)):
+                or not isinstance(name, str) or not isinstance(iat, int) or not isinstance(exp, int)
+                or not (nbf is None or type(nbf) is int)):
             raise TokenError("invalid token: unexpected claims")
         if not isinstance(key, str) or not key:
             raise TokenError("token issued by an older version of the server: log in again")
@@ -166,6 +168,8 @@ class TokenService:
             raise TokenError("token expired")
         if iat > now + CLOCK_SKEW:
             raise TokenError("invalid token: issued in the future")
+        if nbf is not None and nbf > now:
+            raise TokenError("token not valid yet (nbf)")
         return AccessClaims(user_id=int(sub), name=name, issued_at=iat, expires_at=exp, key=key)
 
     def cached(self, token: str) -> AccessClaims | None:
