@@ -5,6 +5,8 @@ the verified-token cache, the login throttle, users."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from pathlib import Path
@@ -127,6 +129,13 @@ def _bad_tokens(server: Server) -> dict[str, str]:
         "other_key": jwt.encode({**good, "key": "0" * 32}, SECRET, algorithm="HS256"),
         "future_nbf": jwt.encode({**good, "nbf": now + 3600}, SECRET, algorithm="HS256"),
         "nbf_not_a_number": jwt.encode({**good, "nbf": "soon"}, SECRET, algorithm="HS256"),
+        "sub_not_ascii_digits": jwt.encode({**good, "sub": "\u00b2"}, SECRET, algorithm="HS256"),
+        "sub_other_digits": jwt.encode({**good, "sub": "\u0661"}, SECRET, algorithm="HS256"),
+        "sub_huge": jwt.encode({**good, "sub": "9" * 40}, SECRET, algorithm="HS256"),
+        "sub_int": jwt.encode({**good, "sub": server.user.id}, SECRET, algorithm="HS256"),
+        "exp_not_a_number": jwt.encode({**good, "exp": "tomorrow"}, SECRET, algorithm="HS256"),
+        "exp_float": jwt.encode({**good, "exp": now + 3600.5}, SECRET, algorithm="HS256"),
+        "iat_bool": jwt.encode({**good, "iat": True}, SECRET, algorithm="HS256"),
         "garbage": "not.a.token",
         "huge": "a" * 5000,
     }
@@ -134,7 +143,8 @@ def _bad_tokens(server: Server) -> dict[str, str]:
 
 @pytest.mark.parametrize("kind", ["expired", "tampered_payload", "tampered_signature", "alg_none", "wrong_key",
                                   "hs512", "no_exp", "unknown_user", "no_key", "other_key", "future_nbf",
-                                  "nbf_not_a_number", "garbage", "huge"])
+                                  "nbf_not_a_number", "sub_not_ascii_digits", "sub_other_digits", "sub_huge",
+                                  "sub_int", "exp_not_a_number", "exp_float", "iat_bool", "garbage", "huge"])
 async def test_bad_tokens_are_401(server: Server, kind: str) -> None:
     # A good request first, so the good token sits in the verified-token cache.
     assert (await server.client.get("/libraries", headers=server.auth)).status == 200
@@ -220,6 +230,31 @@ async def test_a_token_past_its_nbf_is_accepted(server: Server) -> None:
             "key": server.user.token_key}
     token = jwt.encode({**good, "nbf": now - 5}, SECRET, algorithm="HS256")
     assert (await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})).status == 200
+
+
+def _media(user_id: object, **extra: object) -> str:
+    """A media token signed as the server signs them, saying whatever it is told."""
+    media_key = hmac.new(SECRET.encode(), b"imageapi media token v1", hashlib.sha256).digest()
+    now = int(time.time())
+    claims = {"u": user_id, "k": ALICE.token_key, "l": "main", "p": "", "i": now, "e": now + 60, **extra}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    sig = base64.urlsafe_b64encode(hmac.new(media_key, payload.encode(), hashlib.sha256).digest()).rstrip(b"=")
+    return f"{payload}.{sig.decode()}"
+
+
+@pytest.mark.parametrize("token", [
+    _media(True), _media(1.0), _media("1"), _media(2**70), _media(-1), _media(1, i=True), _media(1, e=10.0**12),
+    _media(1, k=None), "\u00e9" + _media(1), _media(1)[:-1] + "\udcff",
+])
+async def test_odd_media_tokens_are_refused(token: str) -> None:
+    svc = TokenService(SECRET)
+
+    async def load(uid: int) -> User | None:
+        return ALICE if uid == 1 else None
+
+    assert (await svc.verify_media(_media(1), "main", "a.jpg", load)).user_id == 1
+    with pytest.raises(TokenError):
+        await svc.verify_media(token, "main", "a.jpg", load)
 
 
 async def test_token_cache_rechecks_expiry_on_every_hit() -> None:

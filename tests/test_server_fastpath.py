@@ -125,7 +125,9 @@ async def test_a_repeat_takes_the_fast_path_with_the_same_bytes(server: Server, 
 
 @pytest.mark.parametrize("kind", ["missing", "basic", "empty_bearer", "expired", "tampered_payload",
                                   "tampered_signature", "alg_none", "wrong_key", "unknown_user", "no_key",
-                                  "other_key", "future_nbf", "nbf_not_a_number", "garbage"])
+                                  "other_key", "future_nbf", "nbf_not_a_number", "sub_not_ascii_digits",
+                                  "sub_other_digits", "sub_huge", "sub_int", "exp_not_a_number", "exp_float",
+                                  "iat_bool", "garbage", "huge"])
 async def test_the_fast_path_refuses_what_the_gate_refuses(server: Server, conn: Conn, kind: str) -> None:
     await conn.get(THUMB, server.auth)
     assert (await conn.get(THUMB, server.auth))[0] == 200 and _answered(server) == 1

@@ -39,6 +39,7 @@ MEDIA_TTL_DEFAULT = 3600.0
 MEDIA_TTL_MAX = 6 * 3600.0
 MAX_TOKEN_CHARS = 4096  # longer strings are refused before any parsing
 CLOCK_SKEW = 60  # seconds a token's iat may lie ahead of this clock
+MAX_USER_ID = 2**63 - 1  # SQLite's largest integer
 
 UserLoader = Callable[[int], Awaitable[User | None]]
 
@@ -156,9 +157,11 @@ class TokenService:
             raise TokenError(f"invalid token: {exc}") from None
         sub, name, iat, exp = payload.get("sub"), payload.get("name"), payload.get("iat"), payload.get("exp")
         key, nbf = payload.get("key"), payload.get("nbf")
-        # A not-before is never written here; one in whole seconds is honoured.
-        if (payload.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit()
-                or not isinstance(name, str) or not isinstance(iat, int) or not isinstance(exp, int)
+        # Only what issue() writes: a user id of ASCII digits (str.isdigit takes '²' and '١'), whole
+        # seconds (`type() is int`: a bool is an int too), and a not-before (never written here)
+        # only in whole seconds as well.
+        if (payload.get("typ") != "access" or not isinstance(sub, str) or _user_id(sub) is None
+                or not isinstance(name, str) or type(iat) is not int or type(exp) is not int
                 or not (nbf is None or type(nbf) is int)):
             raise TokenError("invalid token: unexpected claims")
         if not isinstance(key, str) or not key:
@@ -253,9 +256,10 @@ class TokenService:
                                  issued_at=data["i"], expires_at=data["e"], key=data["k"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise TokenError("malformed media token") from None
-        if not (isinstance(claims.user_id, int) and isinstance(claims.library, str)
-                and isinstance(claims.prefix, str) and isinstance(claims.issued_at, int)
-                and isinstance(claims.expires_at, int) and isinstance(claims.key, str)):
+        if not (type(claims.user_id) is int and 0 < claims.user_id <= MAX_USER_ID  # bool is an int too
+                and isinstance(claims.library, str) and isinstance(claims.prefix, str)
+                and type(claims.issued_at) is int and type(claims.expires_at) is int
+                and isinstance(claims.key, str)):
             raise TokenError("malformed media token")
         if claims.expires_at <= self._clock():
             raise TokenError("media token expired")
@@ -276,3 +280,10 @@ def _same_key(a: str, b: str) -> bool:
 def _still_valid(user: User | None, issued_at: int, key: str) -> bool:
     """`_check_user`'s test without its reasons (for the await-free path)."""
     return user is not None and _same_key(key, user.token_key) and issued_at >= user.tokens_valid_after
+
+
+def _user_id(sub: str) -> int | None:
+    if not (sub.isascii() and sub.isdigit() and len(sub) <= 19):
+        return None
+    value = int(sub)
+    return value if 0 < value <= MAX_USER_ID else None
