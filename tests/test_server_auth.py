@@ -17,7 +17,7 @@ import pytest
 from imageapi.core.db import connect
 from imageapi.core.errors import UsageError
 from imageapi.core.tokens import AccessClaims, TokenError, TokenService, check_secret, parse_ttl
-from imageapi.core.users import User, add_user, hash_password, remove_user, verify_password
+from imageapi.core.users import User, add_user, check_name, hash_password, remove_user, verify_password
 from imageapi.server.keys import TOKENS
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     PASSWORD,
@@ -411,3 +411,18 @@ async def test_a_token_is_bound_to_its_users_key() -> None:
     carols = svc.issue(carol, 60).token
     assert (await svc.verify(carols, load)).name == "carol"
     assert svc.cached(carols) is not None and svc.cached(token) is None
+
+
+@pytest.mark.parametrize("name", ["\\ud800", "alice\\udcff", "\\u0000", "alice\\n", "\\u0430lice", "\\uff41lice",
+                                  "a" * 100_000])
+async def test_odd_user_names_at_login_are_bad_credentials(server: Server, name: str) -> None:
+    raw = '{"username": "' + name + '", "password": "' + PASSWORD + '"}'
+    r = await server.client.post("/login", data=raw.encode(), headers={"Content-Type": "application/json"})
+    assert r.status == 401
+    assert_error(await r.json(), "bad_credentials")
+
+
+@pytest.mark.parametrize("name", ["alice\n", "alice\r", "\u0430lice", "al\u0131ce", "alice\u200b", ""])
+def test_user_names_are_checked_whole(name: str) -> None:
+    with pytest.raises(UsageError):
+        check_name(name)

@@ -27,7 +27,7 @@ from imageapi.core.db import Transaction, utcnow
 from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
 from imageapi.core.throttle import LoginThrottle
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # fullmatch: '$' would let a final '\n' in
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # scrypt's cost does not depend on it, but a bound keeps requests small
 
@@ -96,7 +96,7 @@ _DUMMY_HASH = (
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise UsageError(
             f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
         )
@@ -179,6 +179,8 @@ async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) 
 
 async def stored_hash(db: aiosqlite.Connection, name: str) -> tuple[User | None, str]:
     """The user and their stored hash, or (None, a dummy hash) so callers check something either way."""
+    if not NAME_RE.fullmatch(name):  # cannot be a user's (and SQLite cannot bind lone surrogates)
+        return None, _DUMMY_HASH
     async with db.execute(f"SELECT {_COLUMNS}, password_hash FROM users WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
     if row is None:
@@ -190,7 +192,7 @@ async def login(db: aiosqlite.Connection, throttle: LoginThrottle, addr: str, na
     """The user `name`, when `password` is theirs; BadCredentialsError otherwise. The attempt is
     reserved with the throttle before anything is checked (ThrottledError while it says wait) and
     released with its outcome, whatever happens in between."""
-    attempt = await throttle.reserve(addr, name.lower() if NAME_RE.match(name) else "")
+    attempt = await throttle.reserve(addr, name.lower() if NAME_RE.fullmatch(name) else "")
     ok = False
     try:
         user, stored = await stored_hash(db, name)
