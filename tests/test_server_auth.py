@@ -426,3 +426,8 @@ async def test_odd_user_names_at_login_are_bad_credentials(server: Server, name:
 def test_user_names_are_checked_whole(name: str) -> None:
     with pytest.raises(UsageError):
         check_name(name)
+
+
+def test_a_password_must_be_text() -> None:
+    with pytest.raises(UsageError, match="UTF-8"):
+        hash_password("a long password \udcff\udcfe")

@@ -104,6 +104,10 @@ def check_name(name: str) -> str:
 
 
 def check_password(password: str) -> None:
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (stdin), or JSON escapes
+        raise UsageError("the password must be valid UTF-8 text") from None
     if len(password) < MIN_PASSWORD:
         raise UsageError(f"password must be at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
