@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from imageapi.core.db import connect
 from imageapi.core.errors import UsageError
 from imageapi.core.tokens import AccessClaims, TokenError, TokenService, check_secret, parse_ttl
 from imageapi.core.users import User, add_user, check_name, hash_password, remove_user, verify_password
+from imageapi.server import routes_media
 from imageapi.server.keys import TOKENS
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     PASSWORD,
@@ -431,3 +433,28 @@ def test_user_names_are_checked_whole(name: str) -> None:
 def test_a_password_must_be_text() -> None:
     with pytest.raises(UsageError, match="UTF-8"):
         hash_password("a long password \udcff\udcfe")
+
+
+async def test_media_tokens_stay_out_of_the_logs(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # the access log too (before the connection is made)
+    r = await server.client.post("/media-token", json={"path": "2020"}, headers=server.auth)
+    mt = (await r.json())["token"]
+    secret_part = mt.split(".")[1]
+
+    def broken(*args: object) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes_media, "thumb_dest", broken)
+    r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": mt},
+                                headers={"Referer": f"http://example.test/page?x=1&mt={mt}"})
+    assert r.status == 500
+    assert_error(await r.json(), "internal")
+    r = await server.client.get("/image", params={"mt": mt, "path": "2020/b.jpg", "token": server.token})
+    assert r.status == 500
+    text = caplog.text + "".join(repr(vars(rec)) for rec in caplog.records)
+    assert "GET /image?path=2020" in caplog.text and "a bug" in caplog.text  # the error is logged ...
+    assert any(rec.name == "aiohttp.access" for rec in caplog.records)  # ... and the requests
+    assert secret_part not in text and mt not in text and server.token not in text
+    assert "mt=<redacted>" in caplog.text
