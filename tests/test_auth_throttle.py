@@ -185,3 +185,19 @@ async def test_a_user_name_is_counted_whatever_its_case(tmp_path: Path) -> None:
         assert (await users.login(db, t, "b", "ALICE", PASSWORD)).name == "alice"
     finally:
         await db.close()
+
+
+async def test_an_ipv6_64_is_one_address() -> None:
+    t = LoginThrottle(free=5, free_shared=20)
+    for i in range(5):
+        await fail(t, f"2001:db8:1:2::{i + 1:x}", "alice")
+    for addr in ("2001:db8:1:2:ffff:1:2:3", "2001:DB8:1:2::99", "2001:db8:1:2::1%eth0"):
+        with pytest.raises(ThrottledError):
+            await t.reserve(addr, "alice")
+    await fail(t, "2001:db8:1:3::1", "alice")  # another /64
+    for _ in range(5):
+        await fail(t, "::ffff:192.0.2.7", "bob")  # IPv4-mapped: the IPv4 address
+    with pytest.raises(ThrottledError):
+        await t.reserve("192.0.2.7", "bob")
+    await fail(t, "192.0.2.8", "bob")
+    await fail(t, "unknown", "bob")

@@ -7,7 +7,9 @@ password is checked and counts as a failure from then on, unless it is released 
 guesses sent at once see each other's reservations, so no more than the free ones get checked.
 A success clears only its own (address, name) count; from the address's and the name's counts it
 takes back just its own reservation, so one user logging in does not lift another's lockout. A
-count nobody has failed for `forget_after` seconds is forgotten.
+count nobody has failed for `forget_after` seconds is forgotten. An IPv6 address is counted as
+its /64: one host or household gets a whole /64, and counting single addresses would give it 2**64
+fresh counts.
 
 The counts live in this process's memory: `reserve` and `release` hold no await, which makes
 each atomic here; they are awaitables so a store shared between processes can take their place.
@@ -16,6 +18,7 @@ each atomic here; they are awaitables so a store shared between processes can ta
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -43,6 +46,20 @@ class Attempt:
     """A reserved attempt: the counts it was added to, the (address, name) one first."""
 
     keys: tuple[str, ...]
+
+
+def client_key(addr: str) -> str:
+    """What an address is counted as: an IPv4 address, or an IPv6 /64 (an IPv4-mapped IPv6
+    address is its IPv4 address); anything else as itself, bounded."""
+    try:
+        ip = ipaddress.ip_address(addr.partition("%")[0])  # without an IPv6 zone (fe80::1%eth0)
+    except ValueError:
+        return addr[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -88,6 +105,7 @@ class LoginThrottle:
         of its counts must wait. The caller bounds `name` (users.login: a name that cannot be a
         user's is counted as one)."""
         now = self._clock()
+        addr = client_key(addr)
         keys = (f"p\0{addr}\0{name}", f"a\0{addr}", f"u\0{name}")
         waits = [c.not_before - now for c in (self._get(k, now) for k in keys) if c is not None]
         wait = max(waits, default=0.0)
