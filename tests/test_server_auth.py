@@ -5,18 +5,22 @@ the verified-token cache, the login throttle, users."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
+import logging
 import time
 from pathlib import Path
 
 import jwt
 import pytest
 
+from imageapi.core.db import connect
 from imageapi.core.errors import UsageError
-from imageapi.core.tokens import TokenError, TokenService, check_secret, parse_ttl
-from imageapi.core.users import User, hash_password, verify_password
-from imageapi.server.auth import LoginThrottle
-from imageapi.server.middlewares import ApiError
+from imageapi.core.tokens import AccessClaims, TokenError, TokenService, check_secret, parse_ttl
+from imageapi.core.users import User, add_user, check_name, hash_password, remove_user, verify_password
+from imageapi.server import routes_media
+from imageapi.server.keys import TOKENS
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     PASSWORD,
     SECRET,
@@ -30,7 +34,7 @@ from tests.test_server_support import (  # noqa: F401  (fixtures)
     template,
 )
 
-ALICE = User(id=1, name="alice", created_at="x", tokens_valid_after=0)
+ALICE = User(id=1, name="alice", created_at="x", tokens_valid_after=0, token_key="alices-key")
 
 
 async def test_public_routes_need_no_token(server: Server) -> None:
@@ -96,6 +100,11 @@ async def test_body_size_limit(server: Server) -> None:
     assert_error(await r.json(), "body_too_large")
 
 
+def _claims(user: User) -> AccessClaims:
+    """What a verified access token of `user` says (media tokens are issued from it)."""
+    return AccessClaims(user_id=user.id, name=user.name, issued_at=0, expires_at=0, key=user.token_key)
+
+
 def _tamper(token: str) -> str:
     head, payload, sig = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
@@ -106,7 +115,8 @@ def _tamper(token: str) -> str:
 
 def _bad_tokens(server: Server) -> dict[str, str]:
     now = int(time.time())
-    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access"}
+    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access",
+            "key": server.user.token_key}
     flipped = server.token[:-2] + ("A" if server.token[-2] != "A" else "B") + server.token[-1]
     return {
         "expired": jwt.encode({**good, "iat": now - 7200, "exp": now - 10}, SECRET, algorithm="HS256"),
@@ -117,13 +127,26 @@ def _bad_tokens(server: Server) -> dict[str, str]:
         "hs512": jwt.encode(good, SECRET, algorithm="HS512"),
         "no_exp": jwt.encode({k: v for k, v in good.items() if k != "exp"}, SECRET, algorithm="HS256"),
         "unknown_user": jwt.encode({**good, "sub": "999"}, SECRET, algorithm="HS256"),
+        "no_key": jwt.encode({k: v for k, v in good.items() if k != "key"}, SECRET, algorithm="HS256"),
+        "other_key": jwt.encode({**good, "key": "0" * 32}, SECRET, algorithm="HS256"),
+        "future_nbf": jwt.encode({**good, "nbf": now + 3600}, SECRET, algorithm="HS256"),
+        "nbf_not_a_number": jwt.encode({**good, "nbf": "soon"}, SECRET, algorithm="HS256"),
+        "sub_not_ascii_digits": jwt.encode({**good, "sub": "\u00b2"}, SECRET, algorithm="HS256"),
+        "sub_other_digits": jwt.encode({**good, "sub": "\u0661"}, SECRET, algorithm="HS256"),
+        "sub_huge": jwt.encode({**good, "sub": "9" * 40}, SECRET, algorithm="HS256"),
+        "sub_int": jwt.encode({**good, "sub": server.user.id}, SECRET, algorithm="HS256"),
+        "exp_not_a_number": jwt.encode({**good, "exp": "tomorrow"}, SECRET, algorithm="HS256"),
+        "exp_float": jwt.encode({**good, "exp": now + 3600.5}, SECRET, algorithm="HS256"),
+        "iat_bool": jwt.encode({**good, "iat": True}, SECRET, algorithm="HS256"),
         "garbage": "not.a.token",
         "huge": "a" * 5000,
     }
 
 
 @pytest.mark.parametrize("kind", ["expired", "tampered_payload", "tampered_signature", "alg_none", "wrong_key",
-                                  "hs512", "no_exp", "unknown_user", "garbage", "huge"])
+                                  "hs512", "no_exp", "unknown_user", "no_key", "other_key", "future_nbf",
+                                  "nbf_not_a_number", "sub_not_ascii_digits", "sub_other_digits", "sub_huge",
+                                  "sub_int", "exp_not_a_number", "exp_float", "iat_bool", "garbage", "huge"])
 async def test_bad_tokens_are_401(server: Server, kind: str) -> None:
     # A good request first, so the good token sits in the verified-token cache.
     assert (await server.client.get("/libraries", headers=server.auth)).status == 200
@@ -175,7 +198,7 @@ async def test_media_token_is_scoped_to_its_path(server: Server) -> None:
 
 async def test_media_token_expires(server: Server) -> None:
     svc = TokenService(SECRET, clock=lambda: time.time() - 7200)
-    old = svc.issue_media(server.user.id, "main", "", ttl=60).token
+    old = svc.issue_media(_claims(server.user), "main", "", ttl=60).token
     r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": old})
     assert r.status == 401
     assert "expired" in (await r.json())["error"]["message"]
@@ -203,25 +226,37 @@ async def test_failed_logins_slow_down(server: Server) -> None:
     assert_error(await r.json(), "too_many_attempts")
 
 
-def test_throttle_backoff_grows_and_resets() -> None:
-    t = LoginThrottle(free=2, max_delay=60)
-    t.failed("a", now=0)
-    t.check("a", now=0)
-    t.failed("a", now=0)   # 2nd failure: wait 1 s
-    with pytest.raises(ApiError):
-        t.check("a", now=0.5)
-    t.check("a", now=1.0)
-    t.failed("a", now=1.0)  # 3rd: 2 s
-    with pytest.raises(ApiError):
-        t.check("a", now=2.5)
-    t.check("b", now=1.0)   # other addresses are not affected
-    t.succeeded("a")
-    t.check("a", now=1.0)
-    for _ in range(50):
-        t.failed("c", now=0)
-    with pytest.raises(ApiError) as exc:
-        t.check("c", now=59)
-    assert exc.value.headers["Retry-After"] == "1"
+async def test_a_token_past_its_nbf_is_accepted(server: Server) -> None:
+    now = int(time.time())
+    good = {"sub": str(server.user.id), "name": USER, "iat": now, "exp": now + 3600, "typ": "access",
+            "key": server.user.token_key}
+    token = jwt.encode({**good, "nbf": now - 5}, SECRET, algorithm="HS256")
+    assert (await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})).status == 200
+
+
+def _media(user_id: object, **extra: object) -> str:
+    """A media token signed as the server signs them, saying whatever it is told."""
+    media_key = hmac.new(SECRET.encode(), b"imageapi media token v1", hashlib.sha256).digest()
+    now = int(time.time())
+    claims = {"u": user_id, "k": ALICE.token_key, "l": "main", "p": "", "i": now, "e": now + 60, **extra}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    sig = base64.urlsafe_b64encode(hmac.new(media_key, payload.encode(), hashlib.sha256).digest()).rstrip(b"=")
+    return f"{payload}.{sig.decode()}"
+
+
+@pytest.mark.parametrize("token", [
+    _media(True), _media(1.0), _media("1"), _media(2**70), _media(-1), _media(1, i=True), _media(1, e=10.0**12),
+    _media(1, k=None), "\u00e9" + _media(1), _media(1)[:-1] + "\udcff",
+])
+async def test_odd_media_tokens_are_refused(token: str) -> None:
+    svc = TokenService(SECRET)
+
+    async def load(uid: int) -> User | None:
+        return ALICE if uid == 1 else None
+
+    assert (await svc.verify_media(_media(1), "main", "a.jpg", load)).user_id == 1
+    with pytest.raises(TokenError):
+        await svc.verify_media(token, "main", "a.jpg", load)
 
 
 async def test_token_cache_rechecks_expiry_on_every_hit() -> None:
@@ -312,3 +347,114 @@ async def test_cached_fast_path_never_outlives_the_checks() -> None:
     assert svc.cached(token) is None  # expired
     with pytest.raises(TokenError, match="expired"):
         await svc.verify(token, load)
+
+
+async def _add_user(server: Server, name: str) -> User:
+    db = await connect(server.config.database_path)
+    try:
+        return await add_user(db, name, hash_password(PASSWORD))
+    finally:
+        await db.close()
+
+
+async def _remove_user(server: Server, name: str) -> User:
+    db = await connect(server.config.database_path)
+    try:
+        return await remove_user(db, name)
+    finally:
+        await db.close()
+
+
+async def test_a_removed_users_tokens_do_not_pass_for_the_next_user(server: Server) -> None:
+    bob = await _add_user(server, "bob")
+    svc = server.app[TOKENS]
+    token = svc.issue(bob, 3600).token
+    r = await server.client.post("/media-token", json={"path": ""}, headers={"Authorization": f"Bearer {token}"})
+    mt = (await r.json())["token"]
+    assert (await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})).status == 200
+    await _remove_user(server, "bob")
+    carol = await _add_user(server, "carol")
+    assert carol.id > bob.id  # ids are never reused
+    svc.forget_user(bob.id)  # as after the user re-check period
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 401
+    assert_error(await r.json(), "unauthorized")
+    r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": mt})
+    assert r.status == 401
+    assert_error(await r.json(), "unauthorized")
+    # carol's own tokens work
+    r = await server.client.get("/libraries", headers={"Authorization": f"Bearer {svc.issue(carol, 60).token}"})
+    assert r.status == 200
+
+
+async def test_a_token_is_bound_to_its_users_key() -> None:
+    """Even an id that holds another user (say, restored from a backup) refuses the tokens of the
+    first: access and media tokens, on the full check and on the await-free one."""
+    now = [1000.0]
+    svc = TokenService(SECRET, clock=lambda: now[0], user_recheck=30)
+    bob = User(id=2, name="bob", created_at="x", tokens_valid_after=0, token_key="bobs-key")
+    carol = User(id=2, name="carol", created_at="y", tokens_valid_after=0, token_key="carols-key")
+    present = [bob]
+
+    async def load(uid: int) -> User | None:
+        return present[0] if uid == 2 else None
+
+    token = svc.issue(bob, 3600).token
+    claims = await svc.verify(token, load)
+    mt = svc.issue_media(claims, "main", "").token
+    await svc.verify_media(mt, "main", "a.jpg", load)
+    present[0] = carol
+    now[0] += 31
+    with pytest.raises(TokenError, match="no longer exists"):
+        await svc.verify(token, load)
+    assert svc.cached(token) is None
+    with pytest.raises(TokenError, match="no longer exists"):
+        await svc.verify_media(mt, "main", "a.jpg", load)
+    carols = svc.issue(carol, 60).token
+    assert (await svc.verify(carols, load)).name == "carol"
+    assert svc.cached(carols) is not None and svc.cached(token) is None
+
+
+@pytest.mark.parametrize("name", ["\\ud800", "alice\\udcff", "\\u0000", "alice\\n", "\\u0430lice", "\\uff41lice",
+                                  "a" * 100_000])
+async def test_odd_user_names_at_login_are_bad_credentials(server: Server, name: str) -> None:
+    raw = '{"username": "' + name + '", "password": "' + PASSWORD + '"}'
+    r = await server.client.post("/login", data=raw.encode(), headers={"Content-Type": "application/json"})
+    assert r.status == 401
+    assert_error(await r.json(), "bad_credentials")
+
+
+@pytest.mark.parametrize("name", ["alice\n", "alice\r", "\u0430lice", "al\u0131ce", "alice\u200b", ""])
+def test_user_names_are_checked_whole(name: str) -> None:
+    with pytest.raises(UsageError):
+        check_name(name)
+
+
+def test_a_password_must_be_text() -> None:
+    with pytest.raises(UsageError, match="UTF-8"):
+        hash_password("a long password \udcff\udcfe")
+
+
+async def test_media_tokens_stay_out_of_the_logs(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # the access log too (before the connection is made)
+    r = await server.client.post("/media-token", json={"path": "2020"}, headers=server.auth)
+    mt = (await r.json())["token"]
+    secret_part = mt.split(".")[1]
+
+    def broken(*args: object) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes_media, "thumb_dest", broken)
+    r = await server.client.get("/image", params={"path": "2020/a.jpg", "mt": mt},
+                                headers={"Referer": f"http://example.test/page?x=1&mt={mt}"})
+    assert r.status == 500
+    assert_error(await r.json(), "internal")
+    r = await server.client.get("/image", params={"mt": mt, "path": "2020/b.jpg", "token": server.token})
+    assert r.status == 500
+    text = caplog.text + "".join(repr(vars(rec)) for rec in caplog.records)
+    assert "GET /image?path=2020" in caplog.text and "a bug" in caplog.text  # the error is logged ...
+    assert any(rec.name == "aiohttp.access" for rec in caplog.records)  # ... and the requests
+    assert secret_part not in text and mt not in text and server.token not in text
+    assert "mt=<redacted>" in caplog.text

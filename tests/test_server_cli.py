@@ -93,6 +93,21 @@ def test_users_and_tokens(cli_env: dict[str, str]) -> None:
     assert json.loads(run(["user", "list", "--json"], cli_env).stdout) == []
 
 
+def test_user_names_and_passwords_that_cannot_be_are_refused(cli_env: dict[str, str]) -> None:
+    res = run(["user", "add", "bob\n", "--password-stdin"], cli_env, "a good password\n")
+    assert res.returncode == 2 and "user name" in res.stderr
+    # Bytes that are not UTF-8 on stdin arrive as lone surrogates (surrogateescape), or fail to
+    # decode when stdin is strict.
+    for extra in ({"PYTHONUTF8": "1"}, {"PYTHONUTF8": "0", "LC_ALL": "C"}, {"PYTHONIOENCODING": "utf-8:strict"}):
+        res_b = subprocess.run([sys.executable, "-m", "imageapi", "user", "add", "carol", "--password-stdin"],
+                               env={**cli_env, **extra}, input=b"\xff\xfe a good password\n",
+                               capture_output=True, timeout=60)
+        err = res_b.stderr.decode(errors="replace")
+        assert res_b.returncode == 2, err
+        assert "UTF-8" in err and "Traceback" not in err
+    assert json.loads(run(["user", "list", "--json"], cli_env).stdout) == []
+
+
 def test_serve_with_the_watcher_then_sigterm(cli_env: dict[str, str], env_dirs: dict[str, Path]) -> None:
     photos = env_dirs["tmp"] / "photos"
     for i in range(3):

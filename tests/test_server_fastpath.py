@@ -27,7 +27,7 @@ from imageapi.server.app import create_app
 from imageapi.server.cache import ByteCache
 from imageapi.server.fastpath import _PROTOCOL_ATTRS, MAX_PENDING, MAX_TARGET, FastThumbs, _FastParser
 from imageapi.server.keys import FAST_THUMBS, LIBRARIES, RENDERER, THUMB_CACHE, TOKENS
-from tests.test_server_auth import _bad_tokens
+from tests.test_server_auth import _add_user, _bad_tokens, _remove_user
 from tests.test_server_media import TRAVERSALS
 from tests.test_server_support import (  # noqa: F401  (fixtures)
     SECRET,
@@ -124,7 +124,10 @@ async def test_a_repeat_takes_the_fast_path_with_the_same_bytes(server: Server, 
 
 
 @pytest.mark.parametrize("kind", ["missing", "basic", "empty_bearer", "expired", "tampered_payload",
-                                  "tampered_signature", "alg_none", "wrong_key", "unknown_user", "garbage"])
+                                  "tampered_signature", "alg_none", "wrong_key", "unknown_user", "no_key",
+                                  "other_key", "future_nbf", "nbf_not_a_number", "sub_not_ascii_digits",
+                                  "sub_other_digits", "sub_huge", "sub_int", "exp_not_a_number", "exp_float",
+                                  "iat_bool", "garbage", "huge"])
 async def test_the_fast_path_refuses_what_the_gate_refuses(server: Server, conn: Conn, kind: str) -> None:
     await conn.get(THUMB, server.auth)
     assert (await conn.get(THUMB, server.auth))[0] == 200 and _answered(server) == 1
@@ -138,6 +141,32 @@ async def test_the_fast_path_refuses_what_the_gate_refuses(server: Server, conn:
     assert_error(json.loads(body), "unauthorized")
     assert _answered(server) == 1
     assert (await conn.get(THUMB, server.auth))[0] == 200  # the good token still works after
+
+
+@pytest.mark.parametrize("value", [b"Bearer \xff\xfe", "Bearer t\u00f6k\u00e9n".encode(), "B\u00e9arer x".encode(),
+                                   b"Bearer \xe2\x80\xae" + b"a" * 40, "Bearer \u0661".encode()])
+async def test_a_non_ascii_authorization_header_is_401(server: Server, conn: Conn, value: bytes) -> None:
+    def raw(target: str) -> bytes:
+        return f"GET {target} HTTP/1.1\r\nHost: test\r\n".encode() + b"Authorization: " + value + b"\r\n\r\n"
+
+    for target in (THUMB, "/libraries", "/image?path=2021%2Fc.jpg"):
+        other = await _connect(server)  # the full path
+        try:
+            await other.send(raw(target))
+            status, hdrs, body = await other.response()
+        finally:
+            other.close()
+        assert status == 401, (target, value)
+        assert dict(hdrs)["Content-Type"].startswith("application/json")
+        assert_error(json.loads(body), "unauthorized")
+    await conn.get(THUMB, server.auth)
+    assert (await conn.get(THUMB, server.auth))[0] == 200 and _answered(server) == 1
+    await conn.send(raw(THUMB))  # on a connection the fast path answers
+    status, hdrs, body = await conn.response()
+    assert status == 401
+    assert_error(json.loads(body), "unauthorized")
+    assert _answered(server) == 1
+    assert (await conn.get(THUMB, server.auth))[0] == 200
 
 
 async def test_expiry_is_rechecked_on_the_fast_path(
@@ -162,6 +191,21 @@ async def test_expiry_is_rechecked_on_the_fast_path(
         assert app[FAST_THUMBS].answered == 1
     finally:
         c.close()
+
+
+async def test_a_removed_users_token_stops_on_the_fast_path(server: Server, conn: Conn) -> None:
+    bob = await _add_user(server, "bob")
+    auth = {"Authorization": f"Bearer {server.app[TOKENS].issue(bob, 3600).token}"}
+    await conn.get(THUMB, auth)
+    assert (await conn.get(THUMB, auth))[0] == 200 and _answered(server) == 1
+    await _remove_user(server, "bob")
+    carol = await _add_user(server, "carol")
+    assert carol.id != bob.id
+    server.app[TOKENS].forget_user(bob.id)  # as after the user re-check period
+    status, _, body = await conn.get(THUMB, auth)
+    assert status == 401
+    assert_error(json.loads(body), "unauthorized")
+    assert _answered(server) == 1
 
 
 async def test_media_tokens_take_the_full_path_and_stay_scoped(server: Server, conn: Conn) -> None:

@@ -20,7 +20,10 @@ PASSWORD_STDIN = typer.Option(False, "--password-stdin", help="Read the password
 def read_password(from_stdin: bool) -> str:
     """The new password: the first line of stdin, or typed twice at a prompt."""
     if from_stdin:
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError:
+            common.fail("the password must be valid UTF-8 text", common.EXIT_USAGE)
         password = line.rstrip("\r\n")
     elif not sys.stdin.isatty():
         common.fail("no terminal to ask for the password: use --password-stdin", common.EXIT_USAGE)

@@ -1,7 +1,8 @@
 """Numbered schema migrations. Append only: never edit a migration that has shipped.
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
-2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint.
+2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
+9 users never reuse ids, token keys.
 """
 
 from __future__ import annotations
@@ -293,3 +294,27 @@ FOLDER_FINGERPRINT = """
 ALTER TABLE dirs ADD COLUMN fingerprint INTEGER;
 """
 MIGRATIONS.append(Migration(7, "folder_fingerprint", FOLDER_FINGERPRINT))
+
+# 9: user ids are never reused (AUTOINCREMENT) and every user has a random token key, carried in
+# each token (core/users.py): before this, a new user took the id of the last one removed, with
+# tokens_valid_after 0, and the removed user's tokens passed for the new one. The table is rebuilt
+# (SQLite cannot add AUTOINCREMENT in place) keeping every id; sqlite_sequence starts at the highest
+# id there is, the highest one known (a removed user's id above it left no trace, but its tokens
+# carry no key and are refused). Tokens issued before this carry no key: they stop working.
+USERS_AUTOINCREMENT = """
+CREATE TABLE users_new (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    name                TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash       TEXT NOT NULL,
+    created_at          TEXT NOT NULL,
+    tokens_valid_after  INTEGER NOT NULL DEFAULT 0,
+    token_key           TEXT NOT NULL
+);
+INSERT INTO users_new (id, name, password_hash, created_at, tokens_valid_after, token_key)
+    SELECT id, name, password_hash, created_at, tokens_valid_after, lower(hex(randomblob(16))) FROM users;
+DROP TABLE users;
+ALTER TABLE users_new RENAME TO users;
+DELETE FROM sqlite_sequence WHERE name = 'users';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'users', MAX(id) FROM users HAVING MAX(id) IS NOT NULL;
+"""
+MIGRATIONS.append(Migration(9, "users_autoincrement", USERS_AUTOINCREMENT))

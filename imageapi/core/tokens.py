@@ -10,6 +10,9 @@ Media tokens are for URLs that a browser loads by itself (<img src>, <video src>
 carry an Authorization header: `<payload>.<hmac>`, the payload naming the user, a library and a
 path prefix, and an expiry. They are signed with a key derived from SECRET_KEY, so neither kind of
 token can be passed off as the other.
+
+Both kinds carry the user's id and token key (core/users.py): a token is accepted only while that
+id still holds that key, so it never outlives its user nor passes for a later one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import jwt
@@ -34,8 +37,9 @@ ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32
 MEDIA_TTL_DEFAULT = 3600.0
 MEDIA_TTL_MAX = 6 * 3600.0
-MAX_TOKEN_CHARS = 4096
-CLOCK_SKEW = 60  # seconds a token's iat may lie ahead of this clock  # longer strings are refused before any parsing
+MAX_TOKEN_CHARS = 4096  # longer strings are refused before any parsing
+CLOCK_SKEW = 60  # seconds a token's iat may lie ahead of this clock
+MAX_USER_ID = 2**63 - 1  # SQLite's largest integer
 
 UserLoader = Callable[[int], Awaitable[User | None]]
 
@@ -62,6 +66,7 @@ class AccessClaims:
     name: str
     issued_at: int
     expires_at: int
+    key: str = field(repr=False)  # the user's token key when issued
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class MediaClaims:
     prefix: str  # '' for the whole library, else a relative folder or file path
     issued_at: int
     expires_at: int
+    key: str = field(repr=False)  # the user's token key when issued
 
     def allows(self, library: str, rel_path: str) -> bool:
         if library != self.library:
@@ -132,12 +138,13 @@ class TokenService:
     def issue(self, user: User, ttl: float) -> IssuedToken:
         now = int(self._clock())
         exp = now + max(1, int(ttl))
-        payload = {"sub": str(user.id), "name": user.name, "iat": now, "exp": exp, "typ": "access"}
+        payload = {"sub": str(user.id), "name": user.name, "iat": now, "exp": exp, "typ": "access",
+                   "key": user.token_key}
         return IssuedToken(jwt.encode(payload, self._key, algorithm=ALGORITHM), exp)
 
     def decode(self, token: str) -> AccessClaims:
         """The full check: signature (HS256 only), expiry, and the claims this server writes."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise TokenError("malformed token")
         try:
             # Times are checked below against this service's clock.
@@ -149,15 +156,24 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"invalid token: {exc}") from None
         sub, name, iat, exp = payload.get("sub"), payload.get("name"), payload.get("iat"), payload.get("exp")
-        if (payload.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit()
-                or not isinstance(name, str) or not isinstance(iat, int) or not isinstance(exp, int)):
+        key, nbf = payload.get("key"), payload.get("nbf")
+        # Only what issue() writes: a user id of ASCII digits (str.isdigit takes '²' and '١'), whole
+        # seconds (`type() is int`: a bool is an int too), and a not-before (never written here)
+        # only in whole seconds as well.
+        if (payload.get("typ") != "access" or not isinstance(sub, str) or _user_id(sub) is None
+                or not isinstance(name, str) or type(iat) is not int or type(exp) is not int
+                or not (nbf is None or type(nbf) is int)):
             raise TokenError("invalid token: unexpected claims")
+        if not isinstance(key, str) or not key:
+            raise TokenError("token issued by an older version of the server: log in again")
         now = self._clock()
         if exp <= now:
             raise TokenError("token expired")
         if iat > now + CLOCK_SKEW:
             raise TokenError("invalid token: issued in the future")
-        return AccessClaims(user_id=int(sub), name=name, issued_at=iat, expires_at=exp)
+        if nbf is not None and nbf > now:
+            raise TokenError("token not valid yet (nbf)")
+        return AccessClaims(user_id=int(sub), name=name, issued_at=iat, expires_at=exp, key=key)
 
     def cached(self, token: str) -> AccessClaims | None:
         """The claims of a token that passed `verify` before, when nothing needs checking again:
@@ -172,8 +188,7 @@ class TokenService:
         entry = self._users.get(claims.user_id)
         if entry is None or now - entry[1] >= self._user_recheck:
             return None
-        user = entry[0]
-        if user is None or claims.issued_at < user.tokens_valid_after:
+        if not _still_valid(entry[0], claims.issued_at, claims.key):
             return None
         return claims
 
@@ -189,10 +204,10 @@ class TokenService:
         elif claims.expires_at <= now:
             del self._cache[token]
             raise TokenError("token expired")
-        await self._check_user(claims.user_id, claims.issued_at, load_user, now)
+        await self._check_user(claims.user_id, claims.issued_at, claims.key, load_user, now)
         return claims
 
-    async def _check_user(self, user_id: int, issued_at: int, load_user: UserLoader, now: float) -> User:
+    async def _check_user(self, user_id: int, issued_at: int, key: str, load_user: UserLoader, now: float) -> User:
         entry = self._users.get(user_id)
         if entry is None or now - entry[1] >= self._user_recheck:
             entry = (await load_user(user_id), now)
@@ -200,6 +215,8 @@ class TokenService:
         user = entry[0]
         if user is None:
             raise TokenError("the token's user no longer exists")
+        if not _same_key(key, user.token_key):
+            raise TokenError("the token's user no longer exists")  # its id now holds another key
         if issued_at < user.tokens_valid_after:
             raise TokenError("token issued before the user's password was changed")
         return user
@@ -210,10 +227,13 @@ class TokenService:
 
     # -- media tokens --------------------------------------------------------------------------
 
-    def issue_media(self, user_id: int, library: str, prefix: str, ttl: float = MEDIA_TTL_DEFAULT) -> IssuedToken:
+    def issue_media(self, claims: AccessClaims, library: str, prefix: str,
+                    ttl: float = MEDIA_TTL_DEFAULT) -> IssuedToken:
+        """A media token for the user of `claims` (a verified access token)."""
         now = int(self._clock())
         exp = now + max(1, int(min(ttl, MEDIA_TTL_MAX)))
-        payload = _b64e(json.dumps({"u": user_id, "l": library, "p": prefix, "i": now, "e": exp},
+        payload = _b64e(json.dumps({"u": claims.user_id, "k": claims.key, "l": library, "p": prefix, "i": now,
+                                    "e": exp},
                                    separators=(",", ":")).encode("utf-8"))
         return IssuedToken(f"{payload}.{self._media_sig(payload)}", exp)
 
@@ -221,7 +241,7 @@ class TokenService:
         return _b64e(hmac.new(self._media_key, payload.encode("ascii"), hashlib.sha256).digest())
 
     def decode_media(self, token: str) -> MediaClaims:
-        if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii() or token.count(".") != 1:
             raise TokenError("malformed media token")
         payload, sig = token.split(".")
         try:
@@ -233,12 +253,13 @@ class TokenService:
         try:
             data = json.loads(_b64d(payload))
             claims = MediaClaims(user_id=data["u"], library=data["l"], prefix=data["p"],
-                                 issued_at=data["i"], expires_at=data["e"])
+                                 issued_at=data["i"], expires_at=data["e"], key=data["k"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise TokenError("malformed media token") from None
-        if not (isinstance(claims.user_id, int) and isinstance(claims.library, str)
-                and isinstance(claims.prefix, str) and isinstance(claims.issued_at, int)
-                and isinstance(claims.expires_at, int)):
+        if not (type(claims.user_id) is int and 0 < claims.user_id <= MAX_USER_ID  # bool is an int too
+                and isinstance(claims.library, str) and isinstance(claims.prefix, str)
+                and type(claims.issued_at) is int and type(claims.expires_at) is int
+                and isinstance(claims.key, str)):
             raise TokenError("malformed media token")
         if claims.expires_at <= self._clock():
             raise TokenError("media token expired")
@@ -248,5 +269,21 @@ class TokenService:
         claims = self.decode_media(token)
         if not claims.allows(library, rel_path):
             raise TokenError("the media token does not cover this path")
-        await self._check_user(claims.user_id, claims.issued_at, load_user, self._clock())
+        await self._check_user(claims.user_id, claims.issued_at, claims.key, load_user, self._clock())
         return claims
+
+
+def _same_key(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def _still_valid(user: User | None, issued_at: int, key: str) -> bool:
+    """`_check_user`'s test without its reasons (for the await-free path)."""
+    return user is not None and _same_key(key, user.token_key) and issued_at >= user.tokens_valid_after
+
+
+def _user_id(sub: str) -> int | None:
+    if not (sub.isascii() and sub.isdigit() and len(sub) <= 19):
+        return None
+    value = int(sub)
+    return value if 0 < value <= MAX_USER_ID else None

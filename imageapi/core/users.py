@@ -3,24 +3,31 @@
 Passwords are stored with scrypt from the standard library (salted, memory-hard, ~50 ms per
 check here), in a self-describing string so the cost can be raised later without breaking
 stored hashes: `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`.
+
+Every user has a random `token_key`, carried in each token issued for them: a token is accepted
+only while its user id still holds that key. Ids are never reused (AUTOINCREMENT) and a new user
+gets a new key, so a removed user's token never passes for a later user; a password change draws
+a new key, so every token issued before it stops working.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosqlite
 
 from imageapi.core.db import Transaction, utcnow
-from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
+from imageapi.core.throttle import LoginThrottle
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # fullmatch: '$' would let a final '\n' in
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # scrypt's cost does not depend on it, but a bound keeps requests small
 
@@ -33,12 +40,17 @@ KEY_BYTES = 32
 _MAXMEM = 64 * 1024 * 1024
 
 
+class BadCredentialsError(ImageapiError):
+    code = "bad_credentials"
+
+
 @dataclass(frozen=True)
 class User:
     id: int
     name: str
     created_at: str
     tokens_valid_after: int  # unix seconds: tokens issued before this are refused
+    token_key: str = field(repr=False)  # carried in every token of this user (see the module doc)
 
 
 def _b64(raw: bytes) -> str:
@@ -84,7 +96,7 @@ _DUMMY_HASH = (
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise UsageError(
             f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
         )
@@ -92,18 +104,26 @@ def check_name(name: str) -> str:
 
 
 def check_password(password: str) -> None:
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (stdin), or JSON escapes
+        raise UsageError("the password must be valid UTF-8 text") from None
     if len(password) < MIN_PASSWORD:
         raise UsageError(f"password must be at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise UsageError(f"password must be at most {MAX_PASSWORD} characters")
 
 
+def new_token_key() -> str:
+    return secrets.token_hex(16)
+
+
 def _user(row: aiosqlite.Row) -> User:
     return User(id=row["id"], name=row["name"], created_at=row["created_at"],
-                tokens_valid_after=row["tokens_valid_after"])
+                tokens_valid_after=row["tokens_valid_after"], token_key=row["token_key"])
 
 
-_COLUMNS = "id, name, created_at, tokens_valid_after"
+_COLUMNS = "id, name, created_at, tokens_valid_after, token_key"
 
 
 async def get_user(db: aiosqlite.Connection, name: str) -> User:
@@ -133,8 +153,9 @@ async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> U
             raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
     async with Transaction(db):
         cur = await db.execute(
-            "INSERT INTO users (name, password_hash, created_at, tokens_valid_after) VALUES (?, ?, ?, 0)",
-            (name, password_hash, utcnow()),
+            "INSERT INTO users (name, password_hash, created_at, tokens_valid_after, token_key) "
+            "VALUES (?, ?, ?, 0, ?)",
+            (name, password_hash, utcnow(), new_token_key()),
         )
     user = await get_user_by_id(db, cur.lastrowid or 0)
     assert user is not None
@@ -149,20 +170,40 @@ async def remove_user(db: aiosqlite.Connection, name: str) -> User:
 
 
 async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
-    """Replace a user's password; every token issued before now stops working."""
+    """Replace a user's password; every token issued before now stops working: a new token key
+    (`tokens_valid_after` alone, in whole seconds, spares a token issued in the same second)."""
     user = await get_user(db, name)
     async with Transaction(db):
         await db.execute(
-            "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
-            (password_hash, int(time.time()), user.id),
+            "UPDATE users SET password_hash = ?, tokens_valid_after = ?, token_key = ? WHERE id = ?",
+            (password_hash, int(time.time()), new_token_key(), user.id),
         )
     return await get_user(db, name)
 
 
 async def stored_hash(db: aiosqlite.Connection, name: str) -> tuple[User | None, str]:
     """The user and their stored hash, or (None, a dummy hash) so callers check something either way."""
+    if not NAME_RE.fullmatch(name):  # cannot be a user's (and SQLite cannot bind lone surrogates)
+        return None, _DUMMY_HASH
     async with db.execute(f"SELECT {_COLUMNS}, password_hash FROM users WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
     if row is None:
         return None, _DUMMY_HASH
     return _user(row), row["password_hash"]
+
+
+async def login(db: aiosqlite.Connection, throttle: LoginThrottle, addr: str, name: str, password: str) -> User:
+    """The user `name`, when `password` is theirs; BadCredentialsError otherwise. The attempt is
+    reserved with the throttle before anything is checked (ThrottledError while it says wait) and
+    released with its outcome, whatever happens in between."""
+    attempt = await throttle.reserve(addr, name.lower() if NAME_RE.fullmatch(name) else "")
+    ok = False
+    try:
+        user, stored = await stored_hash(db, name)
+        async with throttle.check_slots:
+            ok = await asyncio.to_thread(verify_password, password, stored) and user is not None
+    finally:
+        await throttle.release(attempt, ok)
+    if not ok or user is None:
+        raise BadCredentialsError("wrong user name or password")
+    return user

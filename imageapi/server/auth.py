@@ -1,4 +1,5 @@
-"""Authentication: the gate run by the error middleware, `POST /login`, `POST /media-token`, and the login throttle.
+"""Authentication: the gate run by the error middleware, `POST /login` (the throttle's rules are
+core/throttle.py), `POST /media-token`.
 
 Every route needs `Authorization: Bearer <jwt>` except /login, /health and /openapi.json. GET /image
 and GET /video may instead carry a media token (`?mt=`), which only covers the library and path
@@ -7,15 +8,12 @@ prefix it was issued for (checked where the path is resolved: `media_allowed`).
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from imageapi.core import users
+from imageapi.core.throttle import LoginThrottle, ThrottledError
 from imageapi.core.tokens import (
     MEDIA_TTL_DEFAULT,
     MEDIA_TTL_MAX,
@@ -26,7 +24,7 @@ from imageapi.core.tokens import (
     UserLoader,
     parse_ttl,
 )
-from imageapi.core.users import User
+from imageapi.core.users import BadCredentialsError, User
 from imageapi.server.keys import CONFIG, DB, LIBRARIES, THROTTLE, TOKENS
 from imageapi.server.middlewares import ApiError, field, read_json
 from imageapi.server.params import client_path
@@ -41,40 +39,6 @@ MEDIA_PARAM = "mt"
 USER_KEY = web.RequestKey("user", AccessClaims)      # set for Bearer-authenticated requests
 MEDIA_KEY = web.RequestKey("media", MediaClaims)    # set for media-token requests
 DEFAULT_LOGIN_TTL = "7d"
-
-# Password checks cost ~50 ms of CPU each: at most this many at once, in threads.
-_SCRYPT_SLOTS = 2
-
-
-class LoginThrottle:
-    """Failed logins per client address: the first `free` are free, then each failure doubles the
-    wait before the next attempt is even checked (429 + Retry-After), up to `max_delay`."""
-
-    def __init__(self, free: int = 5, max_delay: float = 300.0, max_entries: int = 10_000) -> None:
-        self.free = free
-        self.max_delay = max_delay
-        self.max_entries = max_entries
-        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()  # addr -> (failures, not before)
-        self.slots = asyncio.Semaphore(_SCRYPT_SLOTS)
-
-    def check(self, addr: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        entry = self._state.get(addr)
-        if entry is not None and now < entry[1]:
-            wait = math.ceil(entry[1] - now)
-            raise ApiError(429, "too_many_attempts", f"too many failed logins: try again in {wait} s",
-                           {"Retry-After": str(wait)})
-
-    def failed(self, addr: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        count = self._state.pop(addr, (0, 0.0))[0] + 1
-        delay = 0.0 if count < self.free else min(self.max_delay, 2.0 ** (count - self.free))
-        self._state[addr] = (count, now + delay)
-        while len(self._state) > self.max_entries:
-            self._state.popitem(last=False)
-
-    def succeeded(self, addr: str) -> None:
-        self._state.pop(addr, None)
 
 
 def _route_path(request: web.Request) -> str:
@@ -111,7 +75,7 @@ class AuthGate:
         if header is not None:
             scheme, _, token = header.partition(" ")
             token = token.strip()
-            if scheme.lower() != "bearer" or not token:
+            if scheme.lower() != "bearer" or not token or not header.isascii():
                 raise TokenError("the Authorization header must be 'Bearer <token>'")
             request[USER_KEY] = await app[TOKENS].verify(token, _user_loader(app))
             return
@@ -145,19 +109,16 @@ def login_ttl(request: web.Request) -> float:
 
 
 async def login(request: web.Request) -> web.Response:
-    throttle = request.app[THROTTLE]
-    addr = request.remote or "unknown"
-    throttle.check(addr)
     body = await read_json(request)
     username = field(body, "username", str)
     password = field(body, "password", str)
-    user, stored = await users.stored_hash(request.app[DB], username)
-    async with throttle.slots:
-        ok = await asyncio.to_thread(users.verify_password, password, stored)
-    if user is None or not ok:
-        throttle.failed(addr)
-        raise ApiError(401, "bad_credentials", "wrong user name or password")
-    throttle.succeeded(addr)
+    try:
+        user = await users.login(request.app[DB], request.app[THROTTLE], request.remote or "unknown",
+                                 username, password)
+    except ThrottledError as exc:
+        raise ApiError(429, exc.code, exc.message, {"Retry-After": str(exc.retry_after)}) from None
+    except BadCredentialsError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
     issued = request.app[TOKENS].issue(user, login_ttl(request))
     return web.json_response({"token": issued.token, "expires_at": issued.expires_at_iso, "user": user.name})
 
@@ -173,7 +134,7 @@ async def media_token(request: web.Request) -> web.Response:
     ttl = field(body, "ttl", int, required=False)
     if ttl is not None and not 1 <= ttl <= MEDIA_TTL_MAX:
         raise ApiError(400, "bad_field", f"field 'ttl' must be between 1 and {int(MEDIA_TTL_MAX)} seconds")
-    issued = request.app[TOKENS].issue_media(claims.user_id, lib.name, prefix, float(ttl or MEDIA_TTL_DEFAULT))
+    issued = request.app[TOKENS].issue_media(claims, lib.name, prefix, float(ttl or MEDIA_TTL_DEFAULT))
     return web.json_response({
         "token": issued.token, "expires_at": issued.expires_at_iso, "library": lib.name, "path": prefix,
         "query": f"{MEDIA_PARAM}={issued.token}",

@@ -3,12 +3,14 @@
 Handlers raise the core's exceptions (NotFoundError, UsageError, ...) or ApiError; aiohttp's own
 HTTP exceptions (unknown route, wrong method, body too large) get the same shape. Anything else
 is logged with its traceback and answered with a bare 500: never a traceback to the client.
+Tokens in query strings (`mt=`) are never written to a log: this log or aiohttp's access log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -21,6 +23,40 @@ from imageapi.core.tokens import TokenError
 log = logging.getLogger("imageapi.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Query parameters that carry credentials: media tokens (and names a client might use for others).
+_TOKEN_PARAM = re.compile(r"([?&](?:mt|token|access_token)=)[^&\s\"'#]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, a request line, a log line) with the values of token parameters replaced."""
+    return _TOKEN_PARAM.sub(r"\1<redacted>", text) if "=" in text else text
+
+
+class RedactTokens(logging.Filter):
+    """Redacts token parameters in a log record: its message, its arguments, and the request line
+    and headers aiohttp's access logger attaches to it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        line = getattr(record, "first_request_line", None)
+        if isinstance(line, str):
+            record.first_request_line = redact(line)
+        headers = getattr(record, "request_header", None)
+        if isinstance(headers, dict):
+            record.request_header = {k: redact(v) if isinstance(v, str) else v for k, v in headers.items()}
+        return True
+
+
+def redact_logs() -> None:
+    """Install RedactTokens on the loggers that can see a request's URL (once)."""
+    for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web", log.name):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 class ApiError(Exception):
@@ -78,6 +114,7 @@ class Gate(Protocol):
 def error_middleware(gate: Gate | None = None) -> Middleware:
     """The one error middleware (with the gate inside it: a middleware layer of its own measured
     at ~10% of the thumbnail rate, and auth failures are errors like any other)."""
+    redact_logs()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -99,7 +136,7 @@ def error_middleware(gate: Gate | None = None) -> Middleware:
         except ConnectionResetError:
             raise  # the client went away: nothing to answer
         except Exception:
-            log.exception("%s %s failed", request.method, request.path_qs)
+            log.exception("%s %s failed", request.method, redact(request.path_qs))
             return error_response(500, "internal", "internal server error")
 
     return middleware

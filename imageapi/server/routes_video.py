@@ -58,7 +58,7 @@ def _media_token(request: web.Request, library: str, prefix: str, ttl: float) ->
     claims = request.get(USER_KEY)
     if claims is None:  # the auth gate lets nothing else through
         raise ApiError(401, "unauthorized", "authentication required")
-    return request.app[TOKENS].issue_media(claims.user_id, library, prefix, ttl).token
+    return request.app[TOKENS].issue_media(claims, library, prefix, ttl).token
 
 
 async def _while_connected(request: web.Request, work: Awaitable[T]) -> T:
