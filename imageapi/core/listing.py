@@ -16,6 +16,7 @@ from imageapi.core.config import Config
 from imageapi.core.errors import UsageError
 from imageapi.core.files import DIR_SEEN_SQL, describe_row
 from imageapi.core.libraries import Library
+from imageapi.core.tags import TAG_MATCH_SQL, tag_key
 
 # sort name -> (SQL key expression, descending)
 SORTS: dict[str, tuple[str, bool]] = {
@@ -129,9 +130,9 @@ async def list_photos(db: aiosqlite.Connection, config: Config, lib: Library, q:
     if q.tag is not None:
         where.append(
             "f.content_hash IN (SELECT ct.content_hash FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-            "WHERE t.name = ?)"
+            f"WHERE {TAG_MATCH_SQL})"
         )
-        params.append(q.tag)
+        params += [tag_key(q.tag), q.tag]
     if q.person is not None:
         where.append(
             "f.content_hash IN (SELECT fc.content_hash FROM faces fc WHERE fc.person_id = ?)"
