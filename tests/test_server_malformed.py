@@ -170,3 +170,27 @@ async def test_integers_out_of_range_are_a_400(aiohttp_client: AiohttpClient, te
                                       json.dumps({"path": "2020/a.jpg", "index": index}).encode())
     assert status == 400, body
     assert_error(body, "bad_field")
+
+
+@pytest.mark.parametrize("target", [b"/health", b"/no/such/route"])
+@pytest.mark.parametrize("expect", [b"foo", b"bytes=0-0", b"\xff\xfe-continue"], ids=["word", "range", "not-utf8"])
+async def test_unknown_expect_is_a_417_in_the_error_shape(server: Server, expect: bytes, target: bytes) -> None:
+    data = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: " + expect + b"\r\n\r\n"
+    shaped(*await raw_exchange(server, data), 417, "expectation_failed")
+
+
+async def test_expect_100_continue_still_works(server: Server) -> None:
+    body = json.dumps({"path": "2020/a.jpg", "tag": "continued"}).encode()
+    data = post("/image/tags", body, "Expect: 100-continue", "Connection: close", token=server.token)
+    host, port = server.client.server.host, server.client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        writer.write(head + b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(rest)
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"continued"' in answer

@@ -140,6 +140,20 @@ def _protocol_error(status: int, exc: BaseException | None) -> tuple[int, str, s
     return status, _HTTP_CODES.get(status, "error"), _HTTP_CODES.get(status, "error").replace("_", " ")
 
 
+def _expect_checked(handle: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+                    ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """aiohttp checks `Expect` before any middleware, answers anything but 100-continue in plain
+    text, and fails with a 500 when the header is not UTF-8: answer those here first."""
+
+    async def checked(request: web.BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get("Expect")
+        if expect is not None and request.version >= (1, 1) and expect.lower() != "100-continue":
+            return error_response(417, "expectation_failed", "the only Expect supported is 100-continue")
+        return await handle(request)
+
+    return checked
+
+
 class _ShapedServer(web.Server):
     def __call__(self) -> RequestHandler:
         proto = super().__call__()
@@ -150,15 +164,16 @@ class _ShapedServer(web.Server):
 
 def shape_protocol_errors(app: web.Application) -> None:
     """Make the servers aiohttp builds for `app` (web.AppRunner, the test client) answer their own
-    refusals in the error shape. aiohttp has no setting for its connection handler's class, so
-    the app's server factory is wrapped; an aiohttp whose server is another class is left alone
-    (plain-text refusals then, never a failure)."""
+    refusals in the error shape, and an unknown `Expect` too (_expect_checked). aiohttp has no
+    setting for its connection handler's class, so the app's server factory is wrapped; an aiohttp
+    whose server is another class is left alone (plain-text refusals then, never a failure)."""
     make = app._make_handler
 
     def make_handler(**kwargs: Any) -> web.Server:
         server = make(**kwargs)
         if type(server) is web.Server:
             server.__class__ = _ShapedServer
+            server.request_handler = _expect_checked(server.request_handler)
         return server
 
     app._make_handler = make_handler  # type: ignore[method-assign]
