@@ -118,6 +118,26 @@ raw_values = st.one_of(
 )
 
 
+# Request headers the handlers or aiohttp read (Authorization is the auth tests' own).
+HEADER_NAMES = ["Range", "If-Range", "If-None-Match", "If-Modified-Since", "Accept", "Accept-Encoding",
+                "Expect", "Origin", "Cookie", "X-Forwarded-For", "Forwarded", "Content-Type", "Upgrade",
+                "Connection", "Transfer-Encoding", "Content-Encoding", "Host"]
+header_values = st.one_of(
+    st.sampled_from(["bytes=0-0", "bytes=-1", "bytes=5-1", "bytes=0-0,1-1,2-2", "bytes=99999999999999999999-",
+                     "bytes=a-b", "items=0-1", "*", "W/\"x\"", "\"\"", "Thu, 01 Jan 1970 00:00:00 GMT",
+                     "Fri, 31 Dec 9999 23:59:59 GMT", "Mon, 99 Foo 0000 99:99:99 XYZ", "0", "-1", "nan",
+                     "100-continue", "foo", "websocket", "h2c", "close", "keep-alive, Upgrade", "chunked",
+                     "gzip", "identity", "application/json; charset=latin-1", "multipart/form-data", ""]),
+    st.binary(max_size=60).filter(lambda b: b"\r" not in b and b"\n" not in b).map(
+        lambda b: b.decode("latin-1").strip()),
+    st.integers(100, 7000).map(lambda n: "x" * n),
+)
+# Query text beyond name=value pairs: broken percent-encoding, empty names, repeats.
+raw_query = st.sampled_from(["", "", "", "&%zz=1", "&path=%ff%fe", "&=", "&&&", "&library", "&%00=%00",
+                             "&path=a&path=b", "&tag=%ED%A0%80", "&cursor=%ED%A0%80", "&date=%ED%A0%80",
+                             "&limit=1&limit=x", "&path=2020%2Fa.jpg%00", "&%", "&a=%2"])
+
+
 def _over_long_name(value: str | bytes) -> bool:
     return any(len(part) > NAME_MAX for part in _bytes(value).split(b"/"))
 
@@ -154,7 +174,7 @@ def _body_fields(op: dict[str, Any]) -> list[str]:
 @st.composite
 def requests(draw: st.DrawFn, method: str, path: str, op: dict[str, Any]) -> tuple[str, str, bytes | None,
                                                                                     dict[str, str]]:
-    params = op.get("parameters", [])
+    params = op.get("parameters", []) + SPEC["paths"][path].get("parameters", [])
     target = path
     query: list[str] = []
     for p in params:
@@ -167,9 +187,14 @@ def requests(draw: st.DrawFn, method: str, path: str, op: dict[str, Any]) -> tup
                 # Known and left to the file-name fixes: test_over_long_file_name_is_a_4xx below.
                 assume(not _over_long_name(value))
             query.append(f"{p['name']}={quote_from_bytes(_bytes(value), safe='')}")
-    if query:
-        target += "?" + "&".join(query)
+    extra = draw(raw_query)
+    if query or extra:
+        target += "?" + "&".join(query) + extra
     headers = {"Content-Type": "application/json"}
+    for name in draw(st.lists(st.sampled_from(HEADER_NAMES), max_size=3, unique=True)):
+        if name in ("Transfer-Encoding", "Content-Encoding", "Connection", "Host") and draw(st.integers(0, 3)):
+            continue  # mostly left alone: they change how the message is framed, tested one by one
+        headers[name] = draw(header_values)
     body: bytes | None = None
     fields = _body_fields(op)
     if fields:
