@@ -5,7 +5,8 @@ One tag, however it is typed: names that differ only in case (any script's: "ÉT
 "Straße" and "STRASSE"), in Unicode normalization (a precomposed "é" and "e" + combining accent,
 as macOS and Windows keyboards send them) or in spacing are the same tag. `tag_key` is that rule
 (canonical caseless matching: NFD, full case folding, NFC), stored in tags.key with a unique
-index. A tag keeps the spelling it was first created with, in NFC.
+index. A tag keeps the spelling it was first created with, as it was typed (person tags match
+person names by that spelling).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ MAX_TAG_CHARS = 100
 
 
 def clean_tag(name: object) -> str:
-    """The spelling a tag is stored with: trimmed, inner whitespace collapsed, NFC."""
+    """The spelling a tag is stored with: trimmed, inner whitespace collapsed."""
     if not isinstance(name, str):
         raise UsageError("a tag must be a string")
-    tag = unicodedata.normalize("NFC", " ".join(name.split()))
+    tag = " ".join(name.split())
     if not tag:
         raise UsageError("a tag must not be empty")
     if len(tag) > MAX_TAG_CHARS:
@@ -49,22 +50,22 @@ TAG_MATCH_SQL = "(t.key = ? OR (t.key IS NULL AND t.name = ?))"  # params: tag_k
 
 def merge_equal_tags(conn: sqlite3.Connection) -> None:
     """Migration 11: give every tag its key and merge tags whose keys are equal into the one made
-    first (it keeps its spelling, in NFC), moving every file's link over; then the key is unique.
-    Runs inside the migration's transaction."""
+    first (it keeps its spelling), moving every file's link over; then the key is unique. Runs
+    inside the migration's transaction."""
     first: dict[str, int] = {}
-    keep: list[tuple[str, str, int]] = []
+    keep: list[tuple[str, int]] = []
     for tag_id, name in conn.execute("SELECT id, name FROM tags ORDER BY id").fetchall():
         key = tag_key(name)
         into = first.setdefault(key, tag_id)
         if into == tag_id:
-            keep.append((unicodedata.normalize("NFC", name), key, tag_id))
+            keep.append((key, tag_id))
             continue
         conn.execute(
             "INSERT OR IGNORE INTO content_tags (content_hash, tag_id, created_at) "
             "SELECT content_hash, ?, created_at FROM content_tags WHERE tag_id = ?", (into, tag_id))
         conn.execute("DELETE FROM content_tags WHERE tag_id = ?", (tag_id,))
         conn.execute("DELETE FROM tags WHERE id = ?", (tag_id,))
-    conn.executemany("UPDATE tags SET name = ?, key = ? WHERE id = ?", keep)
+    conn.executemany("UPDATE tags SET key = ? WHERE id = ?", keep)
     conn.execute("CREATE UNIQUE INDEX tags_by_key ON tags(key)")
 
 
