@@ -76,6 +76,8 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration] =
                 continue
             for statement in _statements(migration.sql):
                 conn.execute(statement)
+            if migration.step is not None:
+                migration.step(conn)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.name, utcnow()),

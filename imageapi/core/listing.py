@@ -16,6 +16,7 @@ from imageapi.core.config import Config
 from imageapi.core.errors import UsageError
 from imageapi.core.files import DIR_SEEN_SQL, describe_row
 from imageapi.core.libraries import Library
+from imageapi.core.tags import TAG_MATCH_SQL, tag_key
 
 # sort name -> (SQL key expression, descending)
 SORTS: dict[str, tuple[str, bool]] = {
@@ -64,18 +65,44 @@ def encode_cursor(sort: str, key: object, row_id: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+MAX_ROW_KEY = 2**63 - 1  # SQLite's integers: ids and mtime_ns are within it
+_BAD_CURSOR = "bad cursor: pass back the next_cursor of the previous page unchanged"
+
+
 def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
+    """The (sort key, row id) a cursor carries. Cursors come back from clients: anything that is
+    not what encode_cursor makes (forged, truncated, out of range) is a UsageError."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        got_sort, key, row_id = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error):
-        raise UsageError("bad cursor: pass back the next_cursor of the previous page unchanged") from None
+        got_sort, key, row_id = json.loads(raw, parse_constant=_refuse, parse_float=_refuse)
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise UsageError(_BAD_CURSOR) from None
     if got_sort != sort:
         raise UsageError("bad cursor: it was made for another sort order")
-    key_ok = isinstance(key, int) if sort.startswith("mtime") else isinstance(key, str)
-    if not key_ok or not isinstance(row_id, int) or isinstance(row_id, bool) or isinstance(key, bool):
-        raise UsageError("bad cursor: pass back the next_cursor of the previous page unchanged")
+    if sort.startswith("mtime"):
+        key_ok = isinstance(key, int) and not isinstance(key, bool) and -MAX_ROW_KEY <= key <= MAX_ROW_KEY
+    else:
+        key_ok = isinstance(key, str) and _storable(key)
+    if not key_ok or not _is_int(row_id) or not 0 <= row_id <= MAX_ROW_KEY:
+        raise UsageError(_BAD_CURSOR)
     return key, row_id
+
+
+def _refuse(text: str) -> object:
+    raise ValueError(text)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _storable(text: str) -> bool:
+    """Whether SQLite can take the string (a lone surrogate cannot be encoded)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def subtree_sql(column: str, folder: str) -> tuple[str, tuple[str, ...]]:
@@ -103,9 +130,9 @@ async def list_photos(db: aiosqlite.Connection, config: Config, lib: Library, q:
     if q.tag is not None:
         where.append(
             "f.content_hash IN (SELECT ct.content_hash FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-            "WHERE t.name = ?)"
+            f"WHERE {TAG_MATCH_SQL})"
         )
-        params.append(q.tag)
+        params += [tag_key(q.tag), q.tag]
     if q.person is not None:
         where.append(
             "f.content_hash IN (SELECT fc.content_hash FROM faces fc WHERE fc.person_id = ?)"

@@ -8,8 +8,9 @@ window that crosses New Year belongs to the year in which its middle day falls.
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import MAXYEAR, MINYEAR, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,15 +42,28 @@ def today_in(tz: str | None) -> date:
 
 
 def parse_date(text: str) -> date:
+    """A YYYY-MM-DD date from 0001-01-01 to 9999-12-31 (what a date can hold)."""
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"date must be YYYY-MM-DD, not {text!r}") from None
+        raise UsageError(f"date must be YYYY-MM-DD between 0001-01-01 and 9999-12-31, not {text[:40]!r}") from None
+
+
+def _window_month_days(anchor: date, span: str) -> list[str]:
+    """The "MM-DD"s of the day or week around anchor. Counted in a stand-in year of the same
+    leapness, so that a week around 0001-01-01 or 9999-12-31 needs no date outside the calendar."""
+    if span == "day":
+        return [f"{anchor.month:02d}-{anchor.day:02d}"]
+    middle = anchor.replace(year=2000 if calendar.isleap(anchor.year) else 2001)
+    days = [middle + timedelta(days=i) for i in range(-WEEK_HALF, WEEK_HALF + 1)]
+    return sorted({f"{d.month:02d}-{d.day:02d}" for d in days})
 
 
 def _anchor_year(taken: date, anchor: date) -> int | None:
     """The year Y whose week window around anchor's month-day contains `taken`, if any."""
     for year in (taken.year, taken.year - 1, taken.year + 1):
+        if not MINYEAR <= year <= MAXYEAR:
+            continue
         try:
             middle = anchor.replace(year=year)
         except ValueError:  # 29 February in a year that has none
@@ -83,8 +97,7 @@ async def memories(
     if span == "month":
         cond, cond_params = "substr(taken_at, 6, 2) = ?", [f"{anchor.month:02d}"]
     else:
-        days = [anchor] if span == "day" else [anchor + timedelta(days=i) for i in range(-WEEK_HALF, WEEK_HALF + 1)]
-        mds = sorted({f"{d.month:02d}-{d.day:02d}" for d in days})
+        mds = _window_month_days(anchor, span)
         cond, cond_params = f"substr(taken_at, 6, 5) IN ({','.join('?' * len(mds))})", list(mds)
     by_year: dict[int, list[tuple[str, int, dict[str, Any]]]] = {}
     for lib in libraries:

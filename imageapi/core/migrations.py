@@ -2,11 +2,13 @@
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
-9 users never reuse ids, token keys.
+9 users never reuse ids, token keys, 11 tag keys.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -15,6 +17,8 @@ class Migration:
     version: int
     name: str
     sql: str
+    # Python run after `sql` in the same transaction, for what SQL cannot say (Unicode rules).
+    step: Callable[[sqlite3.Connection], None] | None = None
 
 
 CORE = """
@@ -318,3 +322,17 @@ DELETE FROM sqlite_sequence WHERE name = 'users';
 INSERT INTO sqlite_sequence (name, seq) SELECT 'users', MAX(id) FROM users HAVING MAX(id) IS NOT NULL;
 """
 MIGRATIONS.append(Migration(9, "users_autoincrement", USERS_AUTOINCREMENT))
+
+# 11: one tag however it is typed (imageapi.core.tags.tag_key: case in any script, Unicode
+# normalization, spacing). tags.key holds the rule's result; tags that were distinct only by it
+# are merged into the first made, and every file keeps its links.
+def _merge_equal_tags(conn: sqlite3.Connection) -> None:
+    from imageapi.core.tags import merge_equal_tags  # tags needs the db module, which needs this one
+
+    merge_equal_tags(conn)
+
+
+TAG_KEYS = """
+ALTER TABLE tags ADD COLUMN key TEXT;
+"""
+MIGRATIONS.append(Migration(11, "tag_keys", TAG_KEYS, _merge_equal_tags))

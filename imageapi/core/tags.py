@@ -1,9 +1,18 @@
 """Tags. They belong to content (the blake3 hash), not to paths: a moved or renamed file keeps its
-tags, and identical copies share them. Names are case-insensitive (the column is NOCASE) and
-keep the spelling they were first created with."""
+tags, and identical copies share them.
+
+One tag, however it is typed: names that differ only in case (any script's: "ÉTÉ" and "été",
+"Straße" and "STRASSE"), in Unicode normalization (a precomposed "é" and "e" + combining accent,
+as macOS and Windows keyboards send them) or in spacing are the same tag. `tag_key` is that rule
+(canonical caseless matching: NFD, full case folding, NFC), stored in tags.key with a unique
+index. A tag keeps the spelling it was first created with, as it was typed (person tags match
+person names by that spelling).
+"""
 
 from __future__ import annotations
 
+import sqlite3
+import unicodedata
 from collections.abc import Iterable
 
 import aiosqlite
@@ -15,16 +24,49 @@ MAX_TAG_CHARS = 100
 
 
 def clean_tag(name: object) -> str:
+    """The spelling a tag is stored with: trimmed, inner whitespace collapsed."""
     if not isinstance(name, str):
         raise UsageError("a tag must be a string")
-    tag = " ".join(name.split())  # trim and collapse inner whitespace
+    tag = " ".join(name.split())
     if not tag:
         raise UsageError("a tag must not be empty")
     if len(tag) > MAX_TAG_CHARS:
         raise UsageError(f"a tag must be at most {MAX_TAG_CHARS} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
-        raise UsageError("a tag must not contain control characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in tag):
+        raise UsageError("a tag must not contain control characters or lone surrogates")
     return tag
+
+
+def tag_key(name: str) -> str:
+    """What two spellings of one tag have in common: equal keys, same tag."""
+    folded = unicodedata.normalize("NFD", " ".join(name.split())).casefold()
+    return unicodedata.normalize("NFC", folded)
+
+
+# A row written without a key (by hand, or a tool that predates it) is still found by its name.
+_BY_KEY = "SELECT id FROM tags WHERE key = ? OR (key IS NULL AND name = ?) ORDER BY key IS NULL, id LIMIT 1"
+TAG_MATCH_SQL = "(t.key = ? OR (t.key IS NULL AND t.name = ?))"  # params: tag_key(name), name
+
+
+def merge_equal_tags(conn: sqlite3.Connection) -> None:
+    """Migration 11: give every tag its key and merge tags whose keys are equal into the one made
+    first (it keeps its spelling), moving every file's link over; then the key is unique. Runs
+    inside the migration's transaction."""
+    first: dict[str, int] = {}
+    keep: list[tuple[str, int]] = []
+    for tag_id, name in conn.execute("SELECT id, name FROM tags ORDER BY id").fetchall():
+        key = tag_key(name)
+        into = first.setdefault(key, tag_id)
+        if into == tag_id:
+            keep.append((key, tag_id))
+            continue
+        conn.execute(
+            "INSERT OR IGNORE INTO content_tags (content_hash, tag_id, created_at) "
+            "SELECT content_hash, ?, created_at FROM content_tags WHERE tag_id = ?", (into, tag_id))
+        conn.execute("DELETE FROM content_tags WHERE tag_id = ?", (tag_id,))
+        conn.execute("DELETE FROM tags WHERE id = ?", (tag_id,))
+    conn.executemany("UPDATE tags SET key = ? WHERE id = ?", keep)
+    conn.execute("CREATE UNIQUE INDEX tags_by_key ON tags(key)")
 
 
 async def list_tags(db: aiosqlite.Connection) -> list[dict[str, object]]:
@@ -33,7 +75,7 @@ async def list_tags(db: aiosqlite.Connection) -> list[dict[str, object]]:
         "SELECT t.name, COUNT(f.id) FROM tags t "
         "LEFT JOIN content_tags ct ON ct.tag_id = t.id "
         "LEFT JOIN files f ON f.content_hash = ct.content_hash "
-        "GROUP BY t.id ORDER BY t.name COLLATE NOCASE"
+        "GROUP BY t.id ORDER BY COALESCE(t.key, t.name), t.id"
     )
     async with db.execute(sql) as cur:
         return [{"name": r[0], "count": r[1]} for r in await cur.fetchall()]
@@ -46,7 +88,7 @@ async def tags_for_hashes(db: aiosqlite.Connection, hashes: Iterable[str]) -> di
         chunk = wanted[i:i + 500]
         async with db.execute(
             f"SELECT ct.content_hash, t.name FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-            f"WHERE ct.content_hash IN ({','.join('?' * len(chunk))}) ORDER BY t.name COLLATE NOCASE",
+            f"WHERE ct.content_hash IN ({','.join('?' * len(chunk))}) ORDER BY COALESCE(t.key, t.name), t.id",
             chunk,
         ) as cur:
             for h, name in await cur.fetchall():
@@ -62,14 +104,18 @@ async def add_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: Itera
     added = 0
     async with Transaction(db):
         for tag in tags:
-            await db.execute("INSERT OR IGNORE INTO tags (name, created_at) VALUES (?, ?)", (tag, now))
-            async with db.execute("SELECT id FROM tags WHERE name = ?", (tag,)) as cur:
+            key = tag_key(tag)
+            async with db.execute(_BY_KEY, (key, tag)) as cur:
                 row = await cur.fetchone()
-            assert row is not None
+            if row is not None:
+                tag_id = row[0]
+            else:
+                made = await db.execute("INSERT INTO tags (name, key, created_at) VALUES (?, ?, ?)", (tag, key, now))
+                tag_id = made.lastrowid
             for h in hash_list:
                 cur2 = await db.execute(
                     "INSERT OR IGNORE INTO content_tags (content_hash, tag_id, created_at) VALUES (?, ?, ?)",
-                    (h, row[0], now),
+                    (h, tag_id, now),
                 )
                 added += max(cur2.rowcount, 0)
     return added
@@ -82,7 +128,7 @@ async def remove_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: It
     removed = 0
     async with Transaction(db):
         for tag in tags:
-            async with db.execute("SELECT id FROM tags WHERE name = ?", (tag,)) as cur:
+            async with db.execute(_BY_KEY, (tag_key(tag), tag)) as cur:
                 row = await cur.fetchone()
             if row is None:
                 continue

@@ -44,7 +44,7 @@ from imageapi.server.keys import (
     TOKENS,
 )
 from imageapi.server.libcache import LibraryCache
-from imageapi.server.middlewares import error_middleware
+from imageapi.server.middlewares import error_middleware, shape_protocol_errors
 from imageapi.server.render import Renderer
 
 MAX_BODY = 1024 * 1024           # request bodies (JSON) larger than this get a 413
@@ -66,6 +66,7 @@ def create_app(
     secret = check_secret(config.secret_key)
     errors_and_auth = error_middleware(auth.AuthGate())
     app = web.Application(middlewares=[errors_and_auth], client_max_size=MAX_BODY)
+    shape_protocol_errors(app)
     app[CONFIG] = config
     app[TOKENS] = TokenService(secret)
     app[THUMB_CACHE] = ByteCache(THUMB_CACHE_BYTES, THUMB_RECHECK)
