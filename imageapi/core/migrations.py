@@ -1,7 +1,8 @@
 """Numbered schema migrations. Append only: never edit a migration that has shipped.
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
-2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint.
+2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
+10 stored form of file names.
 """
 
 from __future__ import annotations
@@ -293,3 +294,18 @@ FOLDER_FINGERPRINT = """
 ALTER TABLE dirs ADD COLUMN fingerprint INTEGER;
 """
 MIGRATIONS.append(Migration(7, "folder_fingerprint", FOLDER_FINGERPRINT))
+
+# 10: paths are kept in a stored form that can hold any file name (imageapi.core.names): a byte that
+# is not UTF-8 is written as U+FFFD and two hex digits, and a U+FFFD that is really in a name is
+# doubled. Names indexed before were valid UTF-8; the few that hold a U+FFFD are doubled here.
+STORED_NAMES = """
+UPDATE files SET rel_path = replace(rel_path, char(65533), char(65533, 65533)),
+                 dir = replace(dir, char(65533), char(65533, 65533)),
+                 preview_source = replace(preview_source, char(65533), char(65533, 65533))
+    WHERE instr(rel_path, char(65533)) > 0;
+UPDATE dirs SET rel_path = replace(rel_path, char(65533), char(65533, 65533))
+    WHERE instr(rel_path, char(65533)) > 0;
+UPDATE scans SET subtree = replace(subtree, char(65533), char(65533, 65533))
+    WHERE instr(subtree, char(65533)) > 0;
+"""
+MIGRATIONS.append(Migration(10, "stored_names", STORED_NAMES))

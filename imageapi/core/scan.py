@@ -32,6 +32,7 @@ from imageapi.core.libraries import (
     thumbnail_path,
 )
 from imageapi.core.media import FileResult, ThumbResult
+from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
 from imageapi.core.store import (
     abs_path,
@@ -229,7 +230,7 @@ async def scan_library(
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
-        await _finish(db, scan_id, counts, status, str(exc) or type(exc).__name__)
+        await _finish(db, scan_id, counts, status, safe_text(str(exc)) or type(exc).__name__)
         raise
     report.seconds = time.monotonic() - started
     await _finish(db, scan_id, counts, "done", "; ".join(report.warnings) or None)
@@ -427,7 +428,7 @@ def _count(counts: ScanCounts, report: ScanReport, res: FileResult) -> None:
     if res.error:
         counts.errors += 1
         if len(report.errors) < MAX_ERRORS_KEPT:
-            report.errors.append((res.rel_path, res.error))
+            report.errors.append((res.rel_path, safe_text(res.error) or ""))
 
 
 async def run_scan(

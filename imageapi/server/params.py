@@ -36,9 +36,10 @@ def client_path(raw: str | None, *, name: str = "path", required: bool = True) -
 
 
 def _plain(raw: str) -> bool:
-    """A normalised relative path with nothing to check further: printable, no backslash, '%' or
-    ':', and no empty, '.' or '..' component (so no leading, trailing or doubled '/')."""
-    if not raw.isprintable() or "\\" in raw or "%" in raw or ":" in raw:
+    """A normalised relative path with nothing to check further: printable ASCII (so its own
+    stored form, imageapi.core.names), no backslash, '%' or ':', and no empty, '.' or '..'
+    component (so no leading, trailing or doubled '/')."""
+    if not raw.isascii() or not raw.isprintable() or "\\" in raw or "%" in raw or ":" in raw:
         return False
     return all(part and part != "." and part != ".." for part in raw.split("/"))
 

@@ -1,0 +1,310 @@
+"""File names as a real archive holds them: bytes that are not UTF-8, control characters,
+backslashes, 255-byte names, paths too long for the thumbnail folder. Each is indexed exactly once,
+stored losslessly, shown escaped, served by the path the listing gives, and left alone by a
+re-scan. Names are made with bytes paths (os.* accepts them), never through str."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from imageapi.core.config import Config, load_config
+from imageapi.core.db import apply_migrations, connect
+from imageapi.core.errors import PathOutsideLibraryError
+from imageapi.core.libraries import add_library, get_library
+from imageapi.core.migrations import MIGRATIONS
+from imageapi.core.names import ESC, on_disk, shown, stored
+from imageapi.core.pool import WorkerPool
+from imageapi.core.scan import ScanReport, ScanTarget, run_scan
+from imageapi.core.tokens import TokenService
+from imageapi.core.users import add_user, get_user, hash_password
+from imageapi.server.app import create_app
+from tests.test_server_support import SECRET, assert_error
+
+# Any byte but '/' and NUL, 1..255 of them: every name a POSIX filesystem holds.
+NAME_BYTES = st.lists(st.sampled_from([b for b in range(1, 256) if b != 0x2F]), min_size=1, max_size=255).map(bytes)
+
+
+def tiny_jpeg(n: int) -> bytes:
+    """A valid 16x16 JPEG whose bytes differ per n (a trailer after EOI, which decoders ignore)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (n * 37 % 256, n * 11 % 256, 90)).save(buf, "JPEG")
+    return buf.getvalue() + b"\0" + str(n).encode()
+
+
+def put(root: Path, rel: bytes, data: bytes) -> bytes:
+    """Write a file at root/rel, rel as raw bytes."""
+    path = os.path.join(os.fsencode(root), rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return rel
+
+
+def listed(rel: bytes) -> str:
+    """The path the index and the API give for a relative path on disk."""
+    return stored(os.fsdecode(rel))
+
+
+def old_enough(root: Path) -> None:
+    """Folders just written are not trusted by a quick scan (walk.RACY_SECONDS): backdate them."""
+    for d, _, _ in os.walk(os.fsencode(root)):
+        os.utime(d, (1_600_000_000, 1_600_000_000))
+
+
+# -- the stored form ------------------------------------------------------------------------------
+
+
+@given(NAME_BYTES)
+@settings(max_examples=500)
+def test_stored_form_is_text_and_leads_back_to_the_bytes(raw: bytes) -> None:
+    name = os.fsdecode(raw)
+    text = stored(name)
+    text.encode("utf-8")  # SQLite TEXT and JSON can hold it: no lone surrogates
+    assert os.fsencode(on_disk(text)) == raw
+    try:
+        utf8 = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    if ESC not in utf8:
+        assert text == utf8  # valid UTF-8 names are stored as they are
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "/", ESC, "F", "E", "8", "0", "C", "3", "A", "9", "\udcff"]),
+               max_size=12))
+@settings(max_examples=500)
+def test_a_text_names_at_most_one_file(text: str) -> None:
+    """Any client text is refused or is exactly the stored form of the name it leads to."""
+    try:
+        name = on_disk(text)
+    except PathOutsideLibraryError:
+        return
+    assert stored(name) == text
+
+
+def test_shown_escapes_what_a_terminal_would_act_on() -> None:
+    assert shown("a\nb\tc\x1b[31md\x7fe\u202ef.jpg") == "a\\nb\\tc\\x1b[31md\\x7fe\\u202ef.jpg"
+    assert shown(stored(os.fsdecode(b"x\xff.jpg"))) == "x\ufffdFF.jpg"
+    assert shown("plain é.jpg") == "plain é.jpg"
+
+
+# -- the scan ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Indexed:
+    cfg: Config
+    db: aiosqlite.Connection
+    pool: WorkerPool
+    root: Path
+
+    async def scan(self, mode: str = "full", name: str = "main") -> ScanReport:
+        [report] = await run_scan(self.db, self.cfg, [ScanTarget(await get_library(self.db, name))], mode, self.pool)
+        return report
+
+    async def rows(self) -> dict[str, tuple[Any, ...]]:
+        async with self.db.execute("SELECT rel_path, id, size, mtime_ns, content_hash, thumb_state, error "
+                                   "FROM files") as cur:
+            return {r[0]: tuple(r[1:]) for r in await cur.fetchall()}
+
+
+@pytest.fixture()
+async def indexed(env_dirs: dict[str, Path]) -> AsyncIterator[Indexed]:
+    root = env_dirs["tmp"] / "photos"
+    root.mkdir()
+    cfg = load_config(workers=1)
+    db = await connect(cfg.database_path)
+    await add_library(db, "main", root)
+    pool = WorkerPool(1)
+    try:
+        yield Indexed(cfg, db, pool, root)
+    finally:
+        pool.close()
+        await db.close()
+
+
+ODD_NAMES = [
+    b"bad\xff\xfe.jpg",                      # not UTF-8 (a ZIP made on Windows, an old NAS share)
+    b"caf\xe9/photo.jpg",                    # a Latin-1 folder name
+    "real\ufffd.jpg".encode(),               # U+FFFD really in the name
+    "bad\ufffdFF\ufffdFE.jpg".encode(),      # literally what the first one is listed as
+]
+
+
+async def test_names_that_are_not_utf8_are_indexed_once_each_and_kept_by_rescans(indexed: Indexed) -> None:
+    for i, rel in enumerate(ODD_NAMES):
+        put(indexed.root, rel, tiny_jpeg(i))
+    old_enough(indexed.root)
+    report = await indexed.scan()
+    assert (report.counts.added, report.counts.errors) == (4, 0)
+    rows = await indexed.rows()
+    assert set(rows) == {listed(r) for r in ODD_NAMES} == {
+        "bad\ufffdFF\ufffdFE.jpg", "caf\ufffdE9/photo.jpg", "real\ufffd\ufffd.jpg",
+        "bad\ufffd\ufffdFF\ufffd\ufffdFE.jpg"}
+    for rel in ODD_NAMES:
+        assert rows[listed(rel)][4] == "done"
+        # The thumbnail mirror holds the real bytes of the name.
+        assert os.path.isfile(os.path.join(os.fsencode(indexed.cfg.thumbnails / "main"), rel))
+    for mode in ("full", "quick"):
+        c = (await indexed.scan(mode)).counts
+        assert (c.added, c.changed, c.removed, c.moved, c.errors) == (0, 0, 0, 0, 0), mode
+    assert await indexed.rows() == rows
+
+    # A rename keeps the row (and what hangs off its content).
+    os.rename(os.path.join(os.fsencode(indexed.root), ODD_NAMES[0]),
+              os.path.join(os.fsencode(indexed.root), b"moved\xfe.jpg"))
+    c = (await indexed.scan()).counts
+    assert (c.moved, c.added, c.removed) == (1, 0, 0)
+    after = await indexed.rows()
+    assert after["moved\ufffdFE.jpg"][0] == rows[listed(ODD_NAMES[0])][0]
+    assert listed(ODD_NAMES[0]) not in after
+    thumbs = os.fsencode(indexed.cfg.thumbnails / "main")
+    assert os.path.isfile(os.path.join(thumbs, b"moved\xfe.jpg"))
+    assert not os.path.exists(os.path.join(thumbs, ODD_NAMES[0]))
+
+
+async def test_migration_10_doubles_a_real_replacement_character(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    apply_migrations(conn, [m for m in MIGRATIONS if m.version < 10])
+    conn.execute("INSERT INTO libraries (name, root, created_at) VALUES ('main', '/x', 'now')")
+    conn.execute("INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, first_seen, last_seen) "
+                 "VALUES (1, 'a\ufffd/b\ufffd.jpg', 'a\ufffd', 'image', 1, 1, 'now', 'now')")
+    conn.execute("INSERT INTO dirs (library_id, rel_path, mtime_ns) VALUES (1, 'a\ufffd', 1)")
+    apply_migrations(conn)
+    assert conn.execute("SELECT rel_path, dir FROM files").fetchone() == ("a\ufffd\ufffd/b\ufffd\ufffd.jpg",
+                                                                         "a\ufffd\ufffd")
+    assert conn.execute("SELECT rel_path FROM dirs").fetchone() == ("a\ufffd\ufffd",)
+    assert on_disk("a\ufffd\ufffd/b\ufffd\ufffd.jpg") == "a\ufffd/b\ufffd.jpg"
+    conn.close()
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def imageapi(*args: str | bytes, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "imageapi", *args], capture_output=True, env=env, timeout=120)
+
+
+def test_cli_scan_and_info_with_odd_names(env_dirs: dict[str, Path]) -> None:
+    env = dict(os.environ)
+    root = env_dirs["tmp"] / "Pictures"
+    put(root, b"bad\xff\xfe.jpg", tiny_jpeg(1))
+    put(root, b"ctl\nname\x1b[31m.jpg", tiny_jpeg(2))
+    put(root, b"[bold]x[/].jpg", tiny_jpeg(3))
+    res = imageapi("scan", "--full", str(root), env=env)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert b"Traceback" not in res.stderr and b"3 added" in res.stdout
+    res = imageapi("info", os.path.join(os.fsencode(root), b"bad\xff\xfe.jpg"), env=env)
+    assert res.returncode == 0 and "bad\ufffdFF\ufffdFE.jpg".encode() in res.stdout
+    # By the path the listing gives, too.
+    res = imageapi("info", "--library", "main", "--json", "bad\ufffdFF\ufffdFE.jpg", env=env)
+    assert res.returncode == 0 and b'"path": "bad\\ufffdFF\\ufffdFE.jpg"' in res.stdout
+    res = imageapi("info", os.path.join(os.fsencode(root), b"ctl\nname\x1b[31m.jpg"), env=env)
+    assert res.returncode == 0 and b"\x1b" not in res.stdout and b"ctl\\nname\\x1b[31m.jpg" in res.stdout
+    res = imageapi("info", "--library", "main", "[bold]x[/].jpg", env=env)
+    assert res.returncode == 0 and b"[bold]x[/].jpg" in res.stdout
+
+
+# -- the server -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Live:
+    client: TestClient[Any, Any]
+    cfg: Config
+    db: aiosqlite.Connection
+    pool: WorkerPool
+    root: Path
+    auth: dict[str, str]
+
+    async def scan(self, mode: str = "full", subtree: str = "") -> ScanReport:
+        [report] = await run_scan(self.db, self.cfg, [ScanTarget(await get_library(self.db, "main"), subtree)],
+                                  mode, self.pool)
+        return report
+
+    async def listing(self, path: str = "") -> list[dict[str, Any]]:
+        r = await self.client.get("/photos", params={"path": path, "recursive": "true", "limit": "1000",
+                                                      "sort": "name_asc"}, headers=self.auth)
+        assert r.status == 200, await r.text()
+        body = await r.json()
+        assert body["next_cursor"] is None
+        return list(body["items"])
+
+    async def fetch(self, path: str, size: str) -> tuple[int, bytes]:
+        r = await self.client.get("/image", params={"path": path, "size": size}, headers=self.auth)
+        return r.status, await r.read()
+
+
+async def start_live(base: Path, extra: dict[str, str] | None = None) -> Live:
+    root = base / "library"
+    root.mkdir(parents=True, exist_ok=True)
+    env = {"IMAGEAPI_DATA_DIR": str(base / "data"), "BASE_PATH": str(root), "SECRET_KEY": SECRET,
+           "WORKERS": "1", **(extra or {})}
+    cfg = load_config(environ=env, cwd=base)
+    client = TestClient(TestServer(create_app(cfg)))
+    await client.start_server()
+    db = await connect(cfg.database_path)
+    await add_user(db, "alice", hash_password("correct horse battery"))
+    db.row_factory = aiosqlite.Row
+    user = await get_user(db, "alice")
+    token = TokenService(SECRET).issue(user, 3600).token
+    return Live(client, cfg, db, WorkerPool(1), root, {"Authorization": f"Bearer {token}"})
+
+
+async def stop_live(live: Live) -> None:
+    live.pool.close()
+    await live.db.close()
+    await live.client.close()
+
+
+@pytest.fixture()
+async def live(env_dirs: dict[str, Path]) -> AsyncIterator[Live]:
+    srv = await start_live(env_dirs["tmp"])
+    try:
+        yield srv
+    finally:
+        await stop_live(srv)
+
+
+async def check_served(live: Live, files: dict[bytes, bytes], folder: str = "") -> None:
+    """Every file is listed once, and its original, preview and thumbnail come back by that path."""
+    items = await live.listing(folder)
+    prefix = os.fsencode(on_disk(folder)) + b"/" if folder else b""
+    assert sorted(i["path"] for i in items) == sorted(listed(prefix + rel) for rel in files)
+    for item in items:
+        raw = os.fsencode(on_disk(item["path"]))[len(prefix):]
+        status, body = await live.fetch(item["path"], "full")
+        assert (status, body) == (200, files[raw]), item["path"]
+        for size in ("thumb", "preview"):
+            status, body = await live.fetch(item["path"], size)
+            assert status == 200 and body[:2] == b"\xff\xd8", (item["path"], size, body[:200])
+        r = await live.client.get("/image/metadata", params={"path": item["path"]}, headers=live.auth)
+        assert r.status == 200 and (await r.json())["path"] == item["path"]
+
+
+async def test_server_serves_names_that_are_not_utf8(live: Live) -> None:
+    files = {rel: put(live.root, rel, tiny_jpeg(i)) and tiny_jpeg(i) for i, rel in enumerate(ODD_NAMES)}
+    report = await live.scan()
+    assert report.counts.added == 4 and report.counts.errors == 0
+    await check_served(live, files)
+    # A text that is the stored form of no name is a 400, not a 500 or another file.
+    for bad in ("bad\ufffdff.jpg", "bad\ufffdC3\ufffdA9.jpg", "bad\ufffd"):
+        for size in ("thumb", "full"):
+            r = await live.client.get("/image", params={"path": bad, "size": size}, headers=live.auth)
+            assert r.status in (400, 404), (bad, size, r.status)
+            assert_error(await r.json())
