@@ -5,12 +5,13 @@ re-scan. Names are made with bytes paths (os.* accepts them), never through str.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,14 @@ from typing import Any
 import aiosqlite
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from imageapi.core.config import Config, load_config
 from imageapi.core.db import apply_migrations, connect
 from imageapi.core.errors import PathOutsideLibraryError
+from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import add_library, get_library
 from imageapi.core.migrations import MIGRATIONS
 from imageapi.core.names import ESC, on_disk, shown, stored
@@ -177,6 +179,43 @@ async def test_names_that_are_not_utf8_are_indexed_once_each_and_kept_by_rescans
     assert not os.path.exists(os.path.join(thumbs, ODD_NAMES[0]))
 
 
+async def test_names_near_the_limits_are_recorded_not_fatal(indexed: Indexed, env_dirs: dict[str, Path]) -> None:
+    long_name = b"L" * 251 + b".jpg"                       # 255 bytes: gets its thumbnail
+    put(indexed.root, long_name, tiny_jpeg(1))
+    put(indexed.root, b"ok.jpg", tiny_jpeg(2))
+    # A tree deeper than PATH_MAX (made relative to a folder fd: no absolute path can reach it).
+    fd = os.open(indexed.root, os.O_RDONLY)
+    try:
+        for _ in range(20):
+            os.mkdir(b"D" * 250, dir_fd=fd)
+            new = os.open(b"D" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        with open(os.open(b"deep.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as fh:
+            fh.write(tiny_jpeg(3))
+    finally:
+        os.close(fd)
+    report = await indexed.scan()
+    rows = await indexed.rows()
+    assert rows[long_name.decode()][4] == "done" and rows["ok.jpg"][4] == "done"
+    assert report.counts.errors >= 1
+    assert any("too long" in e for _, e in report.errors)
+    # With a thumbnail folder that leaves no room for the name: an error on the row, the scan goes on.
+    deep_thumbs = env_dirs["tmp"] / "t" / (("T" * 200 + "/") * 19)
+    deep_thumbs.mkdir(parents=True)
+    cfg = load_config(workers=1, thumbnails=deep_thumbs)
+    [again] = await run_scan(indexed.db, cfg, [ScanTarget(await get_library(indexed.db, "main"))], "full",
+                             indexed.pool)
+    await indexed.db.execute("DELETE FROM files")
+    await indexed.db.execute("DELETE FROM dirs")
+    await indexed.db.commit()
+    [fresh] = await run_scan(indexed.db, cfg, [ScanTarget(await get_library(indexed.db, "main"))], "full",
+                             indexed.pool)
+    rows = await indexed.rows()
+    assert rows["ok.jpg"][4] == "done"
+    assert rows[long_name.decode()][4] == "failed" and "too long" in rows[long_name.decode()][5]
+
+
 async def test_migration_10_doubles_a_real_replacement_character(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -308,3 +347,108 @@ async def test_server_serves_names_that_are_not_utf8(live: Live) -> None:
             r = await live.client.get("/image", params={"path": bad, "size": size}, headers=live.auth)
             assert r.status in (400, 404), (bad, size, r.status)
             assert_error(await r.json())
+
+
+CONTROL_NAMES = [
+    b"ctl\nname.jpg", b"tab\there.jpg", b"esc\x1b[31m.jpg", b"del\x7f.jpg", b"cr\r.jpg",
+    b"back\\slash.jpg", b"C:drive.jpg", b"pct%41%2e%2f.jpg", b"[x] & ?#=+.jpg", b"L" * 251 + b".jpg",
+]
+
+
+async def test_server_serves_names_with_control_characters_and_backslashes(live: Live) -> None:
+    files = {rel: put(live.root, rel, tiny_jpeg(i)) and tiny_jpeg(i) for i, rel in enumerate(CONTROL_NAMES)}
+    report = await live.scan()
+    assert report.counts.added == len(CONTROL_NAMES) and report.counts.errors == 0, report.errors
+    await check_served(live, files)
+
+
+async def test_over_long_paths_are_a_4xx(live: Live) -> None:
+    put(live.root, b"ok.jpg", tiny_jpeg(1))
+    await live.scan()
+    for path in ("a" * 300 + ".jpg", "/".join(["d" * 250] * 20) + "/x.jpg", "\u00e9" * 200 + ".jpg"):
+        for size in ("thumb", "full", "preview"):
+            r = await live.client.get("/image", params={"path": path, "size": size}, headers=live.auth)
+            assert r.status == 400, (path[:20], size, r.status)
+            assert_error(await r.json())
+        for endpoint in ("/image/metadata", "/video", "/photos"):
+            r = await live.client.get(endpoint, params={"path": path}, headers=live.auth)
+            assert r.status == 400, (endpoint, r.status)
+
+
+async def test_thumbnail_folder_too_deep_for_a_name_is_a_4xx(env_dirs: dict[str, Path]) -> None:
+    deep = env_dirs["tmp"] / "t" / (("T" * 200 + "/") * 19)
+    deep.mkdir(parents=True)
+    srv = await start_live(env_dirs["tmp"], {"THUMBNAILS": str(deep)})
+    try:
+        name = b"L" * 251 + b".jpg"
+        put(srv.root, name, tiny_jpeg(1))
+        report = await srv.scan()
+        assert report.counts.added == 1
+        status, body = await srv.fetch(name.decode(), "thumb")
+        assert 400 <= status < 500, (status, body[:300])
+        status, body = await srv.fetch(name.decode(), "full")
+        assert status == 200 and body == tiny_jpeg(1)
+    finally:
+        await stop_live(srv)
+
+
+# -- any name a filesystem holds ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.AbstractEventLoop, Live]]:
+    loop = asyncio.new_event_loop()
+    live = loop.run_until_complete(start_live(tmp_path_factory.mktemp("names_fuzz")))
+    try:
+        yield loop, live
+    finally:
+        loop.run_until_complete(stop_live(live))
+        loop.close()
+
+
+COUNTER = iter(range(10**9))
+
+
+def indexable(name: bytes, ignore: IgnoreRules) -> bool:
+    return not ignore(os.fsdecode(name))
+
+
+@given(st.lists(st.tuples(st.one_of(st.none(), NAME_BYTES), NAME_BYTES.map(lambda b: b[:251]),
+                          st.sampled_from([b".jpg", b".JPG", b".jpeg"])),
+                min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_name_is_indexed_once_served_and_left_alone(
+    live_loop: tuple[asyncio.AbstractEventLoop, Live], entries: list[tuple[bytes | None, bytes, bytes]]
+) -> None:
+    loop, live = live_loop
+    ignore = IgnoreRules(live.cfg.ignore_patterns)
+    files: dict[bytes, bytes] = {}
+    for folder, stem, ext in entries:
+        name = stem + ext
+        assume(indexable(name, ignore) and (folder is None or indexable(folder, ignore)))
+        files[name if folder is None else folder + b"/" + name] = b""
+    # A top-level file and a folder cannot share a name.
+    assume(not {r for r in files if b"/" not in r} & {r.split(b"/")[0] for r in files if b"/" in r})
+    folder = f"case{next(COUNTER)}"
+    for i, rel in enumerate(files):
+        files[rel] = tiny_jpeg(i)
+        put(live.root / folder, rel, files[rel])
+
+    async def run() -> None:
+        report = await live.scan("full", folder)
+        assert report.counts.errors == 0, report.errors
+        assert report.counts.added == len(files)
+        await check_served(live, files, folder)
+        async with live.db.execute("SELECT * FROM files WHERE dir = ? OR dir LIKE ?",
+                                   (folder, folder + "/%")) as cur:
+            before = sorted(tuple(r) for r in await cur.fetchall())
+        assert len(before) == len(files)
+        for mode in ("full", "quick"):
+            c = (await live.scan(mode, folder)).counts
+            assert (c.added, c.changed, c.removed, c.moved, c.errors) == (0, 0, 0, 0, 0), mode
+        async with live.db.execute("SELECT * FROM files WHERE dir = ? OR dir LIKE ?",
+                                   (folder, folder + "/%")) as cur:
+            after = sorted(tuple(r) for r in await cur.fetchall())
+        assert after == before
+
+    loop.run_until_complete(run())

@@ -13,7 +13,7 @@ import aiosqlite
 from imageapi.core.config import Config, check_library_root
 from imageapi.core.db import utcnow
 from imageapi.core.errors import ConfigError, NotFoundError, PathOutsideLibraryError, UsageError
-from imageapi.core.names import on_disk, safe_text, stored
+from imageapi.core.names import check_length, on_disk, safe_text, stored
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -108,21 +108,20 @@ def locate(libraries: list[Library], path: Path) -> tuple[Library, str]:
 
 def clean_relative(rel: str) -> str:
     """Check a client-supplied relative path (in the stored form) and normalise it. Refuses
-    anything that could leave the root: absolute paths, '..', backslashes, NUL and other control
-    characters; and a text that is the stored form of no name."""
+    anything that could leave the root (absolute paths, '..', NUL), a text that is the stored form
+    of no name, and a path too long for any filesystem (UsageError). Every other character,
+    control characters and backslashes included, can be part of a POSIX file name, and is."""
     if rel is None:
         raise PathOutsideLibraryError("path is required")
-    if "\x00" in rel or any(ord(c) < 32 for c in rel):
-        raise PathOutsideLibraryError("path contains control characters")
-    if "\\" in rel:
-        raise PathOutsideLibraryError("path contains a backslash")
-    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+    if "\x00" in rel:
+        raise PathOutsideLibraryError("path contains NUL")
+    if rel.startswith("/") or (os.sep == "\\" and ("\\" in rel or re.match(r"^[A-Za-z]:", rel))):
         raise PathOutsideLibraryError("path must be relative to the library root")
     parts = [p for p in PurePosixPath(rel).parts if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise PathOutsideLibraryError("path must not contain '..'")
     clean = "/".join(parts)
-    on_disk(clean)
+    check_length(on_disk(clean))
     return clean
 
 

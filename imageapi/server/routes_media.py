@@ -121,7 +121,7 @@ def load_small_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
     large, or replaced while being read (the caller looks again)."""
     try:
         st = os.stat(dest)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, or a name too long for THUMBNAILS: the full path decides
         return None
     if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= THUMB_INLINE_MAX:
         return None
@@ -143,7 +143,7 @@ async def _stored_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
             return entry
         try:
             st = os.stat(dest)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             return None
@@ -159,12 +159,20 @@ async def _stored_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
     return None
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, but False (not an exception) for a name too long to exist."""
+    try:
+        return os.path.lexists(path)
+    except OSError:
+        return False
+
+
 async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -> CachedBody:
     """No stored thumbnail: make it in the worker pool, record it, serve it."""
     app = request.app
     db = app[DB]
     row = await get_file_row(db, lib, rel)
-    if row["thumb_state"] == "unsupported" or sentinel_path(Path(dest)).exists():
+    if row["thumb_state"] == "unsupported" or _exists(sentinel_path(Path(dest))):
         raise UnsupportedMediaError(f"{rel!r} has no thumbnail: {row['thumb_reason'] or 'unsupported'}")
     if row["kind"] not in ("image", "heic", "raw", "video"):
         raise UnsupportedMediaError(f"{rel!r} has no picture")
