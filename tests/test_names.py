@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -35,7 +36,8 @@ from imageapi.core.scan import ScanReport, ScanTarget, run_scan
 from imageapi.core.tokens import TokenService
 from imageapi.core.users import add_user, get_user, hash_password
 from imageapi.server.app import create_app
-from tests.test_server_support import SECRET, assert_error
+from imageapi.server.watching import ServerWatcher
+from tests.test_server_support import SECRET, AiohttpClient, assert_error
 
 # Any byte but '/' and NUL, 1..255 of them: every name a POSIX filesystem holds.
 NAME_BYTES = st.lists(st.sampled_from([b for b in range(1, 256) if b != 0x2F]), min_size=1, max_size=255).map(bytes)
@@ -198,7 +200,7 @@ async def test_names_near_the_limits_are_recorded_not_fatal(indexed: Indexed, en
     report = await indexed.scan()
     rows = await indexed.rows()
     assert rows[long_name.decode()][4] == "done" and rows["ok.jpg"][4] == "done"
-    assert report.counts.errors >= 1
+    assert report.failed is None and report.counts.errors >= 1
     assert any("too long" in e for _, e in report.errors)
     # With a thumbnail folder that leaves no room for the name: an error on the row, the scan goes on.
     deep_thumbs = env_dirs["tmp"] / "t" / (("T" * 200 + "/") * 19)
@@ -206,13 +208,14 @@ async def test_names_near_the_limits_are_recorded_not_fatal(indexed: Indexed, en
     cfg = load_config(workers=1, thumbnails=deep_thumbs)
     [again] = await run_scan(indexed.db, cfg, [ScanTarget(await get_library(indexed.db, "main"))], "full",
                              indexed.pool)
+    assert again.failed is None
     await indexed.db.execute("DELETE FROM files")
     await indexed.db.execute("DELETE FROM dirs")
     await indexed.db.commit()
     [fresh] = await run_scan(indexed.db, cfg, [ScanTarget(await get_library(indexed.db, "main"))], "full",
                              indexed.pool)
     rows = await indexed.rows()
-    assert rows["ok.jpg"][4] == "done"
+    assert fresh.failed is None and rows["ok.jpg"][4] == "done"
     assert rows[long_name.decode()][4] == "failed" and "too long" in rows[long_name.decode()][5]
 
 
@@ -232,7 +235,37 @@ async def test_migration_10_doubles_a_real_replacement_character(tmp_path: Path)
     conn.close()
 
 
-# -- the command line ------------------------------------------------------------------------------
+# -- one library's trouble never stops another's -----------------------------------------------------
+
+
+async def test_a_missing_root_does_not_stop_the_other_libraries(indexed: Indexed, env_dirs: dict[str, Path]) -> None:
+    gone = env_dirs["tmp"] / "nas"
+    put(gone, b"x.jpg", tiny_jpeg(1))
+    await add_library(indexed.db, "aaa", gone)   # scanned first (by name)
+    shutil.rmtree(gone)                           # the share is not mounted
+    put(indexed.root, b"a.jpg", tiny_jpeg(2))
+    other = env_dirs["tmp"] / "other"
+    put(other, b"b.jpg", tiny_jpeg(3))
+    await add_library(indexed.db, "zzz", other)
+    targets = [ScanTarget(await get_library(indexed.db, n)) for n in ("aaa", "main", "zzz")]
+    reports = await run_scan(indexed.db, indexed.cfg, targets, "full", indexed.pool)
+    by_lib = {r.library: r for r in reports}
+    assert by_lib["aaa"].failed and str(gone) in by_lib["aaa"].failed
+    assert by_lib["main"].counts.added == 1 and by_lib["zzz"].counts.added == 1
+    assert by_lib["main"].failed is None and by_lib["zzz"].failed is None
+    async with indexed.db.execute("SELECT l.name, s.status, s.error FROM scans s JOIN libraries l "
+                                  "ON l.id = s.library_id") as cur:
+        scans = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+    assert scans["aaa"][0] == "failed" and "cannot read" in scans["aaa"][1]
+    assert scans["main"][0] == scans["zzz"][0] == "done"
+
+    # The watcher: the tick goes on, and its status says which library failed, why and when.
+    watcher = ServerWatcher(indexed.db, indexed.cfg, indexed.pool)
+    result = await watcher.scan_tick("quick")
+    assert "library aaa failed" in result.line
+    libs = watcher.status()["libraries"]
+    assert libs["aaa"]["ok"] is False and "cannot read" in libs["aaa"]["last_error"] and libs["aaa"]["last_error_at"]
+    assert libs["main"]["ok"] is True and libs["main"]["last_error"] is None
 
 
 def imageapi(*args: str | bytes, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
@@ -245,9 +278,11 @@ def test_cli_scan_and_info_with_odd_names(env_dirs: dict[str, Path]) -> None:
     put(root, b"bad\xff\xfe.jpg", tiny_jpeg(1))
     put(root, b"ctl\nname\x1b[31m.jpg", tiny_jpeg(2))
     put(root, b"[bold]x[/].jpg", tiny_jpeg(3))
+    put(root, b"[/]broken\x1b.jpg", b"not a JPEG")   # its error line quotes the name
     res = imageapi("scan", "--full", str(root), env=env)
     assert res.returncode == 0, res.stderr.decode(errors="replace")
-    assert b"Traceback" not in res.stderr and b"3 added" in res.stdout
+    assert b"Traceback" not in res.stderr and b"4 added" in res.stdout
+    assert b"[/]broken\\x1b.jpg" in res.stderr and b"\x1b" not in res.stderr
     res = imageapi("info", os.path.join(os.fsencode(root), b"bad\xff\xfe.jpg"), env=env)
     assert res.returncode == 0 and "bad\ufffdFF\ufffdFE.jpg".encode() in res.stdout
     # By the path the listing gives, too.
@@ -257,6 +292,22 @@ def test_cli_scan_and_info_with_odd_names(env_dirs: dict[str, Path]) -> None:
     assert res.returncode == 0 and b"\x1b" not in res.stdout and b"ctl\\nname\\x1b[31m.jpg" in res.stdout
     res = imageapi("info", "--library", "main", "[bold]x[/].jpg", env=env)
     assert res.returncode == 0 and b"[bold]x[/].jpg" in res.stdout
+
+
+def test_cli_scan_goes_on_past_a_missing_root_and_says_so(env_dirs: dict[str, Path]) -> None:
+    env = dict(os.environ)
+    gone, root = env_dirs["tmp"] / "nas", env_dirs["tmp"] / "Pictures"
+    put(gone, b"x.jpg", tiny_jpeg(1))
+    put(root, b"a.jpg", tiny_jpeg(2))
+    assert imageapi("library", "add", "aaa", str(gone), env=env).returncode == 0
+    assert imageapi("library", "add", "main", str(root), env=env).returncode == 0
+    shutil.rmtree(gone)
+    res = imageapi("scan", env=env)
+    assert res.returncode == 6, res.stderr
+    assert b"aaa" in res.stderr and b"scan failed" in res.stderr and b"Traceback" not in res.stderr
+    assert b"main: 1 files, 1 added" in res.stdout
+    res = imageapi("scan", "--json", env=env)
+    assert res.returncode == 6 and b'"failed": "library \'aaa\': cannot read' in res.stdout
 
 
 # -- the server -------------------------------------------------------------------------------------
@@ -392,6 +443,41 @@ async def test_thumbnail_folder_too_deep_for_a_name_is_a_4xx(env_dirs: dict[str,
         await stop_live(srv)
 
 
+async def test_status_shows_a_missing_root_while_the_others_are_watched(
+    aiohttp_client: AiohttpClient, env_dirs: dict[str, Path]
+) -> None:
+    base = env_dirs["tmp"]
+    gone = base / "nas"
+    put(gone, b"x.jpg", tiny_jpeg(1))
+    root = base / "library"
+    put(root, b"a.jpg", tiny_jpeg(2))
+    put(base / "zzz", b"b.jpg", tiny_jpeg(3))
+    cfg = load_config(environ={"IMAGEAPI_DATA_DIR": str(base / "data"), "SECRET_KEY": SECRET, "WORKERS": "1"},
+                      cwd=base)
+    db = await connect(cfg.database_path)
+    for name, path in (("aaa", gone), ("main", root), ("zzz", base / "zzz")):
+        await add_library(db, name, path)
+    await add_user(db, "alice", hash_password("correct horse battery"))
+    db.row_factory = aiosqlite.Row
+    token = TokenService(SECRET).issue(await get_user(db, "alice"), 3600).token
+    await db.close()
+    shutil.rmtree(gone)
+    client = await aiohttp_client(create_app(cfg, watch=True))
+    auth = {"Authorization": f"Bearer {token}"}
+    for _ in range(200):
+        r = await client.get("/status", headers=auth)
+        status = await r.json()
+        if "full" in status["watcher"].get("last", {}) or "quick" in status["watcher"].get("last", {}):
+            break
+        await asyncio.sleep(0.1)
+    libs = status["watcher"]["libraries"]
+    assert libs["aaa"]["ok"] is False and "cannot read" in libs["aaa"]["last_error"]
+    assert libs["main"]["ok"] is True and libs["zzz"]["ok"] is True
+    r = await client.get("/libraries", headers=auth)
+    files = {lib["name"]: lib["files"] for lib in (await r.json())["libraries"]}
+    assert files == {"aaa": 0, "main": 1, "zzz": 1}
+
+
 # -- any name a filesystem holds ---------------------------------------------------------------------
 
 
@@ -436,7 +522,7 @@ def test_any_name_is_indexed_once_served_and_left_alone(
 
     async def run() -> None:
         report = await live.scan("full", folder)
-        assert report.counts.errors == 0, report.errors
+        assert report.failed is None and report.counts.errors == 0, report.errors
         assert report.counts.added == len(files)
         await check_served(live, files, folder)
         async with live.db.execute("SELECT * FROM files WHERE dir = ? OR dir LIKE ?",

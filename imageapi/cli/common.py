@@ -43,6 +43,7 @@ EXIT_USAGE = 2           # bad setting or argument
 EXIT_LOCKED = 3          # another imageapi run holds the job lock
 EXIT_NOT_FOUND = 4       # unknown library, file not in the index
 EXIT_SERVICE = 5         # an external service (face detection, LLM) cannot be reached
+EXIT_PARTIAL = 6         # scan: one or more libraries could not be scanned (the others were)
 EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM
 
 err_console = Console(stderr=True)

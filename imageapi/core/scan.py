@@ -21,7 +21,7 @@ import aiosqlite
 
 from imageapi.core.config import Config
 from imageapi.core.db import utcnow
-from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import (
     Library,
@@ -82,6 +82,7 @@ class ScanReport:
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failed: str | None = None   # why this library's scan stopped (its root is missing, ...)
 
 
 @dataclass(frozen=True)
@@ -439,14 +440,29 @@ async def run_scan(
     pool: WorkerPool,
     progress: Progress | None = None,
 ) -> list[ScanReport]:
-    """Scan each target in turn. The caller holds the job lock."""
+    """Scan each target in turn. The caller holds the job lock.
+
+    One library's trouble never stops another's: a scan that fails (a missing root, an unreadable
+    folder, a bug) is logged, recorded on its `scans` row and in its report's `failed`, and the
+    next library is scanned."""
     await mark_interrupted(db)
     reports = []
     for target in targets:
-        report = await scan_library(db, config, target, mode, pool, progress)
-        log.info(
-            "%s scan of %s%s: %s in %.1f s", mode, target.library.name,
-            f"/{target.subtree}" if target.subtree else "", asdict(report.counts), report.seconds,
-        )
+        where = target.library.name + (f"/{target.subtree}" if target.subtree else "")
+        try:
+            report = await scan_library(db, config, target, mode, pool, progress)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ImageapiError) else f"{type(exc).__name__}: {exc}"
+            report = ScanReport(library=target.library.name, mode=mode, subtree=target.subtree,
+                                failed=safe_text(message))
+            if isinstance(exc, ImageapiError):
+                log.warning("%s scan of %s failed: %s", mode, where, report.failed)
+            else:
+                log.exception("%s scan of %s failed: %s", mode, where, report.failed)
+            reports.append(report)
+            continue
+        log.info("%s scan of %s: %s in %.1f s", mode, where, asdict(report.counts), report.seconds)
         reports.append(report)
     return reports
