@@ -538,3 +538,23 @@ def test_any_name_is_indexed_once_served_and_left_alone(
         assert after == before
 
     loop.run_until_complete(run())
+
+
+async def test_a_video_that_fails_records_its_error_whatever_its_name(indexed: Indexed) -> None:
+    """ffmpeg's message quotes the file's path: a name that is not UTF-8 must not stop the preview
+    pass (or HLS) from recording it."""
+    from imageapi.core.errors import ToolError
+    from imageapi.core.hls import record_failure
+    from imageapi.core.previews import preview_pass
+
+    put(indexed.root, b"clip\xff.mp4", b"not a video at all" * 100)
+    await indexed.scan()
+    report = await preview_pass(indexed.db, indexed.cfg, max_items=5)
+    assert report.failed == 1
+    async with indexed.db.execute("SELECT rel_path, preview_error FROM files") as cur:
+        [(rel, error)] = await cur.fetchall()
+    assert rel == "clip\ufffdFF.mp4" and error
+    await record_failure(indexed.db, "main", rel, "1-1", ToolError(f"ffmpeg failed on {indexed.root}/clip\udcff.mp4"))
+    async with indexed.db.execute("SELECT hls_error FROM files") as cur:
+        [(hls_error,)] = await cur.fetchall()
+    assert hls_error.endswith("clip\ufffdFF.mp4")
