@@ -558,3 +558,13 @@ async def test_a_video_that_fails_records_its_error_whatever_its_name(indexed: I
     async with indexed.db.execute("SELECT hls_error FROM files") as cur:
         [(hls_error,)] = await cur.fetchall()
     assert hls_error.endswith("clip\ufffdFF.mp4")
+
+
+def test_cli_video_errors_show_names_escaped(env_dirs: dict[str, Path]) -> None:
+    env = dict(os.environ)
+    root = env_dirs["tmp"] / "Pictures"
+    put(root, b"[/]clip\x1b\xff.mp4", b"not a video at all" * 100)
+    assert imageapi("scan", "--full", str(root), env=env).returncode == 0
+    res = imageapi("--log-level", "error", "video", "previews", env=env)
+    assert b"Traceback" not in res.stderr and b"MarkupError" not in res.stderr, res.stderr
+    assert "main/[/]clip\\x1b\ufffdFF.mp4".encode() in res.stderr and b"\x1b" not in res.stderr
