@@ -417,11 +417,16 @@ async def test_a_token_is_bound_to_its_users_key() -> None:
 
 @pytest.mark.parametrize("name", ["\\ud800", "alice\\udcff", "\\u0000", "alice\\n", "\\u0430lice", "\\uff41lice",
                                   "a" * 100_000])
-async def test_odd_user_names_at_login_are_bad_credentials(server: Server, name: str) -> None:
+async def test_odd_user_names_at_login_are_refused_with_a_4xx(server: Server, name: str) -> None:
     raw = '{"username": "' + name + '", "password": "' + PASSWORD + '"}'
     r = await server.client.post("/login", data=raw.encode(), headers={"Content-Type": "application/json"})
-    assert r.status == 401
-    assert_error(await r.json(), "bad_credentials")
+    if "\\ud8" in name or "\\udc" in name:
+        # A lone surrogate cannot be stored or compared: the one JSON reader refuses the body.
+        assert r.status == 400
+        assert_error(await r.json(), "bad_json")
+    else:
+        assert r.status == 401
+        assert_error(await r.json(), "bad_credentials")
 
 
 @pytest.mark.parametrize("name", ["alice\n", "alice\r", "\u0430lice", "al\u0131ce", "alice\u200b", ""])

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import aiosqlite
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,6 +31,7 @@ from imageapi.core import errors
 from imageapi.core.config import Config, ensure_dirs, load_config
 from imageapi.core.db import connect
 from imageapi.core.libraries import sync_base_path
+from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
 
 T = TypeVar("T")
@@ -41,6 +43,7 @@ EXIT_USAGE = 2           # bad setting or argument
 EXIT_LOCKED = 3          # another imageapi run holds the job lock
 EXIT_NOT_FOUND = 4       # unknown library, file not in the index
 EXIT_SERVICE = 5         # an external service (face detection, LLM) cannot be reached
+EXIT_PARTIAL = 6         # scan: one or more libraries could not be scanned (the others were)
 EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM
 
 err_console = Console(stderr=True)
@@ -63,7 +66,8 @@ def exit_code_for(exc: errors.ImageapiError) -> int:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # A message may quote a file name: '[' in it is text, not Rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(safe_text(message) or '')}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -6,8 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from imageapi.cli import common
+from imageapi.core.names import shown
 from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
 
 
@@ -51,15 +53,21 @@ def scan(
             "seconds": round(seconds, 3),
             "libraries": [
                 {"library": r.library, "subtree": r.subtree, **asdict(r.counts),
-                 "seconds": round(r.seconds, 3), "warnings": r.warnings,
+                 "seconds": round(r.seconds, 3), "warnings": r.warnings, "failed": r.failed,
                  "errors_sample": [{"path": p, "error": e} for p, e in r.errors]}
                 for r in reports
             ],
         })
+        if any(r.failed for r in reports):
+            raise typer.Exit(common.EXIT_PARTIAL)
         return
+    failed = [r for r in reports if r.failed]
     for r in reports:
         c = r.counts
-        where = f"{r.library}/{r.subtree}" if r.subtree else r.library
+        where = escape(shown(f"{r.library}/{r.subtree}" if r.subtree else r.library))
+        if r.failed:
+            common.err_console.print(f"[bold red]{where}: scan failed:[/] {escape(shown(r.failed))}", highlight=False)
+            continue
         common.out_console.print(
             f"[bold]{where}[/]: {c.scanned} files, {c.added} added, {c.changed} changed, "
             f"{c.moved} moved, {c.removed} removed, {c.hashed} hashed; thumbnails {c.thumbs_made} made, "
@@ -67,8 +75,11 @@ def scan(
             f"({r.seconds:.1f} s)", highlight=False,
         )
         for w in r.warnings:
-            common.err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            common.err_console.print(f"[yellow]warning:[/] {escape(shown(w))}", highlight=False)
         for p, e in r.errors[:10]:
-            common.err_console.print(f"  [red]{p}[/]: {e}", highlight=False)
+            common.err_console.print(f"  [red]{escape(shown(p))}[/]: {escape(shown(e))}", highlight=False)
         if len(r.errors) > 10 or c.errors > len(r.errors[:10]):
             common.err_console.print(f"  ... {c.errors} errors in all (see `imageapi info PATH`)")
+    if failed:
+        # The other libraries were scanned; the exit code says that some were not.
+        raise typer.Exit(common.EXIT_PARTIAL)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import aiosqlite
 import typer
+from rich.markup import escape
 
 from imageapi.cli import common
 from imageapi.core import hls, previews
@@ -18,6 +19,7 @@ from imageapi.core.config import Config, ensure_dir
 from imageapi.core.db import connect
 from imageapi.core.errors import ImageapiError, NotFoundError
 from imageapi.core.libraries import Library, get_library, list_libraries, locate, sync_base_path
+from imageapi.core.names import shown
 
 app = typer.Typer(help="Videos: HLS playlists ahead of time, and the video wall's preview clips and GIFs.",
                   no_args_is_help=True)
@@ -74,7 +76,8 @@ def _errors_json(errors: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 def _print_errors(errors: list[tuple[str, str]]) -> None:
     for path, error in errors[:10]:
-        common.err_console.print(f"  [yellow]{path}[/]: {error}", highlight=False)
+        # Names may hold control characters or '[': shown escaped, never as markup.
+        common.err_console.print(f"  [yellow]{escape(shown(path))}[/]: {escape(shown(error))}", highlight=False)
 
 
 @app.command("hls")

@@ -9,7 +9,7 @@ import aiosqlite
 
 from imageapi.core.config import Config
 from imageapi.core.errors import NotFoundError
-from imageapi.core.libraries import Library, sentinel_path, thumbnail_path
+from imageapi.core.libraries import Library, sentinel_path
 
 # The folder's seen_at (migration 6) beside a file row: `SELECT f.*, {DIR_SEEN_SQL} FROM files f ...`.
 DIR_SEEN_SQL = (
@@ -52,14 +52,17 @@ async def get_file_row(db: aiosqlite.Connection, lib: Library, rel_path: str) ->
 
 
 def describe_row(config: Config, lib: Library, row: aiosqlite.Row) -> dict[str, Any]:
-    thumb = thumbnail_path(config, lib.name, row["rel_path"])
+    # Paths are shown in the stored form (imageapi.core.names): a name that is not UTF-8 has its
+    # bytes escaped, here as in the API's `path`.
+    rel = row["rel_path"]
+    thumb = config.thumbnails / lib.name / rel
     state = row["thumb_state"]
     thumb_file = thumb if state == "done" else sentinel_path(thumb) if state == "unsupported" else None
     return {
         "id": row["id"],
         "library": lib.name,
-        "path": row["rel_path"],
-        "absolute_path": str(lib.root / row["rel_path"]),
+        "path": rel,
+        "absolute_path": str(lib.root / rel),
         "kind": row["kind"],
         "size": row["size"],
         "mtime": mtime_iso(row["mtime_ns"]),

@@ -55,6 +55,7 @@ from imageapi.core.errors import (
 from imageapi.core.ffmpeg import AsyncRunner, VideoInfo
 from imageapi.core.libraries import Library, resolve_in_library
 from imageapi.core.listing import subtree_sql
+from imageapi.core.names import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -741,7 +742,7 @@ async def record_failure(db: aiosqlite.Connection, library: str, rel: str, key: 
         db,
         "UPDATE files SET hls_source = ?, hls_error = ?, hls_error_code = ? "
         "WHERE library_id = (SELECT id FROM libraries WHERE name = ?) AND rel_path = ?",
-        (key, exc.message, exc.code, library, rel))
+        (key, safe_text(exc.message), exc.code, library, rel))  # may quote a name that is not UTF-8
 
 
 def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:

@@ -1,4 +1,5 @@
-"""Libraries: named roots. Every file row belongs to one; its path is stored relative to the root."""
+"""Libraries: named roots. Every file row belongs to one; its path is stored relative to the root,
+in the stored form of imageapi.core.names."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import aiosqlite
 from imageapi.core.config import Config, check_library_root
 from imageapi.core.db import utcnow
 from imageapi.core.errors import ConfigError, NotFoundError, PathOutsideLibraryError, UsageError
+from imageapi.core.names import check_length, on_disk, safe_text, stored
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -49,6 +51,9 @@ async def add_library(db: aiosqlite.Connection, name: str, path: Path) -> Librar
         check_library_root("PATH", root)
     except ConfigError as exc:
         raise UsageError(f"cannot add library {name!r}: {root} is not a readable directory") from exc
+    if safe_text(str(root)) != str(root):
+        # Names inside a library may be any bytes; its root is kept as text in the database.
+        raise UsageError(f"cannot add library {name!r}: its path is not valid UTF-8: {safe_text(str(root))}")
     existing = {lib.name: lib for lib in await list_libraries(db)}
     if name in existing:
         if existing[name].root == root:
@@ -91,36 +96,39 @@ async def sync_base_path(db: aiosqlite.Connection, config: Config) -> None:
 
 
 def locate(libraries: list[Library], path: Path) -> tuple[Library, str]:
-    """The library holding an absolute path and the path relative to its root ('' for the root)."""
+    """The library holding an absolute path and the path relative to its root ('' for the root),
+    in the stored form."""
     absolute = Path(os.path.abspath(path.expanduser()))
     for lib in libraries:
         if absolute == lib.root or lib.root in absolute.parents:
             rel = absolute.relative_to(lib.root).as_posix()
-            return lib, "" if rel == "." else rel
+            return lib, "" if rel == "." else stored(rel)
     raise NotFoundError(f"{absolute} is in no library")
 
 
 def clean_relative(rel: str) -> str:
-    """Check a client-supplied relative path and normalise it. Refuses anything that could leave
-    the root: absolute paths, '..', backslashes, NUL and other control characters."""
+    """Check a client-supplied relative path (in the stored form) and normalise it. Refuses
+    anything that could leave the root (absolute paths, '..', NUL), a text that is the stored form
+    of no name, and a path too long for any filesystem (UsageError). Every other character,
+    control characters and backslashes included, can be part of a POSIX file name, and is."""
     if rel is None:
         raise PathOutsideLibraryError("path is required")
-    if "\x00" in rel or any(ord(c) < 32 for c in rel):
-        raise PathOutsideLibraryError("path contains control characters")
-    if "\\" in rel:
-        raise PathOutsideLibraryError("path contains a backslash")
-    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+    if "\x00" in rel:
+        raise PathOutsideLibraryError("path contains NUL")
+    if rel.startswith("/") or (os.sep == "\\" and ("\\" in rel or re.match(r"^[A-Za-z]:", rel))):
         raise PathOutsideLibraryError("path must be relative to the library root")
     parts = [p for p in PurePosixPath(rel).parts if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise PathOutsideLibraryError("path must not contain '..'")
-    return "/".join(parts)
+    clean = "/".join(parts)
+    check_length(on_disk(clean))
+    return clean
 
 
 def resolve_in_library(lib: Library, rel: str) -> Path:
     """The real path of `rel` inside the library; refuses symlinks that point outside the root."""
     clean = clean_relative(rel)
-    candidate = lib.root / clean if clean else lib.root
+    candidate = lib.root / on_disk(clean) if clean else lib.root
     real = Path(os.path.realpath(candidate))
     root_real = Path(os.path.realpath(lib.root))
     if real != root_real and root_real not in real.parents:
@@ -129,8 +137,9 @@ def resolve_in_library(lib: Library, rel: str) -> Path:
 
 
 def thumbnail_path(config: Config, library: str, rel_path: str) -> Path:
-    """THUMBNAILS/<library>/<relative path>, keeping the source's name (bytes are always JPEG)."""
-    return config.thumbnails / library / rel_path
+    """THUMBNAILS/<library>/<relative path>, keeping the source's name (bytes are always JPEG),
+    the very bytes of it when it is not valid UTF-8 (rel_path is in the stored form)."""
+    return config.thumbnails / library / on_disk(rel_path)
 
 
 def sentinel_path(thumb: Path) -> Path:

@@ -14,6 +14,7 @@ from imageapi.core.config import Config
 from imageapi.core.db import Transaction
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
+from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
 from imageapi.core.store import abs_path
 from imageapi.core.worker import ThumbTask, hash_batch, thumb_batch
@@ -190,7 +191,7 @@ async def make_missing_thumbnails(
         ]
         for row_id, res in pairs:
             state, reason = res.state, res.reason
-            updates.append((state, reason, row_id))
+            updates.append((state, safe_text(reason), row_id))  # may quote a name that is not UTF-8
             if state == "done":
                 counts.made += 1
             elif state == "unsupported":

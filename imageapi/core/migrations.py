@@ -2,7 +2,7 @@
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
-9 users never reuse ids, token keys, 11 tag keys.
+9 users never reuse ids, token keys, 10 stored form of file names, 11 tag keys.
 """
 
 from __future__ import annotations
@@ -336,3 +336,18 @@ TAG_KEYS = """
 ALTER TABLE tags ADD COLUMN key TEXT;
 """
 MIGRATIONS.append(Migration(11, "tag_keys", TAG_KEYS, _merge_equal_tags))
+
+# 10: paths are kept in a stored form that can hold any file name (imageapi.core.names): a byte that
+# is not UTF-8 is written as U+FFFD and two hex digits, and a U+FFFD that is really in a name is
+# doubled. Names indexed before were valid UTF-8; the few that hold a U+FFFD are doubled here.
+STORED_NAMES = """
+UPDATE files SET rel_path = replace(rel_path, char(65533), char(65533, 65533)),
+                 dir = replace(dir, char(65533), char(65533, 65533)),
+                 preview_source = replace(preview_source, char(65533), char(65533, 65533))
+    WHERE instr(rel_path, char(65533)) > 0;
+UPDATE dirs SET rel_path = replace(rel_path, char(65533), char(65533, 65533))
+    WHERE instr(rel_path, char(65533)) > 0;
+UPDATE scans SET subtree = replace(subtree, char(65533), char(65533, 65533))
+    WHERE instr(subtree, char(65533)) > 0;
+"""
+MIGRATIONS.append(Migration(10, "stored_names", STORED_NAMES))

@@ -36,6 +36,7 @@ from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
 from imageapi.core.libraries import Library, resolve_in_library
 from imageapi.core.listing import decode_cursor, encode_cursor, subtree_sql
+from imageapi.core.names import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ async def record_done(db: aiosqlite.Connection, c: Candidate) -> None:
 
 async def record_failed(db: aiosqlite.Connection, c: Candidate, error: str) -> None:
     await write(db, "UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
-                "WHERE id = ?", (c.key, error, c.id))
+                "WHERE id = ?", (c.key, safe_text(error), c.id))  # may quote a name that is not UTF-8
 
 
 async def mark_missing(db: aiosqlite.Connection, file_id: int) -> None:

@@ -21,7 +21,7 @@ import aiosqlite
 
 from imageapi.core.config import Config
 from imageapi.core.db import utcnow
-from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import (
     Library,
@@ -32,6 +32,7 @@ from imageapi.core.libraries import (
     thumbnail_path,
 )
 from imageapi.core.media import FileResult, ThumbResult
+from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
 from imageapi.core.store import (
     abs_path,
@@ -81,6 +82,7 @@ class ScanReport:
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failed: str | None = None   # why this library's scan stopped (its root is missing, ...)
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ async def scan_library(
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
-        await _finish(db, scan_id, counts, status, str(exc) or type(exc).__name__)
+        await _finish(db, scan_id, counts, status, safe_text(str(exc)) or type(exc).__name__)
         raise
     report.seconds = time.monotonic() - started
     await _finish(db, scan_id, counts, "done", "; ".join(report.warnings) or None)
@@ -427,7 +429,7 @@ def _count(counts: ScanCounts, report: ScanReport, res: FileResult) -> None:
     if res.error:
         counts.errors += 1
         if len(report.errors) < MAX_ERRORS_KEPT:
-            report.errors.append((res.rel_path, res.error))
+            report.errors.append((res.rel_path, safe_text(res.error) or ""))
 
 
 async def run_scan(
@@ -438,14 +440,29 @@ async def run_scan(
     pool: WorkerPool,
     progress: Progress | None = None,
 ) -> list[ScanReport]:
-    """Scan each target in turn. The caller holds the job lock."""
+    """Scan each target in turn. The caller holds the job lock.
+
+    One library's trouble never stops another's: a scan that fails (a missing root, an unreadable
+    folder, a bug) is logged, recorded on its `scans` row and in its report's `failed`, and the
+    next library is scanned."""
     await mark_interrupted(db)
     reports = []
     for target in targets:
-        report = await scan_library(db, config, target, mode, pool, progress)
-        log.info(
-            "%s scan of %s%s: %s in %.1f s", mode, target.library.name,
-            f"/{target.subtree}" if target.subtree else "", asdict(report.counts), report.seconds,
-        )
+        where = target.library.name + (f"/{target.subtree}" if target.subtree else "")
+        try:
+            report = await scan_library(db, config, target, mode, pool, progress)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ImageapiError) else f"{type(exc).__name__}: {exc}"
+            report = ScanReport(library=target.library.name, mode=mode, subtree=target.subtree,
+                                failed=safe_text(message))
+            if isinstance(exc, ImageapiError):
+                log.warning("%s scan of %s failed: %s", mode, where, report.failed)
+            else:
+                log.exception("%s scan of %s failed: %s", mode, where, report.failed)
+            reports.append(report)
+            continue
+        log.info("%s scan of %s: %s in %.1f s", mode, where, asdict(report.counts), report.seconds)
         reports.append(report)
     return reports

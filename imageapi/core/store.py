@@ -11,6 +11,7 @@ import aiosqlite
 from imageapi.core.config import Config
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import METADATA_COLUMNS, FileResult
+from imageapi.core.names import on_disk, safe_text
 
 _ROW_COLUMNS = (
     "library_id", "rel_path", "dir", "kind", "size", "mtime_ns", "content_hash",
@@ -47,8 +48,9 @@ def row_values(library_id: int, result: FileResult, now: str) -> dict[str, objec
         "content_hash": result.content_hash,
         **result.metadata.columns(),
         "thumb_state": thumb.state if thumb else "pending",
-        "thumb_reason": thumb.reason if thumb else None,
-        "error": result.error,
+        # Messages may quote a file name that is not UTF-8: SQLite TEXT cannot hold it as it is.
+        "thumb_reason": safe_text(thumb.reason) if thumb else None,
+        "error": safe_text(result.error),
         "first_seen": now,
         "last_seen": now,
     }
@@ -99,4 +101,5 @@ def remove_thumbnail_files(config: Config, library: str, rel_paths: Iterable[str
 
 
 def abs_path(root: Path, rel_path: str) -> str:
-    return os.path.join(root, rel_path)
+    """The file's path on disk from its stored relative path (imageapi.core.names)."""
+    return os.path.join(root, on_disk(rel_path))

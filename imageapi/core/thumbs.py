@@ -8,6 +8,7 @@ library's thumbnails, for the server's larger previews and for face detection.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -51,7 +52,8 @@ ORIENTATION_TAG = 0x0112
 VIDEO_FRAME_AT = 3.0      # seconds into a clip; shorter clips use their middle
 VIDEO_TIMEOUT = 60.0      # per ffmpeg/ffprobe call
 BACKGROUND = (255, 255, 255)  # what transparent pixels become in a JPEG
-TEMP_NAME_RE = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}$")
+TEMP_NAME_RE = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}$", re.DOTALL)
+TEMP_NAME_KEEP = 200      # bytes of the thumbnail's name kept in its temporary name
 
 
 @dataclass(frozen=True)
@@ -121,17 +123,33 @@ def make_thumbnail(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(dest, rendered.jpeg)
-        with suppress(FileNotFoundError):
-            sentinel.unlink()
+        _remove_sentinel(sentinel)
     except OSError as exc:
         return ThumbResult("failed", f"cannot write thumbnail {dest}: {exc.strerror or exc}")
     return ThumbResult("done", None, rendered.width, rendered.height)
 
 
+def _remove_sentinel(sentinel: Path) -> None:
+    """Remove a stale sentinel. A source name near NAME_MAX leaves no room for the ".unsupported"
+    suffix: that sentinel cannot exist, and the thumbnail itself is fine."""
+    try:
+        sentinel.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+
+
 def temp_name(dest: Path) -> Path:
     """A temporary name next to `dest`: hidden, recognisable (".<name>.tmp-<pid>-<random>") and
     never ending with dest's own name, so a scan or cleanup can never take it for a thumbnail."""
-    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    name = dest.name
+    if len(os.fsencode(name)) > TEMP_NAME_KEEP:
+        # A source name near NAME_MAX (255 bytes) still gets its thumbnail: the temporary name
+        # keeps only the start of it (possibly cut inside a character: names are bytes).
+        name = os.fsdecode(os.fsencode(name)[:TEMP_NAME_KEEP])
+    return dest.with_name(f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def is_temp_name(name: str) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from imageapi.core.kinds import KIND_BY_EXT, IgnoreRules
+from imageapi.core.names import on_disk, stored
 
 # A folder modified this recently may change again within the filesystem's timestamp granularity
 # (1-2 s on some NAS filesystems) without its mtime moving: do not trust it for the next quick scan.
@@ -31,6 +32,8 @@ class Entry(NamedTuple):
 
 @dataclass
 class WalkResult:
+    # Every path here is in the stored form (imageapi.core.names): a name that is not valid UTF-8
+    # is escaped, never a lone surrogate.
     files: dict[str, Entry] = field(default_factory=dict)   # rel path -> entry
     dirs: dict[str, int] = field(default_factory=dict)       # rel dir -> mtime_ns to remember
     fingerprints: dict[str, int] = field(default_factory=dict)  # listed dir -> fingerprint()
@@ -69,7 +72,7 @@ class Walker:
         self.now = time.time()
 
     def _abs(self, rel: str) -> str:
-        return os.path.join(self.root, rel) if rel else self.root
+        return os.path.join(self.root, on_disk(rel)) if rel else self.root
 
     def _list(self, rel: str, result: WalkResult) -> list[tuple[str, int]]:
         """List one folder: record its media files, return its subfolders with their mtimes.
@@ -90,7 +93,10 @@ class Walker:
                         continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            subdirs.append((prefix + name, entry.stat(follow_symlinks=False).st_mtime_ns))
+                            # Paths are kept in the stored form (imageapi.core.names): the name
+                            # itself unless it is not valid UTF-8 (or holds U+FFFD).
+                            subdirs.append((prefix + (name if name.isascii() else stored(name)),
+                                            entry.stat(follow_symlinks=False).st_mtime_ns))
                             continue
                         dot = name.rfind(".")
                         kind = kinds.get(name[dot + 1:].lower()) if dot > 0 else None
@@ -99,9 +105,10 @@ class Walker:
                             continue
                         st = entry.stat(follow_symlinks=False)
                     except OSError as exc:
-                        result.errors.append((prefix + name, exc.strerror or str(exc)))
+                        result.errors.append((prefix + stored(name), exc.strerror or str(exc)))
                         continue
-                    files[prefix + name] = Entry(st.st_size, st.st_mtime_ns, kind)
+                    files[prefix + (name if name.isascii() else stored(name))] = Entry(
+                        st.st_size, st.st_mtime_ns, kind)
                     fingerprint += (crc32(name.encode("utf-8", "surrogateescape")) << 32) | crc32(
                         b"%d:%d" % (st.st_size, st.st_mtime_ns))
         except OSError as exc:

@@ -27,7 +27,7 @@ from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import PreviewReport, max_per_tick, preview_pass
-from imageapi.core.scan import ScanCounts, resolve_targets, run_scan
+from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +39,7 @@ class TickResult:
     kind: str                              # quick, full or faces
     line: str                              # what was logged
     scan: ScanCounts | None = None
+    reports: list[ScanReport] | None = None  # one per library scanned (failed ones say why)
     faces: PassesReport | None = None
     pending: int | None = None             # face candidates due after the tick
     more_face_work: bool = False           # worth another face-only tick now
@@ -77,8 +78,11 @@ class Watcher:
         self.ticks += 1
         parts: list[str] = []
         counts = None
+        reports = None
         try:
             targets = await resolve_targets(self.db, self.library_names, None)
+            # Each library on its own: one that fails (an unmounted share) is reported, the others
+            # are scanned.
             reports = await run_scan(self.db, self.config, targets, mode, self.pool)
             counts = ScanCounts()
             for r in reports:
@@ -89,10 +93,11 @@ class Watcher:
                 f"{counts.scanned} files, +{counts.added} ~{counts.changed} -{counts.removed} "
                 f"moved {counts.moved}, {counts.errors} errors ({seconds:.1f} s)"
             )
+            parts.extend(f"library {r.library} failed: {r.failed}" for r in reports if r.failed)
             parts.extend(w for r in reports for w in r.warnings)
         except ImageapiError as exc:
             parts.append(f"{mode} scan skipped: {exc.message}")
-        result = TickResult(self.ticks, mode, "", scan=counts)
+        result = TickResult(self.ticks, mode, "", scan=counts, reports=reports)
         await self._face_part(result, parts, sweep="full" if mode == "full" else "incremental")
         await self._video_part(result, parts)
         return self._log(result, parts)

@@ -24,7 +24,8 @@ def _nullable(schema: J) -> J:
 
 STR: J = {"type": "string"}
 # What a client path may hold at all (the full traversal rules are checked by the server).
-PATH_STR: J = {"type": "string", "minLength": 1, "pattern": "^[^\\x00-\\x1f\\x7f\\\\]+$"}
+# Any file name is a path (docs/api.md, "File names"): only NUL cannot be part of one.
+PATH_STR: J = {"type": "string", "minLength": 1, "maxLength": 4095, "pattern": "^[^\\x00]+$"}
 TAG_STR: J = {"type": "string", "minLength": 1, "maxLength": 100,
               "pattern": "^[^\\x00-\\x1f\\x7f]*\\S[^\\x00-\\x1f\\x7f]*$"}
 INT: J = {"type": "integer"}
@@ -54,7 +55,7 @@ def _q(name: str, schema: J, description: str, required: bool = False) -> J:
 
 
 LIBRARY = _q("library", STR, "library name; default: `main`, or the only library")
-PATH = _q("path", PATH_STR, "file path relative to the library root", True)
+PATH = _q("path", PATH_STR, "file path relative to the library root, as the listing gives it", True)
 JSON_BODY_ERRORS = (400, 401, 404, 413, 415)
 
 

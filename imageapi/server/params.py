@@ -6,16 +6,19 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from imageapi.core.errors import PathOutsideLibraryError
+from imageapi.core.errors import PathOutsideLibraryError, UsageError
 from imageapi.core.libraries import clean_relative
+from imageapi.core.names import NAME_MAX, PATH_MAX
 from imageapi.server.middlewares import ApiError
 
 
 def client_path(raw: str | None, *, name: str = "path", required: bool = True) -> str:
-    """A library-relative path from a client, normalised; refuses anything that could leave the
-    root. The query string was decoded once by aiohttp: a component that still decodes to a
-    traversal ('%2e%2e', '%252e%252e', '%2f', '%5c', '%00') is refused too, because some other
-    layer (a proxy, a client library) might decode it again."""
+    """A library-relative path from a client (in the stored form of imageapi.core.names: as the
+    listing gives it), normalised; refuses anything that could leave the root, and a path too
+    long for any filesystem (400, not an error from the filesystem). The query string was decoded
+    once by aiohttp: a path that still decodes to a traversal ('%2e%2e', '%252e%252e', a leading
+    '%2f' or '%5c', '%00') is refused too, because some other layer (a proxy, a client library)
+    might decode it again."""
     if raw is None or raw == "":
         if required:
             raise ApiError(400, "missing_parameter", f"query parameter {name!r} is required")
@@ -30,17 +33,23 @@ def client_path(raw: str | None, *, name: str = "path", required: bool = True) -
             for part in decoded.replace("\\", "/").split("/"):
                 if part == ".." or "\x00" in part:
                     raise PathOutsideLibraryError("path contains an encoded '..' or NUL")
-            if "\\" in decoded or decoded.startswith("/"):
+            if decoded.startswith(("/", "\\")):
                 raise PathOutsideLibraryError("path contains an encoded separator")
-    return clean_relative(raw)
+    try:
+        return clean_relative(raw)
+    except UsageError as exc:  # too long for any filesystem
+        raise ApiError(400, "bad_parameter", f"query parameter {name!r}: {exc.message}") from None
 
 
 def _plain(raw: str) -> bool:
-    """A normalised relative path with nothing to check further: printable, no backslash, '%' or
-    ':', and no empty, '.' or '..' component (so no leading, trailing or doubled '/')."""
-    if not raw.isprintable() or "\\" in raw or "%" in raw or ":" in raw:
+    """A normalised relative path with nothing to check further: printable ASCII (so its own
+    stored form), no backslash, '%' or ':', no empty, '.' or '..' component (so no leading,
+    trailing or doubled '/'), none over NAME_MAX and the whole within PATH_MAX."""
+    if not raw.isascii() or not raw.isprintable() or len(raw) > PATH_MAX:
         return False
-    return all(part and part != "." and part != ".." for part in raw.split("/"))
+    if "\\" in raw or "%" in raw or ":" in raw:
+        return False
+    return all(part and part != "." and part != ".." and len(part) <= NAME_MAX for part in raw.split("/"))
 
 
 def query_str(request: web.Request, name: str, default: str | None = None) -> str | None:

@@ -24,6 +24,7 @@ from imageapi.core.errors import MediaError, UnsupportedMediaError, UsageError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
 from imageapi.core.listing import file_record
+from imageapi.core.names import on_disk, safe_text
 from imageapi.core.tags import tags_for_hashes
 from imageapi.server.auth import media_allowed
 from imageapi.server.cache import CACHE_CONTROL, ByteCache, CachedBody, make_entry, not_modified
@@ -99,8 +100,8 @@ def _read_small(path: str, ident: tuple[int, int, int]) -> bytes | None:
 
 def thumb_dest(thumbnails: Path, lib_name: str, rel: str) -> str:
     """thumbnail_path(config, lib_name, rel) as a string join: rel is clean (no '..', no leading
-    '/'), and this is the per-request hot path."""
-    return f"{thumbnails}{os.sep}{lib_name}{os.sep}{rel}"
+    '/', a valid stored form: client_path checked it), and this is the per-request hot path."""
+    return f"{thumbnails}{os.sep}{lib_name}{os.sep}{rel if rel.isascii() else on_disk(rel)}"
 
 
 async def serve_thumb(request: web.Request, lib: Library, rel: str) -> web.StreamResponse:
@@ -120,7 +121,7 @@ def load_small_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
     large, or replaced while being read (the caller looks again)."""
     try:
         st = os.stat(dest)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, or a name too long for THUMBNAILS: the full path decides
         return None
     if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= THUMB_INLINE_MAX:
         return None
@@ -142,7 +143,7 @@ async def _stored_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
             return entry
         try:
             st = os.stat(dest)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             return None
@@ -158,12 +159,20 @@ async def _stored_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
     return None
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, but False (not an exception) for a name too long to exist."""
+    try:
+        return os.path.lexists(path)
+    except OSError:
+        return False
+
+
 async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -> CachedBody:
     """No stored thumbnail: make it in the worker pool, record it, serve it."""
     app = request.app
     db = app[DB]
     row = await get_file_row(db, lib, rel)
-    if row["thumb_state"] == "unsupported" or sentinel_path(Path(dest)).exists():
+    if row["thumb_state"] == "unsupported" or _exists(sentinel_path(Path(dest))):
         raise UnsupportedMediaError(f"{rel!r} has no thumbnail: {row['thumb_reason'] or 'unsupported'}")
     if row["kind"] not in ("image", "heic", "raw", "video"):
         raise UnsupportedMediaError(f"{rel!r} has no picture")
@@ -171,7 +180,7 @@ async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -
     result = await app[RENDERER].thumbnail(str(src), row["kind"], dest, app[CONFIG].thumb_size, row["duration"])
     if (row["thumb_state"], row["thumb_reason"]) != (result.state, result.reason):
         await write(db, "UPDATE files SET thumb_state = ?, thumb_reason = ? WHERE id = ?",
-                    (result.state, result.reason, row["id"]))
+                    (result.state, safe_text(result.reason), row["id"]))
     if result.state == "unsupported":
         raise UnsupportedMediaError(f"{rel!r} has no thumbnail: {result.reason}")
     if result.state != "done":

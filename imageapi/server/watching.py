@@ -15,13 +15,16 @@ def _now() -> str:
 
 class ServerWatcher(Watcher):
     """Watcher + what /status shows: the last tick of each kind (quick, full, faces), the last
-    error, and how many ticks ran."""
+    error, how many ticks ran, and per library whether its last scan worked and its last failure
+    (message and time), so an unmounted share shows while the other libraries go on."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.last: dict[str, dict[str, Any]] = {}
         self.last_error: dict[str, Any] | None = None
         self.current: str | None = None
+        # Per library: its last scan, and its last failure (a missing root, ...) with when.
+        self.libraries: dict[str, dict[str, Any]] = {}
 
     async def _record(self, kind: str, tick: Any) -> TickResult:
         started = time.monotonic()
@@ -38,6 +41,11 @@ class ServerWatcher(Watcher):
         if result.pending is not None:
             entry["faces_pending"] = result.pending
         self.last[kind] = entry
+        for report in result.reports or ():
+            lib = self.libraries.setdefault(report.library, {"last_error": None, "last_error_at": None})
+            lib.update(last_scan=kind, last_scan_at=entry["finished_at"], ok=report.failed is None)
+            if report.failed is not None:
+                lib.update(last_error=report.failed, last_error_at=entry["finished_at"])
         return result
 
     async def scan_tick(self, mode: str) -> TickResult:
@@ -48,4 +56,4 @@ class ServerWatcher(Watcher):
 
     def status(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "current": self.current, "last": self.last, "last_error": self.last_error,
-                "faces_enabled": self.passes is not None}
+                "libraries": self.libraries, "faces_enabled": self.passes is not None}
