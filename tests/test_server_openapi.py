@@ -17,13 +17,10 @@ import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 
-from imageapi.core.config import Config, load_config
-from imageapi.core.db import connect
-from imageapi.core.tokens import TokenService
-from imageapi.core.users import User, get_user
+from imageapi.core.config import load_config
 from imageapi.server.app import create_app
 from imageapi.server.openapi import SPEC
-from tests.test_server_support import SECRET, USER, Template, environ, template  # noqa: F401
+from tests.test_server_support import SECRET, Template, environ, stored_user_token, template  # noqa: F401
 
 MAX_EXAMPLES = 30
 
@@ -66,19 +63,11 @@ def live(template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config = load_config(environ=environ(template, data), cwd=tmp)
     server = LiveServer(create_app(config))
     base = server.start()
-    token = TokenService(SECRET).issue(asyncio.run(_user(config)), 3600).token
+    token = stored_user_token(config)
     try:
         yield base, {"Authorization": f"Bearer {token}"}
     finally:
         server.stop()
-
-
-async def _user(config: Config) -> User:
-    db = await connect(config.database_path)
-    try:
-        return await get_user(db, USER)
-    finally:
-        await db.close()
 
 
 schema = schemathesis.openapi.from_dict(SPEC)

@@ -159,3 +159,15 @@ def assert_error(body: Any, code: str | None = None) -> None:
     assert "Traceback" not in err["message"]
     if code is not None:
         assert err["code"] == code, body
+
+
+def stored_user_token(config: Config, name: str = USER) -> str:
+    """A login token for a user of the template's database (tokens carry the user's stored key)."""
+    async def load() -> User:
+        db = await connect(config.database_path)
+        try:
+            return await get_user(db, name)
+        finally:
+            await db.close()
+
+    return TokenService(SECRET).issue(asyncio.run(load()), 3600).token
