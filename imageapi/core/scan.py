@@ -20,7 +20,7 @@ from typing import cast
 import aiosqlite
 
 from imageapi.core.config import Config
-from imageapi.core.db import utcnow
+from imageapi.core.db import Transaction, database_error, db_path, rollback, utcnow
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import (
@@ -229,7 +229,14 @@ async def scan_library(
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
-        await _finish(db, scan_id, counts, status, str(exc) or type(exc).__name__)
+        # A full disk or a damaged database is the cause to record and report, not a traceback.
+        error = database_error(exc, db_path(db))
+        try:
+            await _finish(db, scan_id, counts, status, str(error or exc) or type(exc).__name__)
+        except Exception as finish_exc:  # the disk may still be full: the next run marks it interrupted
+            log.warning("could not record the end of scan %s: %s", scan_id, finish_exc)
+        if error is not None and error is not exc:
+            raise error from exc
         raise
     report.seconds = time.monotonic() - started
     await _finish(db, scan_id, counts, "done", "; ".join(report.warnings) or None)
@@ -238,8 +245,7 @@ async def scan_library(
 
 async def _finish(db: aiosqlite.Connection, scan_id: int | None, counts: ScanCounts, status: str,
                   error: str | None) -> None:
-    if db.in_transaction:
-        await db.execute("ROLLBACK")
+    await rollback(db)
     sets = ", ".join(f"{k} = ?" for k in asdict(counts))
     await db.execute(
         f"UPDATE scans SET {sets}, status = ?, finished_at = ?, error = ? WHERE id = ?",
@@ -365,8 +371,7 @@ async def _scan(
     await flush()
 
     # 4. Removals and folder mtimes, last, in one transaction.
-    await db.execute("BEGIN IMMEDIATE")
-    try:
+    async with Transaction(db):
         gone_ids = [(row[0],) for row in gone_rows.values()]
         await db.executemany("DELETE FROM files WHERE id = ?", gone_ids)
         if mode == "full":
@@ -384,10 +389,6 @@ async def _scan(
             "VALUES (?, ?, ?, ?, ?)",
             [(lib.id, d, m, seen, walk.fingerprints.get(d)) for d, m in walk.dirs.items()],
         )
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
     counts.removed = len(gone_rows)
     remove_thumbnail_files(config, lib.name, gone_rows)
 
