@@ -135,6 +135,24 @@ async def _main(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return await coro_fn()
 
 
+def plain_flags_in_help() -> None:
+    """Typer's rich help prints a type after every option, `<bool>` after flags too (`--full
+    <bool>`), as if they took a value. Flags take none, so they show none, as in click's plain help."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "plain_flags", False):
+        return  # a Typer without the type column, or already done
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich.plain_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=None, default=str) + "\n")
     sys.stdout.flush()
