@@ -48,7 +48,7 @@ def _pragmas(conn: sqlite3.Connection) -> None:
 
 def recover_hint() -> str:
     return ("restore it from a backup, or recover what is readable (`imageapi doctor` gives the commands; "
-            "README: A damaged database)")
+            "README: A full disk or a damaged database)")
 
 
 def recover_commands(path: Path | str) -> str:
