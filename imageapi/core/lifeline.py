@@ -16,7 +16,6 @@ of a scan or a server is about 185 MB). Two mechanisms, both used:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -30,7 +29,8 @@ EXIT_ORPHANED = 70  # a worker's exit status when it leaves because its owner is
 _prctl: Callable[..., int] | None = None
 if sys.platform.startswith("linux"):
     try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols include libc's (find_library would run ldconfig at import).
+        _libc = ctypes.CDLL(None, use_errno=True)
         _prctl = _libc.prctl
         _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         _prctl.restype = ctypes.c_int
