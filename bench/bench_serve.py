@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -181,8 +182,12 @@ def start_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
     conf = work / "nginx.conf"
     tmp = work / "nginx_tmp"
     tmp.mkdir(exist_ok=True)
+    # Run as root, nginx's workers switch to an unprivileged user that cannot read a work folder made
+    # by mkdtemp (0700), or one under /root: they stay root then (a local, loopback-only benchmark).
+    user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(f"""
 daemon off;
+{user}
 worker_processes auto;
 pid {work}/nginx.pid;
 error_log {work}/nginx_error.log warn;
@@ -212,15 +217,20 @@ def start_server(work: Path, port: int, mode: str, processes: int) -> subprocess
                             env=env, cwd=REPO)
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
+def wait_http(url: str, timeout: float = 60, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
+    answer = "no answer"
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
+        except urllib.error.HTTPError as exc:  # up, but not serving the file
+            answer = f"HTTP {exc.code}"
         except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{url} did not come up")
+            pass
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log and log.exists() else []
+    sys.exit(f"{url} did not come up ({answer})" + "".join(f"\n  {line}" for line in tail))
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -361,7 +371,7 @@ def run(args: argparse.Namespace, wrk: str, work: Path) -> int:
     try:
         nginx = start_nginx(work, nginx_port)
         procs.append(nginx)
-        wait_http(f"{nginx_base}/thumbs/photos/{rels[0]}")
+        wait_http(f"{nginx_base}/thumbs/photos/{rels[0]}", log=work / "nginx_error.log")
         run_wrk(wrk, nginx_base, static, 2)  # warm-up: page cache, connections
         # Idle: one server per process count, all up at once (idle, they cost nothing), measured
         # in turn with nginx, in alternating order round after round.

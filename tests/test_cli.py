@@ -167,7 +167,8 @@ def test_doctor_reports_tools_and_folders(env: dict[str, Path], env_dirs: dict[s
     report = json.loads(res.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert report["ok"] is True
-    assert set(checks) == {"ffmpeg", "ffprobe", "HEIF support", "exiftool", "database", "thumbnails"}
+    assert set(checks) == {"ffmpeg", "ffprobe", "HEIF support", "exiftool", "database", "database integrity",
+                           "database disk", "thumbnails"}
     assert checks["ffmpeg"]["ok"] and checks["HEIF support"]["ok"] and checks["database"]["ok"]
     assert not checks["exiftool"]["required"] and not checks["ffprobe"]["required"]
     for c in checks.values():
@@ -178,3 +179,44 @@ def test_doctor_reports_tools_and_folders(env: dict[str, Path], env_dirs: dict[s
     res = imageapi("doctor", env={**env, "THUMBNAILS": str(blocker / "thumbs"), "PATH": "/nonexistent"})
     assert res.returncode == 1
     assert "thumbnails" in res.stdout and "fix:" in res.stdout
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of `imageapi`, as argument lists."""
+    import typer.main
+
+    from imageapi.cli.app import app
+
+    out: list[list[str]] = [[]]
+
+    def walk(cmd: object, path: list[str]) -> None:
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            out.append([*path, name])
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def test_help_shows_no_value_after_a_flag(env: dict[str, str]) -> None:
+    """`--full <bool>` read as if the flag took a value. Every command's --help (in-process), and
+    two as users run them."""
+    from typer.testing import CliRunner
+
+    from imageapi.cli.app import app
+
+    paths = _command_paths()
+    assert ["scan"] in paths and ["faces", "drain"] in paths and len(paths) > 20
+    helps = {}
+    for path in paths:
+        res = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert res.exit_code == 0 and "--help" in res.output, (path, res.output)
+        helps[tuple(path)] = res.output
+    for path in (["scan"], ["faces", "drain"]):
+        res = imageapi(*path, "--help", env=env)
+        assert res.returncode == 0, res.stderr
+        helps[("process", *path)] = res.stdout
+    for path, out in helps.items():
+        assert "<bool>" not in out, (path, out)
+    assert "--full" in helps[("process", "scan")] and "--retry-unsupported" in helps[("thumbs",)]
+    assert "<int range>" in helps[("process", "scan")]  # options that take a value still say what

@@ -303,11 +303,11 @@ def test_cli_scan_goes_on_past_a_missing_root_and_says_so(env_dirs: dict[str, Pa
     assert imageapi("library", "add", "main", str(root), env=env).returncode == 0
     shutil.rmtree(gone)
     res = imageapi("scan", env=env)
-    assert res.returncode == 6, res.stderr
+    assert res.returncode == 8, res.stderr
     assert b"aaa" in res.stderr and b"scan failed" in res.stderr and b"Traceback" not in res.stderr
     assert b"main: 1 files, 1 added" in res.stdout
     res = imageapi("scan", "--json", env=env)
-    assert res.returncode == 6 and b'"failed": "library \'aaa\': cannot read' in res.stdout
+    assert res.returncode == 8 and b'"failed": "library \'aaa\': cannot read' in res.stdout
 
 
 # -- the server -------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from imageapi.cli import (
     watch,
 )
 
+common.plain_flags_in_help()
+
 app = typer.Typer(
     name="imageapi",
     help="Index, thumbnail and serve your photo and video library.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -29,7 +30,7 @@ from rich.progress import (
 
 from imageapi.core import errors
 from imageapi.core.config import Config, ensure_dirs, load_config
-from imageapi.core.db import connect
+from imageapi.core.db import connect, database_error
 from imageapi.core.libraries import sync_base_path
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
@@ -43,7 +44,9 @@ EXIT_USAGE = 2           # bad setting or argument
 EXIT_LOCKED = 3          # another imageapi run holds the job lock
 EXIT_NOT_FOUND = 4       # unknown library, file not in the index
 EXIT_SERVICE = 5         # an external service (face detection, LLM) cannot be reached
-EXIT_PARTIAL = 6         # scan: one or more libraries could not be scanned (the others were)
+EXIT_DISK_FULL = 6       # the database or the disk holding it is full (nothing committed is lost)
+EXIT_DATABASE_DAMAGED = 7  # the database file is damaged or is not an SQLite database
+EXIT_PARTIAL = 8         # scan: one or more libraries could not be scanned (the others were)
 EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM
 
 err_console = Console(stderr=True)
@@ -62,6 +65,10 @@ def exit_code_for(exc: errors.ImageapiError) -> int:
         return EXIT_USAGE
     if isinstance(exc, errors.ServiceError):
         return EXIT_SERVICE
+    if isinstance(exc, errors.DatabaseFullError):
+        return EXIT_DISK_FULL
+    if isinstance(exc, errors.DatabaseCorruptError):
+        return EXIT_DATABASE_DAMAGED
     return EXIT_FAILED
 
 
@@ -111,13 +118,43 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_main(coro_fn))
     except errors.ImageapiError as exc:
         fail(exc.message, exit_code_for(exc))
+    except sqlite3.Error as exc:  # one the core did not catch: a full disk or a damaged file still gets its line
+        error = database_error(exc, _database_path())
+        if error is None:
+            raise
+        fail(error.message, exit_code_for(error))
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def _database_path() -> Path | None:
+    try:
+        return load_config(**overrides).database_path
+    except errors.ImageapiError:
+        return None
+
+
 async def _main(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return await coro_fn()
+
+
+def plain_flags_in_help() -> None:
+    """Typer's rich help prints a type after every option, `<bool>` after flags too (`--full
+    <bool>`), as if they took a value. Flags take none, so they show none, as in click's plain help."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "plain_flags", False):
+        return  # a Typer without the type column, or already done
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich.plain_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 def emit_json(obj: Any) -> None:

@@ -2,11 +2,18 @@
 
 One writer per database: long jobs take the job lock (`imageapi.core.lock`) and write in batched
 transactions. WAL lets readers (the server's requests) go on while a job writes.
+
+Failures that come from the disk or the file, not from a bug, become the core's own errors: a full
+disk (SQLITE_FULL) is DatabaseFullError, with the transaction rolled back and everything committed
+before it kept; a file that is not an SQLite database, or is damaged, is DatabaseCorruptError, found
+at open by a header check and a cheap read of every table's first page (`imageapi doctor` runs the
+full quick_check).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import weakref
 from collections.abc import Iterable
@@ -16,10 +23,15 @@ from pathlib import Path
 import aiosqlite
 
 from imageapi.core.config import ensure_dir
-from imageapi.core.errors import ConfigError
+from imageapi.core.errors import ConfigError, DatabaseCorruptError, DatabaseError, DatabaseFullError
 from imageapi.core.migrations import MIGRATIONS, Migration
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 30_000
+
+SQLITE_HEADER = b"SQLite format 3\x00"   # the first 16 bytes of every SQLite database file
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26  # primary result codes
 
 
 def utcnow() -> str:
@@ -34,17 +46,91 @@ def _pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
 
 
+def recover_hint() -> str:
+    return ("restore it from a backup, or recover what is readable (`imageapi doctor` gives the commands; "
+            "README: A full disk or a damaged database)")
+
+
+def recover_commands(path: Path | str) -> str:
+    """How to copy what is readable out of a damaged database (the README's steps, for doctor)."""
+    new = f"{path}.recovered"
+    return (f"stop imageapi; restore a backup, or: sqlite3 {path} .recover | sqlite3 {new} (where that says "
+            f"'SQL logic error': sqlite3 {path} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | "
+            f"sqlite3 {new}); then sqlite3 {new} 'DELETE FROM dirs' (the next full scan then re-reads every "
+            f"folder), set DATABASE_URL to {new} and run imageapi scan --full")
+
+
+def database_error(exc: BaseException, path: Path | str | None = None) -> DatabaseError | None:
+    """The core's error for a SQLite failure that comes from the disk or the file (full, damaged,
+    not a database); None for any other exception."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == _SQLITE_FULL or (primary is None and "database or disk is full" in text):
+        where = f" ({path})" if path else ""
+        return DatabaseFullError(
+            f"database or disk is full{where}: the last write was rolled back and everything written "
+            "before it is kept; free some space and run again to finish the job")
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (
+            primary is None and ("malformed" in text or "not a database" in text)):
+        return DatabaseCorruptError(f"{path or 'the database'} is damaged ({text}): {recover_hint()}")
+    return None
+
+
+def check_header(path: Path) -> None:
+    """A file that exists and is not empty must start like an SQLite database (SQLite would
+    otherwise fail later, on some statement, with a less useful message)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError("DATABASE_URL", f"cannot read {path}: {exc.strerror or exc}") from None
+    if head and head != SQLITE_HEADER:
+        raise DatabaseCorruptError(f"{path} is not an SQLite database (its first bytes are {head!r}): "
+                                   "set DATABASE_URL to the database, or restore it from a backup")
+
+
+def check_readable(conn: sqlite3.Connection) -> None:
+    """Cheap enough for every start: the schema parses and every table's first page reads."""
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        # NOT INDEXED: the table's own b-tree, not a smaller index that would answer instead.
+        conn.execute(f'SELECT * FROM "{table.replace(chr(34), chr(34) * 2)}" NOT INDEXED LIMIT 1').fetchall()
+
+
 def connect_sync(path: Path, migrate: bool = True) -> sqlite3.Connection:
-    """A stdlib connection (worker processes, short CLI commands, tests)."""
+    """A stdlib connection (worker processes, short CLI commands, tests). Raises DatabaseCorruptError
+    for a file that is not an SQLite database or is visibly damaged, DatabaseFullError when the
+    migrations cannot be written."""
     ensure_dir("DATABASE_URL", path.parent)
+    check_header(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        _pragmas(conn)
     except sqlite3.Error as exc:
         raise ConfigError("DATABASE_URL", f"cannot open {path}: {exc}") from None
-    conn.row_factory = sqlite3.Row
-    if migrate:
-        apply_migrations(conn)
+    try:
+        try:
+            _pragmas(conn)
+            check_readable(conn)
+        except sqlite3.Error as exc:
+            if database_error(exc) is None:
+                raise ConfigError("DATABASE_URL", f"cannot open {path}: {exc}") from None
+            raise
+        conn.row_factory = sqlite3.Row
+        if migrate:
+            apply_migrations(conn)
+    except BaseException as exc:
+        conn.close()
+        error = database_error(exc, path)
+        if error is not None and error is not exc:
+            raise error from None
+        raise
     return conn
 
 
@@ -85,9 +171,28 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration] =
             conn.execute("COMMIT")
             applied.append(migration.version)
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback_sync(conn)
             raise
     return applied
+
+
+def rollback_sync(conn: sqlite3.Connection) -> None:
+    """ROLLBACK if a transaction is still open. SQLite ends it by itself after some errors (a full
+    disk among them), and a failing ROLLBACK must not hide the error that led to it."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
+
+
+async def rollback(db: aiosqlite.Connection) -> None:
+    """`rollback_sync` for an aiosqlite connection."""
+    if db.in_transaction:
+        try:
+            await db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
 
 
 def _statements(sql: str) -> list[str]:
@@ -106,21 +211,31 @@ def _statements(sql: str) -> list[str]:
 
 
 async def connect(path: Path, migrate: bool = True) -> aiosqlite.Connection:
-    """An aiosqlite connection with the project's pragmas, migrated."""
+    """An aiosqlite connection with the project's pragmas, migrated (and checked, see connect_sync)."""
     if migrate:
         conn = await asyncio.to_thread(connect_sync, path, True)
         conn.close()
     else:
         ensure_dir("DATABASE_URL", path.parent)
+        check_header(path)
     try:
         db = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise ConfigError("DATABASE_URL", f"cannot open {path}: {exc}") from None
     db.row_factory = aiosqlite.Row
+    _paths[db] = path
     await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await db.execute("PRAGMA synchronous = NORMAL")
     await db.execute("PRAGMA foreign_keys = ON")
     return db
+
+
+_paths: weakref.WeakKeyDictionary[aiosqlite.Connection, Path] = weakref.WeakKeyDictionary()
+
+
+def db_path(db: aiosqlite.Connection) -> Path | None:
+    """The file a connection made by `connect` is on (for messages)."""
+    return _paths.get(db)
 
 
 _write_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -150,7 +265,10 @@ async def write_many(db: aiosqlite.Connection, sql: str, rows: list[tuple[object
 
 class Transaction:
     """`async with Transaction(db):` BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error, holding the
-    connection's write lock throughout (not re-entrant: never nest two on one connection)."""
+    connection's write lock throughout (not re-entrant: never nest two on one connection).
+
+    A full disk or a damaged file, in the body or at COMMIT, leaves as DatabaseFullError or
+    DatabaseCorruptError with the transaction rolled back (never as "cannot rollback")."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
@@ -160,16 +278,28 @@ class Transaction:
         await self.lock.acquire()
         try:
             await self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
+        except BaseException as exc:
             self.lock.release()
+            self._raise_as_core(exc)
             raise
         return self.db
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
-            if exc_type is None:
-                await self.db.execute("COMMIT")
+            if exc is None:
+                try:
+                    await self.db.execute("COMMIT")
+                except BaseException as commit_exc:
+                    await rollback(self.db)
+                    self._raise_as_core(commit_exc)
+                    raise
             else:
-                await self.db.execute("ROLLBACK")
+                await rollback(self.db)
+                self._raise_as_core(exc)
         finally:
             self.lock.release()
+
+    def _raise_as_core(self, exc: BaseException) -> None:
+        error = database_error(exc, db_path(self.db))
+        if error is not None and error is not exc:
+            raise error from exc

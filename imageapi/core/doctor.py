@@ -86,11 +86,65 @@ def _database(config: Config) -> Check:
     return Check("database", True, f"{config.database_path} is writable")
 
 
+# Less free space than this on the database's disk is reported: a write that finds the disk full
+# stops the run (exit code 6; nothing committed is lost).
+DB_FREE_MIN = 16 * 1024 * 1024
+
+
+def _database_integrity(config: Config) -> list[Check]:
+    """The database file is an SQLite database whose pages are sound (PRAGMA quick_check), and
+    its disk has room to grow."""
+    from imageapi.core.db import check_header, database_error, recover_commands
+    from imageapi.core.errors import DatabaseCorruptError
+
+    path = config.database_path
+    checks: list[Check] = []
+    if not path.exists():
+        checks.append(Check("database integrity", True, f"{path} does not exist yet (made on first use)"))
+    else:
+        fix = recover_commands(path)
+        try:
+            check_header(path)
+            conn = sqlite3.connect(path)
+            try:
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)") if r[0] != "ok"]
+            finally:
+                conn.close()
+        except DatabaseCorruptError as exc:  # the header: not a database at all, nothing to recover
+            checks.append(Check("database integrity", False, exc.message,
+                                "set DATABASE_URL to the imageapi database, or restore it from a backup"))
+        except (sqlite3.Error, ImageapiError) as exc:
+            corrupt = isinstance(database_error(exc), DatabaseCorruptError)
+            detail = f"{path} is damaged: {exc}" if corrupt else f"cannot check {path}: {exc}"
+            checks.append(Check("database integrity", False, detail,
+                                fix if corrupt else "check the file's permissions or set DATABASE_URL"))
+        else:
+            if problems:
+                shown = "; ".join(problems[:3]) + (f"; ... ({len(problems)} problems)" if len(problems) > 3 else "")
+                checks.append(Check("database integrity", False, f"{path} is damaged: {shown}", fix))
+            else:
+                checks.append(Check("database integrity", True, f"{path}: quick_check ok"))
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError as exc:
+        return checks + [Check("database disk", False, f"{path.parent}: {exc.strerror or exc}",
+                               "set DATABASE_URL to a path in a folder that exists")]
+    detail = f"{free / 1024 / 1024:,.1f} MB free on the disk holding {path.parent}"
+    if free < DB_FREE_MIN:
+        checks.append(Check("database disk", False, f"nearly full: {detail}",
+                            "free some space there; a run that finds the disk full stops with exit code 6 "
+                            "and keeps everything written before, and the next run finishes the job"))
+    else:
+        checks.append(Check("database disk", True, detail))
+    return checks
+
+
 def run_checks(config: Config) -> list[Check]:
     return [
         *_ffmpeg(),
         _heif(),
         _exiftool(),
         _database(config),
+        *_database_integrity(config),
         _writable("thumbnails", config.thumbnails, "set THUMBNAILS to a writable folder"),
     ]

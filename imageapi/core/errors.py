@@ -73,3 +73,22 @@ class ServiceError(ImageapiError):
     """An external HTTP service failed."""
 
     code = "service_unavailable"
+
+
+class DatabaseError(ImageapiError):
+    """The database cannot be used as it is: not a program bug, but the disk or the file."""
+
+    code = "database_error"
+
+
+class DatabaseFullError(DatabaseError):
+    """A write failed because the database or the disk holding it is full (SQLITE_FULL). The
+    transaction was rolled back; what was committed before it is kept."""
+
+    code = "database_full"
+
+
+class DatabaseCorruptError(DatabaseError):
+    """The database file is damaged or is not an SQLite database at all."""
+
+    code = "database_corrupt"

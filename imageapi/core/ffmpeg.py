@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imageapi.core import lifeline
 from imageapi.core.errors import MediaError, ToolError, UnsupportedMediaError, UsageError
 
 # Demuxers that read still images: a photo under a video name is not a video.
@@ -84,6 +85,8 @@ def run(args: list[str], timeout: float, *, input: bytes | None = None) -> subpr
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # own session and process group: killpg reaches grandchildren
+            # On Linux the kernel kills it when we die, even by kill -9 (elsewhere it runs to its end).
+            preexec_fn=lifeline.preexec(),
         )
     except OSError as exc:  # FileNotFoundError, PermissionError, ENOEXEC
         raise ToolError(f"cannot run {name}: {exc.strerror or exc}") from exc
@@ -137,7 +140,7 @@ async def run_async(
     try:
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, start_new_session=True,
+            cwd=cwd, start_new_session=True, preexec_fn=lifeline.preexec(),  # dies with us, as in run
         )
     except OSError as exc:
         raise ToolError(f"cannot run {name}: {exc.strerror or exc}") from exc

@@ -4,6 +4,10 @@ The event loop only submits batches and collects results, so a server using the 
 blocked by the work. A worker that crashes (a decoder fault on a crafted file) or hangs costs one
 file, not the run: the batches that were in flight are retried one file at a time, serially, so the
 file that kills a worker is the one recorded as failed.
+
+No worker outlives the process that owns the pool, even a `kill -9` of it: each worker watches a
+lifeline pipe from the owner and, on Linux, is killed by the kernel when the fork server dies, which
+in turn dies with the owner when the owner's main thread started it (`imageapi.core.lifeline`).
 """
 
 from __future__ import annotations
@@ -11,19 +15,31 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import forkserver
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
+
+from imageapi.core import lifeline
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_ITEM_TIMEOUT = 600.0
 
+# Imported once in the fork server, so each new worker starts with them (about 65 ms each).
+PRELOAD = ["imageapi.core.worker", "imageapi.core.exif", "imageapi.core.thumbs"]
 
-def _init_worker(nice: int) -> None:
+
+def _init_worker(nice: int, owner: Connection | None = None) -> None:
+    # The fork server (this worker's parent) forked it from its only thread.
+    lifeline.die_with_parent()
+    if owner is not None:
+        lifeline.watch(owner)
     # Workers yield the CPU to the parent (the server's event loop, the database writer).
     if nice:
         try:
@@ -32,22 +48,31 @@ def _init_worker(nice: int) -> None:
             pass
 
 
+def _start_forkserver(ctx: Any) -> None:
+    """Start the fork server (one per process, shared by every pool) now, from this thread, unless
+    it runs. Only when this is the main thread does it get the kernel's parent-death signal: the
+    kernel sends that when the starting *thread* ends, which for another thread can be long before
+    the process does."""
+    on_main = threading.current_thread() is threading.main_thread()
+    ctx.set_forkserver_preload(PRELOAD + (["imageapi.core.forkserver_hook"] if on_main else []))
+    forkserver.ensure_running()
+
+
 class WorkerPool:
     def __init__(self, workers: int, *, nice: int = 0) -> None:
         self.workers = max(1, workers)
         self.nice = nice
         # forkserver, not fork: forking a process that runs aiosqlite's thread can copy held locks.
         self._ctx = multiprocessing.get_context("forkserver")
-        # Imported once in the fork server, so each new worker starts with them (about 65 ms each).
-        self._ctx.set_forkserver_preload(["imageapi.core.worker", "imageapi.core.exif", "imageapi.core.thumbs"])
         self._executor: ProcessPoolExecutor | None = None
 
     @property
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            _start_forkserver(self._ctx)
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker,
-                initargs=(self.nice,),
+                initargs=(self.nice, lifeline.lifeline().reader),
             )
         return self._executor
 

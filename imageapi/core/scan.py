@@ -20,8 +20,8 @@ from typing import cast
 import aiosqlite
 
 from imageapi.core.config import Config
-from imageapi.core.db import utcnow
-from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
+from imageapi.core.db import Transaction, database_error, db_path, rollback, utcnow
+from imageapi.core.errors import DatabaseError, ImageapiError, NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import (
     Library,
@@ -231,7 +231,14 @@ async def scan_library(
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
-        await _finish(db, scan_id, counts, status, safe_text(str(exc)) or type(exc).__name__)
+        # A full disk or a damaged database is the cause to record and report, not a traceback.
+        error = database_error(exc, db_path(db))
+        try:
+            await _finish(db, scan_id, counts, status, safe_text(str(error or exc)) or type(exc).__name__)
+        except Exception as finish_exc:  # the disk may still be full: the next run marks it interrupted
+            log.warning("could not record the end of scan %s: %s", scan_id, finish_exc)
+        if error is not None and error is not exc:
+            raise error from exc
         raise
     report.seconds = time.monotonic() - started
     await _finish(db, scan_id, counts, "done", "; ".join(report.warnings) or None)
@@ -240,8 +247,7 @@ async def scan_library(
 
 async def _finish(db: aiosqlite.Connection, scan_id: int | None, counts: ScanCounts, status: str,
                   error: str | None) -> None:
-    if db.in_transaction:
-        await db.execute("ROLLBACK")
+    await rollback(db)
     sets = ", ".join(f"{k} = ?" for k in asdict(counts))
     await db.execute(
         f"UPDATE scans SET {sets}, status = ?, finished_at = ?, error = ? WHERE id = ?",
@@ -367,8 +373,7 @@ async def _scan(
     await flush()
 
     # 4. Removals and folder mtimes, last, in one transaction.
-    await db.execute("BEGIN IMMEDIATE")
-    try:
+    async with Transaction(db):
         gone_ids = [(row[0],) for row in gone_rows.values()]
         await db.executemany("DELETE FROM files WHERE id = ?", gone_ids)
         if mode == "full":
@@ -386,10 +391,6 @@ async def _scan(
             "VALUES (?, ?, ?, ?, ?)",
             [(lib.id, d, m, seen, walk.fingerprints.get(d)) for d, m in walk.dirs.items()],
         )
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
     counts.removed = len(gone_rows)
     remove_thumbnail_files(config, lib.name, gone_rows)
 
@@ -451,8 +452,8 @@ async def run_scan(
         where = target.library.name + (f"/{target.subtree}" if target.subtree else "")
         try:
             report = await scan_library(db, config, target, mode, pool, progress)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
+        except (asyncio.CancelledError, KeyboardInterrupt, DatabaseError):
+            raise  # a full disk or a damaged database is every library's trouble: stop the run
         except Exception as exc:
             message = exc.message if isinstance(exc, ImageapiError) else f"{type(exc).__name__}: {exc}"
             report = ScanReport(library=target.library.name, mode=mode, subtree=target.subtree,

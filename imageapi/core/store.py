@@ -9,6 +9,7 @@ from pathlib import Path
 import aiosqlite
 
 from imageapi.core.config import Config
+from imageapi.core.db import Transaction
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import METADATA_COLUMNS, FileResult
 from imageapi.core.names import on_disk, safe_text
@@ -72,19 +73,15 @@ async def write_results(
     upserts: list[tuple[object, ...]],
     moves: list[tuple[object, ...]],
 ) -> None:
-    """One transaction per batch: either every row of it lands or none does."""
+    """One transaction per batch: either every row of it lands or none does (a full disk:
+    DatabaseFullError, the batch rolled back)."""
     if not upserts and not moves:
         return
-    await db.execute("BEGIN IMMEDIATE")
-    try:
+    async with Transaction(db):
         if moves:
             await db.executemany(MOVE_SQL, moves)
         if upserts:
             await db.executemany(UPSERT_SQL, upserts)
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
 
 
 def remove_thumbnail_files(config: Config, library: str, rel_paths: Iterable[str]) -> None:

@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from imageapi.core import errors
+from imageapi.core.db import database_error
 from imageapi.core.tokens import TokenError
 
 log = logging.getLogger("imageapi.server")
@@ -86,6 +87,7 @@ _CORE_STATUS: list[tuple[type[errors.ImageapiError], int]] = [
     (errors.MediaError, 422),
     (errors.ToolError, 502),
     (errors.ServiceError, 503),
+    (errors.DatabaseError, 503),  # a full disk or a damaged database file
 ]
 
 _HTTP_CODES = {
@@ -140,7 +142,10 @@ def error_middleware(gate: Gate | None = None) -> Middleware:
             return error_response(exc.status, code, message or code, headers)
         except ConnectionResetError:
             raise  # the client went away: nothing to answer
-        except Exception:
+        except Exception as exc:
+            db_error = database_error(exc)
+            if db_error is not None:  # SQLite's own error from a handler's query
+                return _core_error(request, db_error)
             log.exception("%s %s failed", request.method, redact(request.path_qs))
             return error_response(500, "internal", "internal server error")
 
