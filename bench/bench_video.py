@@ -112,7 +112,6 @@ async def start_server(root: Path, data: Path) -> Live:
 
     from imageapi.core.config import load_config
     from imageapi.core.db import connect
-    from imageapi.core.hls import max_transcodes
     from imageapi.core.libraries import get_library, sync_base_path
     from imageapi.core.pool import WorkerPool
     from imageapi.core.scan import ScanTarget, run_scan
@@ -141,7 +140,7 @@ async def start_server(root: Path, data: Path) -> Live:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     token = TokenService(SECRET).issue(user, 3600).token
     return Live(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}, runner, config.video_path,
-                max_transcodes(config))
+                config.video.max_transcodes)
 
 
 async def hls_round(live: Live, rel: str) -> tuple[float, float, int]:

@@ -230,8 +230,8 @@ def test_watch_runs_ticks_and_stops_on_sigterm(env: dict[str, str], standin: Sta
         await db.close()
 
     asyncio.run(extra_library())
-    e = {**env, "APOLLO_FACE_API_BASE_URL": standin.url, "WATCH_QUICK_INTERVAL_SECONDS": "0.3",
-         "WATCH_FULL_INTERVAL_SECONDS": "1", "LOG_LEVEL": "info", "FACE_BACKLOG_MAX_PER_TICK": "2"}
+    e = {**env, "APOLLO_FACE_API_BASE_URL": standin.url, "WATCH_QUICK_INTERVAL_SECONDS": "1",
+         "WATCH_FULL_INTERVAL_SECONDS": "2", "LOG_LEVEL": "info", "FACE_BACKLOG_MAX_PER_TICK": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "imageapi", "watch"], env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -241,7 +241,7 @@ def test_watch_runs_ticks_and_stops_on_sigterm(env: dict[str, str], standin: Sta
         make_photo(root / "new.jpg", 600)                              # picked up by a later quick scan
         while time.monotonic() < deadline and standin.total < 8:
             time.sleep(0.05)
-        time.sleep(1.2)                                                # long enough for a full scan
+        time.sleep(2.2)                                                # long enough for a full scan
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:

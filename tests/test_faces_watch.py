@@ -30,7 +30,7 @@ def pool() -> Iterator[WorkerPool]:
 
 @pytest.fixture()
 def config(env_dirs: dict[str, Path]) -> Config:
-    return load_config(environ={"IMAGEAPI_DATA_DIR": str(env_dirs["data"]), "WATCH_QUICK_INTERVAL_SECONDS": "0.2",
+    return load_config(environ={"IMAGEAPI_DATA_DIR": str(env_dirs["data"]), "WATCH_QUICK_INTERVAL_SECONDS": "1",
                                 "WATCH_FULL_INTERVAL_SECONDS": "3600"})
 
 

@@ -112,7 +112,7 @@ def test_serve_with_the_watcher_then_sigterm(cli_env: dict[str, str], env_dirs: 
     photos = env_dirs["tmp"] / "photos"
     for i in range(3):
         make_jpeg(photos / f"p{i}.jpg", seed=i)
-    env = {**cli_env, "BASE_PATH": str(photos), "WATCH_QUICK_INTERVAL_SECONDS": "0.5", "LOG_LEVEL": "info"}
+    env = {**cli_env, "BASE_PATH": str(photos), "WATCH_QUICK_INTERVAL_SECONDS": "1", "LOG_LEVEL": "info"}
     assert run(["user", "add", "bob", "--password-stdin"], env, "a good password\n").returncode == 0
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -138,11 +138,11 @@ def test_max_transcodes_setting(env_dirs: dict[str, Path]) -> None:
             env["VIDEO_MAX_TRANSCODES"] = value
         return load_config(environ=env, cwd=env_dirs["tmp"])
 
-    assert hls.max_transcodes(cfg(None)) == max(1, (os.cpu_count() or 1) // 2)
-    assert hls.max_transcodes(cfg("3")) == 3
+    assert cfg(None).video.max_transcodes == max(1, (os.cpu_count() or 1) // 2)
+    assert cfg("3").video.max_transcodes == 3
     for bad in ("0", "-1", "two"):
         with pytest.raises(ImageapiError, match="VIDEO_MAX_TRANSCODES"):
-            hls.max_transcodes(cfg(bad))
+            cfg(bad)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from imageapi.core import previews
 from imageapi.core.config import Config, load_config
 from imageapi.core.db import connect
 from imageapi.core.errors import ImageapiError, MediaError
@@ -258,7 +257,7 @@ async def test_watcher_makes_a_capped_number_per_tick(env_dirs: dict[str, Path],
         pool.close()
         await db.close()
     with pytest.raises(ImageapiError, match="VIDEO_PREVIEWS_MAX_PER_TICK"):
-        previews.max_per_tick(load_config(environ={**env, "VIDEO_PREVIEWS_MAX_PER_TICK": "-1"}, cwd=env_dirs["tmp"]))
+        load_config(environ={**env, "VIDEO_PREVIEWS_MAX_PER_TICK": "-1"}, cwd=env_dirs["tmp"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ import typer
 
 from imageapi.cli import common
 from imageapi.core.config import Config
-from imageapi.core.errors import ImageapiError
 from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
-from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings, face_settings
+from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings
 from imageapi.core.faces.store import FaceStatus, face_status, retry_failed
 from imageapi.core.libraries import get_library
 
@@ -21,10 +20,7 @@ STATUS_KEYS = ("files", "hashed", "scanned", "pending", "backing_off", "failed",
 
 def settings_or_exit(cfg: Config, json_out: bool) -> FaceSettings:
     """The face settings; when faces are disabled, say so in one line and exit 0."""
-    try:
-        settings = face_settings(cfg)
-    except ImageapiError as exc:
-        common.fail(exc.message, common.exit_code_for(exc))
+    settings = cfg.faces
     if not settings.enabled:
         if json_out:
             common.emit_json({"enabled": False, "message": DISABLED_MESSAGE})

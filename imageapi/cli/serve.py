@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from urllib.parse import urlsplit
 
 import typer
 
 from imageapi.cli import common
-from imageapi.core.config import Config
+from imageapi.core import parsers
 from imageapi.core.errors import ConfigError, ImageapiError, UsageError
 from imageapi.core.tokens import check_secret
 
@@ -20,16 +19,10 @@ def register(app: typer.Typer) -> None:
 
 def parse_bind(value: str) -> tuple[str, int]:
     """'HOST:PORT', '[IPv6]:PORT', ':PORT' or 'http://HOST:PORT' -> (host, port)."""
-    raw = value.strip()
-    parts = urlsplit(raw if "://" in raw else f"//{raw}")
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or ("0.0.0.0" if raw.startswith(":") else None)
-    if host is None or port is None:
-        raise UsageError(f"bind address {value!r} must be HOST:PORT (e.g. 127.0.0.1:8080)")
-    return host, port
+        return parsers.parse_bind("--bind", value)
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
 
 
 def serve(
@@ -47,7 +40,7 @@ def serve(
     try:
         check_secret(cfg.secret_key)
         host, port = parse_bind(bind or cfg.bind_url)
-        count = processes or serve_processes(cfg)
+        count = processes or cfg.server.processes
     except ImageapiError as exc:
         common.fail(exc.message, common.exit_code_for(exc))
     if cfg.log_level in ("info", "debug", "trace"):
@@ -70,11 +63,3 @@ def serve(
         except OSError as exc:
             common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", common.EXIT_USAGE)
 
-
-def serve_processes(cfg: Config) -> int:
-    raw = cfg.get("SERVE_PROCESSES")
-    if raw is None:
-        return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= 64:
-        raise ConfigError("SERVE_PROCESSES", f"must be a whole number from 1 to 64, got {raw!r}")
-    return int(raw)

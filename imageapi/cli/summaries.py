@@ -7,10 +7,8 @@ from datetime import date, timedelta
 import typer
 
 from imageapi.cli import common
-from imageapi.core.config import Config
 from imageapi.core.errors import ImageapiError
 from imageapi.core.insights.providers import Backends
-from imageapi.core.insights.settings import InsightSettings, insight_settings
 from imageapi.core.insights.store import InsightStore
 from imageapi.core.insights.summaries import (
     Hit,
@@ -26,13 +24,6 @@ from imageapi.core.insights.summaries import (
 app = typer.Typer(help="Daily summaries of text conversations, for insights to search.", no_args_is_help=True)
 
 common.STAGE_LABELS.setdefault("summaries", "Summarising days")
-
-
-def _settings(cfg: Config) -> InsightSettings:
-    try:
-        return insight_settings(cfg)
-    except ImageapiError as exc:
-        common.fail(exc.message, common.exit_code_for(exc))
 
 
 def _day(raw: str | None, name: str) -> date | None:
@@ -56,7 +47,7 @@ def build_cmd(
     """Write one summary per day and contact (with its embedding), skipping days already done.
     Exits 5 when the SMS API or every model server stopped answering (run it again later)."""
     cfg = common.config_with_dirs()
-    settings = _settings(cfg)
+    settings = cfg.insights
     start, end = settings_range(settings, _day(first, "--from"), _day(last, "--to"))
     names = list(contacts) or list(settings.summaries_contacts)
     if not names:
@@ -97,7 +88,7 @@ def search_cmd(
 ) -> None:
     """The stored summaries closest in meaning to QUERY (cosine similarity of embeddings)."""
     cfg = common.config_with_dirs()
-    settings = _settings(cfg)
+    settings = cfg.insights
     center = _day(around, "--around")
 
     async def go() -> list[Hit]:

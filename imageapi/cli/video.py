@@ -96,9 +96,10 @@ def hls_cmd(
     cfg = common.config_with_dirs()
     try:
         ensure_dir("VIDEO_PATH", cfg.video_path)
-        transcodes = hls.max_transcodes(cfg)
     except ImageapiError as exc:  # ConfigError: said with the setting's name
         common.fail(exc.message, common.exit_code_for(exc))
+
+    transcodes = cfg.video.max_transcodes
 
     async def go() -> hls.HlsReport:
         async with _db(cfg) as conn:
@@ -156,9 +157,10 @@ def previews_cmd(
     try:
         ensure_dir("PREVIEW_CLIPS_DIRECTORY", cfg.preview_clips_directory)
         ensure_dir("GIFS_DIRECTORY", cfg.gifs_directory)
-        workers = jobs or hls.max_transcodes(cfg)
     except ImageapiError as exc:
         common.fail(exc.message, common.exit_code_for(exc))
+
+    workers = jobs or cfg.video.max_transcodes
 
     async def go() -> tuple[int, previews.PreviewReport]:
         async with _db(cfg) as conn:

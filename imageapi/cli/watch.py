@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -10,8 +11,6 @@ import typer
 
 from imageapi.cli import common
 from imageapi.core.db import connect
-from imageapi.core.errors import ImageapiError
-from imageapi.core.faces.settings import face_settings
 from imageapi.core.libraries import sync_base_path
 from imageapi.core.pool import WorkerPool
 from imageapi.core.scan import resolve_targets
@@ -32,10 +31,6 @@ def watch(
     Every WATCH_QUICK_INTERVAL_SECONDS a quick scan and the face passes, every
     WATCH_FULL_INTERVAL_SECONDS a full scan; one log line per tick."""
     cfg = common.config_with_dirs()
-    try:
-        faces = face_settings(cfg)
-    except ImageapiError as exc:
-        common.fail(exc.message, common.exit_code_for(exc))
     if workers:
         cfg = cfg.with_overrides(workers=workers)
     if cfg.log_level in ("info", "debug", "trace"):
@@ -43,26 +38,26 @@ def watch(
         logging.getLogger("imageapi.core.watch").setLevel(logging.INFO)
 
     async def go() -> None:
-        db = await connect(cfg.database_path)
-        pool = WorkerPool(cfg.workers, nice=5)
-        watcher = Watcher(db, cfg, pool, faces, library_names=library)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
+        # Whatever fails on the way in, what was opened is closed again: an open database
+        # connection's thread would otherwise keep the process alive after the error.
+        async with contextlib.AsyncExitStack() as opened:
+            db = await connect(cfg.database_path)
+            opened.push_async_callback(db.close)
+            pool = WorkerPool(cfg.workers, nice=5)
+            opened.callback(pool.close)
+            watcher = Watcher(db, cfg, pool, cfg.faces, library_names=library)
+            opened.push_async_callback(watcher.aclose)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+                opened.callback(loop.remove_signal_handler, sig)
             await sync_base_path(db, cfg)
             await resolve_targets(db, library, None)  # nothing to watch is an error, said at once
             if once:
                 await watcher.scan_tick("quick")
             else:
                 await watcher.run(stop)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            await watcher.aclose()
-            pool.close()
-            await db.close()
 
     with common.job_lock(cfg, "imageapi watch"):
         common.run(go)

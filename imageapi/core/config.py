@@ -4,6 +4,10 @@ The names are the ones users of the original server know (DATABASE_URL, BASE_PAT
 Precedence: command-line overrides > process environment > `.env` > defaults. Every setting that
 can have a sensible default has one, under a per-user data folder, so a first run needs only the
 folder to scan.
+
+load_config reads and checks every setting once, into one typed Config (with its sections: video,
+server, faces, insights), through the parsers of imageapi.core.parsers. Nothing else parses a
+setting: a bad value is a ConfigError naming it before any command starts anything.
 """
 
 from __future__ import annotations
@@ -17,12 +21,49 @@ from typing import Any
 from dotenv import dotenv_values, find_dotenv
 
 from imageapi.core.errors import ConfigError
+from imageapi.core.faces.settings import FaceSettings, face_settings_from_env
+from imageapi.core.insights.settings import InsightSettings, insight_settings_from_env
+from imageapi.core.parsers import (
+    env_duration,
+    env_int,
+    env_number,
+    parse_bind,
+    parse_header_text,
+    parse_list,
+    shown,
+)
 
 LOG_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
 
 # NAS and OS clutter skipped by default (fnmatch patterns on a single path component).
 # ".*" covers hidden folders and files, which includes .DS_Store and ._ AppleDouble files.
 DEFAULT_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".DS_Store", "._*", ".*", "Thumbs.db", "desktop.ini")
+
+# Watcher intervals: at least a second, so that no value makes the loop spin; at most a year
+# (longer timers overflow the event loop's clock arithmetic).
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 366 * 86400.0
+MAX_WORKERS = 256
+MAX_THUMB_SIZE = 10_000
+MIN_SECRET_BYTES = 32  # the length tokens.check_secret asks for
+DEFAULT_TOKEN_TTL = 7 * 86400.0
+MAX_TOKEN_TTL = 10 * 365 * 86400.0
+
+
+def _default_transcodes() -> int:
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    max_transcodes: int = field(default_factory=_default_transcodes)  # VIDEO_MAX_TRANSCODES
+    previews_max_per_tick: int = 8                                    # VIDEO_PREVIEWS_MAX_PER_TICK (0: off)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    token_ttl: float = DEFAULT_TOKEN_TTL  # TOKEN_TTL, seconds
+    processes: int = 1                    # SERVE_PROCESSES
 
 
 @dataclass(frozen=True)
@@ -43,15 +84,13 @@ class Config:
     watch_full_interval: float = 3600.0
     thumb_size: int = 400
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    # The merged raw settings, for parts of imageapi that read settings of their own.
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    video: VideoSettings = field(default_factory=VideoSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    faces: FaceSettings = field(default_factory=lambda: FaceSettings(base_url=None))
+    insights: InsightSettings = field(default_factory=lambda: insight_settings_from_env({}))
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = self.env.get(name)
-        return value if value not in (None, "") else default
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -84,6 +123,8 @@ def _find_dotenv(start: Path) -> str | None:
 
 
 def parse_database_url(value: str) -> Path:
+    if "\x00" in value:
+        raise ConfigError("DATABASE_URL", "must be a path or sqlite:///path (it holds a NUL character)")
     if value.startswith("sqlite:"):
         # sqlite:///abs/path and sqlite:////abs/path -> /abs/path; sqlite://rel/path or
         # sqlite:rel/path -> rel/path; a query string (?mode=rwc) is dropped.
@@ -93,12 +134,12 @@ def parse_database_url(value: str) -> Path:
             raise ConfigError("DATABASE_URL", "no path after sqlite://")
     elif "://" in value:
         raise ConfigError(
-            "DATABASE_URL", f"only SQLite is supported (a path or sqlite:///path), got {value!r}"
+            "DATABASE_URL", f"only SQLite is supported (a path or sqlite:///path), got {shown(value)}"
         )
     return Path(value).expanduser()
 
 
-def parse_log_level(value: str) -> str:
+def parse_log_level(value: str, setting: str = "LOG_LEVEL") -> str:
     """LOG_LEVEL or RUST_LOG: a bare level, or env_logger style 'imageapi=debug,other=warn'."""
     chosen = None
     for part in value.split(","):
@@ -109,68 +150,50 @@ def parse_log_level(value: str) -> str:
         if level == "warning":
             level = "warn"
         if level not in LOG_LEVELS:
-            raise ConfigError("LOG_LEVEL", f"unknown level {level!r} (one of {', '.join(LOG_LEVELS)})")
+            raise ConfigError(setting, f"unknown level {shown(level)} (one of {', '.join(LOG_LEVELS)})")
         if not target or target.startswith("imageapi") or chosen is None:
             chosen = level
     if chosen is None:
-        raise ConfigError("LOG_LEVEL", "empty value")
+        raise ConfigError(setting, "empty value")
     return chosen
 
 
-def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(name, f"must be greater than 0, got {raw!r}")
-    return value
-
-
-def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    """A whole-number setting greater than 0; unset or blank gives the default."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(name, f"must be greater than 0, got {raw!r}")
-    return value
-
-
-def _csv(raw: str | None) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    return tuple(p.strip().strip("/") for p in raw.split(",") if p.strip().strip("/"))
+def _interval(env: Mapping[str, str], name: str, default: float) -> float:
+    return env_number(env, name, default, minimum=MIN_INTERVAL, maximum=MAX_INTERVAL, unit=" of seconds")
 
 
 def load_config(
     environ: Mapping[str, str] | None = None, cwd: Path | None = None, **overrides: Any
 ) -> Config:
     """Read and check every setting. Raises ConfigError naming the first bad one."""
-    env = read_env(environ, cwd)
+    # A blank value is an unset one (the default), except IGNORE_PATTERNS= which ignores nothing.
+    env = {k: v for k, v in read_env(environ, cwd).items() if v.strip() or k == "IGNORE_PATTERNS"}
     data_dir = default_data_dir(env)
 
     def path_setting(name: str, default: Path) -> Path:
         raw = env.get(name)
-        return Path(raw).expanduser() if raw else default
+        if not raw:
+            return default
+        if "\x00" in raw:
+            raise ConfigError(name, "must be a path (it holds a NUL character)")
+        return Path(raw).expanduser()
 
     db_raw = env.get("DATABASE_URL")
     database_path = parse_database_url(db_raw) if db_raw else data_dir / "imageapi.db"
 
-    base_path = None
-    if env.get("BASE_PATH"):
-        base_path = Path(env["BASE_PATH"]).expanduser()
+    base_path = path_setting("BASE_PATH", Path()) if env.get("BASE_PATH") else None
+    if base_path is not None:
         check_library_root("BASE_PATH", base_path)
 
-    log_raw = env.get("LOG_LEVEL") or env.get("RUST_LOG") or "info"
+    log_name = "LOG_LEVEL" if env.get("LOG_LEVEL") else "RUST_LOG"
+    log_raw = env.get(log_name) or "info"
     ignore_raw = env.get("IGNORE_PATTERNS")
+    bind_url = (env.get("BIND_URL") or "").strip() or "127.0.0.1:8080"
+    parse_bind("BIND_URL", bind_url)
+    secret_key = parse_header_text("SECRET_KEY", env["SECRET_KEY"]) if env.get("SECRET_KEY") else None
+    if secret_key is not None and len(secret_key.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError("SECRET_KEY", f"is too short ({len(secret_key.encode('utf-8'))} bytes): use at least "
+                          f"{MIN_SECRET_BYTES} random bytes")
     config = Config(
         data_dir=data_dir,
         database_path=database_path,
@@ -179,16 +202,25 @@ def load_config(
         gifs_directory=path_setting("GIFS_DIRECTORY", data_dir / "gifs"),
         preview_clips_directory=path_setting("PREVIEW_CLIPS_DIRECTORY", data_dir / "preview_clips"),
         base_path=base_path,
-        bind_url=env.get("BIND_URL") or "127.0.0.1:8080",
-        secret_key=env.get("SECRET_KEY") or None,
-        log_level=parse_log_level(log_raw),
-        excluded_dirs=_csv(env.get("EXCLUDED_DIRS")),
-        ignore_patterns=_csv(ignore_raw) if ignore_raw is not None else DEFAULT_IGNORE,
-        watch_quick_interval=_positive_number(env, "WATCH_QUICK_INTERVAL_SECONDS", 60.0),
-        watch_full_interval=_positive_number(env, "WATCH_FULL_INTERVAL_SECONDS", 3600.0),
-        thumb_size=positive_int(env, "THUMBNAIL_SIZE", 400),
-        workers=positive_int(env, "WORKERS", os.cpu_count() or 1),
-        env=env,
+        bind_url=bind_url,
+        secret_key=secret_key,
+        log_level=parse_log_level(log_raw, log_name),
+        excluded_dirs=parse_list(env.get("EXCLUDED_DIRS"), strip="/"),
+        ignore_patterns=parse_list(ignore_raw, strip="/") if ignore_raw is not None else DEFAULT_IGNORE,
+        watch_quick_interval=_interval(env, "WATCH_QUICK_INTERVAL_SECONDS", 60.0),
+        watch_full_interval=_interval(env, "WATCH_FULL_INTERVAL_SECONDS", 3600.0),
+        thumb_size=env_int(env, "THUMBNAIL_SIZE", 400, maximum=MAX_THUMB_SIZE),
+        workers=env_int(env, "WORKERS", os.cpu_count() or 1, maximum=MAX_WORKERS),
+        video=VideoSettings(
+            max_transcodes=env_int(env, "VIDEO_MAX_TRANSCODES", _default_transcodes(), maximum=64),
+            previews_max_per_tick=env_int(env, "VIDEO_PREVIEWS_MAX_PER_TICK", 8, minimum=0, maximum=10_000),
+        ),
+        server=ServerSettings(
+            token_ttl=env_duration(env, "TOKEN_TTL", DEFAULT_TOKEN_TTL, minimum=1.0, maximum=MAX_TOKEN_TTL),
+            processes=env_int(env, "SERVE_PROCESSES", 1, maximum=64),
+        ),
+        faces=face_settings_from_env(env),
+        insights=insight_settings_from_env(env),
     )
     return config.with_overrides(**overrides)
 

@@ -44,7 +44,6 @@ from imageapi.core import ffmpeg
 from imageapi.core.config import Config
 from imageapi.core.db import write, write_many
 from imageapi.core.errors import (
-    ConfigError,
     ImageapiError,
     MediaError,
     NotFoundError,
@@ -88,20 +87,6 @@ FailureRecorder = Callable[[str, str, str, ImageapiError], Awaitable[None]]
 
 # --------------------------------------------------------------------------------------------
 # Settings
-
-
-def max_transcodes(config: Config) -> int:
-    """VIDEO_MAX_TRANSCODES: transcodes at once, default one per two cores."""
-    raw = config.get("VIDEO_MAX_TRANSCODES")
-    if raw is None:
-        return max(1, (os.cpu_count() or 1) // 2)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError("VIDEO_MAX_TRANSCODES", f"must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError("VIDEO_MAX_TRANSCODES", f"must be greater than 0, got {raw!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +391,7 @@ class HlsManager:
     ) -> None:
         self.config = config
         self.runner: AsyncRunner = runner or ffmpeg.run_async
-        self.transcodes = transcodes if transcodes is not None else max_transcodes(config)
+        self.transcodes = transcodes if transcodes is not None else config.video.max_transcodes
         self._transcode_slots = asyncio.Semaphore(self.transcodes)
         self._copy_slots = asyncio.Semaphore(copies)
         self.first_segment_wait = first_segment_wait

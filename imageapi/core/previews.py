@@ -31,7 +31,7 @@ import aiosqlite
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
 from imageapi.core.db import write
-from imageapi.core.errors import ConfigError, ImageapiError, MediaError
+from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
 from imageapi.core.libraries import Library, resolve_in_library
@@ -49,7 +49,6 @@ GIF_WIDTH = 240
 GIF_FPS = 8
 CLIP_TIMEOUT = 180.0     # three seeks and decodes of a 4K source on a slow CPU
 GIF_TIMEOUT = 60.0
-DEFAULT_MAX_PER_TICK = 8
 WALL_MAX_LIMIT = 1000
 
 # A video's previews are due when the version they were made (or failed) for is not the row's
@@ -72,20 +71,6 @@ def clip_path(config: Config, library: str, rel: str) -> Path:
 
 def gif_path(config: Config, library: str, rel: str) -> Path:
     return config.gifs_directory / library / f"{rel}.gif"
-
-
-def max_per_tick(config: Config) -> int:
-    """VIDEO_PREVIEWS_MAX_PER_TICK: clips the watcher makes per tick (0 turns that off)."""
-    raw = config.get("VIDEO_PREVIEWS_MAX_PER_TICK")
-    if raw is None:
-        return DEFAULT_MAX_PER_TICK
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError("VIDEO_PREVIEWS_MAX_PER_TICK", f"must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError("VIDEO_PREVIEWS_MAX_PER_TICK", f"must be 0 or more, got {raw!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from imageapi.core.faces.backlog import FacePasses, PassesReport
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.pool import WorkerPool
-from imageapi.core.previews import PreviewReport, max_per_tick, preview_pass
+from imageapi.core.previews import PreviewReport, preview_pass
 from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Watcher:
         self.passes = passes
         if self.passes is None and faces is not None and faces.enabled:
             self.passes = FacePasses(db, pool, faces)
-        self.previews_per_tick = max_per_tick(config)
+        self.previews_per_tick = config.video.previews_max_per_tick
 
     async def aclose(self) -> None:
         if self.passes is not None:

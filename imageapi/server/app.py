@@ -2,13 +2,18 @@
 
 Routes by area, the error and auth middlewares, and cleanup contexts that open and close, in this
 order: the database (migrated), the worker pools, the watcher. Shutdown runs them backwards: the
-watcher stops between steps, the pools shut down, the database closes last.
+watcher stops between steps, the pools shut down, the database closes last. They are entered as one
+context, so that a failure while starting closes again what was already open (aiohttp runs no
+cleanup when start-up fails, and an open database connection's thread would keep the process
+alive, deaf to SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -77,7 +82,26 @@ def create_app(
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
                  routes_faces, routes_insights, routes_video, openapi):
         area.setup(app)
+    contexts = list(app.cleanup_ctx)
+    app.cleanup_ctx.clear()
+    app.cleanup_ctx.append(_all_or_nothing(contexts))
     return app
+
+
+def _all_or_nothing(contexts: Sequence[Callable[[web.Application], Any]]) -> Callable[
+        [web.Application], AsyncIterator[None]]:
+    """The cleanup contexts entered in order and left backwards; when one fails to start, those
+    already entered are left before the error goes on."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for make in contexts:
+                made = make(app)  # an async generator, or (as aiohttp allows) a context manager
+                if not isinstance(made, contextlib.AbstractAsyncContextManager):
+                    made = contextlib.asynccontextmanager(lambda gen=made: gen)()
+                await stack.enter_async_context(made)
+            yield
+
+    return ctx
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -111,28 +135,24 @@ def _background(watch: bool, factory: WatcherFactory | None) -> Callable[[web.Ap
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         watcher: Watcher | None = None
-        wdb = None
-        if watch:
-            # The watcher writes in transactions of its own: it gets its own connection.
-            wdb = await connect(config.database_path, migrate=False)
-            if factory is not None:
-                watcher = factory(config, wdb, app[POOL])
-            else:
-                from imageapi.core.faces.settings import face_settings
-                from imageapi.server.watching import ServerWatcher
+        async with contextlib.AsyncExitStack() as stack:
+            if watch:
+                # The watcher writes in transactions of its own: it gets its own connection.
+                wdb = await connect(config.database_path, migrate=False)
+                stack.push_async_callback(wdb.close)
+                if factory is not None:
+                    watcher = factory(config, wdb, app[POOL])
+                else:
+                    from imageapi.server.watching import ServerWatcher
 
-                watcher = ServerWatcher(wdb, config, app[POOL], face_settings(config))
-        bg = Background(watcher)
-        app[BACKGROUND] = bg
-        bg.start()
-        try:
+                    watcher = ServerWatcher(wdb, config, app[POOL], config.faces)
+                close = getattr(watcher, "aclose", None)
+                if close is not None:
+                    stack.push_async_callback(close)
+            bg = Background(watcher)
+            app[BACKGROUND] = bg
+            bg.start()
+            stack.push_async_callback(bg.stop)
             yield
-        finally:
-            await bg.stop()
-            close = getattr(watcher, "aclose", None)
-            if close is not None:
-                await close()
-            if wdb is not None:
-                await wdb.close()
 
     return ctx

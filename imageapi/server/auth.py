@@ -22,7 +22,6 @@ from imageapi.core.tokens import (
     TokenError,
     TokenService,
     UserLoader,
-    parse_ttl,
 )
 from imageapi.core.users import BadCredentialsError, User
 from imageapi.server.keys import CONFIG, DB, LIBRARIES, THROTTLE, TOKENS
@@ -38,7 +37,6 @@ MEDIA_TOKEN_PATHS = frozenset({
 MEDIA_PARAM = "mt"
 USER_KEY = web.RequestKey("user", AccessClaims)      # set for Bearer-authenticated requests
 MEDIA_KEY = web.RequestKey("media", MediaClaims)    # set for media-token requests
-DEFAULT_LOGIN_TTL = "7d"
 
 
 def _route_path(request: web.Request) -> str:
@@ -105,7 +103,7 @@ def media_allowed(request: web.Request, library: str, rel_path: str) -> None:
 
 
 def login_ttl(request: web.Request) -> float:
-    return parse_ttl(request.app[CONFIG].get("TOKEN_TTL", DEFAULT_LOGIN_TTL) or DEFAULT_LOGIN_TTL)
+    return request.app[CONFIG].server.token_ttl  # TOKEN_TTL, checked at start-up
 
 
 async def login(request: web.Request) -> web.Response:

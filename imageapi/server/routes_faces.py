@@ -15,9 +15,8 @@ import aiosqlite
 from aiohttp import web
 
 from imageapi.core.db import Transaction, utcnow, write
-from imageapi.core.errors import ConfigError, NotFoundError, UsageError
+from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces import people
-from imageapi.core.faces.settings import face_settings
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS, PhotoQuery, list_photos
 from imageapi.server.keys import CONFIG, DB, LIBRARIES
 from imageapi.server.middlewares import ApiError, field, read_json
@@ -28,10 +27,7 @@ MANUAL_MODEL = "manual"
 
 
 async def faces_available(app: web.Application) -> bool:
-    try:
-        return face_settings(app[CONFIG]).enabled
-    except ConfigError:
-        return False
+    return app[CONFIG].faces.enabled
 
 
 def _id(request: web.Request, what: str) -> int:

@@ -23,10 +23,10 @@ from typing import Any
 from aiohttp import web
 
 from imageapi.core.db import connect
-from imageapi.core.errors import ConfigError, ImageapiError
+from imageapi.core.errors import ImageapiError
 from imageapi.core.insights.providers import ProviderRejected
 from imageapi.core.insights.service import InsightService
-from imageapi.core.insights.settings import InsightSettings, insight_settings
+from imageapi.core.insights.settings import InsightSettings
 from imageapi.core.insights.summaries import SmsClient, build_summaries
 from imageapi.core.insights.tools import Photo, RenderImage
 from imageapi.core.libraries import resolve_in_library
@@ -49,8 +49,6 @@ PASSED_ON = (400, 404, 422)  # provider statuses passed on as they are; others b
 def _service(request: web.Request) -> InsightService:
     service = request.app.get(INSIGHTS)
     if service is None:
-        # The settings were bad at start-up: say which one, on every request.
-        insight_settings(request.app[CONFIG])
         raise ApiError(503, "unavailable", "insights are not available")
     return service
 
@@ -261,15 +259,14 @@ async def _run_summaries(service: InsightService, settings: InsightSettings, sta
 
 async def _insights_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    try:
-        settings = insight_settings(config)
-    except ConfigError as exc:
-        log.warning("insights disabled: %s", exc.message)
-        yield
-        return
+    settings = config.insights
     # A connection of its own: insight writes are transactions that must not meet another area's.
     db = await connect(config.database_path, migrate=False)
-    service = InsightService(config, db, settings)
+    try:
+        service = InsightService(config, db, settings)
+    except BaseException:
+        await db.close()  # its thread would keep the process alive
+        raise
     app[INSIGHTS] = service
     job: asyncio.Task[None] | None = None
     state: dict[str, Any] = {"running": False}

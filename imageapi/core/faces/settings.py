@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
-from imageapi.core.config import Config, positive_int
-from imageapi.core.errors import ConfigError
+from imageapi.core.parsers import env_int, env_number, env_url_or_none
+
+if TYPE_CHECKING:
+    from imageapi.core.config import Config
 
 DEFAULT_HASH_BACKFILL_MAX_PER_TICK = 2000
 DEFAULT_BACKLOG_MAX_PER_TICK = 64
@@ -38,53 +40,22 @@ DISABLED_MESSAGE = (
 )
 
 
-def _raw(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() if value is not None and value.strip() else None
-
-
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float | None) -> float:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number, got {raw!r}") from None
-    if value != value or value < lo or (hi is not None and value > hi) or value == float("inf"):
-        bound = f"{lo}..{hi}" if hi is not None else f"greater than {lo}"
-        raise ConfigError(name, f"must be {bound}, got {raw!r}")
-    return value
-
-
-def parse_base_url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(name, f"must be an http(s) URL such as http://apollo:8000, got {raw!r}")
-    return raw.rstrip("/")
-
-
 def face_settings_from_env(env: Mapping[str, str]) -> FaceSettings:
-    """Read and check the face settings. Raises ConfigError naming the first bad one."""
-    base_url = None
-    for name in ("APOLLO_FACE_API_BASE_URL", "APOLLO_API_BASE_URL"):
-        raw = _raw(env, name)
-        if raw is not None:
-            base_url = parse_base_url(name, raw)
-            break
-    timeout = _float(env, "FACE_DETECT_TIMEOUT_SEC", DEFAULT_DETECT_TIMEOUT_SEC, 0.0, None)
-    if timeout == 0:
-        raise ConfigError("FACE_DETECT_TIMEOUT_SEC", "must be greater than 0")
+    """Read and check the face settings (load_config does, once). Raises ConfigError naming the first bad one."""
     return FaceSettings(
-        base_url=base_url,
-        hash_backfill_max_per_tick=positive_int(
-            env, "FACE_HASH_BACKFILL_MAX_PER_TICK", DEFAULT_HASH_BACKFILL_MAX_PER_TICK),
-        backlog_max_per_tick=positive_int(env, "FACE_BACKLOG_MAX_PER_TICK", DEFAULT_BACKLOG_MAX_PER_TICK),
-        detect_concurrency=positive_int(env, "FACE_DETECT_CONCURRENCY", DEFAULT_DETECT_CONCURRENCY),
-        detect_timeout=timeout,
-        autobind_min_cos=_float(env, "FACE_AUTOBIND_MIN_COS", DEFAULT_AUTOBIND_MIN_COS, -1.0, 1.0),
+        base_url=env_url_or_none(env, "APOLLO_FACE_API_BASE_URL", "APOLLO_API_BASE_URL"),
+        hash_backfill_max_per_tick=env_int(env, "FACE_HASH_BACKFILL_MAX_PER_TICK",
+                                           DEFAULT_HASH_BACKFILL_MAX_PER_TICK, maximum=1_000_000),
+        backlog_max_per_tick=env_int(env, "FACE_BACKLOG_MAX_PER_TICK", DEFAULT_BACKLOG_MAX_PER_TICK,
+                                     maximum=100_000),
+        detect_concurrency=env_int(env, "FACE_DETECT_CONCURRENCY", DEFAULT_DETECT_CONCURRENCY, maximum=256),
+        detect_timeout=env_number(env, "FACE_DETECT_TIMEOUT_SEC", DEFAULT_DETECT_TIMEOUT_SEC, minimum=0.0,
+                                  maximum=86400.0, above=True, unit=" of seconds"),
+        autobind_min_cos=env_number(env, "FACE_AUTOBIND_MIN_COS", DEFAULT_AUTOBIND_MIN_COS, minimum=-1.0,
+                                    maximum=1.0),
     )
 
 
 def face_settings(config: Config) -> FaceSettings:
-    return face_settings_from_env(config.env)
+    """The face settings load_config read."""
+    return config.faces

@@ -1,8 +1,8 @@
 """Insight settings: which model servers to talk to, the tool loop's caps, the helper services
 (Nominatim, Apollo Places, the SMS API) and the daily summaries job.
 
-Every value comes from the environment (or `.env`) through Config.env; docs/insights.md lists them.
-Parsing is strict: a bad value raises ConfigError naming the setting.
+load_config reads them once, into Config.insights; docs/insights.md lists them. Parsing is strict
+(imageapi.core.parsers): a bad value raises ConfigError naming the setting.
 """
 
 from __future__ import annotations
@@ -10,11 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from imageapi import __version__
-from imageapi.core.config import Config
 from imageapi.core.errors import ConfigError
+from imageapi.core.parsers import (
+    env_day,
+    env_int,
+    env_number,
+    env_text,
+    env_url,
+    env_url_or_none,
+    parse_list,
+)
+
+if TYPE_CHECKING:
+    from imageapi.core.config import Config
+
+MAX_TIMEOUT = 86400.0  # seconds: a day is longer than any model or tool call should take
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 DEFAULT_OLLAMA_MODEL = "nemotron-3-nano:30b"
@@ -83,108 +96,52 @@ class InsightSettings:
         return start, end
 
 
-def _raw(env: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = env.get(name)
-        if value is not None and value.strip():
-            return value.strip()
-    return None
-
-
-def _url(env: Mapping[str, str], name: str, raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(name, f"must be an http(s) URL, got {raw!r}")
-    return raw.rstrip("/")
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")) or value <= minimum:
-        raise ConfigError(name, f"must be greater than {minimum:g}, got {raw!r}")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, maximum: int = 1000) -> int:
-    raw = _raw(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
-    if not 1 <= value <= maximum:
-        raise ConfigError(name, f"must be 1..{maximum}, got {raw!r}")
-    return value
-
-
-def _date(env: Mapping[str, str], name: str) -> date | None:
-    raw = _raw(env, name)
-    if raw is None:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a date YYYY-MM-DD, got {raw!r}") from None
-
-
-def _list(raw: str | None) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    return tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+def _timeout(env: Mapping[str, str], name: str, default: float) -> float:
+    return env_number(env, name, default, minimum=0.0, maximum=MAX_TIMEOUT, above=True, unit=" of seconds")
 
 
 def insight_settings_from_env(env: Mapping[str, str]) -> InsightSettings:
     """Read and check every insight setting. Raises ConfigError naming the first bad one."""
-    primary_url = _url(env, "OLLAMA_PRIMARY_URL",
-                       _raw(env, "OLLAMA_PRIMARY_URL", "OLLAMA_URL") or DEFAULT_OLLAMA_URL)
-    primary_model = _raw(env, "OLLAMA_PRIMARY_MODEL", "OLLAMA_MODEL") or DEFAULT_OLLAMA_MODEL
-    fallback_raw = _raw(env, "OLLAMA_FALLBACK_URL")
+    primary_url = env_url(env, "OLLAMA_PRIMARY_URL", DEFAULT_OLLAMA_URL, "OLLAMA_URL")
+    primary_model = env_text(env, "OLLAMA_PRIMARY_MODEL", "OLLAMA_MODEL") or DEFAULT_OLLAMA_MODEL
+    fallback_url = env_url_or_none(env, "OLLAMA_FALLBACK_URL")
+    fallback_model = env_text(env, "OLLAMA_FALLBACK_MODEL")
     fallback = None
-    if fallback_raw is not None:
-        fallback = OllamaServer(_url(env, "OLLAMA_FALLBACK_URL", fallback_raw),
-                                _raw(env, "OLLAMA_FALLBACK_MODEL") or primary_model)
-    elif _raw(env, "OLLAMA_FALLBACK_MODEL"):
+    if fallback_url is not None:
+        fallback = OllamaServer(fallback_url, fallback_model or primary_model)
+    elif fallback_model:
         # A fallback model on the same server: worth a try when the primary model is missing.
-        fallback = OllamaServer(primary_url, _raw(env, "OLLAMA_FALLBACK_MODEL") or primary_model)
+        fallback = OllamaServer(primary_url, fallback_model)
 
-    default_model = _raw(env, "OPENROUTER_DEFAULT_MODEL") or DEFAULT_OPENROUTER_MODEL
-    apollo = _raw(env, "APOLLO_API_BASE_URL")
     settings = InsightSettings(
         ollama_primary=OllamaServer(primary_url, primary_model),
         ollama_fallback=fallback,
-        vision_model=_raw(env, "OLLAMA_VISION_MODEL") or DEFAULT_VISION_MODEL,
-        embedding_model=_raw(env, "OLLAMA_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
-        connect_timeout=_number(env, "OLLAMA_CONNECT_TIMEOUT_SEC", 5.0),
-        request_timeout=_number(env, "INSIGHTS_REQUEST_TIMEOUT_SEC", 120.0),
-        openrouter_api_key=_raw(env, "OPENROUTER_API_KEY"),
-        openrouter_default_model=default_model,
-        openrouter_allowed_models=_list(_raw(env, "OPENROUTER_ALLOWED_MODELS")),
-        openrouter_base_url=_url(env, "OPENROUTER_BASE_URL",
-                                 _raw(env, "OPENROUTER_BASE_URL") or DEFAULT_OPENROUTER_URL),
-        openrouter_embedding_model=_raw(env, "OPENROUTER_EMBEDDING_MODEL"),
-        openrouter_http_referer=_raw(env, "OPENROUTER_HTTP_REFERER"),
-        openrouter_app_title=_raw(env, "OPENROUTER_APP_TITLE"),
-        max_iterations=_int(env, "AGENTIC_MAX_ITERATIONS", 10, maximum=100),
-        chat_max_iterations=_int(env, "AGENTIC_CHAT_MAX_ITERATIONS", 6, maximum=100),
-        tool_timeout=_number(env, "INSIGHTS_TOOL_TIMEOUT_SEC", 30.0),
-        nominatim_url=_url(env, "NOMINATIM_URL", _raw(env, "NOMINATIM_URL") or DEFAULT_NOMINATIM_URL),
-        nominatim_user_agent=_raw(env, "NOMINATIM_USER_AGENT") or DEFAULT_USER_AGENT,
-        nominatim_min_interval=_number(env, "NOMINATIM_MIN_INTERVAL_SEC", 1.0, minimum=-1e-9),
-        apollo_url=_url(env, "APOLLO_API_BASE_URL", apollo) if apollo else None,
-        sms_api_url=_url(env, "SMS_API_URL", _raw(env, "SMS_API_URL") or DEFAULT_SMS_API_URL),
-        sms_api_token=_raw(env, "SMS_API_TOKEN"),
-        summary_model=_raw(env, "SUMMARIES_MODEL"),
-        summaries_contacts=_list(_raw(env, "SUMMARIES_CONTACTS")),
-        summaries_from=_date(env, "SUMMARIES_FROM"),
-        summaries_to=_date(env, "SUMMARIES_TO"),
-        summaries_days=_int(env, "SUMMARIES_DAYS", 30, maximum=36600),
+        vision_model=env_text(env, "OLLAMA_VISION_MODEL") or DEFAULT_VISION_MODEL,
+        embedding_model=env_text(env, "OLLAMA_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+        connect_timeout=_timeout(env, "OLLAMA_CONNECT_TIMEOUT_SEC", 5.0),
+        request_timeout=_timeout(env, "INSIGHTS_REQUEST_TIMEOUT_SEC", 120.0),
+        openrouter_api_key=env_text(env, "OPENROUTER_API_KEY"),
+        openrouter_default_model=env_text(env, "OPENROUTER_DEFAULT_MODEL") or DEFAULT_OPENROUTER_MODEL,
+        openrouter_allowed_models=parse_list(env_text(env, "OPENROUTER_ALLOWED_MODELS")),
+        openrouter_base_url=env_url(env, "OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_URL),
+        openrouter_embedding_model=env_text(env, "OPENROUTER_EMBEDDING_MODEL"),
+        openrouter_http_referer=env_text(env, "OPENROUTER_HTTP_REFERER"),
+        openrouter_app_title=env_text(env, "OPENROUTER_APP_TITLE"),
+        max_iterations=env_int(env, "AGENTIC_MAX_ITERATIONS", 10, maximum=100),
+        chat_max_iterations=env_int(env, "AGENTIC_CHAT_MAX_ITERATIONS", 6, maximum=100),
+        tool_timeout=_timeout(env, "INSIGHTS_TOOL_TIMEOUT_SEC", 30.0),
+        nominatim_url=env_url(env, "NOMINATIM_URL", DEFAULT_NOMINATIM_URL),
+        nominatim_user_agent=env_text(env, "NOMINATIM_USER_AGENT") or DEFAULT_USER_AGENT,
+        nominatim_min_interval=env_number(env, "NOMINATIM_MIN_INTERVAL_SEC", 1.0, minimum=0.0, maximum=3600.0,
+                                          unit=" of seconds"),
+        apollo_url=env_url_or_none(env, "APOLLO_API_BASE_URL"),
+        sms_api_url=env_url(env, "SMS_API_URL", DEFAULT_SMS_API_URL),
+        sms_api_token=env_text(env, "SMS_API_TOKEN"),
+        summary_model=env_text(env, "SUMMARIES_MODEL"),
+        summaries_contacts=parse_list(env_text(env, "SUMMARIES_CONTACTS")),
+        summaries_from=env_day(env, "SUMMARIES_FROM"),
+        summaries_to=env_day(env, "SUMMARIES_TO"),
+        summaries_days=env_int(env, "SUMMARIES_DAYS", 30, maximum=36600),
     )
     if settings.summaries_from and settings.summaries_to and settings.summaries_from > settings.summaries_to:
         raise ConfigError("SUMMARIES_FROM", "is after SUMMARIES_TO")
@@ -192,4 +149,5 @@ def insight_settings_from_env(env: Mapping[str, str]) -> InsightSettings:
 
 
 def insight_settings(config: Config) -> InsightSettings:
-    return insight_settings_from_env(config.env)
+    """The insight settings load_config read."""
+    return config.insights
