@@ -20,6 +20,7 @@ from imageapi.core import previews
 from imageapi.core.config import Config, load_config
 from imageapi.core.db import connect
 from imageapi.core.errors import ImageapiError, MediaError
+from imageapi.core.ffmpeg_caps import caps, readrate_args
 from imageapi.core.libraries import add_library
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import (
@@ -142,7 +143,7 @@ async def test_killed_run_leaves_nothing(config: Config, clips: dict[str, Path],
     (dest.parent / f".{dest.name}.tmp-dead").write_bytes(b"partial")
 
     async def slow(args: list[str], timeout: float, **kw: Any) -> Any:
-        return await CountingRunner()([args[0], "-readrate", "0.1", *args[1:]], timeout, **kw)
+        return await CountingRunner()([args[0], *readrate_args(caps(args[0]), 0.1), *args[1:]], timeout, **kw)
 
     task = asyncio.create_task(make_previews(config, "main", rel, src, 10.0, slow))
     assert await eventually(lambda: bool(processes_with(str(src))))

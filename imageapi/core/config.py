@@ -9,6 +9,7 @@ folder to scan.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,8 @@ class Config:
     watch_full_interval: float = 3600.0
     thumb_size: int = 400
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    ffmpeg: str | None = None      # IMAGEAPI_FFMPEG: this binary, not the one on PATH
+    ffprobe: str | None = None     # IMAGEAPI_FFPROBE: this binary, or "none" to read ffmpeg's banner
     # The merged raw settings, for parts of imageapi that read settings of their own.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -188,9 +191,28 @@ def load_config(
         watch_full_interval=_positive_number(env, "WATCH_FULL_INTERVAL_SECONDS", 3600.0),
         thumb_size=positive_int(env, "THUMBNAIL_SIZE", 400),
         workers=positive_int(env, "WORKERS", os.cpu_count() or 1),
+        ffmpeg=tool_setting(env, "IMAGEAPI_FFMPEG"),
+        ffprobe=tool_setting(env, "IMAGEAPI_FFPROBE", allow_none=True),
         env=env,
     )
     return config.with_overrides(**overrides)
+
+
+def tool_setting(env: Mapping[str, str], name: str, *, allow_none: bool = False) -> str | None:
+    """An external binary chosen by a setting: an executable file (a path, or a name on PATH),
+    returned as an absolute path; with `allow_none`, "none" means "do without it"."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if allow_none and raw.lower() == "none":
+        return "none"
+    found = shutil.which(os.path.expanduser(raw))
+    if found is None:
+        what = ("is not on PATH" if os.sep not in raw else "does not exist"
+                if not os.path.lexists(os.path.expanduser(raw)) else "is not an executable file")
+        hint = ' (or "none")' if allow_none else ""
+        raise ConfigError(name, f"{raw} {what}{hint}")
+    return os.path.abspath(found)
 
 
 def check_library_root(setting: str, path: Path) -> None:

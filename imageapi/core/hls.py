@@ -40,7 +40,7 @@ from typing import Any
 
 import aiosqlite
 
-from imageapi.core import ffmpeg
+from imageapi.core import ffmpeg, ffmpeg_caps
 from imageapi.core.config import Config
 from imageapi.core.db import write, write_many
 from imageapi.core.errors import (
@@ -152,8 +152,10 @@ _SCALE = (
 
 def segment_command(src: Path, plan: Plan) -> list[str]:
     """The ffmpeg run that writes the generation (run with the generation folder as cwd, so that
-    no part of the output names comes from the file's path)."""
-    cmd = [ffmpeg.ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", *ffmpeg.input_args(src),
+    no part of the output names comes from the file's path). Asks the binary what it supports
+    (once per binary): blocking the first time, so call it off the event loop."""
+    caps = ffmpeg_caps.current()
+    cmd = [caps.path, "-hide_banner", "-nostdin", "-loglevel", "error", *ffmpeg.input_args(src),
            "-map", "0:V:0", "-map", "0:a:0?", "-sn", "-dn", "-max_muxing_queue_size", "4096"]
     if plan.video == "copy":
         cmd += ["-c:v", "copy"]
@@ -161,8 +163,10 @@ def segment_command(src: Path, plan: Plan) -> list[str]:
             cmd += ["-tag:v", "hvc1"]  # what Apple's players want for HEVC in fMP4
     else:
         cmd += ["-vf", _SCALE, "-c:v", "libx264", "-preset", "veryfast", "-crf", "21", "-maxrate", "10M",
-                "-bufsize", "20M", "-profile:v", "high", "-fpsmax", "60",
+                "-bufsize", "20M", "-profile:v", "high",
                 "-force_key_frames", f"expr:gte(t,n_forced*{HLS_TIME})"]
+        if caps.has_option("fpsmax"):  # 4.4 on; older versions keep the source's rate
+            cmd += ["-fpsmax", "60"]
     if plan.audio == "copy":
         cmd += ["-c:a", "copy"]
     elif plan.audio == "encode":
@@ -642,7 +646,7 @@ class HlsManager:
                 job.published = done
                 return
             try:
-                cmd = segment_command(job.src, job.plan)
+                cmd = await asyncio.to_thread(segment_command, job.src, job.plan)
             except ToolError:
                 job.record = False  # no ffmpeg here: not the file's fault
                 raise
