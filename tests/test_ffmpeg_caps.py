@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,19 @@ def test_chosen_ffmpeg_brings_the_ffprobe_beside_it(tmp_path: Path, monkeypatch:
     with pytest.raises(ToolError, match="IMAGEAPI_FFMPEG"):
         ffmpeg.ffmpeg_path()
 
+
+@pytest.mark.skipif(len(BINARIES) < 2, reason="needs two ffmpeg builds (Debian's and imageio-ffmpeg's)")
+def test_a_dotenv_choice_reaches_the_worker_processes(tmp_path: Path) -> None:
+    """IMAGEAPI_FFMPEG from a .env file only: the scan's worker processes (which inherit the
+    environment, not the .env) run that binary, as the tools recorded with a sentinel show."""
+    versions = list(BINARIES)
+    chosen = next(v for v in versions if BINARIES[v] != ffmpeg.ffmpeg_path())
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    (tmp_path / ".env").write_text(f"IMAGEAPI_FFMPEG={BINARIES[chosen]}\nIMAGEAPI_FFPROBE=none\n")
+    out = cli("scan", str(lib), "--workers", "1", env=clean_env(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    with sqlite3.connect(tmp_path / "data" / "imageapi.db") as db:
+        state, tool = db.execute("SELECT thumb_state, thumb_tool FROM files").fetchone()
+    assert (state, tool) == ("unsupported", f"ffmpeg {chosen}, no ffprobe")

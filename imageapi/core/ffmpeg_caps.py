@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from imageapi.core.errors import ToolError
@@ -178,3 +179,33 @@ def readrate_args(c: Caps, rate: float) -> list[str]:
         return ["-readrate", f"{rate:g}"]
     return ["-re"]
 
+
+# --------------------------------------------------------------------------------------------
+# Which tools a kind's thumbnail depends on
+
+
+TOOL_KINDS = ("video", "raw")   # kinds whose thumbnails external tools make (or help make)
+
+
+def thumb_tools(kind: str) -> str | None:
+    """The external tools (and versions) a thumbnail of `kind` is made with now, as recorded next
+    to an `.unsupported` sentinel: when this changes (a new ffmpeg, exiftool installed), such
+    sentinels are tried again. None for kinds made without external tools."""
+    if kind not in TOOL_KINDS:
+        return None
+    from imageapi.core.ffmpeg import ffmpeg_path, ffprobe_path
+
+    def named(tool: str, find: Callable[[], str | None]) -> str:
+        try:
+            path = find()
+            return f"{tool} {version(path)}" if path else f"no {tool}"
+        except ToolError:
+            return f"no usable {tool}"
+
+    parts = [named("ffmpeg", ffmpeg_path)]
+    if kind == "video":
+        parts.append(named("ffprobe", ffprobe_path))
+    else:
+        exiftool = exiftool_version()
+        parts.insert(0, f"exiftool {exiftool}" if exiftool else "no exiftool")
+    return ", ".join(parts)

@@ -23,7 +23,17 @@ R = TypeVar("R")
 DEFAULT_ITEM_TIMEOUT = 600.0
 
 
-def _init_worker(nice: int) -> None:
+# Settings that worker processes read from the environment: passed to each worker as the parent
+# has them when the pool starts, since the fork server (started once per process) may be older.
+WORKER_ENV = ("IMAGEAPI_FFMPEG", "IMAGEAPI_FFPROBE")
+
+
+def _init_worker(nice: int, env: dict[str, str | None] | None = None) -> None:
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     # Workers yield the CPU to the parent (the server's event loop, the database writer).
     if nice:
         try:
@@ -47,7 +57,7 @@ class WorkerPool:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker,
-                initargs=(self.nice,),
+                initargs=(self.nice, {name: os.environ.get(name) for name in WORKER_ENV}),
             )
         return self._executor
 

@@ -14,7 +14,7 @@ from imageapi.core.media import METADATA_COLUMNS, FileResult
 
 _ROW_COLUMNS = (
     "library_id", "rel_path", "dir", "kind", "size", "mtime_ns", "content_hash",
-    *METADATA_COLUMNS, "thumb_state", "thumb_reason", "error", "first_seen", "last_seen",
+    *METADATA_COLUMNS, "thumb_state", "thumb_reason", "thumb_tool", "error", "first_seen", "last_seen",
 )
 _UPDATED = [c for c in _ROW_COLUMNS if c not in ("library_id", "rel_path", "first_seen")]
 
@@ -48,6 +48,7 @@ def row_values(library_id: int, result: FileResult, now: str) -> dict[str, objec
         **result.metadata.columns(),
         "thumb_state": thumb.state if thumb else "pending",
         "thumb_reason": thumb.reason if thumb else None,
+        "thumb_tool": thumb.tool if thumb else None,
         "error": result.error,
         "first_seen": now,
         "last_seen": now,
