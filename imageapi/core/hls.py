@@ -150,6 +150,15 @@ _SCALE = (
 )
 
 
+async def warm_up() -> None:
+    """Ask the ffmpeg in use what it supports (in a thread) before the first stream is asked for,
+    so that the first playlist does not wait for it (a few tenths of a second, once per binary)."""
+    try:
+        await asyncio.to_thread(ffmpeg_caps.current)
+    except ImageapiError as exc:
+        log.warning("video streaming will fail: %s", exc.message)
+
+
 def segment_command(src: Path, plan: Plan) -> list[str]:
     """The ffmpeg run that writes the generation (run with the generation folder as cwd, so that
     no part of the output names comes from the file's path). Asks the binary what it supports
