@@ -90,10 +90,22 @@ def decoded_seconds(stderr: str) -> float | None:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+def _player() -> str:
+    """The tests' HLS player: the ffmpeg in use, or imageio-ffmpeg's where the one in use is older
+    than 4.3, which cannot read a growing fMP4 HLS stream ("partial file"): a client's player is
+    its own, not the server's ffmpeg."""
+    import imageio_ffmpeg
+
+    bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    if ffmpeg_caps.caps(FFMPEG).at_least(4, 3) or not os.access(bundled, os.X_OK):
+        return FFMPEG
+    return bundled
+
+
 async def decode(source: str, *extra: str, timeout: float = 120.0) -> Decoded:
     """Decode `source` (a file or an http URL) to nothing, as a player would read it: every frame.
     `extra` goes before -i (e.g. -live_start_index 0)."""
-    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-stats", *extra, "-i", source, "-f", "null", "-"]
+    cmd = [_player(), "-hide_banner", "-nostdin", "-stats", *extra, "-i", source, "-f", "null", "-"]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout)

@@ -142,11 +142,13 @@ def run_timeout(plan: Plan, duration: float | None) -> float:
 
 # The transcode's picture: square pixels, at most 1920x1080 (1080x1920 upright portrait), never
 # enlarged, even sides, 8-bit 4:2:0 (10-bit HDR sources included). ffmpeg has already rotated it.
+# Even sides by a last scale rather than scale's force_divisible_by, which ffmpeg before 4.3 lacks
+# (a scale to the size it already has passes frames through).
 _SCALE = (
     "scale='trunc(if(gt(sar,0),iw*sar,iw))':'ih',setsar=1,"
     f"scale='if(gte(iw,ih),min(iw,{MAX_WIDTH}),min(iw,{MAX_HEIGHT}))'"
     f":'if(gte(iw,ih),min(ih,{MAX_HEIGHT}),min(ih,{MAX_WIDTH}))'"
-    ":force_original_aspect_ratio=decrease:force_divisible_by=2,format=yuv420p"
+    ":force_original_aspect_ratio=decrease,scale='trunc(iw/2)*2':'trunc(ih/2)*2',format=yuv420p"
 )
 
 
