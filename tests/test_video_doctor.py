@@ -17,7 +17,8 @@ from tests.test_video_support import ffmpeg_binaries
 
 BINARIES = ffmpeg_binaries()
 STEPS = ["make a 1 s clip (libx264, aac)", "probe it", "take a frame (thumbnails)",
-         "remux into HLS segments (copy mode)", "make a preview clip and GIF (video wall)"]
+         "remux into HLS segments (copy mode)", "transcode into HLS segments (other codecs, rotated videos)",
+         "make a preview clip and GIF (video wall)"]
 
 
 def doctor(tmp_path: Path, **settings: str) -> tuple[int, dict]:
@@ -63,7 +64,8 @@ def stand_in(folder: Path, refuse: str, message: str) -> Path:
 
 @pytest.mark.parametrize(("refuse", "message", "step"), [
     ("-c:v libx264 -preset ultrafast", "Unknown encoder 'libx264'", STEPS[0]),
-    ("-f hls", "Requested output format 'hls' is not a suitable output format", STEPS[3]),
+    ("-c:v copy", "Requested output format 'hls' is not a suitable output format", STEPS[3]),
+    ("-force_key_frames", "Unrecognized option 'force_key_frames'.", STEPS[4]),
 ])
 def test_doctor_names_the_failing_step_and_ffmpegs_message(refuse: str, message: str, step: str,
                                                             tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ def _check_run(cmd: list[str], cwd: Path | None = None) -> None:
 
 def smoke_test() -> SmokeResult:
     """Make a 1 s H.264/AAC clip, probe it, take a frame as thumbnails do, remux it into HLS
-    segments as copy mode does, and make a preview clip and GIF as the video wall does."""
+    segments as copy mode does and transcode it as the other mode does, and make a preview clip
+    and GIF as the video wall does."""
     from imageapi.core import hls, previews
 
     result = SmokeResult(True, [])
@@ -60,12 +61,19 @@ def smoke_test() -> SmokeResult:
             if not data.startswith(b"\xff\xd8"):
                 raise MediaError("no JPEG came out")
 
-        def remux() -> None:
-            plan = hls.Plan("copy", "copy", "copy", "h264")
-            _check_run(hls.segment_command(clip, plan), cwd=hls_dir)
-            made = sorted(p.name for p in hls_dir.iterdir())
+        def segments(plan: hls.Plan) -> None:
+            out = hls_dir / plan.variant
+            out.mkdir()
+            _check_run(hls.segment_command(clip, plan), cwd=out)
+            made = sorted(p.name for p in out.iterdir())
             if hls.PLAYLIST not in made or hls.INIT not in made or not any(n.endswith(".m4s") for n in made):
                 raise MediaError(f"the playlist or a segment is missing: {', '.join(made) or 'nothing'} written")
+
+        def remux() -> None:
+            segments(hls.Plan("copy", "copy", "copy", "h264"))
+
+        def transcode() -> None:
+            segments(hls.Plan("h264", "encode", "encode", "h264"))
 
         def preview() -> None:
             dest, gif = tmp / "preview.mp4", tmp / "preview.gif"
@@ -76,6 +84,7 @@ def smoke_test() -> SmokeResult:
 
         steps = (("make a 1 s clip (libx264, aac)", make_clip), ("probe it", probe),
                  ("take a frame (thumbnails)", frame), ("remux into HLS segments (copy mode)", remux),
+                 ("transcode into HLS segments (other codecs, rotated videos)", transcode),
                  ("make a preview clip and GIF (video wall)", preview))
         for name, step in steps:
             try:
