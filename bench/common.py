@@ -61,14 +61,12 @@ def total_ram_mib() -> int | None:
 
 
 def ffmpeg_origin() -> str:
-    """Which ffmpeg the scan would run: the system's (on PATH) or imageio-ffmpeg's bundled one."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return f"system ({found})"
-    try:
-        import imageio_ffmpeg
+    """Which ffmpeg the scan would run (IMAGEAPI_FFMPEG, PATH or imageio-ffmpeg's) and its version."""
+    from imageapi.core import ffmpeg, ffmpeg_caps
 
-        return f"imageio-ffmpeg bundled ({imageio_ffmpeg.get_ffmpeg_exe()})"
+    try:
+        path = ffmpeg.ffmpeg_path()
+        return f"{path} (version {ffmpeg_caps.version(path)})"
     except Exception as exc:
         return f"none ({exc})"
 

@@ -167,9 +167,10 @@ def test_doctor_reports_tools_and_folders(env: dict[str, Path], env_dirs: dict[s
     report = json.loads(res.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert report["ok"] is True
-    assert set(checks) == {"ffmpeg", "ffprobe", "HEIF support", "exiftool", "database", "database integrity",
-                           "database disk", "thumbnails"}
+    assert set(checks) == {"ffmpeg", "ffprobe", "video smoke test", "HEIF support", "exiftool", "database",
+                           "database integrity", "database disk", "thumbnails"}
     assert checks["ffmpeg"]["ok"] and checks["HEIF support"]["ok"] and checks["database"]["ok"]
+    assert checks["video smoke test"]["ok"], checks["video smoke test"]
     assert not checks["exiftool"]["required"] and not checks["ffprobe"]["required"]
     for c in checks.values():
         assert c["ok"] or c["fix"], c

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imageapi.core import ffmpeg
+from imageapi.core import ffmpeg, ffmpeg_caps
 from imageapi.core.errors import MediaError, ToolError, UnsupportedMediaError, UsageError
 from imageapi.core.ffmpeg import VideoInfo, parse_ffmpeg_banner, parse_ffprobe_json
 
@@ -309,9 +309,12 @@ def test_paths_and_tool_report(monkeypatch: pytest.MonkeyPatch) -> None:
     report = ffmpeg.tool_report()
     assert set(report) == {"ffmpeg", "ffprobe", "exiftool"}
     assert report["ffmpeg"] is not None and path in report["ffmpeg"] and "version" in report["ffmpeg"]
-    assert (report["ffprobe"] is None) == (shutil.which("ffprobe") is None)
-    # Neither on PATH nor bundled: a ToolError saying so.
+    assert (report["ffprobe"] is None) == (ffmpeg.ffprobe_path() is None)
+    # Neither chosen, nor on PATH, nor bundled: a ToolError saying so.
     import imageio_ffmpeg
+
+    monkeypatch.delenv("IMAGEAPI_FFMPEG", raising=False)
+    monkeypatch.delenv("IMAGEAPI_FFPROBE", raising=False)
 
     def no_exe() -> str:
         raise RuntimeError("no ffmpeg exe could be found")
@@ -341,9 +344,10 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("videos")
     plain = _make(d / "plain.mp4", "-c:v", "mpeg4")
     rotated = d / "rotated.mp4"
-    # -display_rotation is counter-clockwise: -90 is what a phone held upright writes.
+    # Counter-clockwise, as -display_rotation takes it: -90 is what a phone held upright writes.
+    before, after = ffmpeg_caps.rotation_args(ffmpeg_caps.current(), -90)
     out = ffmpeg.run([ffmpeg.ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-y",
-                      "-display_rotation:v:0", "-90", "-i", str(plain), "-c", "copy", str(rotated)], 60)
+                      *before, "-i", str(plain), "-c", "copy", *after, str(rotated)], 60)
     assert out.returncode == 0, out.stderr.decode()
     apple = _make(d / "apple.mov", "-c:v", "mpeg4", "-movflags", "use_metadata_tags",
                   "-metadata", "com.apple.quicktime.creationdate=2021-04-11T15:47:53-0500",

@@ -12,9 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imageapi.core import ffmpeg
+from imageapi.core import ffmpeg, ffmpeg_caps
 
 FFMPEG = ffmpeg.ffmpeg_path()
+
+
+def ffmpeg_binaries() -> dict[str, str]:
+    """Each distinct ffmpeg build here, by version: the one in use, Debian's (/usr/bin/ffmpeg), the
+    imageio-ffmpeg package's, and any listed in IMAGEAPI_TEST_FFMPEGS (os.pathsep-separated, e.g.
+    the binaries of older imageio-ffmpeg wheels, to run the tests against more versions)."""
+    import imageio_ffmpeg
+
+    candidates = [FFMPEG, "/usr/bin/ffmpeg", imageio_ffmpeg.get_ffmpeg_exe(),
+                  *filter(None, os.environ.get("IMAGEAPI_TEST_FFMPEGS", "").split(os.pathsep))]
+    found: dict[str, str] = {}
+    for path in candidates:
+        if os.access(path, os.X_OK):
+            found.setdefault(ffmpeg_caps.version(path), path)
+    return found
 
 
 def make_video(
@@ -50,8 +65,9 @@ def make_video(
     tmp = path.with_name(path.name + ".gen" + path.suffix)
     subprocess.run([*cmd, "-shortest", str(tmp)], check=True, timeout=120)
     if rotate_ccw is not None:
+        before, after = ffmpeg_caps.rotation_args(ffmpeg_caps.caps(FFMPEG), rotate_ccw)
         subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                        "-display_rotation", str(rotate_ccw), "-i", str(tmp), "-c", "copy", *meta, str(path)],
+                        *before, "-i", str(tmp), "-c", "copy", *after, *meta, str(path)],
                        check=True, timeout=60)
         tmp.unlink()
     else:
@@ -74,10 +90,22 @@ def decoded_seconds(stderr: str) -> float | None:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+def _player() -> str:
+    """The tests' HLS player: the ffmpeg in use, or imageio-ffmpeg's where the one in use is older
+    than 4.3, which cannot read a growing fMP4 HLS stream ("partial file"): a client's player is
+    its own, not the server's ffmpeg."""
+    import imageio_ffmpeg
+
+    bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    if ffmpeg_caps.caps(FFMPEG).at_least(4, 3) or not os.access(bundled, os.X_OK):
+        return FFMPEG
+    return bundled
+
+
 async def decode(source: str, *extra: str, timeout: float = 120.0) -> Decoded:
     """Decode `source` (a file or an http URL) to nothing, as a player would read it: every frame.
     `extra` goes before -i (e.g. -live_start_index 0)."""
-    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-stats", *extra, "-i", source, "-f", "null", "-"]
+    cmd = [_player(), "-hide_banner", "-nostdin", "-stats", *extra, "-i", source, "-f", "null", "-"]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -121,7 +149,8 @@ class CountingRunner:
         self.calls.append(args)
         segmenter = "hls" in args
         if segmenter and self.readrate is not None:
-            args[1:1] = ["-readrate", str(self.readrate)]  # an input option: before the -i
+            # An input option: before the -i (ffmpeg before 5.0 has only -re, real time).
+            args[1:1] = ffmpeg_caps.readrate_args(ffmpeg_caps.caps(args[0]), self.readrate)
         if segmenter:
             self.active += 1
             self.max_active = max(self.max_active, self.active)

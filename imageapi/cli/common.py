@@ -28,7 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from imageapi.core import errors
+from imageapi.core import errors, ffmpeg
 from imageapi.core.config import Config, ensure_dirs, load_config
 from imageapi.core.db import connect, database_error
 from imageapi.core.libraries import sync_base_path
@@ -81,6 +81,7 @@ def fail(message: str, code: int) -> NoReturn:
 def config() -> Config:
     try:
         cfg = load_config(**overrides)
+        ffmpeg.use_tools(cfg.ffmpeg, cfg.ffprobe)  # for this process and the workers it starts
         setup_logging(cfg.log_level)
         return cfg
     except errors.ImageapiError as exc:

@@ -39,6 +39,8 @@ def thumbs(
     if json_out:
         common.emit_json(asdict(counts))
     else:
+        n = counts.retried_new_tools
+        retried = f"; {n} unsupported tried again with new tools" if n else ""
         common.out_console.print(
             f"thumbnails: {counts.made} made, {counts.unsupported} unsupported, {counts.failed} failed "
-            f"({counts.checked} files checked)", highlight=False)
+            f"({counts.checked} files checked{retried})", highlight=False)

@@ -13,6 +13,7 @@ setting: a bad value is a ConfigError naming it before any command starts anythi
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,6 +89,8 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(base_url=None))
     insights: InsightSettings = field(default_factory=lambda: insight_settings_from_env({}))
+    ffmpeg: str | None = None      # IMAGEAPI_FFMPEG: this binary, not the one on PATH
+    ffprobe: str | None = None     # IMAGEAPI_FFPROBE: this binary, or "none" to read ffmpeg's banner
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -221,8 +224,27 @@ def load_config(
         ),
         faces=face_settings_from_env(env),
         insights=insight_settings_from_env(env),
+        ffmpeg=tool_setting(env, "IMAGEAPI_FFMPEG"),
+        ffprobe=tool_setting(env, "IMAGEAPI_FFPROBE", allow_none=True),
     )
     return config.with_overrides(**overrides)
+
+
+def tool_setting(env: Mapping[str, str], name: str, *, allow_none: bool = False) -> str | None:
+    """An external binary chosen by a setting: an executable file (a path, or a name on PATH),
+    returned as an absolute path; with `allow_none`, "none" means "do without it"."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if allow_none and raw.lower() == "none":
+        return "none"
+    found = shutil.which(os.path.expanduser(raw))
+    if found is None:
+        what = ("is not on PATH" if os.sep not in raw else "does not exist"
+                if not os.path.lexists(os.path.expanduser(raw)) else "is not an executable file")
+        hint = ' (or "none")' if allow_none else ""
+        raise ConfigError(name, f"{raw} {what}{hint}")
+    return os.path.abspath(found)
 
 
 def check_library_root(setting: str, path: Path) -> None:

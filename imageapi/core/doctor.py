@@ -22,22 +22,25 @@ class Check:
 
 
 def _ffmpeg() -> list[Check]:
-    from imageapi.core import ffmpeg
+    """The ffmpeg and ffprobe in use with their versions, and a real run of each kind of ffmpeg
+    command imageapi builds (core.video_check): a binary that runs is not one that works."""
+    from imageapi.core import video_check
 
-    checks: list[Check] = []
     try:
-        path = ffmpeg.ffmpeg_path()
-        source = "system" if shutil.which("ffmpeg") == path else "imageio-ffmpeg package"
-        checks.append(Check("ffmpeg", True, f"{path} ({source})"))
+        ffmpeg_line, probe_line = video_check.describe()
     except ImageapiError as exc:
-        checks.append(Check("ffmpeg", False, exc.message,
-                            "install ffmpeg (apt install ffmpeg) or `pip install imageio-ffmpeg`"))
-    probe = ffmpeg.ffprobe_path()
-    checks.append(Check(
-        "ffprobe", probe is not None,
-        probe or "not on PATH: video facts are read by parsing `ffmpeg -i` instead",
-        None if probe else "optional: apt install ffmpeg", required=False,
-    ))
+        return [Check("ffmpeg", False, exc.message,
+                      "install ffmpeg (apt install ffmpeg), `pip install imageio-ffmpeg`, or set IMAGEAPI_FFMPEG")]
+    checks = [Check("ffmpeg", True, ffmpeg_line)]
+    has_probe = not probe_line.startswith(("none", "not found"))
+    checks.append(Check("ffprobe", has_probe, probe_line, None if has_probe else "optional: apt install ffmpeg",
+                        required=False))
+    smoke = video_check.smoke_test()
+    if smoke.ok:
+        checks.append(Check("video smoke test", True, "; ".join(smoke.steps)))
+    else:
+        checks.append(Check("video smoke test", False, f"{smoke.failed}: failed: {smoke.message}",
+                            "use another ffmpeg build (IMAGEAPI_FFMPEG), e.g. the imageio-ffmpeg package's"))
     return checks
 
 

@@ -49,7 +49,10 @@ _NOISE = ("At least one output file", "Error opening input file", "Error opening
 
 
 def ffmpeg_path() -> str:
-    """`ffmpeg` on PATH, else the binary bundled with imageio-ffmpeg."""
+    """IMAGEAPI_FFMPEG when set, else `ffmpeg` on PATH, else the binary bundled with imageio-ffmpeg."""
+    chosen = _chosen("IMAGEAPI_FFMPEG")
+    if chosen:
+        return chosen
     found = shutil.which("ffmpeg")
     if found:
         return found
@@ -65,11 +68,49 @@ def ffmpeg_path() -> str:
 
 
 def ffprobe_path() -> str | None:
-    """`ffprobe` on PATH, or None (imageio-ffmpeg ships no ffprobe)."""
+    """IMAGEAPI_FFPROBE when set ("none": None); else, when IMAGEAPI_FFMPEG is set, the ffprobe
+    beside it or on PATH; else `ffprobe` on PATH; None when there is none (imageio-ffmpeg ships no
+    ffprobe, and the `ffmpeg -i` banner is read instead)."""
+    chosen = _chosen("IMAGEAPI_FFPROBE")
+    if chosen:
+        return None if chosen == NO_TOOL else chosen
+    ffmpeg = _chosen("IMAGEAPI_FFMPEG")
+    if ffmpeg:
+        beside = os.path.join(os.path.dirname(ffmpeg), "ffprobe")
+        if os.path.isfile(beside) and os.access(beside, os.X_OK):
+            return beside
     return shutil.which("ffprobe")
 
 
-def run(args: list[str], timeout: float, *, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+NO_TOOL = "none"   # IMAGEAPI_FFPROBE=none: do without ffprobe
+
+
+def _chosen(setting: str) -> str | None:
+    """The binary a setting names, as start-up checked it (config.tool_setting) and exported to
+    the environment, which worker processes inherit. Checked again here for processes started
+    some other way: a binary removed since then is a ToolError naming the setting."""
+    raw = os.environ.get(setting, "").strip()
+    if not raw:
+        return None
+    if raw.lower() == NO_TOOL and setting == "IMAGEAPI_FFPROBE":
+        return NO_TOOL
+    path = shutil.which(os.path.expanduser(raw))
+    if path is None:
+        raise ToolError(f"{setting}: {raw} is not an executable file")
+    return os.path.abspath(path)
+
+
+def use_tools(ffmpeg: str | None, ffprobe: str | None) -> None:
+    """Make the binaries the settings chose the ones this process and its workers run (workers
+    are started later and inherit the environment; a `.env` value is not in it otherwise)."""
+    for setting, value in (("IMAGEAPI_FFMPEG", ffmpeg), ("IMAGEAPI_FFPROBE", ffprobe)):
+        if value:
+            os.environ[setting] = value
+
+
+def run(
+    args: list[str], timeout: float, *, input: bytes | None = None, cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a command in its own process group, capturing stdout and stderr.
 
     On timeout the whole group is killed and ToolError raised; a missing or unrunnable binary is
@@ -84,6 +125,7 @@ def run(args: list[str], timeout: float, *, input: bytes | None = None) -> subpr
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=cwd,
             start_new_session=True,  # own session and process group: killpg reaches grandchildren
             # On Linux the kernel kills it when we die, even by kill -9 (elsewhere it runs to its end).
             preexec_fn=lifeline.preexec(),
@@ -193,7 +235,10 @@ def tool_report() -> dict[str, str | None]:
         ffmpeg: str | None = _version(ffmpeg_path(), ["-hide_banner", "-version"])
     except ToolError:
         ffmpeg = None
-    probe = ffprobe_path()
+    try:
+        probe = ffprobe_path()
+    except ToolError:
+        probe = None
     exiftool = shutil.which("exiftool")
     return {
         "ffmpeg": ffmpeg,
@@ -548,15 +593,17 @@ def extract_frame(path: Path, at: float, box: int, timeout: float = 60.0) -> byt
         raise UsageError(f"frame time must be a non-negative number of seconds, not {at!r}")
     if box < 16:
         raise UsageError(f"thumbnail box must be at least 16 pixels, not {box}")
-    # ffmpeg autorotates by the display matrix before the filters run, so the scale sees the
-    # upright frame. The first scale squares non-square pixels (anamorphic DV, some phones).
+    # ffmpeg autorotates by the display matrix before the filters run (on by default in every
+    # version; a bare `-autorotate` is not written: before 7.0 it takes the next word as its value),
+    # so the scale sees the upright frame. The first scale squares non-square pixels (anamorphic
+    # DV, some phones).
     vf = (f"scale='trunc(if(gt(sar,0),iw*sar,iw))':'ih',setsar=1,"
           f"scale='min(iw,{box})':'min(ih,{box})':force_original_aspect_ratio=decrease,"
           # Full-range 8-bit 4:2:0 is what the JPEG encoder takes from any source (10-bit HDR,
           # TV range); fixing it here also keeps an empty run quiet instead of failing to open it.
           f"format=yuvj420p")
     cmd = [
-        ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", "-autorotate",
+        ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error",
         "-ss", f"{at:.3f}", *_input_args(path),
         "-map", "0:V:0",  # the first real video stream, never cover art
         "-an", "-sn", "-dn", "-frames:v", "1", "-vf", vf,

@@ -40,7 +40,7 @@ from typing import Any
 
 import aiosqlite
 
-from imageapi.core import ffmpeg
+from imageapi.core import ffmpeg, ffmpeg_caps
 from imageapi.core.config import Config
 from imageapi.core.db import write, write_many
 from imageapi.core.errors import (
@@ -128,18 +128,31 @@ def run_timeout(plan: Plan, duration: float | None) -> float:
 
 # The transcode's picture: square pixels, at most 1920x1080 (1080x1920 upright portrait), never
 # enlarged, even sides, 8-bit 4:2:0 (10-bit HDR sources included). ffmpeg has already rotated it.
+# Even sides by a last scale rather than scale's force_divisible_by, which ffmpeg before 4.3 lacks
+# (a scale to the size it already has passes frames through).
 _SCALE = (
     "scale='trunc(if(gt(sar,0),iw*sar,iw))':'ih',setsar=1,"
     f"scale='if(gte(iw,ih),min(iw,{MAX_WIDTH}),min(iw,{MAX_HEIGHT}))'"
     f":'if(gte(iw,ih),min(ih,{MAX_HEIGHT}),min(ih,{MAX_WIDTH}))'"
-    ":force_original_aspect_ratio=decrease:force_divisible_by=2,format=yuv420p"
+    ":force_original_aspect_ratio=decrease,scale='trunc(iw/2)*2':'trunc(ih/2)*2',format=yuv420p"
 )
+
+
+async def warm_up() -> None:
+    """Ask the ffmpeg in use what it supports (in a thread) before the first stream is asked for,
+    so that the first playlist does not wait for it (a few tenths of a second, once per binary)."""
+    try:
+        await asyncio.to_thread(ffmpeg_caps.current)
+    except ImageapiError as exc:
+        log.warning("video streaming will fail: %s", exc.message)
 
 
 def segment_command(src: Path, plan: Plan) -> list[str]:
     """The ffmpeg run that writes the generation (run with the generation folder as cwd, so that
-    no part of the output names comes from the file's path)."""
-    cmd = [ffmpeg.ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", *ffmpeg.input_args(src),
+    no part of the output names comes from the file's path). Asks the binary what it supports
+    (once per binary): blocking the first time, so call it off the event loop."""
+    caps = ffmpeg_caps.current()
+    cmd = [caps.path, "-hide_banner", "-nostdin", "-loglevel", "error", *ffmpeg.input_args(src),
            "-map", "0:V:0", "-map", "0:a:0?", "-sn", "-dn", "-max_muxing_queue_size", "4096"]
     if plan.video == "copy":
         cmd += ["-c:v", "copy"]
@@ -147,8 +160,10 @@ def segment_command(src: Path, plan: Plan) -> list[str]:
             cmd += ["-tag:v", "hvc1"]  # what Apple's players want for HEVC in fMP4
     else:
         cmd += ["-vf", _SCALE, "-c:v", "libx264", "-preset", "veryfast", "-crf", "21", "-maxrate", "10M",
-                "-bufsize", "20M", "-profile:v", "high", "-fpsmax", "60",
+                "-bufsize", "20M", "-profile:v", "high",
                 "-force_key_frames", f"expr:gte(t,n_forced*{HLS_TIME})"]
+        if caps.has_option("fpsmax"):  # 4.4 on; older versions keep the source's rate
+            cmd += ["-fpsmax", "60"]
     if plan.audio == "copy":
         cmd += ["-c:a", "copy"]
     elif plan.audio == "encode":
@@ -628,7 +643,7 @@ class HlsManager:
                 job.published = done
                 return
             try:
-                cmd = segment_command(job.src, job.plan)
+                cmd = await asyncio.to_thread(segment_command, job.src, job.plan)
             except ToolError:
                 job.record = False  # no ffmpeg here: not the file's fault
                 raise

@@ -4,6 +4,7 @@ making missing thumbnails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +110,26 @@ class ThumbCounts:
     unsupported: int = 0
     failed: int = 0
     retried_unsupported: int = 0
+    retried_new_tools: int = 0     # unsupported with other tools than the ones there now
     temp_files_removed: int = 0
+
+
+async def current_tools(db: aiosqlite.Connection) -> dict[str, str | None]:
+    """The tools each tool-made kind's thumbnails are made with now (ffmpeg_caps.thumb_tools), for
+    the kinds that have sentinels with tools recorded (an index lookup; none: no tool is run).
+    Asked in a thread, since the first question runs the tools."""
+    from imageapi.core.ffmpeg_caps import TOOL_KINDS, thumb_tools
+
+    async with db.execute(
+        f"SELECT DISTINCT kind FROM files WHERE thumb_state = 'unsupported' "
+        f"AND kind IN ({', '.join('?' * len(TOOL_KINDS))}) AND thumb_tool IS NOT NULL", TOOL_KINDS,
+    ) as cur:
+        kinds = [row[0] for row in await cur.fetchall()]
+    return {kind: await asyncio.to_thread(thumb_tools, kind) for kind in kinds}
+
+
+def _tools_changed(kind: str, recorded: str | None, tools: dict[str, str | None]) -> bool:
+    return recorded is not None and kind in tools and recorded != tools[kind]
 
 
 def sweep_temp_files(config: Config) -> int:
@@ -141,10 +161,11 @@ async def make_missing_thumbnails(
     """Thumbnails for rows that have none on disk (pending, failed, or deleted from the cache).
 
     Unsupported files keep their sentinel and are skipped, unless `retry_unsupported`, which
-    removes the sentinels and tries them again.
+    removes the sentinels and tries them again; those found unsupported with other tools than the
+    ones there now (a new ffmpeg, exiftool installed) are tried again in any case.
     """
     sql = (
-        "SELECT f.id, l.name, l.root, f.rel_path, f.kind, f.thumb_state, f.duration "
+        "SELECT f.id, l.name, l.root, f.rel_path, f.kind, f.thumb_state, f.duration, f.thumb_tool "
         "FROM files f JOIN libraries l ON l.id = f.library_id"
     )
     params: tuple[object, ...] = ()
@@ -153,23 +174,64 @@ async def make_missing_thumbnails(
         params = (library_id,)
     sql += " ORDER BY f.id"
     counts = ThumbCounts(temp_files_removed=await asyncio.to_thread(sweep_temp_files, config))
+    tools = await current_tools(db)
     tasks: list[ThumbTask] = []
     async with db.execute(sql, params) as cur:
         async for r in cur:
             counts.checked += 1
-            row_id, lib_name, root, rel, kind, state, duration = tuple(r)
+            row_id, lib_name, root, rel, kind, state, duration, tool = tuple(r)
             dest = thumbnail_path(config, lib_name, rel)
             if state == "unsupported":
-                if not retry_unsupported:
+                if retry_unsupported:
+                    counts.retried_unsupported += 1
+                elif _tools_changed(kind, tool, tools):
+                    counts.retried_new_tools += 1
+                else:
                     continue
                 try:
                     os.unlink(sentinel_path(dest))
                 except FileNotFoundError:
                     pass
-                counts.retried_unsupported += 1
             elif state == "done" and dest.exists():
                 continue
             tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
+    await _make_thumbnails(db, pool, tasks, counts, progress)
+    return counts
+
+
+async def retry_new_tools(
+    db: aiosqlite.Connection, config: Config, pool: WorkerPool, progress: Progress | None = None,
+) -> ThumbCounts:
+    """Try again, by themselves, the files marked unsupported with other tools (or versions) than
+    the ones there now: a new ffmpeg, exiftool installed. Cheap when there are none (an index of
+    the unsupported rows answers, and no tool is run), so scans and the watcher run it first
+    every time."""
+    tools = await current_tools(db)
+    counts = ThumbCounts()
+    tasks: list[ThumbTask] = []
+    for kind, now in tools.items():
+        async with db.execute(
+            "SELECT f.id, l.name, l.root, f.rel_path, f.duration FROM files f "
+            "JOIN libraries l ON l.id = f.library_id "
+            "WHERE f.thumb_state = 'unsupported' AND f.kind = ? AND f.thumb_tool IS NOT NULL "
+            "AND f.thumb_tool IS NOT ? ORDER BY f.id", (kind, now),
+        ) as cur:
+            async for row_id, lib_name, root, rel, duration in cur:
+                dest = thumbnail_path(config, lib_name, rel)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(sentinel_path(dest))
+                tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
+    counts.checked = counts.retried_new_tools = len(tasks)
+    if tasks:  # no progress bar for nothing
+        await _make_thumbnails(db, pool, tasks, counts, progress)
+    return counts
+
+
+async def _make_thumbnails(
+    db: aiosqlite.Connection, pool: WorkerPool, tasks: list[ThumbTask], counts: ThumbCounts,
+    progress: Progress | None,
+) -> None:
+    """Run the tasks in the pool and record each outcome on its row, in batched transactions."""
     updates: list[tuple[object, ...]] = []
 
     async def flush() -> None:
@@ -177,7 +239,7 @@ async def make_missing_thumbnails(
         if updates:
             async with Transaction(db):
                 await db.executemany(
-                    "UPDATE files SET thumb_state = ?, thumb_reason = ? WHERE id = ?", updates
+                    "UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?", updates
                 )
         updates = []
 
@@ -191,7 +253,7 @@ async def make_missing_thumbnails(
         ]
         for row_id, res in pairs:
             state, reason = res.state, res.reason
-            updates.append((state, safe_text(reason), row_id))  # may quote a name that is not UTF-8
+            updates.append((state, safe_text(reason), res.tool, row_id))  # may quote a name that is not UTF-8
             if state == "done":
                 counts.made += 1
             elif state == "unsupported":
@@ -204,4 +266,3 @@ async def make_missing_thumbnails(
         if len(updates) >= WRITE_EVERY:
             await flush()
     await flush()
-    return counts

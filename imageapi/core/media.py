@@ -49,6 +49,7 @@ class ThumbResult:
     reason: str | None = None  # why not done
     width: int | None = None   # of the written thumbnail
     height: int | None = None
+    tool: str | None = None    # unsupported: the external tools tried (ffmpeg_caps.thumb_tools)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
-9 users never reuse ids, token keys, 10 stored form of file names, 11 tag keys.
+8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
+file names, 11 tag keys.
 """
 
 from __future__ import annotations
@@ -298,6 +299,17 @@ FOLDER_FINGERPRINT = """
 ALTER TABLE dirs ADD COLUMN fingerprint INTEGER;
 """
 MIGRATIONS.append(Migration(7, "folder_fingerprint", FOLDER_FINGERPRINT))
+
+# 8: the external tools (and versions) in use when a video's or RAW's thumbnail was found
+# unsupported: when they change (a new ffmpeg, exiftool installed) the file is tried again.
+# Sentinels from before this (among them every video's under ffmpeg 5.1, whose parsing of a bare
+# -autorotate made frame grabs fail) are marked so that they are tried once.
+THUMB_TOOL = """
+ALTER TABLE files ADD COLUMN thumb_tool TEXT;
+UPDATE files SET thumb_tool = 'unknown' WHERE thumb_state = 'unsupported' AND kind IN ('video', 'raw');
+CREATE INDEX files_unsupported_by_tool ON files(kind, thumb_tool) WHERE thumb_state = 'unsupported';
+"""
+MIGRATIONS.append(Migration(8, "thumb_tool", THUMB_TOOL))
 
 # 9: user ids are never reused (AUTOINCREMENT) and every user has a random token key, carried in
 # each token (core/users.py): before this, a new user took the id of the last one removed, with

@@ -34,12 +34,21 @@ DEFAULT_ITEM_TIMEOUT = 600.0
 # Imported once in the fork server, so each new worker starts with them (about 65 ms each).
 PRELOAD = ["imageapi.core.worker", "imageapi.core.exif", "imageapi.core.thumbs"]
 
+# Settings that worker processes read from the environment: passed to each worker as the parent
+# has them when the pool starts, since the fork server (started once per process) may be older.
+WORKER_ENV = ("IMAGEAPI_FFMPEG", "IMAGEAPI_FFPROBE")
 
-def _init_worker(nice: int, owner: Connection | None = None) -> None:
+
+def _init_worker(nice: int, owner: Connection | None = None, env: dict[str, str | None] | None = None) -> None:
     # The fork server (this worker's parent) forked it from its only thread.
     lifeline.die_with_parent()
     if owner is not None:
         lifeline.watch(owner)
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     # Workers yield the CPU to the parent (the server's event loop, the database writer).
     if nice:
         try:
@@ -72,7 +81,8 @@ class WorkerPool:
             _start_forkserver(self._ctx)
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker,
-                initargs=(self.nice, lifeline.lifeline().reader),
+                initargs=(self.nice, lifeline.lifeline().reader,
+                          {name: os.environ.get(name) for name in WORKER_ENV}),
             )
         return self._executor
 

@@ -31,6 +31,7 @@ from imageapi.core.libraries import (
     locate,
     thumbnail_path,
 )
+from imageapi.core.maintenance import retry_new_tools
 from imageapi.core.media import FileResult, ThumbResult
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
@@ -441,12 +442,18 @@ async def run_scan(
     pool: WorkerPool,
     progress: Progress | None = None,
 ) -> list[ScanReport]:
-    """Scan each target in turn. The caller holds the job lock.
+    """Scan each target in turn, after trying again the files that other tools than the ones
+    there now found unsupported. The caller holds the job lock.
 
     One library's trouble never stops another's: a scan that fails (a missing root, an unreadable
     folder, a bug) is logged, recorded on its `scans` row and in its report's `failed`, and the
     next library is scanned."""
     await mark_interrupted(db)
+    retried = await retry_new_tools(db, config, pool, progress)
+    if retried.retried_new_tools:
+        log.info("tried %d unsupported files again with the tools there now: %d thumbnails made, "
+                 "%d still unsupported, %d failed", retried.retried_new_tools, retried.made,
+                 retried.unsupported, retried.failed)
     reports = []
     for target in targets:
         where = target.library.name + (f"/{target.subtree}" if target.subtree else "")

@@ -16,7 +16,7 @@ from imageapi.core.names import on_disk, safe_text
 
 _ROW_COLUMNS = (
     "library_id", "rel_path", "dir", "kind", "size", "mtime_ns", "content_hash",
-    *METADATA_COLUMNS, "thumb_state", "thumb_reason", "error", "first_seen", "last_seen",
+    *METADATA_COLUMNS, "thumb_state", "thumb_reason", "thumb_tool", "error", "first_seen", "last_seen",
 )
 _UPDATED = [c for c in _ROW_COLUMNS if c not in ("library_id", "rel_path", "first_seen")]
 
@@ -52,6 +52,7 @@ def row_values(library_id: int, result: FileResult, now: str) -> dict[str, objec
         # Messages may quote a file name that is not UTF-8: SQLite TEXT cannot hold it as it is.
         "thumb_reason": safe_text(thumb.reason) if thumb else None,
         "error": safe_text(result.error),
+        "thumb_tool": thumb.tool if thumb else None,
         "first_seen": now,
         "last_seen": now,
     }

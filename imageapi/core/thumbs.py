@@ -115,7 +115,7 @@ def make_thumbnail(
     except UsageError:
         raise  # a caller's bug, not the file's
     except UnsupportedMediaError as exc:
-        return _mark_unsupported(dest, sentinel, exc.message)
+        return _mark_unsupported(dest, sentinel, exc.message, kind)
     except (MediaError, ToolError) as exc:
         return ThumbResult("failed", exc.message)
     except MemoryError:
@@ -177,7 +177,9 @@ def _write_all(fh: IO[bytes], payload: bytes) -> None:
     fh.write(payload)
 
 
-def _mark_unsupported(dest: Path, sentinel: Path, reason: str) -> ThumbResult:
+def _mark_unsupported(dest: Path, sentinel: Path, reason: str, kind: str) -> ThumbResult:
+    from imageapi.core.ffmpeg_caps import thumb_tools
+
     try:
         sentinel.parent.mkdir(parents=True, exist_ok=True)
         sentinel.touch()
@@ -185,7 +187,8 @@ def _mark_unsupported(dest: Path, sentinel: Path, reason: str) -> ThumbResult:
             dest.unlink()
     except OSError as exc:
         return ThumbResult("failed", f"{reason}; cannot write {sentinel}: {exc.strerror or exc}")
-    return ThumbResult("unsupported", reason)
+    # The tools it was tried with: a sentinel is not forever when they change.
+    return ThumbResult("unsupported", reason, tool=thumb_tools(kind))
 
 
 @contextmanager

@@ -176,9 +176,11 @@ async def _manager(app: web.Application) -> AsyncIterator[None]:
 
     manager = HlsManager(app[CONFIG], recorder=record)
     app[HLS] = manager
+    warm = asyncio.create_task(hls.warm_up())
     try:
         yield
     finally:
+        warm.cancel()
         await manager.aclose()  # kills every ffmpeg still running
 
 
