@@ -87,6 +87,8 @@ BAD: dict[str, list[str]] = {
     "SUMMARIES_TO": ["2024-02-30", "tomorrow", "2024-1-1"],
     "SUMMARIES_DAYS": ["0", "100000", *INT_BAD],
     "SUMMARIES_MODEL": TEXT_BAD,
+    "IMAGEAPI_FFMPEG": ["/does/not/exist/ffmpeg", "no-such-ffmpeg-here", "/", "none", "x\x00y"],
+    "IMAGEAPI_FFPROBE": ["/does/not/exist/ffprobe", "no-such-ffprobe-here", "/", "x\x00y"],
 }
 # Settings every value of which is acceptable: any folder name or pattern, any path (a bad path
 # is said when the folder is made: THUMBNAILS below).

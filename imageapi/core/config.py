@@ -243,7 +243,7 @@ def tool_setting(env: Mapping[str, str], name: str, *, allow_none: bool = False)
         what = ("is not on PATH" if os.sep not in raw else "does not exist"
                 if not os.path.lexists(os.path.expanduser(raw)) else "is not an executable file")
         hint = ' (or "none")' if allow_none else ""
-        raise ConfigError(name, f"{raw} {what}{hint}")
+        raise ConfigError(name, f"{raw!r} {what}{hint}")
     return os.path.abspath(found)
 
 
