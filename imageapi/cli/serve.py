@@ -46,6 +46,9 @@ def serve(
         cfg = cfg.with_overrides(workers=workers)
     try:
         check_secret(cfg.secret_key)
+        from imageapi.server.sessions import web_settings
+
+        web_settings(cfg)  # TRUSTED_PROXIES, checked before anything starts
         host, port = parse_bind(bind or cfg.bind_url)
         count = processes or serve_processes(cfg)
     except ImageapiError as exc:

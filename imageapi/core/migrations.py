@@ -2,6 +2,7 @@
 
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint.
+12 browser sessions.
 """
 
 from __future__ import annotations
@@ -293,3 +294,16 @@ FOLDER_FINGERPRINT = """
 ALTER TABLE dirs ADD COLUMN fingerprint INTEGER;
 """
 MIGRATIONS.append(Migration(7, "folder_fingerprint", FOLDER_FINGERPRINT))
+
+# 12: browser sessions (imageapi.core.sessions). The cookie holds a random secret; only its
+# blake2b digest is stored, so a copy of the database opens no session. Rows go with their user.
+SESSIONS = """
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,            -- blake2b-256 of the cookie's secret, hex
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at  INTEGER NOT NULL,            -- unix seconds
+    expires_at  INTEGER NOT NULL             -- unix seconds
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+"""
+MIGRATIONS.append(Migration(12, "sessions", SESSIONS))

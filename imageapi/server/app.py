@@ -27,7 +27,10 @@ from imageapi.server import (
     routes_photos,
     routes_status,
     routes_tags,
+    routes_timeline,
     routes_video,
+    sessions,
+    webapp,
 )
 from imageapi.server.background import Background, Watcher
 from imageapi.server.cache import ByteCache
@@ -74,7 +77,8 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, routes_video, openapi):
+                 routes_faces, routes_insights, routes_video, openapi,
+                 sessions, routes_timeline, webapp):  # browser sessions and the web client
         area.setup(app)
     return app
 

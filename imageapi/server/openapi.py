@@ -10,6 +10,7 @@ from aiohttp import web
 from imageapi import __version__
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS
 from imageapi.core.memories import SPANS
+from imageapi.core.timeline import MAX_ITEMS as TIMELINE_MAX
 
 J = dict[str, Any]
 
@@ -62,8 +63,8 @@ def _body(schema: J) -> J:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-BEARER: list[J] = [{"bearer": []}]
-MEDIA: list[J] = [{"bearer": []}, {"mediaToken": []}]
+BEARER: list[J] = [{"bearer": []}, {"session": []}]
+MEDIA: list[J] = [{"bearer": []}, {"session": []}, {"mediaToken": []}]
 
 FILE_RECORD = {
     "type": "object",
@@ -189,6 +190,36 @@ INSIGHT_PATHS: J = {
 }
 
 
+# --- The web client's timeline (imageapi/server/routes_timeline.py, core/timeline.py)
+ALL_LIBRARIES = _q("library", STR, "one library (default: every library)")
+TIMELINE_PATHS: J = {
+    "/timeline/buckets": {"get": {
+        "summary": "the number of files per month and per day, newest first (files without a date last, "
+                   "as month `undated`): the timeline's layout and date scrubber",
+        "security": BEARER, "parameters": [ALL_LIBRARIES],
+        "responses": {"200": _json(_obj({
+            "libraries": {"type": "array", "items": STR},
+            "months": {"type": "array", "items": _obj({
+                "month": STR, "count": INT, "days": {"type": "array", "items": _obj({"day": STR, "count": INT})}})},
+        })), **_errors(400, 401, 404)}}},
+    "/timeline/items": {"get": {
+        "summary": "the files of one month of the timeline, newest first",
+        "security": BEARER,
+        "parameters": [ALL_LIBRARIES,
+                       _q("month", {"type": "string", "pattern": "^([0-9]{4}-(0[1-9]|1[0-2])|undated)$"},
+                          "YYYY-MM or `undated`", True),
+                       _q("offset", {"type": "integer", "minimum": 0, "maximum": 2**31}, "files to skip"),
+                       _q("limit", {"type": "integer", "minimum": 1, "maximum": TIMELINE_MAX},
+                          f"at most this many (default {TIMELINE_MAX})")],
+        "responses": {"200": _json(_obj({"month": STR, "offset": INT, "items": {"type": "array", "items": _obj({
+            "library": STR, "path": STR, "name": STR,
+            "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},
+            "taken_at": _nullable(STR), "width": _nullable(INT), "height": _nullable(INT),
+            "orientation": _nullable(INT), "rotation": _nullable(INT), "duration": _nullable(NUM)})}})),
+            **_errors(400, 401, 404)}}},
+}
+
+
 def _spec() -> J:
     paths: J = {
         "/health": {"get": {"summary": "liveness", "security": [], "responses": {
@@ -196,10 +227,19 @@ def _spec() -> J:
         "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {
             "200": _json({"type": "object"})}}},
         "/login": {"post": {
-            "summary": "a JWT for a user name and password", "security": [],
-            "requestBody": _body(_obj({"username": STR, "password": STR})),
-            "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "user": STR})),
+            "summary": "a JWT for a user name and password; with `session: true`, a browser session "
+                       "cookie (HttpOnly, SameSite=Strict) instead of the token",
+            "security": [],
+            "requestBody": _body(_obj({"username": STR, "password": STR, "session": BOOL}, ["username", "password"])),
+            "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "user": STR, "session": BOOL},
+                                            ["expires_at", "user"])),
                           **_errors(400, 401, 413, 415, 429)}}},
+        "/logout": {"post": {
+            "summary": "end the browser session of the request's cookie (revoked on the server) and clear "
+                       "the cookie; `ended` is false when there was none (a Bearer token is not revoked)",
+            "security": BEARER,
+            "responses": {"200": _json(_obj({"ended": BOOL})), **_errors(401, 403)}}},
+        **TIMELINE_PATHS,
         "/media-token": {"post": {
             "summary": "a short-lived media token for <img>/<video> URLs (query parameter `mt`), "
                        "valid for one library and one path prefix",
@@ -361,6 +401,7 @@ def _spec() -> J:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "mediaToken": {"type": "apiKey", "in": "query", "name": "mt"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "imageapi_session"},
             },
             "schemas": {
                 "Error": _obj({"error": _obj({"code": STR, "message": STR})}),
