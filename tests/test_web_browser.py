@@ -1,0 +1,327 @@
+"""The web client in a real browser: Playwright for Python driving Debian's Chromium against a real
+`imageapi serve` on 127.0.0.1, with a small library (corpus JPEGs, a video, a file whose name is
+HTML) indexed by `imageapi scan`.
+
+Without /usr/bin/chromium or the playwright package these tests skip and say what to install
+(`apt-get install chromium`, `pip install '.[test]'`); with IMAGEAPI_REQUIRE_BROWSER=1 (CI) they fail
+instead. No browser is ever downloaded: Playwright only drives the system's Chromium.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from tests.conftest import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+USER, PASSWORD = "alice", "correct horse battery"
+SECRET = "browser-test-secret-key-0123456789abcdef"
+EVIL_NAME = "<img src=x onerror=alert(1)>.jpg"
+TIMEOUT_MS = 15_000
+
+
+def _require_browser() -> Any:
+    """The playwright module, or a skip (a failure under IMAGEAPI_REQUIRE_BROWSER=1) saying what is missing."""
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append("Chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        sync_api = None
+        missing.append("the playwright package (pip install '.[test]'; never `playwright install`: the system's "
+                       "Chromium is used)")
+    if missing:
+        reason = "browser tests need " + " and ".join(missing)
+        if os.environ.get("IMAGEAPI_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (IMAGEAPI_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    return sync_api
+
+
+@dataclass
+class Served:
+    base: str
+    db: Path
+    root: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _imageapi(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "imageapi", *args], env=env, input=stdin, text=True, check=True,
+                   capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    _require_browser()
+    tmp = tmp_path_factory.mktemp("web")
+    root = tmp / "library"
+    (root / "camera").mkdir(parents=True)
+    for jpg in sorted((corpus / "jpeg").glob("*.jpg")):
+        shutil.copy(jpg, root / "camera" / jpg.name)
+    shutil.copy(corpus / "jpeg" / "Canon_40D.jpg", root / EVIL_NAME)
+    shutil.copy(corpus / "video" / "clip_6s.mp4", root / "clip.mp4")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "THUMBNAILS", "VIDEO_PATH", "BASE_PATH")}
+    env.update({"IMAGEAPI_DATA_DIR": str(tmp / "data"), "SECRET_KEY": SECRET, "WORKERS": "1",
+                "PYTHONPATH": str(REPO), "LOG_LEVEL": "warn"})
+    _imageapi(env, "scan", "--full", str(root))
+    _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
+                    raise RuntimeError("imageapi serve did not start: " + err) from None
+                time.sleep(0.1)
+        yield Served(base, tmp / "data" / "imageapi.db", root)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(served: Served) -> Iterator[Any]:
+    sync_api = _require_browser()
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    p = context.new_page()
+    p.dialogs = []
+    p.on("dialog", lambda d: (p.dialogs.append(d.message), d.dismiss()))
+    p.console_errors = []
+    p.on("pageerror", lambda e: p.console_errors.append(str(e)))
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+def _login(page: Any, served: Served, password: str = PASSWORD) -> None:
+    page.goto(served.base + "/")
+    page.wait_for_url("**/web/login**")
+    page.fill("#username", USER)
+    page.fill("#password", password)
+    page.click("form.login button[type=submit]")
+
+
+def _logged_in(page: Any, served: Served) -> None:
+    _login(page, served)
+    page.wait_for_selector("a.tile img")
+
+
+def _timeline_order(served: Served) -> list[str]:
+    """What the timeline must show, in order: newest first, files without a date last."""
+    with sqlite3.connect(served.db) as db:
+        rows = db.execute("SELECT rel_path, taken_at, id FROM files").fetchall()
+    dated = sorted((r for r in rows if r[1]), key=lambda r: (r[1], r[2]), reverse=True)
+    undated = sorted((r for r in rows if not r[1]), key=lambda r: (r[0], r[2]))
+    return [r[0] for r in dated + undated]
+
+
+def _tiles_in_view(page: Any) -> list[str]:
+    """Paths of the rendered tiles, in the order they are laid out (rows top to bottom)."""
+    return page.evaluate("""() => [...document.querySelectorAll('.canvas a.tile')]
+        .map(a => ({p: a.dataset.path, y: a.getBoundingClientRect().top, x: a.getBoundingClientRect().left}))
+        .sort((a, b) => (a.y - b.y) || (a.x - b.x)).map(t => t.p)""")
+
+
+def _thumbs_loaded(page: Any) -> None:
+    # (photos: a video's thumbnail is ffmpeg's to make, tested elsewhere)
+    page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('.canvas a.tile:not(:has(.dur)) img')];
+        return imgs.length >= 8 && imgs.slice(0, 8).every(i => i.complete && i.naturalWidth > 0); }""")
+
+
+def test_login_with_a_wrong_password_then_the_timeline_in_date_order(page: Any, served: Served) -> None:
+    _login(page, served, "wrong password!")
+    page.wait_for_selector("text=Wrong user name or password.")
+    assert "/web/login" in page.url
+    page.fill("#password", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(served.base + "/")
+    _thumbs_loaded(page)
+    shown = _tiles_in_view(page)
+    order = _timeline_order(served)
+    assert shown == order[: len(shown)] and len(shown) >= 8
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["imageapi_session"]["httpOnly"] and cookies["imageapi_session"]["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # not readable by scripts
+    assert not page.console_errors
+
+
+def test_scrubber_jumps_to_a_month(page: Any, served: Served) -> None:
+    page.set_viewport_size({"width": 1200, "height": 500})
+    _logged_in(page, served)
+    months = json.loads(page.evaluate("fetch('/timeline/buckets').then(r => r.text())"))["months"]
+    assert len(months) >= 3
+    # A month in the middle (its header goes to the top) and the oldest (the end of the timeline).
+    for mi in (len(months) // 2, len(months) - 1):
+        month = months[mi]["month"]
+        page.click(f'.scrubber button[data-month="{month}"]')
+        header = page.locator(f'h2.month-h[data-month="{month}"]')
+        header.wait_for()
+        box, view = header.bounding_box(), page.locator(".scroller").bounding_box()
+        assert box is not None and view is not None
+        if mi < len(months) - 1:
+            assert view["y"] - 1 <= box["y"] < view["y"] + 10, (box, view)
+        else:
+            assert view["y"] <= box["y"] <= view["y"] + view["height"] - box["height"], (box, view)
+        first_of_month = _timeline_order(served)[sum(m["count"] for m in months[:mi])]
+        page.wait_for_selector(f'a.tile[data-path="{first_of_month}"] img')
+
+
+def test_viewer_opens_the_picture_with_metadata_and_moves_with_the_arrow_keys(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    order = _timeline_order(served)
+    with sqlite3.connect(served.db) as db:
+        db.row_factory = sqlite3.Row
+        rows = {r["rel_path"]: r for r in db.execute("SELECT * FROM files")}
+    k = next(i for i in range(len(order) - 1) if rows[order[i]]["kind"] == rows[order[i + 1]]["kind"] == "image")
+    page.click(f'a.tile[data-path="{order[k]}"]')
+    page.wait_for_url("**view=**")
+    first = rows[order[k]]
+    page.wait_for_function("() => { const i = document.querySelector('.viewer .picture'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    assert page.locator(".viewer .picture").get_attribute("src") == (
+        "/image?" + urlencode({"library": "main", "path": order[k], "size": "preview"}))
+    assert page.locator(".viewer .info h2").text_content() == order[k].rpartition("/")[2]
+    info = page.locator(".viewer .info dl").text_content() or ""
+    assert f"{first['width']} × {first['height']}" in info
+    if first["model"]:
+        assert first["model"] in info
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("(name) => document.querySelector('.viewer .info h2')?.textContent === name",
+                           arg=order[k + 1].rpartition("/")[2])
+    assert "view=" in page.url and quote(order[k + 1], safe="") in page.url
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("(name) => document.querySelector('.viewer .info h2')?.textContent === name",
+                           arg=order[k].rpartition("/")[2])
+    page.go_back()  # the viewer's moves replace the address: back closes it
+    page.wait_for_selector(".viewer", state="detached")
+    gps = next(p for p in order if rows[p]["gps_lat"] is not None)
+    page.goto(served.base + "/?view=main/" + gps)  # a viewer address opens by itself
+    link = page.locator(".viewer .info a[href^='https://www.openstreetmap.org/']")
+    link.wait_for()
+    assert f"{rows[gps]['gps_lat']:.5f}" in (link.get_attribute("href") or "")
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".viewer", state="detached")
+    assert "view=" not in page.url
+
+
+def test_a_tag_added_in_the_viewer_is_there_after_a_reload_as_text(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    target = _timeline_order(served)[2]
+    page.goto(served.base + "/?view=main/" + target)
+    tag = "<b>bold</b> & <img src=x onerror=alert(2)>"
+    page.fill(".tag-add input", tag)
+    page.press(".tag-add input", "Enter")
+    page.wait_for_selector(".tags .tag span")
+    page.reload()
+    page.wait_for_selector(".tags .tag span")
+    assert page.locator(".tags .tag span").all_text_contents() == [tag]
+    assert page.locator(".tags b, .viewer img[src='x']").count() == 0
+    assert not page.dialogs
+    page.click(f".tags .tag button[aria-label='Remove tag {tag}']")
+    page.wait_for_selector(".tags .none")
+
+
+def test_a_file_named_like_html_renders_as_text(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    page.goto(served.base + "/?view=main/" + EVIL_NAME)
+    page.wait_for_function("(name) => document.querySelector('.viewer .info h2')?.textContent === name", arg=EVIL_NAME)
+    assert page.locator("img[src='x']").count() == 0
+    page.goto(served.base + "/web/folders/main")
+    tile = page.locator("a.tile", has=page.locator(f"img[alt='{EVIL_NAME}']"))
+    tile.wait_for()
+    assert tile.get_attribute("title") == EVIL_NAME
+    assert page.locator("img[src='x']").count() == 0 and not page.dialogs
+
+
+def test_logout_ends_the_session_on_the_server(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    old = {c["name"]: c["value"] for c in page.context.cookies()}["imageapi_session"]
+    page.click("#logout")
+    page.wait_for_url("**/web/login")
+    assert page.request.get(served.base + "/libraries").status == 401
+    # The old cookie, sent again by hand: revoked on the server, not only forgotten by the browser.
+    replay = page.request.get(served.base + "/libraries", headers={"Cookie": f"imageapi_session={old}"})
+    assert replay.status == 401
+
+
+def test_cross_site_requests_with_the_cookie_are_refused(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    target = _timeline_order(served)[0]
+    # A page on another site makes the browser post to the server (a CSRF attempt): a plain form,
+    # text/plain, its body shaped as the JSON the server reads.
+    evil = served.base.replace("127.0.0.1", "localhost") + "/evil-page"  # localhost: another site
+    name = html.escape(json.dumps({"path": target, "tag": "csrf", "pad": ""})[:-2], quote=True)
+    form = (f'<form method="post" enctype="text/plain" action="{served.base}/image/tags">'
+            f'<input type="hidden" name="{name}" value="&quot;}}"><button>go</button></form>')
+    page.route(evil, lambda route: route.fulfill(content_type="text/html", body=form))
+    page.goto(evil)
+    with page.expect_navigation():
+        page.click("button")
+    assert '"unauthorized"' in page.content()  # SameSite=Strict: the browser did not send the cookie
+    with sqlite3.connect(served.db) as db:
+        assert db.execute("SELECT COUNT(*) FROM tags WHERE name = 'csrf'").fetchone()[0] == 0
+    # Should a browser send the cookie anyway (no SameSite support), the server refuses by itself.
+    cookie = {c["name"]: c["value"] for c in page.context.cookies()}["imageapi_session"]
+    forged = page.request.post(served.base + "/image/tags", data={"path": target, "tag": "csrf"},
+                               headers={"Cookie": f"imageapi_session={cookie}", "Sec-Fetch-Site": "cross-site",
+                                        "Origin": served.base.replace("127.0.0.1", "localhost")})
+    assert forged.status == 403
+    with sqlite3.connect(served.db) as db:
+        assert db.execute("SELECT COUNT(*) FROM tags WHERE name = 'csrf'").fetchone()[0] == 0
+
+
+def test_a_video_plays_through_hls(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    page.goto(served.base + "/?view=main/clip.mp4")
+    video = page.locator(".viewer video")
+    video.wait_for()
+    page.evaluate("() => { const v = document.querySelector('.viewer video'); v.muted = true; return v.play(); }")
+    page.wait_for_function("() => document.querySelector('.viewer video').currentTime > 0.5", timeout=30_000)
+    assert not page.console_errors
