@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -325,3 +326,66 @@ def test_a_video_plays_through_hls(page: Any, served: Served) -> None:
     page.evaluate("() => { const v = document.querySelector('.viewer video'); v.muted = true; return v.play(); }")
     page.wait_for_function("() => document.querySelector('.viewer video').currentTime > 0.5", timeout=30_000)
     assert not page.console_errors
+
+
+def _add_big_library(served: Served, name: str, count: int) -> None:
+    """A library of `count` synthetic rows over ten years (no files: their thumbnails are marked
+    unsupported, so the server answers each at once with a 415)."""
+    (served.root.parent / name).mkdir(exist_ok=True)
+    with sqlite3.connect(served.db) as db:
+        db.execute("PRAGMA busy_timeout = 30000")
+        lib = db.execute("INSERT INTO libraries (name, root, created_at) VALUES (?, ?, 'now')",
+                         (name, str(served.root.parent / name))).lastrowid
+        span = 10 * 365 * 86400
+        rows = []
+        for i in range(count):
+            t = time.gmtime(946684800 + i * span // count)  # 2000-01-01 onwards
+            kind = ("video", "raw", "heic", "image", "image")[i % 5]
+            rows.append((lib, f"{t.tm_year}/{i:06d}.jpg", str(t.tm_year), kind, 1000, i,
+                         time.strftime("%Y-%m-%dT%H:%M:%S", t), 3.5 if kind == "video" else None))
+        db.executemany(
+            "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, taken_at, duration, thumb_state, "
+            "first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'unsupported', 'now', 'now')", rows)
+
+
+def test_a_timeline_of_100k_files_keeps_the_dom_small(page: Any, served: Served) -> None:
+    _add_big_library(served, "big", 100_000)
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    _logged_in(page, served)
+    deadline = time.monotonic() + 15
+    while page.request.get(served.base + "/timeline/buckets?library=big").status != 200:  # the library cache
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    page.goto(served.base + "/?library=big")
+    page.wait_for_selector('a.tile[data-path^="2009/"]')
+    counts = []
+    months = page.eval_on_selector_all(".scrubber button", "els => els.map(e => e.dataset.month)")
+    assert len(months) == 120
+    for month in (months[30], months[77], months[-1], months[0]):
+        page.click(f'.scrubber button[data-month="{month}"]')
+        page.wait_for_selector(f'a.tile[data-path^="{month[:4]}/"]')
+        counts.append(page.evaluate("document.images.length"))
+    for fraction in (0.13, 0.5, 0.91):  # scrolled, not jumped
+        page.evaluate("(f) => { const s = document.querySelector('.scroller'); s.scrollTop = f * s.scrollHeight; }",
+                      fraction)
+        page.wait_for_function("() => document.querySelectorAll('.canvas .row:not([data-pending])').length > 3")
+        counts.append(page.evaluate("document.images.length"))
+    assert all(0 < c <= 1500 for c in counts), counts
+    badges = page.locator(".canvas .tile .badge").all_text_contents()
+    assert {"RAW", "HEIC"} <= set(badges) and page.locator(".canvas .tile .dur").first.text_content() == "▶ 0:04"
+
+
+def test_too_many_failed_logins_say_when_to_try_again(page: Any, served: Served) -> None:
+    """Last in this file: the throttle holds this address back for a few seconds afterwards."""
+    page.goto(served.base + "/web/login")
+    page.fill("#username", "mallory")
+    seen = ""
+    for _ in range(12):
+        page.fill("#password", "not the password")
+        page.click("form.login button[type=submit]")
+        page.wait_for_function("() => document.querySelector('.login-msg').textContent !== ''")
+        seen = page.locator(".login-msg").text_content() or ""
+        if "try again" in seen:
+            break
+        page.evaluate("document.querySelector('.login-msg').textContent = ''")
+    assert re.fullmatch(r"Too many failed logins: try again in \d+ s\.", seen), seen
