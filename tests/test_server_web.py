@@ -8,9 +8,12 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imageapi.core.config import load_config
 from imageapi.core.db import connect
@@ -18,7 +21,7 @@ from imageapi.core.errors import ConfigError
 from imageapi.core.sessions import create_session, find_session
 from imageapi.server.app import create_app
 from imageapi.server.keys import FAST_THUMBS
-from imageapi.server.sessions import COOKIE, SESSIONS
+from imageapi.server.sessions import COOKIE, SESSIONS, SessionCache, WebSettings, parse_cookie
 from imageapi.server.webapp import WEB_FILES
 from tests.test_server_fastpath import THUMB, Conn, _connect
 from tests.test_server_support import (  # noqa: F401  (fixtures)
@@ -278,3 +281,17 @@ async def test_items_of_a_month_in_timeline_order(timeline: tuple[Server, list])
     for bad in ("2020-13", "2020-1", "x", ""):
         resp = await server.client.get(f"/timeline/items?month={bad}", headers=server.auth)
         assert resp.status == 400, bad
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "ximageapi_session", "imageapi_sessionx", COOKIE]),
+                          st.text(alphabet="abcXYZ019-_", min_size=1, max_size=12)), max_size=5))
+def test_the_session_cookie_is_read_like_a_cookie_parser_reads_it(pairs: list[tuple[str, str]]) -> None:
+    header = "; ".join(f"{k}={v}" for k, v in pairs)
+    jar = SimpleCookie()
+    jar.load(header)
+    expected = jar[COOKIE].value if COOKIE in jar else None
+    # SimpleCookie keeps the last of repeated names; a browser sends one cookie per name.
+    if [k for k, _ in pairs].count(COOKIE) <= 1:
+        assert parse_cookie(header) == expected
+    cache = SessionCache(WebSettings())
+    assert cache.secret_in(header) == cache.secret_in(header) == parse_cookie(header)
