@@ -91,6 +91,7 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                 "PYTHONPATH": str(REPO), "LOG_LEVEL": "warn"})
     _imageapi(env, "scan", "--full", str(root))
     _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    _imageapi(env, "video", "previews")  # the video wall's clips
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
@@ -326,6 +327,45 @@ def test_a_video_plays_through_hls(page: Any, served: Served) -> None:
     page.evaluate("() => { const v = document.querySelector('.viewer video'); v.muted = true; return v.play(); }")
     page.wait_for_function("() => document.querySelector('.viewer video').currentTime > 0.5", timeout=30_000)
     assert not page.console_errors
+
+
+def test_the_video_wall_plays_its_clips_and_opens_the_viewer(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    page.goto(served.base + "/web/videos")
+    page.wait_for_function("() => document.querySelector('.flat-grid video')?.currentTime > 0.3")
+    assert page.locator(".flat-grid video").evaluate("v => v.muted && v.loop")
+    page.click(".flat-grid a.tile")
+    page.wait_for_selector(".viewer video")
+    assert "view=main%2Fclip.mp4" in page.url or "view=main/clip.mp4" in page.url
+
+
+def test_tags_status_memories_and_people_pages(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    target = _timeline_order(served)[3]
+    added = page.evaluate("""(path) => fetch('/image/tags', {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({path, tag: 'holiday <3'})})
+        .then(r => r.status)""", target)
+    assert added == 200
+    page.goto(served.base + "/web/tags")
+    page.click("text=holiday <3")
+    page.wait_for_url("**/web/tags/holiday%20%3C3")
+    page.wait_for_selector(f'a.tile[data-path="{target}"]')
+    assert page.locator("a.tile").count() == 1
+    with sqlite3.connect(served.db) as db:
+        files = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        taken = db.execute("SELECT rel_path, taken_at FROM files WHERE taken_at < '2015' AND kind = 'image' "
+                           "ORDER BY taken_at LIMIT 1").fetchone()
+    page.goto(served.base + "/web/status")
+    page.wait_for_selector(".status dl")
+    assert page.locator(".status dl").first.text_content().startswith(f"files{files}")
+    assert page.locator(".status td", has_text="done").count() >= 1
+    # Memories of that photo's day, seen from a later year.
+    day = f"2024-{taken[1][5:10]}"
+    page.goto(served.base + f"/web/memories?span=day&date={day}")
+    page.wait_for_selector(f'a.tile[data-path="{taken[0]}"]')
+    assert page.locator(".year-h").first.text_content().startswith(taken[1][:4])
+    page.goto(served.base + "/web/people")
+    page.wait_for_selector("text=Faces are off")
 
 
 def _add_big_library(served: Served, name: str, count: int) -> None:

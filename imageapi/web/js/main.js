@@ -3,6 +3,7 @@ import { api, hideError, setUnauthorizedHandler, showError } from './api.js';
 import { $, clear, h } from './dom.js';
 import * as folders from './folders.js';
 import * as login from './login.js';
+import * as pages from './pages.js';
 import * as timeline from './timeline.js';
 import { Viewer } from './viewer.js';
 
@@ -22,6 +23,11 @@ function route(path) {
     const rest = decodeURIComponent(path.slice('/web/folders'.length)).replace(/^\//, '');
     const [library, ...parts] = rest ? rest.split('/') : [''];
     return [folders, { library: library || null, folder: parts.join('/') }];
+  }
+  const m = /^\/web\/(tags|people|memories|videos|status)(?:\/(.+))?$/.exec(path);
+  if (m) {
+    const arg = m[2] ? decodeURIComponent(m[2]) : null;
+    return [{ mount: pages[m[1]] }, { tag: arg, person: arg }];
   }
   return [null, {}];
 }
