@@ -3,6 +3,7 @@
 // the info panel (date, camera, exposure, size, path, GPS, tags).
 import { api, mediaUrl, query, showError } from './api.js';
 import { clear, h } from './dom.js';
+import { faces } from './faces.js';
 import { bytes, duration, exposure, takenAt } from './format.js';
 
 let tagNames = null;  // every tag, for autocompletion (fetched once per page load)
@@ -81,8 +82,15 @@ export class Viewer {
     this.title.textContent = meta.name;
     this.download.href = mediaUrl(this.item, 'full');
     this.download.setAttribute('download', meta.name);
-    this.media(meta);
+    if (this.stopFaces) this.stopFaces();
+    this.stopFaces = null;
+    const img = this.media(meta);
     this.renderInfo(meta);
+    if (img) {
+      faces(this.item, img, this.stage, this.info).then((stop) => {
+        if (seq === this.seq) this.stopFaces = stop; else if (stop) stop();
+      }, showError);
+    }
   }
 
   media(meta) {
@@ -117,6 +125,7 @@ export class Viewer {
       });
     }
     this.stage.append(img);
+    return img;
   }
 
   renderInfo(meta) {
@@ -175,6 +184,7 @@ export class Viewer {
 
   close() {
     this.seq++;
+    if (this.stopFaces) this.stopFaces();
     if (this.hls) this.hls.destroy();
     document.removeEventListener('keydown', this.keys);
     this.el.remove();
