@@ -63,6 +63,9 @@ class Served:
     base: str
     db: Path
     root: Path
+    llm: subprocess.Popen[str]  # the language model stand-in
+    llm_url: str
+    nowhere: str                # where nothing listens (the fallback model server)
 
 
 def _free_port() -> int:
@@ -95,6 +98,14 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     _imageapi(env, "scan", "--full", str(root))
     _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
     _imageapi(env, "video", "previews")  # the video wall's clips
+    # The language model: the Ollama stand-in of tests/llm_standins.py (one tool call, then its answer).
+    llm = subprocess.Popen([sys.executable, str(REPO / "tests" / "llm_standins.py"), "--rounds", "1"], env=env,
+                           stdout=subprocess.PIPE, text=True)
+    assert llm.stdout is not None
+    llm_url = llm.stdout.readline().split()[-1]
+    nowhere = f"http://127.0.0.1:{_free_port()}"
+    env.update({"OLLAMA_PRIMARY_URL": llm_url, "OLLAMA_FALLBACK_URL": nowhere, "NOMINATIM_URL": nowhere,
+                "SMS_API_URL": nowhere, "OLLAMA_CONNECT_TIMEOUT_SEC": "2", "INSIGHTS_REQUEST_TIMEOUT_SEC": "10"})
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
@@ -110,8 +121,10 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                     err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
                     raise RuntimeError("imageapi serve did not start: " + err) from None
                 time.sleep(0.1)
-        yield Served(base, tmp / "data" / "imageapi.db", root)
+        yield Served(base, tmp / "data" / "imageapi.db", root, llm, llm_url, nowhere)
     finally:
+        llm.terminate()
+        llm.wait(10)
         proc.terminate()
         try:
             proc.wait(10)
@@ -401,6 +414,48 @@ def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any
     page.click(f"text={name}")
     page.wait_for_selector(f'a.tile[data-path="{target}"]')
     assert page.locator(".toolbar .title").text_content() == name and page.locator("i").count() == 0
+
+
+def test_insights_write_stream_rewind_amend_and_say_when_no_model_answers(page: Any, served: Served) -> None:
+    _logged_in(page, served)
+    target = _timeline_order(served)[5]
+    page.goto(served.base + "/?view=main/" + target)
+    box = page.locator(".insight-box")
+    box.locator("text=No insight yet.").wait_for()
+    box.locator("text=Write an insight").click()
+    box.locator(".insight h4").wait_for()
+    assert box.locator(".insight h4").text_content() == "Bench"
+    assert box.locator(".insight .text").text_content() == "An instant answer."
+    box.locator("textarea").fill("Where was this? <b>now</b>")
+    box.locator("button[type=submit]").click()
+    page.wait_for_function("() => document.querySelectorAll('.chat .msg').length === 2 "
+                           "&& !document.querySelector('.live')")
+    assert box.locator(".chat .msg.user .text").text_content() == "Where was this? <b>now</b>"
+    assert "An instant answer." in (box.locator(".chat .msg.assistant .text").text_content() or "")
+    tool = box.locator(".insight details.tool")  # the tool calls that wrote the insight
+    assert tool.count() == 1 and not tool.evaluate("d => d.open")  # folded
+    assert tool.locator("summary").text_content() == "tool: get_photo_metadata"
+    assert box.locator(".chat b").count() == 0
+    first_id = page.evaluate("(p) => fetch('/insights?path=' + encodeURIComponent(p)).then(r => r.json())"
+                             ".then(d => d.insights[0].id)", target)
+    # Rewind from the question: the conversation is back to the insight alone.
+    box.locator("text=Rewind to here").click()
+    page.wait_for_function("() => document.querySelectorAll('.chat .msg').length === 0")
+    # Amend: the answer becomes a new insight.
+    box.locator("textarea").fill("Say it shorter")
+    box.locator("#amend").check()
+    box.locator("button[type=submit]").click()
+    page.wait_for_function("([p, old]) => fetch('/insights?path=' + encodeURIComponent(p)).then(r => r.json())"
+                           ".then(d => d.insights[0].id !== old)", arg=[target, first_id])
+    # No model server answers: a message naming what was tried, and the viewer goes on working.
+    served.llm.terminate()
+    served.llm.wait(10)
+    box.locator("text=Write an insight").click()
+    note = box.locator(".insight-note")
+    page.wait_for_function("() => /127\\.0\\.0\\.1/.test(document.querySelector('.insight-note').textContent)")
+    assert served.llm_url in (note.text_content() or "") and served.nowhere in (note.text_content() or "")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("(p) => location.search.includes(encodeURIComponent(p))", arg=_timeline_order(served)[6])
 
 
 AXE = REPO / "tests" / "vendor" / "axe-core" / "axe.min.js"  # from npm: scripts/refresh_web_vendor.sh

@@ -4,6 +4,7 @@
 import { api, mediaUrl, query, showError } from './api.js';
 import { clear, h } from './dom.js';
 import { faces } from './faces.js';
+import { insightBox } from './insights.js';
 import { bytes, duration, exposure, takenAt } from './format.js';
 
 let tagNames = null;  // every tag, for autocompletion (fetched once per page load)
@@ -147,6 +148,7 @@ export class Viewer {
       }));
     }
     clear(this.info).append(h('h2', { text: meta.name }), h('dl', {}, rows), this.tagEditor(meta));
+    if (meta.kind !== 'video' && meta.kind !== 'other') this.info.append(insightBox(this.item));
   }
 
   tagEditor(meta) {
