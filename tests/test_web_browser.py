@@ -381,7 +381,7 @@ def test_tags_status_memories_and_people_pages(page: Any, served: Served) -> Non
     page.wait_for_selector(f'a.tile[data-path="{taken[0]}"]')
     assert page.locator(".year-h").first.text_content().startswith(taken[1][:4])
     page.goto(served.base + "/web/people")
-    page.wait_for_selector(".folders, .empty")
+    page.wait_for_selector(".people, .empty")
 
 
 def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any, served: Served) -> None:
@@ -411,9 +411,22 @@ def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any
     assert bound == [(name,)]
     page.keyboard.press("Escape")
     page.goto(served.base + "/web/people")
+    face = page.locator(".people a", has_text=name).locator("img")
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=face.element_handle())
     page.click(f"text={name}")
     page.wait_for_selector(f'a.tile[data-path="{target}"]')
     assert page.locator(".toolbar .title").text_content() == name and page.locator("i").count() == 0
+    # Rename, then merge into Bob.
+    page.fill("input[aria-label='New name']", "Carol B.")
+    page.click("text=Rename")
+    page.wait_for_function("() => document.querySelector('.toolbar .title')?.textContent === 'Carol B.'")
+    page.select_option("select[aria-label='Merge into']", label="Bob")
+    page.click("button:has-text('Merge')")
+    page.wait_for_url(f"**/web/people/{bob}")
+    page.wait_for_function("() => document.querySelector('.toolbar .title')?.textContent === 'Bob'")
+    page.wait_for_selector(f'a.tile[data-path="{target}"]')
+    with sqlite3.connect(served.db) as db:
+        assert db.execute("SELECT COUNT(*) FROM persons WHERE name LIKE 'Carol%'").fetchone()[0] == 0
 
 
 def test_insights_write_stream_rewind_amend_and_say_when_no_model_answers(page: Any, served: Served) -> None:
@@ -482,7 +495,7 @@ def test_every_page_passes_axe_without_critical_or_serious_violations(browser: A
         for path, ready in [("/web/login", "#username"), ("LOGIN", ""), ("/", "a.tile img"),
                             ("/?view=main/" + _timeline_order(served)[1], ".viewer .info dl"),
                             ("/web/folders/main", "a.tile"), ("/web/videos", "a.tile"),
-                            ("/web/memories?span=month", ".toolbar"), ("/web/people", ".folders, .empty"),
+                            ("/web/memories?span=month", ".toolbar"), ("/web/people", ".people, .empty"),
                             ("/web/tags", ".folders, .empty"), ("/web/status", ".status dl"), ("/web/nope", ".empty")]:
             if path == "LOGIN":
                 page.fill("#username", USER)

@@ -24,6 +24,7 @@ from imageapi.server import (
     routes_insights,
     routes_media,
     routes_memories,
+    routes_people,
     routes_photos,
     routes_status,
     routes_tags,
@@ -78,7 +79,7 @@ def create_app(
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
                  routes_faces, routes_insights, routes_video, openapi,
-                 sessions, routes_timeline, webapp):  # browser sessions and the web client
+                 sessions, routes_timeline, routes_people, webapp):  # browser sessions and the web client
         area.setup(app)
     return app
 

@@ -190,6 +190,37 @@ INSIGHT_PATHS: J = {
 }
 
 
+# --- People: rename, merge, a face crop (imageapi/server/routes_people.py)
+PERSON_ID: J = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+PERSON_OR_NULL: J = _nullable(_obj({"id": INT, "name": STR}))
+PEOPLE_PATHS: J = {
+    "/persons/{id}": {
+        "parameters": [PERSON_ID],
+        "patch": {"summary": "rename a person (a name another person has: merge instead)", "security": BEARER,
+                  "requestBody": _body(_obj({"name": STR})),
+                  "responses": {"200": _json(_obj({"enabled": BOOL, "person": PERSON_OR_NULL})),
+                                **_errors(*JSON_BODY_ERRORS)}},
+    },
+    "/persons/{id}/merge": {
+        "parameters": [PERSON_ID],
+        "post": {"summary": "merge this person into another (`into`, an id): the faces move, this person goes",
+                 "security": BEARER,
+                 "requestBody": _body(_obj({"into": {"type": "integer", "minimum": 1}})),
+                 "responses": {"200": _json(_obj({"enabled": BOOL, "person": PERSON_OR_NULL,
+                                                  "moved": INT, "unbound": INT})),
+                               **_errors(*JSON_BODY_ERRORS)}},
+    },
+    "/persons/{id}/face": {
+        "parameters": [PERSON_ID],
+        "get": {"summary": "the person's best face, cut from a stored thumbnail (a small square JPEG)",
+                "security": BEARER,
+                "responses": {"200": {"description": "the face",
+                                      "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                              **_errors(401, 404, 422)}},
+    },
+}
+
+
 # --- The web client's timeline (imageapi/server/routes_timeline.py, core/timeline.py)
 ALL_LIBRARIES = _q("library", STR, "one library (default: every library)")
 TIMELINE_PATHS: J = {
@@ -366,6 +397,7 @@ def _spec() -> J:
                                    "201": _json(_obj({"enabled": BOOL, "person": _obj({"id": INT, "name": STR})})),
                                    **_errors(*JSON_BODY_ERRORS)}},
         },
+        **PEOPLE_PATHS,
         "/persons/{id}/photos": {"get": {
             "summary": "photos in which a person's face is bound", "security": BEARER,
             "parameters": [

@@ -74,7 +74,7 @@ export async function tags(main, { tag, openViewer }) {
   return g;
 }
 
-export async function people(main, { person, openViewer }) {
+export async function people(main, { person, navigate, openViewer }) {
   if (!person) {
     const data = await api('/persons');
     main.append(toolbar('People'));
@@ -86,19 +86,39 @@ export async function people(main, { person, openViewer }) {
       main.append(empty('No people yet', 'Add one with `imageapi people add NAME` and tag a photo with the name.'));
       return {};
     }
-    main.append(h('div', { class: 'folder-page' }, h('ul', { class: 'folders' }, data.persons.map((p) => h('li', {},
+    main.append(h('div', { class: 'folder-page' }, h('ul', { class: 'people' }, data.persons.map((p) => h('li', {},
       h('a', { href: `/web/people/${p.id}`, 'data-nav': '' },
-        h('span', { text: p.name }), h('span', { class: 'count', text: `${p.photos} photos` })))))));
+        h('img', { src: `/persons/${p.id}/face`, alt: '', loading: 'lazy', onerror: (ev) => ev.target.classList.add('broken') }),
+        h('span', { class: 'name', text: p.name }), h('span', { class: 'count', text: `${p.photos} photos` })))))));
     return {};
   }
   const { libraries } = await api('/libraries');
+  const { persons } = await api('/persons');
+  const me = persons.find((p) => String(p.id) === String(person));
   const box = h('div', { class: 'folder-page' });
-  const title = h('h1', { class: 'title', text: 'Person' });
-  main.append(h('div', { class: 'toolbar' }, title, h('a', { href: '/web/people', 'data-nav': '', text: 'All people' })), box);
+  const title = h('h1', { class: 'title', text: me ? me.name : 'Person' });
+  const name = h('input', { 'aria-label': 'New name', value: me ? me.name : '', maxlength: '200' });
+  const rename = h('form', { class: 'tag-add', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api(`/persons/${person}`, { method: 'PATCH', body: { name: name.value } });
+      title.textContent = res.person.name;
+    } catch (e) { showError(e); }
+  } }, name, h('button', { type: 'submit', class: 'btn', text: 'Rename' }));
+  const into = h('select', { 'aria-label': 'Merge into' }, h('option', { value: '', text: 'Merge into…' }),
+    persons.filter((p) => p !== me).map((p) => h('option', { value: String(p.id), text: p.name })));
+  const merge = h('form', { class: 'tag-add', onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!into.value) return;
+    try {
+      const res = await api(`/persons/${person}/merge`, { method: 'POST', body: { into: Number(into.value) } });
+      navigate(`/web/people/${res.person.id}`, { replace: true });
+    } catch (e) { showError(e); }
+  } }, into, h('button', { type: 'submit', class: 'btn', text: 'Merge' }));
+  main.append(h('div', { class: 'toolbar' }, title, rename, merge,
+    h('a', { href: '/web/people', 'data-nav': '', text: 'All people' })), box);
   const g = pagedGrid(box, acrossLibraries(libraries, async (library, cursor) => {
-    const data = await api(`/persons/${encodeURIComponent(person)}/photos` + query({ library, limit: 200, cursor }));
-    if (data.person) title.textContent = data.person.name;
-    return data;
+    return api(`/persons/${encodeURIComponent(person)}/photos` + query({ library, limit: 200, cursor }));
   }), openViewer);
   await g.load();
   return g;
