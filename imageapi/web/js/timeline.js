@@ -94,15 +94,20 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   function blockEl(b) {
     if (b.kind === 'month') return h('h2', { class: 'month-h', text: monthTitle(months[b.mi].month), dataset: { month: months[b.mi].month } });
     if (b.kind === 'day') return h('h3', { class: 'day-h', text: b.day ? dayTitle(b.day) : '' });
-    const row = h('div', { class: 'row' });
     const items = loaded.get(b.mi);
+    if (!items) {
+      // Not loaded yet: one element drawn as b.n grey squares (a fast scroll passes thousands of these).
+      const ph = h('div', { class: 'row ph', dataset: { pending: '1' } });
+      ph.style.width = b.n * size + 'px';
+      ph.style.backgroundSize = `${size}px 100%`;
+      return ph;
+    }
+    const row = h('div', { class: 'row' });
     for (let i = 0; i < b.n; i++) {
-      const item = items && items[b.first + i];
-      const t = item ? tile(item, openViewer) : h('div', { class: 'tile ph' });
+      const t = tile(items[b.first + i], openViewer);
       t.style.width = t.style.height = size + 'px';
       row.append(t);
     }
-    if (!items) row.dataset.pending = '1';
     return row;
   }
 
