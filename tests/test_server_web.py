@@ -5,6 +5,7 @@ timeline endpoints."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -94,6 +95,22 @@ async def test_shell_has_no_inline_script_and_every_asset_it_names_is_immutable(
     assert stale.status == 404
     for other in ("index.html", "nope.js"):  # only the client's files, by exact name
         assert (await server.client.get(f"/assets/{server.app[WEB_FILES].version}/{other}")).status == 404, other
+
+
+async def test_text_assets_are_sent_gzipped_to_clients_that_accept_it(server: Server) -> None:
+    files = server.app[WEB_FILES]
+    name = next(n for n in files.assets if n.endswith(".js"))
+    url = f"/assets/{files.version}/{name}"
+    plain = await server.client.get(url, headers={"Accept-Encoding": "identity"}, auto_decompress=False)
+    packed = await server.client.get(url, headers={"Accept-Encoding": "gzip, deflate"}, auto_decompress=False)
+    assert "Content-Encoding" not in plain.headers and packed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await packed.read()) == await plain.read() == files.assets[name].body
+    assert plain.headers["Vary"] == packed.headers["Vary"] == "Accept-Encoding"
+    assert plain.headers["ETag"] != packed.headers["ETag"]
+    again = await server.client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]})
+    assert again.status == 304
+    shell = await server.client.get("/", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert shell.headers["Content-Encoding"] == "gzip" and b"/assets/" in gzip.decompress(await shell.read())
 
 
 # -- sessions ----------------------------------------------------------------------------------

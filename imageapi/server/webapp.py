@@ -9,11 +9,14 @@
   version. An asset of another version is a 404 (the no-cache shell always names the current one).
 
 Every answer carries a Content-Security-Policy that allows only the app's own scripts (no inline
-script, no eval), `frame-ancestors 'none'`, and `X-Content-Type-Options: nosniff`.
+script, no eval), `frame-ancestors 'none'`, and `X-Content-Type-Options: nosniff`. Text files are
+gzipped once at start-up and sent so to clients that accept it.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import mimetypes
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
+_COMPRESS = frozenset({".js", ".mjs", ".css", ".html", ".svg", ".json", ".txt"})
 _TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml",
           ".json": "application/json", ".txt": "text/plain; charset=utf-8", ".png": "image/png"}
@@ -45,6 +49,7 @@ class Asset:
     body: bytes
     content_type: str
     etag: str
+    gzipped: bytes | None = None  # compressed once at start-up, when that saves something
 
 
 class WebFiles:
@@ -64,15 +69,23 @@ class WebFiles:
 
 def _asset(body: bytes, suffix: str) -> Asset:
     ctype = _TYPES.get(suffix) or mimetypes.types_map.get(suffix) or "application/octet-stream"
-    return Asset(body, ctype, f'"{hashlib.sha256(body).hexdigest()[:24]}"')
+    packed = gzip.compress(body, 9, mtime=0) if suffix in _COMPRESS else None
+    return Asset(body, ctype, f'"{hashlib.sha256(body).hexdigest()[:24]}"',
+                 packed if packed is not None and len(packed) < len(body) else None)
 
 
 def _respond(request: web.Request, asset: Asset, cache_control: str) -> web.Response:
-    headers = {**SECURITY_HEADERS, "ETag": asset.etag, "Cache-Control": cache_control}
+    # The compressed body is another representation: its own ETag (RFC 9110 8.8.3).
+    packed = asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", "")
+    etag = asset.etag[:-1] + '-gz"' if packed else asset.etag
+    headers = {**SECURITY_HEADERS, "ETag": etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding"}
     inm = request.headers.get("If-None-Match", "")
-    if asset.etag in (t.strip().removeprefix("W/") for t in inm.split(",")) or inm.strip() == "*":
+    if etag in (t.strip().removeprefix("W/") for t in inm.split(",")) or inm.strip() == "*":
         return web.Response(status=304, headers=headers)
-    return web.Response(body=asset.body, headers={**headers, "Content-Type": asset.content_type})
+    if packed:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=asset.gzipped if packed else asset.body,
+                        headers={**headers, "Content-Type": asset.content_type})
 
 
 WEB_FILES = web.AppKey("web_files", WebFiles)
@@ -90,8 +103,14 @@ async def get_asset(request: web.Request) -> web.Response:
     return _respond(request, asset, IMMUTABLE)
 
 
+@functools.cache
+def web_files() -> WebFiles:
+    """Read (and compressed) once per process: every application of the process shares them."""
+    return WebFiles()
+
+
 def setup(app: web.Application) -> None:
-    app[WEB_FILES] = WebFiles()
+    app[WEB_FILES] = web_files()
     app.router.add_get("/", get_shell)
     app.router.add_get("/web/{tail:.*}", get_shell)
     app.router.add_get("/assets/{version}/{path:.+}", get_asset)
