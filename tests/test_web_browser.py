@@ -99,7 +99,8 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
     _imageapi(env, "video", "previews")  # the video wall's clips
     # The language model: the Ollama stand-in of tests/llm_standins.py (one tool call, then its answer).
-    llm = subprocess.Popen([sys.executable, str(REPO / "tests" / "llm_standins.py"), "--rounds", "1"], env=env,
+    llm = subprocess.Popen([sys.executable, str(REPO / "tests" / "llm_standins.py"), "--rounds", "1", "--chunks", "4",
+                            "--delay", "0.15"], env=env,
                            stdout=subprocess.PIPE, text=True)
     assert llm.stdout is not None
     llm_url = llm.stdout.readline().split()[-1]
@@ -267,6 +268,39 @@ def test_viewer_opens_the_picture_with_metadata_and_moves_with_the_arrow_keys(pa
     page.keyboard.press("Escape")
     page.wait_for_selector(".viewer", state="detached")
     assert "view=" not in page.url
+
+
+def test_swipes_move_through_the_viewer_and_down_closes_it(browser: Any, served: Served) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 800}, has_touch=True, is_mobile=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        _logged_in(page, served)
+        order = _timeline_order(served)
+        page.goto(served.base + "/?view=main/" + order[1])
+        page.wait_for_function("(name) => document.querySelector('.viewer h2')?.textContent === name",
+                               arg=order[1].rpartition("/")[2])
+        assert page.evaluate("getComputedStyle(document.querySelector('.viewer .info')).display") == "none"
+        swipe = """([dx, dy]) => { const s = document.querySelector('.viewer .stage');
+            const r = s.getBoundingClientRect();
+            const x = r.left + r.width / 2, y = r.top + r.height / 2;
+            const ev = (type, ex, ey) => s.dispatchEvent(new PointerEvent(type, {pointerType: 'touch', clientX: ex,
+                clientY: ey, bubbles: true, isPrimary: true}));
+            ev('pointerdown', x, y); ev('pointerup', x + dx, y + dy); }"""
+        shown = "(name) => document.querySelector('.viewer h2')?.textContent === name"
+        page.evaluate(swipe, [-150, 10])  # right to left: the next one
+        page.wait_for_function("(p) => location.search.includes(encodeURIComponent(p))", arg=order[2])
+        page.wait_for_function(shown, arg=order[2].rpartition("/")[2])
+        page.evaluate(swipe, [150, -5])   # left to right: back
+        page.wait_for_function("(p) => location.search.includes(encodeURIComponent(p))", arg=order[1])
+        page.wait_for_function(shown, arg=order[1].rpartition("/")[2])
+        page.evaluate(swipe, [5, 200])    # down: close
+        page.wait_for_selector(".viewer", state="detached")
+        # A phone-sized grid: 3 or 4 pictures a row.
+        per_row = page.evaluate("document.querySelector('.canvas .row:not(.ph)').children.length")
+        assert per_row in (3, 4)
+    finally:
+        context.close()
 
 
 def test_a_tag_added_in_the_viewer_is_there_after_a_reload_as_text(page: Any, served: Served) -> None:
@@ -440,10 +474,16 @@ def test_insights_write_stream_rewind_amend_and_say_when_no_model_answers(page: 
     assert box.locator(".insight h4").text_content() == "Bench"
     assert box.locator(".insight .text").text_content() == "An instant answer."
     box.locator("textarea").fill("Where was this? <b>now</b>")
+    # The answer appears as it streams: record the live message's text at every change.
+    page.evaluate("""() => { window.__seen = []; new MutationObserver(() => {
+        const t = document.querySelector('.chat .live .text'); if (t) window.__seen.push(t.textContent); })
+        .observe(document.querySelector('.chat'), {subtree: true, childList: true, characterData: true}); }""")
     box.locator("button[type=submit]").click()
     page.wait_for_function("() => document.querySelectorAll('.chat .msg').length === 2 "
                            "&& !document.querySelector('.live')")
     assert box.locator(".chat .msg.user .text").text_content() == "Where was this? <b>now</b>"
+    seen = [t for t in page.evaluate("window.__seen") if t]
+    assert len(set(seen)) >= 3 and "Title: Bench\n\nAn instant answer.".startswith(seen[0]), seen
     assert "An instant answer." in (box.locator(".chat .msg.assistant .text").text_content() or "")
     tool = box.locator(".insight details.tool")  # the tool calls that wrote the insight
     assert tool.count() == 1 and not tool.evaluate("d => d.open")  # folded
