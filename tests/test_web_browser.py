@@ -169,7 +169,7 @@ def _login(page: Any, served: Served, password: str = PASSWORD) -> None:
 
 def _logged_in(page: Any, served: Served) -> None:
     _login(page, served)
-    page.wait_for_selector("a.tile img")
+    page.wait_for_selector("a.tile img", state="attached")
 
 
 def _timeline_order(served: Served) -> list[str]:
@@ -511,6 +511,39 @@ def test_insights_write_stream_rewind_amend_and_say_when_no_model_answers(page: 
     page.wait_for_function("(p) => location.search.includes(encodeURIComponent(p))", arg=_timeline_order(served)[6])
 
 
+SCREENSHOTS = {"timeline": "/", "viewer": "/?view=main/camera/gps_DSCN0010.jpg"}
+
+
+def test_screenshots_for_the_readme(browser: Any, served: Served, tmp_path: Path) -> None:
+    """The README's pictures of the timeline and the viewer: taken on every run (so they can always
+    be made), written to docs/ with IMAGEAPI_WRITE_SCREENSHOTS=1, as small palette PNGs."""
+    from PIL import Image
+
+    out = REPO / "docs" if os.environ.get("IMAGEAPI_WRITE_SCREENSHOTS") == "1" else tmp_path
+    context = browser.new_context(viewport={"width": 960, "height": 600}, color_scheme="light")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        _logged_in(page, served)
+        for name, path in SCREENSHOTS.items():
+            page.goto(served.base + path)
+            if name == "viewer":
+                page.wait_for_function("() => { const i = document.querySelector('.viewer .picture'); "
+                                       "return i && i.complete && i.naturalWidth > 0; }")
+                page.locator(".viewer .info a[href^='https://www.openstreetmap.org/']").wait_for()
+            else:
+                _thumbs_loaded(page)
+            raw = tmp_path / f"{name}-raw.png"
+            page.screenshot(path=str(raw))
+            with Image.open(raw) as im:
+                small = im.convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+                small.save(out / f"web-{name}.png", optimize=True)
+            size = (out / f"web-{name}.png").stat().st_size
+            assert 10_000 < size < 400_000, size  # a picture of something, and small
+    finally:
+        context.close()
+
+
 AXE = REPO / "tests" / "vendor" / "axe-core" / "axe.min.js"  # from npm: scripts/refresh_web_vendor.sh
 AXE_RUN = """() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
     .filter(v => v.impact === 'critical' || v.impact === 'serious')
@@ -532,7 +565,7 @@ def test_every_page_passes_axe_without_critical_or_serious_violations(browser: A
         assert any(v.startswith("label (critical)") for v in page.evaluate(AXE_RUN))
         page.reload()
         found = {}
-        for path, ready in [("/web/login", "#username"), ("LOGIN", ""), ("/", "a.tile img"),
+        for path, ready in [("/web/login", "#username"), ("LOGIN", ""), ("/", "a.tile"),
                             ("/?view=main/" + _timeline_order(served)[1], ".viewer .info dl"),
                             ("/web/folders/main", "a.tile"), ("/web/videos", "a.tile"),
                             ("/web/memories?span=month", ".toolbar"), ("/web/people", ".people, .empty"),
@@ -559,7 +592,7 @@ def test_keyboard_only(page: Any, served: Served) -> None:
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url(served.base + "/")
-    page.wait_for_selector("a.tile img")
+    page.wait_for_selector("a.tile img", state="attached")
     for _ in range(30):  # Tab through the bar and the filter to the first picture
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.matches('a.tile')"):
@@ -567,7 +600,8 @@ def test_keyboard_only(page: Any, served: Served) -> None:
     first = page.evaluate("document.activeElement.dataset.path")
     assert first == _timeline_order(served)[0]
     page.keyboard.press("Enter")
-    page.wait_for_selector(".viewer")
+    page.wait_for_function("(name) => document.querySelector('.viewer h2')?.textContent === name",
+                           arg=first.rpartition("/")[2])
     page.keyboard.press("ArrowRight")
     page.wait_for_function("(p) => location.search.includes(encodeURIComponent(p))", arg=_timeline_order(served)[1])
     page.keyboard.press("Escape")
