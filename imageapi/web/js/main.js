@@ -85,8 +85,9 @@ function openViewer(item) { navigate(viewUrl(item)); }
 function moveViewer(item) { navigate(viewUrl(item), { replace: true }); }
 
 function closeViewer() {
-  const item = viewer && viewer.item;
   const q = new URLSearchParams(location.search);
+  const view = q.get('view') || '';  // the address says which picture was shown last
+  const item = { library: view.slice(0, view.indexOf('/')), path: view.slice(view.indexOf('/') + 1) };
   q.delete('view');
   const s = q.toString();
   navigate(location.pathname + (s ? '?' + s : ''));

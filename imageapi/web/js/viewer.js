@@ -65,12 +65,18 @@ export class Viewer {
   }
 
   async move(delta) {
+    await this.showing;  // a key pressed while the picture loads counts from that picture
     if (this.index < 0) return;
     const item = await this.source.at(this.index + delta).catch(showError);
     if (item) this.onMove(item);
   }
 
-  async show(target) {
+  show(target) {
+    this.showing = this.load(target).catch((e) => { showError(e); });
+    return this.showing;
+  }
+
+  async load(target) {
     if (this.item && this.item.library === target.library && this.item.path === target.path) return;
     const seq = ++this.seq;
     const meta = await api('/image/metadata' + query({ library: target.library, path: target.path }));
