@@ -434,23 +434,23 @@ def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6371000 * math.asin(math.sqrt(a))
 
 
-def tool_rounds(rounds: int) -> Callable[[dict[str, Any]], Reply]:
+def tool_rounds(rounds: int, chunks: int = 1, delay: float = 0.0) -> Callable[[dict[str, Any]], Reply]:
     """A script step: call get_photo_metadata until `rounds` tool results are in the conversation,
-    then answer."""
+    then answer (streamed in `chunks` pieces, `delay` seconds apart)."""
 
     def step(body: dict[str, Any]) -> Reply:
         done = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
         if body.get("tools") and done < rounds:
             return Reply("", [("get_photo_metadata", {})])
-        return Reply("Title: Bench\n\nAn instant answer.", chunks=1)
+        return Reply("Title: Bench\n\nAn instant answer.", chunks=chunks, delay=delay)
 
     return step
 
 
-async def _serve(rounds: int, dim: int) -> None:
+async def _serve(rounds: int, dim: int, chunks: int = 1, delay: float = 0.0) -> None:
     ollama = OllamaStandIn()
     ollama.dim = dim
-    ollama.script = [tool_rounds(rounds)]
+    ollama.script = [tool_rounds(rounds, chunks, delay)]
     ollama.requests = _Discard()  # a long benchmark must not keep every request
     ollama.chats = _Discard()
     ollama.embeds = _Discard()
@@ -470,8 +470,10 @@ if __name__ == "__main__":  # an instant Ollama stand-in for bench/bench_insight
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="tool rounds before the answer")
     parser.add_argument("--dim", type=int, default=EMBED_DIM, help="embedding length (nomic-embed-text: 768)")
+    parser.add_argument("--chunks", type=int, default=1, help="pieces a streamed answer comes in")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between the pieces")
     opts = parser.parse_args()
     try:
-        asyncio.run(_serve(opts.rounds, opts.dim))
+        asyncio.run(_serve(opts.rounds, opts.dim, opts.chunks, opts.delay))
     except KeyboardInterrupt:
         pass

@@ -87,6 +87,7 @@ BAD: dict[str, list[str]] = {
     "SUMMARIES_TO": ["2024-02-30", "tomorrow", "2024-1-1"],
     "SUMMARIES_DAYS": ["0", "100000", *INT_BAD],
     "SUMMARIES_MODEL": TEXT_BAD,
+    "TRUSTED_PROXIES": ["proxy.local", "10.0.0.0/33", "127.0.0.1, ::1, nope", "1.2.3.4/x", "\x00"],
     "IMAGEAPI_FFMPEG": ["/does/not/exist/ffmpeg", "no-such-ffmpeg-here", "/", "none", "x\x00y"],
     "IMAGEAPI_FFPROBE": ["/does/not/exist/ffprobe", "no-such-ffprobe-here", "/", "x\x00y"],
 }

@@ -12,6 +12,7 @@ setting: a bad value is a ConfigError naming it before any command starts anythi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ MAX_THUMB_SIZE = 10_000
 MIN_SECRET_BYTES = 32  # the length tokens.check_secret asks for
 DEFAULT_TOKEN_TTL = 7 * 86400.0
 MAX_TOKEN_TTL = 10 * 365 * 86400.0
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _default_transcodes() -> int:
@@ -65,6 +67,8 @@ class VideoSettings:
 class ServerSettings:
     token_ttl: float = DEFAULT_TOKEN_TTL  # TOKEN_TTL, seconds
     processes: int = 1                    # SERVE_PROCESSES
+    # TRUSTED_PROXIES: reverse proxies whose X-Forwarded-Proto is believed (the cookie's Secure flag)
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,7 @@ def load_config(
         server=ServerSettings(
             token_ttl=env_duration(env, "TOKEN_TTL", DEFAULT_TOKEN_TTL, minimum=1.0, maximum=MAX_TOKEN_TTL),
             processes=env_int(env, "SERVE_PROCESSES", 1, maximum=64),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         ),
         faces=face_settings_from_env(env),
         insights=insight_settings_from_env(env),
@@ -228,6 +233,17 @@ def load_config(
         ffprobe=tool_setting(env, "IMAGEAPI_FFPROBE", allow_none=True),
     )
     return config.with_overrides(**overrides)
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    """Comma-separated IP addresses or networks (127.0.0.1, 10.0.0.0/8, ::1)."""
+    nets: list[Network] = []
+    for part in parse_list(env.get(name)):
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(name, f"{part!r} is not an IP address or network") from None
+    return tuple(nets)
 
 
 def tool_setting(env: Mapping[str, str], name: str, *, allow_none: bool = False) -> str | None:

@@ -3,7 +3,7 @@
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
-file names, 11 tag keys.
+file names, 11 tag keys, 12 browser sessions.
 """
 
 from __future__ import annotations
@@ -363,3 +363,17 @@ UPDATE scans SET subtree = replace(subtree, char(65533), char(65533, 65533))
     WHERE instr(subtree, char(65533)) > 0;
 """
 MIGRATIONS.append(Migration(10, "stored_names", STORED_NAMES))
+
+# 12: browser sessions (imageapi.core.sessions). The cookie holds a random secret; only its
+# blake2b digest is stored, so a copy of the database opens no session. Rows go with their user.
+SESSIONS = """
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,            -- blake2b-256 of the cookie's secret, hex
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_key   TEXT NOT NULL,               -- the user's token key when it began (users.token_key)
+    created_at  INTEGER NOT NULL,            -- unix seconds
+    expires_at  INTEGER NOT NULL             -- unix seconds
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+"""
+MIGRATIONS.append(Migration(12, "sessions", SESSIONS))

@@ -29,10 +29,14 @@ from imageapi.server import (
     routes_insights,
     routes_media,
     routes_memories,
+    routes_people,
     routes_photos,
     routes_status,
     routes_tags,
+    routes_timeline,
     routes_video,
+    sessions,
+    webapp,
 )
 from imageapi.server.background import Background, Watcher
 from imageapi.server.cache import ByteCache
@@ -80,7 +84,8 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, routes_video, openapi):
+                 routes_faces, routes_insights, routes_video, openapi,
+                 sessions, routes_timeline, routes_people, webapp):  # browser sessions and the web client
         area.setup(app)
     contexts = list(app.cleanup_ctx)
     app.cleanup_ctx.clear()

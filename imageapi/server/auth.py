@@ -24,11 +24,12 @@ from imageapi.core.tokens import (
     UserLoader,
 )
 from imageapi.core.users import BadCredentialsError, User
+from imageapi.server import sessions, webapp
 from imageapi.server.keys import CONFIG, DB, LIBRARIES, THROTTLE, TOKENS
 from imageapi.server.middlewares import ApiError, field, read_json
 from imageapi.server.params import client_path
 
-PUBLIC_PATHS = frozenset({"/login", "/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/login", "/health", "/openapi.json"}) | webapp.PUBLIC_PATHS  # + the web client
 # The routes players and <img> tags reach with a media token in the query string (they cannot
 # send headers): originals, thumbnails, and the video streams, segments, clips and GIFs.
 MEDIA_TOKEN_PATHS = frozenset({
@@ -63,6 +64,8 @@ class AuthGate:
             return True
         claims = remembered_bearer(request.app[TOKENS], request.headers)
         if claims is None:
+            claims = sessions.remembered(request)  # a browser's session cookie (server/sessions.py)
+        if claims is None:
             return False
         request[USER_KEY] = claims
         return True
@@ -82,6 +85,10 @@ class AuthGate:
             claims = app[TOKENS].decode_media(media)
             await app[TOKENS].verify_media(media, claims.library, claims.prefix, _user_loader(app))
             request[MEDIA_KEY] = claims
+            return
+        session = await sessions.from_cookie(request)  # a browser's session cookie (server/sessions.py)
+        if session is not None:
+            request[USER_KEY] = session
             return
         raise TokenError("authentication required: send 'Authorization: Bearer <token>' (POST /login gives one)")
 
@@ -117,6 +124,8 @@ async def login(request: web.Request) -> web.Response:
         raise ApiError(429, exc.code, exc.message, {"Retry-After": str(exc.retry_after)}) from None
     except BadCredentialsError as exc:
         raise ApiError(401, exc.code, exc.message) from None
+    if body.get("session") is True:  # a browser: a session cookie instead of a token (server/sessions.py)
+        return await sessions.start(request, user, login_ttl(request))
     issued = request.app[TOKENS].issue(user, login_ttl(request))
     return web.json_response({"token": issued.token, "expires_at": issued.expires_at_iso, "user": user.name})
 

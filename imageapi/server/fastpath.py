@@ -54,6 +54,7 @@ from imageapi.server.cache import ByteCache, CachedBody, not_modified
 from imageapi.server.libcache import LibraryCache
 from imageapi.server.params import client_path
 from imageapi.server.routes_media import load_small_thumb, thumb_dest
+from imageapi.server.sessions import SESSIONS, remembered_session
 
 log = logging.getLogger("imageapi.server")
 
@@ -155,7 +156,8 @@ class FastThumbs:
         if route is None and not target.startswith("/image?"):
             return None
         headers = msg.headers
-        if "Expect" in headers or remembered_bearer(self._tokens, headers) is None:
+        if "Expect" in headers or (remembered_bearer(self._tokens, headers) is None
+                                   and remembered_session(self._app[SESSIONS], headers) is None):
             return None
         if route is None:
             route = self._resolve(msg)

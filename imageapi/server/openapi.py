@@ -10,6 +10,7 @@ from aiohttp import web
 from imageapi import __version__
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS
 from imageapi.core.memories import SPANS
+from imageapi.core.timeline import MAX_ITEMS as TIMELINE_MAX
 
 J = dict[str, Any]
 
@@ -63,8 +64,8 @@ def _body(schema: J) -> J:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-BEARER: list[J] = [{"bearer": []}]
-MEDIA: list[J] = [{"bearer": []}, {"mediaToken": []}]
+BEARER: list[J] = [{"bearer": []}, {"session": []}]
+MEDIA: list[J] = [{"bearer": []}, {"session": []}, {"mediaToken": []}]
 
 FILE_RECORD = {
     "type": "object",
@@ -190,6 +191,67 @@ INSIGHT_PATHS: J = {
 }
 
 
+# --- People: rename, merge, a face crop (imageapi/server/routes_people.py)
+PERSON_ID: J = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+PERSON_OR_NULL: J = _nullable(_obj({"id": INT, "name": STR}))
+PEOPLE_PATHS: J = {
+    "/persons/{id}": {
+        "parameters": [PERSON_ID],
+        "patch": {"summary": "rename a person (a name another person has: merge instead)", "security": BEARER,
+                  "requestBody": _body(_obj({"name": STR})),
+                  "responses": {"200": _json(_obj({"enabled": BOOL, "person": PERSON_OR_NULL})),
+                                **_errors(*JSON_BODY_ERRORS)}},
+    },
+    "/persons/{id}/merge": {
+        "parameters": [PERSON_ID],
+        "post": {"summary": "merge this person into another (`into`, an id): the faces move, this person goes",
+                 "security": BEARER,
+                 "requestBody": _body(_obj({"into": {"type": "integer", "minimum": 1}})),
+                 "responses": {"200": _json(_obj({"enabled": BOOL, "person": PERSON_OR_NULL,
+                                                  "moved": INT, "unbound": INT})),
+                               **_errors(*JSON_BODY_ERRORS)}},
+    },
+    "/persons/{id}/face": {
+        "parameters": [PERSON_ID],
+        "get": {"summary": "the person's best face, cut from a stored thumbnail (a small square JPEG)",
+                "security": BEARER,
+                "responses": {"200": {"description": "the face",
+                                      "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                              **_errors(401, 404, 422)}},
+    },
+}
+
+
+# --- The web client's timeline (imageapi/server/routes_timeline.py, core/timeline.py)
+ALL_LIBRARIES = _q("library", STR, "one library (default: every library)")
+TIMELINE_PATHS: J = {
+    "/timeline/buckets": {"get": {
+        "summary": "the number of files per month and per day, newest first (files without a date last, "
+                   "as month `undated`): the timeline's layout and date scrubber",
+        "security": BEARER, "parameters": [ALL_LIBRARIES],
+        "responses": {"200": _json(_obj({
+            "libraries": {"type": "array", "items": STR},
+            "months": {"type": "array", "items": _obj({
+                "month": STR, "count": INT, "days": {"type": "array", "items": _obj({"day": STR, "count": INT})}})},
+        })), **_errors(400, 401, 404)}}},
+    "/timeline/items": {"get": {
+        "summary": "the files of one month of the timeline, newest first",
+        "security": BEARER,
+        "parameters": [ALL_LIBRARIES,
+                       _q("month", {"type": "string", "pattern": "^([0-9]{4}-(0[1-9]|1[0-2])|undated)$"},
+                          "YYYY-MM or `undated`", True),
+                       _q("offset", {"type": "integer", "minimum": 0, "maximum": 2**31}, "files to skip"),
+                       _q("limit", {"type": "integer", "minimum": 1, "maximum": TIMELINE_MAX},
+                          f"at most this many (default {TIMELINE_MAX})")],
+        "responses": {"200": _json(_obj({"month": STR, "offset": INT, "items": {"type": "array", "items": _obj({
+            "library": STR, "path": STR, "name": STR,
+            "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},
+            "taken_at": _nullable(STR), "width": _nullable(INT), "height": _nullable(INT),
+            "orientation": _nullable(INT), "rotation": _nullable(INT), "duration": _nullable(NUM)})}})),
+            **_errors(400, 401, 404)}}},
+}
+
+
 def _spec() -> J:
     paths: J = {
         "/health": {"get": {"summary": "liveness", "security": [], "responses": {
@@ -197,10 +259,19 @@ def _spec() -> J:
         "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {
             "200": _json({"type": "object"})}}},
         "/login": {"post": {
-            "summary": "a JWT for a user name and password", "security": [],
-            "requestBody": _body(_obj({"username": STR, "password": STR})),
-            "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "user": STR})),
+            "summary": "a JWT for a user name and password; with `session: true`, a browser session "
+                       "cookie (HttpOnly, SameSite=Strict) instead of the token",
+            "security": [],
+            "requestBody": _body(_obj({"username": STR, "password": STR, "session": BOOL}, ["username", "password"])),
+            "responses": {"200": _json(_obj({"token": STR, "expires_at": STR, "user": STR, "session": BOOL},
+                                            ["expires_at", "user"])),
                           **_errors(400, 401, 413, 415, 429)}}},
+        "/logout": {"post": {
+            "summary": "end the browser session of the request's cookie (revoked on the server) and clear "
+                       "the cookie; `ended` is false when there was none (a Bearer token is not revoked)",
+            "security": BEARER,
+            "responses": {"200": _json(_obj({"ended": BOOL})), **_errors(401, 403)}}},
+        **TIMELINE_PATHS,
         "/media-token": {"post": {
             "summary": "a short-lived media token for <img>/<video> URLs (query parameter `mt`), "
                        "valid for one library and one path prefix",
@@ -327,6 +398,7 @@ def _spec() -> J:
                                    "201": _json(_obj({"enabled": BOOL, "person": _obj({"id": INT, "name": STR})})),
                                    **_errors(*JSON_BODY_ERRORS)}},
         },
+        **PEOPLE_PATHS,
         "/persons/{id}/photos": {"get": {
             "summary": "photos in which a person's face is bound", "security": BEARER,
             "parameters": [
@@ -362,6 +434,7 @@ def _spec() -> J:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "mediaToken": {"type": "apiKey", "in": "query", "name": "mt"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "imageapi_session"},
             },
             "schemas": {
                 "Error": _obj({"error": _obj({"code": STR, "message": STR})}),

@@ -1,0 +1,74 @@
+"""A person's face as a small picture (the web client's people page): the best-scored face bound to
+them, cut from the stored thumbnail of a file with that content (thumbnails are upright, and face
+boxes are relative to the upright picture)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+from PIL import Image
+
+from imageapi.core.config import Config
+from imageapi.core.errors import MediaError, NotFoundError
+from imageapi.core.faces.people import Person
+from imageapi.core.libraries import thumbnail_path
+
+CROP_SIZE = 160
+MARGIN = 0.25  # of the box's size, on each side
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    thumbnail: Path
+    box: tuple[float, float, float, float]  # x, y, w, h in 0..1
+    face_id: int
+
+
+async def person_by_id(db: aiosqlite.Connection, person_id: int) -> Person:
+    async with db.execute("SELECT id, name FROM persons WHERE id = ?", (person_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no person with id {person_id}")
+    return Person(row[0], row[1])
+
+
+async def face_source(db: aiosqlite.Connection, config: Config, person_id: int) -> FaceSource:
+    """The best-scored bound face of the person that has a stored thumbnail to cut it from."""
+    await person_by_id(db, person_id)
+    async with db.execute(
+        "SELECT fc.id, fc.x, fc.y, fc.w, fc.h, l.name, f.rel_path FROM faces fc "
+        "JOIN files f ON f.content_hash = fc.content_hash AND f.thumb_state = 'done' "
+        "JOIN libraries l ON l.id = f.library_id WHERE fc.person_id = ? "
+        "ORDER BY fc.score DESC, fc.id, f.id LIMIT 1", (person_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"person {person_id} has no face with a thumbnail yet")
+    return FaceSource(thumbnail_path(config, row[5], row[6]), (row[1], row[2], row[3], row[4]), row[0])
+
+
+def crop_face(source: FaceSource, size: int = CROP_SIZE) -> bytes:
+    """A square JPEG of the face with a margin around it (CPU and file work: run it in a thread)."""
+    try:
+        return _crop(source, size)
+    except OSError as exc:  # the thumbnail went away or is not a picture
+        raise MediaError(f"cannot cut the face from {source.thumbnail.name}: {exc}") from None
+
+
+def _crop(source: FaceSource, size: int) -> bytes:
+    with Image.open(source.thumbnail) as opened:
+        im = opened.convert("RGB")
+        width, height = im.size
+        x, y, w, h = source.box
+        side = max(w * width, h * height) * (1 + 2 * MARGIN)
+        cx, cy = (x + w / 2) * width, (y + h / 2) * height
+        left, top = max(0.0, cx - side / 2), max(0.0, cy - side / 2)
+        right, bottom = min(float(width), left + side), min(float(height), top + side)
+        face = im.crop((int(left), int(top), max(int(left) + 1, int(right)), max(int(top) + 1, int(bottom))))
+        face.thumbnail((size, size))
+        out = io.BytesIO()
+        face.save(out, "JPEG", quality=85)
+        return out.getvalue()

@@ -1,0 +1,211 @@
+// The smaller pages: tags, people, memories, the video wall and the status. Each grid here is a
+// plain (not virtualized) grid that loads page after page as it is scrolled.
+import { api, query, showError } from './api.js';
+import { h } from './dom.js';
+import { tile } from './grid.js';
+import { empty } from './timeline.js';
+
+const toolbar = (title, ...more) => h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: title }), ...more);
+
+// A grid filled by `next()` ({items, done}) until done; the viewer's source is what is loaded so far.
+function pagedGrid(box, next, openViewer, make = tile) {
+  const items = [];
+  const grid = h('div', { class: 'flat-grid' });
+  const more = h('button', { type: 'button', class: 'btn more', text: 'More', hidden: true });
+  box.append(grid, more);
+  let done = false, busy = null;
+  const load = () => {
+    if (done || busy) return busy;
+    busy = next().then((page) => {
+      for (const it of page.items) { items.push(it); grid.append(make(it, openViewer)); }
+      done = page.done;
+      more.hidden = done;
+      busy = null;
+      return page;
+    }, (e) => { busy = null; showError(e); });
+    return busy;
+  };
+  more.addEventListener('click', load);
+  const io = new IntersectionObserver((es) => { if (es.some((e) => e.isIntersecting)) load(); }, { rootMargin: '800px' });
+  io.observe(more);
+  return {
+    items, load,
+    unmount() { io.disconnect(); },
+    source: {
+      count: () => items.length,
+      async at(i) {
+        while (i >= items.length && !done) await load();
+        return items[i] || null;
+      },
+      async locate(t) { return items.findIndex((it) => it.library === t.library && it.path === t.path); },
+    },
+  };
+}
+
+// Pages over every library in turn (/photos and /persons/{id}/photos are per library).
+function acrossLibraries(libraries, fetchPage) {
+  let li = 0, cursor = null;
+  return async () => {
+    if (li >= libraries.length) return { items: [], done: true };
+    const data = await fetchPage(libraries[li].name, cursor);
+    cursor = data.next_cursor;
+    if (!cursor) li++;
+    return { items: data.items, done: li >= libraries.length };
+  };
+}
+
+export async function tags(main, { tag, openViewer }) {
+  if (!tag) {
+    const { tags: all } = await api('/tags');
+    main.append(toolbar('Tags'));
+    if (!all.length) { main.append(empty('No tags yet', 'Open a photo and add a tag in its info panel.')); return {}; }
+    main.append(h('div', { class: 'folder-page' }, h('ul', { class: 'folders' }, all.map((t) => h('li', {},
+      h('a', { href: '/web/tags/' + encodeURIComponent(t.name), 'data-nav': '' },
+        h('span', { text: t.name }), h('span', { class: 'count', text: String(t.count) })))))));
+    return {};
+  }
+  const { libraries } = await api('/libraries');
+  const box = h('div', { class: 'folder-page' });
+  main.append(toolbar('Tag: ' + tag, h('a', { href: '/web/tags', 'data-nav': '', text: 'All tags' })), box);
+  const g = pagedGrid(box, acrossLibraries(libraries, (library, cursor) =>
+    api('/photos' + query({ library, tag, recursive: 'true', limit: 200, cursor }))), openViewer);
+  const first = await g.load();
+  if (first && first.done && !g.items.length) box.append(empty('Nothing has this tag', ''));
+  return g;
+}
+
+export async function people(main, { person, navigate, openViewer }) {
+  if (!person) {
+    const data = await api('/persons');
+    main.append(toolbar('People'));
+    if (!data.enabled) {
+      main.append(empty('Faces are off', 'Set APOLLO_FACE_API_BASE_URL (or APOLLO_API_BASE_URL) on the server to find faces.'));
+      return {};
+    }
+    if (!data.persons.length) {
+      main.append(empty('No people yet', 'Add one with `imageapi people add NAME` and tag a photo with the name.'));
+      return {};
+    }
+    main.append(h('div', { class: 'folder-page' }, h('ul', { class: 'people' }, data.persons.map((p) => h('li', {},
+      h('a', { href: `/web/people/${p.id}`, 'data-nav': '' },
+        h('img', { src: `/persons/${p.id}/face`, alt: '', loading: 'lazy', onerror: (ev) => ev.target.classList.add('broken') }),
+        h('span', { class: 'name', text: p.name }), h('span', { class: 'count', text: `${p.photos} photos` })))))));
+    return {};
+  }
+  const { libraries } = await api('/libraries');
+  const { persons } = await api('/persons');
+  const me = persons.find((p) => String(p.id) === String(person));
+  const box = h('div', { class: 'folder-page' });
+  const title = h('h1', { class: 'title', text: me ? me.name : 'Person' });
+  const name = h('input', { 'aria-label': 'New name', value: me ? me.name : '', maxlength: '200' });
+  const rename = h('form', { class: 'tag-add', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api(`/persons/${person}`, { method: 'PATCH', body: { name: name.value } });
+      title.textContent = res.person.name;
+    } catch (e) { showError(e); }
+  } }, name, h('button', { type: 'submit', class: 'btn', text: 'Rename' }));
+  const into = h('select', { 'aria-label': 'Merge into' }, h('option', { value: '', text: 'Merge into…' }),
+    persons.filter((p) => p !== me).map((p) => h('option', { value: String(p.id), text: p.name })));
+  const merge = h('form', { class: 'tag-add', onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!into.value) return;
+    try {
+      const res = await api(`/persons/${person}/merge`, { method: 'POST', body: { into: Number(into.value) } });
+      navigate(`/web/people/${res.person.id}`, { replace: true });
+    } catch (e) { showError(e); }
+  } }, into, h('button', { type: 'submit', class: 'btn', text: 'Merge' }));
+  main.append(h('div', { class: 'toolbar' }, title, rename, merge,
+    h('a', { href: '/web/people', 'data-nav': '', text: 'All people' })), box);
+  const g = pagedGrid(box, acrossLibraries(libraries, async (library, cursor) => {
+    return api(`/persons/${encodeURIComponent(person)}/photos` + query({ library, limit: 200, cursor }));
+  }), openViewer);
+  await g.load();
+  return g;
+}
+
+export async function memories(main, { query: q, navigate, openViewer }) {
+  const span = q.get('span') || 'day';
+  const tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const pick = h('select', { 'aria-label': 'Span', onchange: () => navigate('/web/memories' + query({ span: pick.value, date: q.get('date') })) },
+    ['day', 'week', 'month'].map((s) => h('option', { value: s, text: `This ${s}` })));
+  pick.value = span;
+  main.append(toolbar('Memories', pick));
+  const date = q.get('date');  // another day than today (YYYY-MM-DD)
+  const data = await api('/memories' + query({ span, tz, date }));
+  const box = h('div', { class: 'folder-page' });
+  main.append(box);
+  const items = [];
+  if (!data.years.length) box.append(empty('No memories today', `Nothing was taken this ${span} in earlier years.`));
+  for (const y of data.years) {
+    box.append(h('h2', { class: 'year-h', text: `${y.year} · ${y.count}` }),
+      h('div', { class: 'flat-grid' }, y.items.map((it) => { items.push(it); return tile(it, openViewer); })));
+  }
+  return {
+    source: {
+      count: () => items.length,
+      async at(i) { return items[i] || null; },
+      async locate(t) { return items.findIndex((it) => it.library === t.library && it.path === t.path); },
+    },
+  };
+}
+
+function wallTile(item, open) {
+  const t = tile({ ...item, kind: 'video' }, open);
+  const img = t.querySelector('img');
+  img.src = item.urls.thumbnail;
+  if (item.urls.clip) {
+    const v = h('video', { muted: true, loop: true, playsinline: true, preload: 'none', poster: item.urls.thumbnail, 'aria-hidden': 'true' });
+    v.muted = true;
+    v.src = item.urls.clip;
+    v.addEventListener('error', () => { if (item.urls.gif) img.src = item.urls.gif; v.remove(); });
+    t.prepend(v);
+  }
+  return t;
+}
+
+export async function videos(main, { query: q, openViewer }) {
+  const { libraries } = await api('/libraries');
+  const box = h('div', { class: 'folder-page' });
+  main.append(toolbar('Videos'), box);
+  if (!libraries.length) { box.append(empty('No libraries yet', 'Run `imageapi scan --full PATH` on the server.')); return {}; }
+  const visible = new IntersectionObserver((es) => {
+    for (const e of es) {
+      if (e.isIntersecting) e.target.play().catch(() => {}); else e.target.pause();
+    }
+  });
+  const g = pagedGrid(box, acrossLibraries(libraries, async (library, cursor) => {
+    const data = await api('/video/wall' + query({ library, limit: 60, cursor }));
+    for (const it of data.items) it.library = data.library;
+    return data;
+  }), openViewer, (item, open) => {
+    const t = wallTile(item, open);
+    const v = t.querySelector('video');
+    if (v) visible.observe(v);
+    return t;
+  });
+  const first = await g.load();
+  if (first && first.done && !g.items.length) box.append(empty('No videos yet', 'Videos appear here once the library is scanned.'));
+  const unmount = g.unmount;
+  g.unmount = () => { unmount(); visible.disconnect(); };
+  return g;
+}
+
+export async function status(main) {
+  const data = await api('/status');
+  const box = h('div', { class: 'folder-page status' });
+  main.append(toolbar('Status'), box);
+  const dl = (obj) => h('dl', {}, Object.entries(obj).flatMap(([k, v]) =>
+    [h('dt', { text: k.replaceAll('_', ' ') }), h('dd', { text: typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v) })]));
+  box.append(h('h2', { text: 'Backlog' }), dl(data.backlog), h('h2', { text: 'Watcher' }), dl(data.watcher),
+    h('h2', { text: 'Faces' }), dl(data.faces), h('h2', { text: 'Last scans' }));
+  if (!data.last_scans.length) box.append(h('p', { text: 'No scan yet: run `imageapi scan --full PATH`.' }));
+  else {
+    const cols = ['library', 'mode', 'status', 'started_at', 'finished_at', 'scanned', 'added', 'changed', 'removed', 'moved', 'errors'];
+    box.append(h('div', { class: 'table' }, h('table', {},
+      h('thead', {}, h('tr', {}, cols.map((c) => h('th', { text: c.replace('_at', '') })))),
+      h('tbody', {}, data.last_scans.map((s) => h('tr', {}, cols.map((c) => h('td', { text: s[c] === null ? '' : String(s[c]) }))))))));
+  }
+  return {};
+}
+
