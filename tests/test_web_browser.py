@@ -431,6 +431,8 @@ def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any
     label = page.locator(".viewer .faces .face span")
     label.wait_for()
     assert label.text_content() == "Bob"
+    # The boxes are placed over the picture once it has loaded (its size decides where they go).
+    page.wait_for_function("() => document.querySelector('.viewer .faces')?.getBoundingClientRect().width > 10")
     box, picture = page.locator(".viewer .faces .face").bounding_box(), page.locator(".viewer .picture").bounding_box()
     assert box and picture and abs(box["x"] - (picture["x"] + 0.2 * picture["width"])) < 4
     page.click("text=Unbind")
