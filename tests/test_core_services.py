@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from imageapi.core import status
-from imageapi.core.db import Connection, connect, utcnow
+from imageapi.core.db import Connection, Transaction, connect, utcnow
+from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.faces import people
+from imageapi.core.faces.apollo import DetectedFace, Detection
+from imageapi.core.faces.store import insert_detection
 from imageapi.core.libraries import Library, add_library
 from tests.apollo_standin import insert_rows, make_photo
 
@@ -56,3 +60,68 @@ async def test_last_scans_are_the_newest_per_library_and_mode(db: Connection, tm
                          (lib.id, mode, utcnow(), st, added))
     got = [(s.library, s.mode, s.status, s.added) for s in await status.last_scans(db)]
     assert got == [("alpha", "full", "running", 4), ("alpha", "quick", "interrupted", 5), ("beta", "full", "failed", 2)]
+
+
+# -- faces: drawing, binding, deleting (imageapi.core.faces.people) ------------------------------------
+
+async def content(db: Connection, tmp_path: Path, seed: int = 0) -> str:
+    _, [file_id] = await photos(db, tmp_path / f"f{seed}", f"lib{seed}", 1, first_seed=seed)
+    async with db.execute("SELECT content_hash FROM files WHERE id = ?", (file_id,)) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def detect(db: Connection, content_hash: str, *boxes: tuple[float, float, float, float]) -> bool:
+    async with Transaction(db):
+        return await insert_detection(db, content_hash, Detection(
+            "buffalo_l", [DetectedFace(b, 0.9, (1.0, float(i), 0.5)) for i, b in enumerate(boxes)]), utcnow())
+
+
+async def test_drawn_face_binds_under_the_one_face_per_person_rule(db: Connection, tmp_path: Path) -> None:
+    h = await content(db, tmp_path)
+    assert await people.content_faces(db, h) == people.ContentFaces(False, [])
+    assert await detect(db, h, (0.1, 0.1, 0.2, 0.2), (0.5, 0.5, 0.2, 0.2))
+    ann = await people.create_person(db, "Ann")
+    first, second = (await people.content_faces(db, h)).faces
+    async with Transaction(db):  # an automatic binding of Ann in this photo
+        await db.execute("UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ?",
+                         (ann.id, utcnow(), first.id))
+    drawn = await people.draw_face(db, h, (0.0, 0.6, 0.4, 0.4), "ann")
+    assert (drawn.person_id, drawn.person_name, drawn.bound_by, drawn.model) == (ann.id, "Ann", "manual", "manual")
+    assert (drawn.x, drawn.y, drawn.w, drawn.h, drawn.score) == (0.0, 0.6, 0.4, 0.4, 1.0)
+    found = await people.content_faces(db, h)
+    assert found.scanned and [f.id for f in found.faces] == [first.id, second.id, drawn.id]
+    # The drawn box won: Ann is in the photo once.
+    assert [(f.person_id, f.bound_by) for f in found.faces] == [(None, None), (None, None), (ann.id, "manual")]
+    await people.bind_face(db, second.id, "Ann")
+    assert [f.person_id for f in (await people.content_faces(db, h)).faces] == [None, ann.id, None]
+    await people.bind_face(db, second.id, None)
+    assert (await people.face_view(db, second.id)).person_id is None
+
+
+async def test_drawing_a_face_refuses_what_the_handler_refused(db: Connection, tmp_path: Path) -> None:
+    h = await content(db, tmp_path)
+    with pytest.raises(UsageError, match="not hashed yet"):
+        await people.draw_face(db, None, (0.1, 0.1, 0.2, 0.2), what="2020/a.jpg")
+    for bad in [(0.9, 0.0, 0.5, 0.1), (0.0, 0.0, 0.0, 0.5), (-0.1, 0.0, 0.2, 0.2), (0.0, 0.0, 1.5, 0.2)]:
+        with pytest.raises(UsageError, match="box"):
+            await people.draw_face(db, h, bad)
+    with pytest.raises(NotFoundError):   # an unknown person: no face is left behind either
+        await people.draw_face(db, h, (0.1, 0.1, 0.2, 0.2), "Nobody")
+    assert (await people.content_faces(db, h)).faces == []
+    assert await people.content_faces(db, None) == people.ContentFaces(False, [])
+    drawn = await people.draw_face(db, h, (0.0, 0.0, 1.0, 1.0))
+    assert drawn.person_id is None and drawn.bound_by is None
+    await people.delete_face(db, drawn.id)
+    with pytest.raises(NotFoundError):
+        await people.delete_face(db, drawn.id)
+    with pytest.raises(NotFoundError):
+        await people.face_view(db, drawn.id)
+    with pytest.raises(NotFoundError):
+        await people.bind_face(db, drawn.id, "Ann")
+    with pytest.raises(NotFoundError):
+        await people.person_by_id(db, 424242)
+    ann = await people.create_person(db, "Ann")
+    assert await people.person_by_id(db, ann.id) == ann
+
