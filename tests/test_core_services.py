@@ -125,3 +125,17 @@ async def test_drawing_a_face_refuses_what_the_handler_refused(db: Connection, t
     ann = await people.create_person(db, "Ann")
     assert await people.person_by_id(db, ann.id) == ann
 
+
+async def test_a_face_drawn_before_detection_does_not_block_it(db: Connection, tmp_path: Path) -> None:
+    """A box drawn on a photo Apollo has not seen yet took position 0; detection then numbered
+    its faces from 0 too, and the unique (content, position) refused the whole detection, every
+    time it was tried."""
+    h = await content(db, tmp_path)
+    ann = await people.create_person(db, "Ann")
+    drawn = await people.draw_face(db, h, (0.0, 0.0, 0.3, 0.3), "Ann")
+    assert await detect(db, h, (0.1, 0.1, 0.2, 0.2), (0.5, 0.5, 0.2, 0.2))
+    found = await people.content_faces(db, h)
+    assert found.scanned and len(found.faces) == 3 and found.faces[0].id == drawn.id
+    assert [f.person_id for f in found.faces] == [ann.id, None, None]
+    assert not await detect(db, h, (0.1, 0.1, 0.2, 0.2))   # scanned once: a second answer is ignored
+

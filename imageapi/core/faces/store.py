@@ -14,6 +14,7 @@ import aiosqlite
 from imageapi.core.db import Transaction
 from imageapi.core.faces.apollo import Detection
 from imageapi.core.faces.embeddings import to_blob
+from imageapi.core.repositories.faces import next_idx
 from imageapi.core.store import abs_path
 
 # Kinds that are sent to Apollo (videos are not).
@@ -120,11 +121,13 @@ async def insert_detection(db: aiosqlite.Connection, content_hash: str, detectio
     )
     if cur.rowcount == 0:
         return False
+    # Boxes drawn by hand before detection hold the first positions: Apollo's faces follow them.
+    first = await next_idx(db, content_hash) if detection.faces else 0
     await db.executemany(
         "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (content_hash, i, *face.bbox, face.score, to_blob(face.embedding), detection.model, now)
+            (content_hash, first + i, *face.bbox, face.score, to_blob(face.embedding), detection.model, now)
             for i, face in enumerate(detection.faces)
         ],
     )
