@@ -3,18 +3,21 @@ the faces, tags and thumbnail-state services), tested here, without HTTP: the ru
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from imageapi.core import status
+from imageapi.core import status, tags
 from imageapi.core.db import Connection, Transaction, connect, utcnow
-from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.errors import MediaError, NotFoundError, UsageError
 from imageapi.core.faces import people
 from imageapi.core.faces.apollo import DetectedFace, Detection
 from imageapi.core.faces.store import insert_detection
+from imageapi.core.hashing import hash_file
 from imageapi.core.libraries import Library, add_library
+from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories import files as files_repo
 from tests.apollo_standin import insert_rows, make_photo
 
 
@@ -139,3 +142,56 @@ async def test_a_face_drawn_before_detection_does_not_block_it(db: Connection, t
     assert [f.person_id for f in found.faces] == [ann.id, None, None]
     assert not await detect(db, h, (0.1, 0.1, 0.2, 0.2))   # scanned once: a second answer is ignored
 
+
+# -- tags: tagging files hashes them first (imageapi.core.tags) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    p = WorkerPool(1)
+    yield p
+    p.close()
+
+
+async def file_hashes(db: Connection, ids: list[int]) -> list[str | None]:
+    out = []
+    for file_id in ids:
+        async with db.execute("SELECT content_hash FROM files WHERE id = ?", (file_id,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        out.append(row[0])
+    return out
+
+
+async def test_tagging_hashes_unhashed_files_and_records_the_hash(db: Connection, pool: WorkerPool,
+                                                                  tmp_path: Path) -> None:
+    lib, ids = await photos(db, tmp_path / "a", "alpha", 3, hashed=False)
+    done = await tags.change_tags(db, pool, lib, ["p0.jpg", "p1.jpg", "p0.jpg"], ["Beach", " beach ", "Sea"],
+                                  add=True)
+    assert done.changed == 4 and done.tags == {"p0.jpg": ["Beach", "Sea"], "p1.jpg": ["Beach", "Sea"]}
+    h0, h1, h2 = await file_hashes(db, ids)
+    assert h0 == hash_file(tmp_path / "a" / "p0.jpg") and h1 == hash_file(tmp_path / "a" / "p1.jpg") and h2 is None
+    assert await tags.tags_for_hashes(db, [h0]) == {h0: ["Beach", "Sea"]}
+    # A hashed file is not hashed again; removing is counted per pair.
+    done = await tags.change_tags(db, pool, lib, ["p1.jpg"], ["BEACH"], add=False)
+    assert done.changed == 1 and done.tags == {"p1.jpg": ["Sea"]}
+
+
+async def test_tagging_a_file_that_cannot_be_hashed_records_nothing(db: Connection, pool: WorkerPool,
+                                                                    tmp_path: Path) -> None:
+    lib, ids = await photos(db, tmp_path / "a", "alpha", 2, hashed=False)
+    (tmp_path / "a" / "p1.jpg").unlink()
+    with pytest.raises(MediaError, match="cannot hash 'p1.jpg'"):
+        await tags.change_tags(db, pool, lib, ["p0.jpg", "p1.jpg"], ["Beach"], add=True)
+    assert await file_hashes(db, ids) == [None, None] and await tags.list_tags(db) == []
+    with pytest.raises(NotFoundError):
+        await tags.change_tags(db, pool, lib, ["nope.jpg"], ["Beach"], add=True)
+    with pytest.raises(UsageError):
+        await tags.change_tags(db, pool, lib, ["p0.jpg"], ["  "], add=True)
+
+
+async def test_a_hash_written_meanwhile_is_kept(db: Connection, pool: WorkerPool, tmp_path: Path) -> None:
+    lib, [file_id] = await photos(db, tmp_path / "a", "alpha", 1, hashed=False)
+    async with Transaction(db):
+        await files_repo.set_missing_hashes(db, [("a" * 64, file_id)])
+        await files_repo.set_missing_hashes(db, [("b" * 64, file_id)])
+    assert await file_hashes(db, [file_id]) == ["a" * 64]
