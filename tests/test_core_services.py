@@ -3,21 +3,27 @@ the faces, tags and thumbnail-state services), tested here, without HTTP: the ru
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from imageapi.core import status, tags
+from imageapi.core import status, tags, thumb_state
+from imageapi.core.config import load_config
 from imageapi.core.db import Connection, Transaction, connect, utcnow
-from imageapi.core.errors import MediaError, NotFoundError, UsageError
+from imageapi.core.errors import MediaError, NotFoundError, UnsupportedMediaError, UsageError
 from imageapi.core.faces import people
 from imageapi.core.faces.apollo import DetectedFace, Detection
 from imageapi.core.faces.store import insert_detection
+from imageapi.core.ffmpeg_caps import thumb_tools
 from imageapi.core.hashing import hash_file
-from imageapi.core.libraries import Library, add_library
+from imageapi.core.libraries import Library, add_library, thumbnail_path
+from imageapi.core.maintenance import current_tools, make_missing_thumbnails
+from imageapi.core.media import ThumbResult
 from imageapi.core.pool import WorkerPool
 from imageapi.core.repositories import files as files_repo
+from imageapi.core.thumbs import make_thumbnail
 from tests.apollo_standin import insert_rows, make_photo
 
 
@@ -195,3 +201,66 @@ async def test_a_hash_written_meanwhile_is_kept(db: Connection, pool: WorkerPool
         await files_repo.set_missing_hashes(db, [("a" * 64, file_id)])
         await files_repo.set_missing_hashes(db, [("b" * 64, file_id)])
     assert await file_hashes(db, [file_id]) == ["a" * 64]
+
+
+# -- thumbnails made on demand record what the thumbnail pass records (imageapi.core.thumb_state) -------
+
+async def render_here(src: str, kind: str, dest: str, box: int, duration: float | None) -> ThumbResult:
+    """The server's renderer without its pool: the same make_thumbnail, in a thread."""
+    return await asyncio.to_thread(make_thumbnail, Path(src), kind, Path(dest), box, duration=duration)
+
+
+async def thumb_row(db: Connection, lib: Library, rel: str) -> tuple[str, str | None, str | None]:
+    async with db.execute("SELECT thumb_state, thumb_reason, thumb_tool FROM files WHERE library_id = ? "
+                          "AND rel_path = ?", (lib.id, rel)) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+async def test_on_demand_thumbnails_record_the_tools_like_the_pass(db: Connection, pool: WorkerPool,
+                                                                   tmp_path: Path) -> None:
+    """The server recorded state and reason only: a video it found unsupported had no tools
+    recorded, so a newer ffmpeg never retried it (maintenance.retry_new_tools skips rows without
+    tools), while the same video found unsupported by the thumbnail pass was retried."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    for name in ("v0.mp4", "v1.mp4"):
+        (root / name).write_bytes(b"not a video at all" * 64)
+    make_photo(root / "p0.jpg", 1)
+    (root / "notes.txt").write_text("hello")
+    lib = await add_library(db, "alpha", root)
+    await insert_rows(db, lib.id, root, ["v0.mp4", "v1.mp4", "p0.jpg", "notes.txt"])
+    cfg = load_config(environ={"IMAGEAPI_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "s" * 32}, cwd=tmp_path)
+    dest = thumbnail_path(cfg, lib.name, "v0.mp4")
+    with pytest.raises(UnsupportedMediaError):
+        await thumb_state.make_on_demand(db, lib, "v0.mp4", str(dest), 64, render_here)
+    await make_missing_thumbnails(db, cfg, pool, library_id=lib.id)       # the pass makes v1's
+    on_demand, by_pass = await thumb_row(db, lib, "v0.mp4"), await thumb_row(db, lib, "v1.mp4")
+    assert on_demand[0] == by_pass[0] == "unsupported" and on_demand[1]
+    assert on_demand[2] == by_pass[2] == thumb_tools("video") is not None
+    assert "video" in await current_tools(db)
+    # Known to have none: not rendered again.
+    calls: list[str] = []
+
+    async def counting(*args: object) -> ThumbResult:
+        calls.append(str(args[0]))
+        return await render_here(*args)  # type: ignore[arg-type]
+
+    with pytest.raises(UnsupportedMediaError, match="has no thumbnail"):
+        await thumb_state.make_on_demand(db, lib, "v0.mp4", str(dest), 64, counting)
+    with pytest.raises(UnsupportedMediaError, match="has no picture"):
+        await thumb_state.make_on_demand(db, lib, "notes.txt", str(tmp_path / "n.jpg"), 64, counting)
+    with pytest.raises(NotFoundError):
+        await thumb_state.make_on_demand(db, lib, "nope.jpg", str(tmp_path / "x.jpg"), 64, counting)
+    assert calls == []
+    # A photo: made, recorded as done; a write that fails is recorded as failed (and retried later).
+    photo_dest = tmp_path / "elsewhere" / "p0.jpg"
+    await thumb_state.make_on_demand(db, lib, "p0.jpg", str(photo_dest), 64, counting)
+    assert photo_dest.is_file() and await thumb_row(db, lib, "p0.jpg") == ("done", None, None)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(MediaError, match="cannot make a thumbnail"):
+        await thumb_state.make_on_demand(db, lib, "p0.jpg", str(tmp_path / "a_file" / "p0.jpg"), 64, counting)
+    state, reason, _ = await thumb_row(db, lib, "p0.jpg")
+    assert state == "failed" and reason and "cannot write thumbnail" in reason
+    assert len(calls) == 2
