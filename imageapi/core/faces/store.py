@@ -14,7 +14,6 @@ import aiosqlite
 from imageapi.core.db import Transaction
 from imageapi.core.faces.apollo import Detection
 from imageapi.core.faces.embeddings import to_blob
-from imageapi.core.repositories.faces import next_idx
 from imageapi.core.store import abs_path
 
 # Kinds that are sent to Apollo (videos are not).
@@ -121,14 +120,14 @@ async def insert_detection(db: aiosqlite.Connection, content_hash: str, detectio
     )
     if cur.rowcount == 0:
         return False
-    # Boxes drawn by hand before detection hold the first positions: Apollo's faces follow them.
-    first = await next_idx(db, content_hash) if detection.faces else 0
+    # Each face takes the next position: boxes drawn by hand before detection keep the first
+    # ones and Apollo's faces follow, in its order (the rows are inserted one after the other).
     await db.executemany(
         "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "SELECT ?, COALESCE((SELECT MAX(idx) + 1 FROM faces WHERE content_hash = ?), 0), ?, ?, ?, ?, ?, ?, ?, ?",
         [
-            (content_hash, first + i, *face.bbox, face.score, to_blob(face.embedding), detection.model, now)
-            for i, face in enumerate(detection.faces)
+            (content_hash, content_hash, *face.bbox, face.score, to_blob(face.embedding), detection.model, now)
+            for face in detection.faces
         ],
     )
     await db.execute("DELETE FROM face_failures WHERE content_hash = ?", (content_hash,))
