@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import aiosqlite
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -30,7 +28,7 @@ from rich.progress import (
 
 from imageapi.core import errors, ffmpeg
 from imageapi.core.config import Config, ensure_dirs, load_config
-from imageapi.core.db import connect, database_error
+from imageapi.core.db import Connection, DriverError, connect, database_error
 from imageapi.core.libraries import sync_base_path
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
@@ -119,7 +117,7 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_main(coro_fn))
     except errors.ImageapiError as exc:
         fail(exc.message, exit_code_for(exc))
-    except sqlite3.Error as exc:  # one the core did not catch: a full disk or a damaged file still gets its line
+    except DriverError as exc:  # one the core did not catch: a full disk or a damaged file still gets its line
         error = database_error(exc, _database_path())
         if error is None:
             raise
@@ -232,7 +230,7 @@ def path_arg(p: Path | None) -> Path | None:
 
 @dataclass
 class Store:
-    db: aiosqlite.Connection
+    db: Connection
     pool: WorkerPool
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from imageapi.cli import common
-from imageapi.core.libraries import Library, add_library, drop_caches, list_libraries, remove_library
+from imageapi.core.libraries import Library, add_library, drop_caches, remove_library
+from imageapi.core.status import libraries_with_counts
 
 app = typer.Typer(help="Manage libraries (named folders to index).", no_args_is_help=True)
 
@@ -35,12 +36,8 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
 
     async def go() -> list[dict[str, object]]:
         async with common.open_store(cfg) as store:
-            out = []
-            for lib in await list_libraries(store.db):
-                async with store.db.execute("SELECT COUNT(*) FROM files WHERE library_id = ?", (lib.id,)) as cur:
-                    row = await cur.fetchone()
-                out.append({"name": lib.name, "root": str(lib.root), "files": row[0] if row else 0})
-            return out
+            return [{"name": c.library.name, "root": str(c.library.root), "files": c.files}
+                    for c in await libraries_with_counts(store.db)]
 
     libs = common.run(go)
     if json_out:

@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-import aiosqlite
 import typer
 from rich.markup import escape
 
 from imageapi.cli import common
 from imageapi.core import hls, previews
 from imageapi.core.config import Config, ensure_dir
-from imageapi.core.db import connect
+from imageapi.core.db import Connection, connect
 from imageapi.core.errors import ImageapiError, NotFoundError
 from imageapi.core.libraries import Library, get_library, list_libraries, locate, sync_base_path
 from imageapi.core.names import shown
@@ -55,7 +54,7 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def _db(cfg: Config) -> AsyncIterator[aiosqlite.Connection]:
+async def _db(cfg: Config) -> AsyncIterator[Connection]:
     db = await connect(cfg.database_path)
     try:
         await sync_base_path(db, cfg)
@@ -64,7 +63,7 @@ async def _db(cfg: Config) -> AsyncIterator[aiosqlite.Connection]:
         await db.close()
 
 
-async def _libraries(db: aiosqlite.Connection, names: list[str]) -> list[Library]:
+async def _libraries(db: Connection, names: list[str]) -> list[Library]:
     if names:
         return [await get_library(db, n) for n in names]
     return await list_libraries(db)

@@ -34,6 +34,13 @@ SQLITE_HEADER = b"SQLite format 3\x00"   # the first 16 bytes of every SQLite da
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26  # primary result codes
 
 
+# The connection, row and driver error types as the rest of the code names them: the server and
+# the CLI hold a connection opaquely through these, and never name the driver.
+Connection = aiosqlite.Connection
+Row = aiosqlite.Row
+DriverError = sqlite3.Error
+
+
 def utcnow() -> str:
     """Timestamps are stored as sortable ISO 8601 UTC strings."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

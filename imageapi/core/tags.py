@@ -14,11 +14,17 @@ from __future__ import annotations
 import sqlite3
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import aiosqlite
 
 from imageapi.core.db import Transaction, utcnow
-from imageapi.core.errors import UsageError
+from imageapi.core.errors import MediaError, UsageError
+from imageapi.core.files import get_file_row
+from imageapi.core.libraries import Library, resolve_in_library
+from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories import files as files_repo
+from imageapi.core.worker import hash_batch
 
 MAX_TAG_CHARS = 100
 
@@ -142,3 +148,51 @@ async def remove_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: It
                 (row[0], row[0]),
             )
     return removed
+
+
+@dataclass(frozen=True)
+class TagChange:
+    changed: int                   # pairs added or removed
+    tags: dict[str, list[str]]     # each path's tags after the change
+
+
+async def content_hashes(db: aiosqlite.Connection, pool: WorkerPool, lib: Library,
+                         paths: list[str]) -> dict[str, str]:
+    """path -> content hash. Tags belong to content, so a file not hashed yet is hashed now (in the
+    pool) and its hash recorded, as the hash backlog would; a file that cannot be hashed is a
+    MediaError and nothing is recorded. NotFoundError for a path not in the index."""
+    out: dict[str, str] = {}
+    missing: list[tuple[int, str]] = []
+    rel_of: dict[int, str] = {}
+    for rel in paths:
+        row = await get_file_row(db, lib, rel)
+        if row["content_hash"]:
+            out[rel] = row["content_hash"]
+        else:
+            missing.append((row["id"], str(resolve_in_library(lib, rel))))
+            rel_of[row["id"]] = rel
+    if missing:
+        made: list[tuple[str, int]] = []
+        for row_id, digest, error in await pool.run(hash_batch, missing):
+            if digest is None:
+                raise MediaError(f"cannot hash {rel_of[row_id]!r}: {error}")
+            out[rel_of[row_id]] = digest
+            made.append((digest, row_id))
+        async with Transaction(db):
+            await files_repo.set_missing_hashes(db, made)
+    return out
+
+
+async def change_tags(db: aiosqlite.Connection, pool: WorkerPool, lib: Library, paths: list[str],
+                      names: list[str], *, add: bool) -> TagChange:
+    """Tag (or untag) the files at `paths` of one library with every name, hashing the files that
+    have no content hash yet."""
+    paths = list(dict.fromkeys(paths))
+    clean = [clean_tag(n) for n in names]
+    hashes = await content_hashes(db, pool, lib, paths)
+    if add:
+        changed = await add_tags(db, hashes.values(), clean)
+    else:
+        changed = await remove_tags(db, hashes.values(), clean)
+    now = await tags_for_hashes(db, hashes.values())
+    return TagChange(changed, {p: now[hashes[p]] for p in paths})

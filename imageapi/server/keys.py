@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import aiosqlite
 from aiohttp import web
 
 from imageapi.core.config import Config
+from imageapi.core.db import Connection
 from imageapi.core.pool import WorkerPool
 from imageapi.core.tokens import TokenService
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from imageapi.server.render import Renderer
 
 CONFIG = web.AppKey("config", Config)
-DB = web.AppKey("db", aiosqlite.Connection)
+DB = web.AppKey("db", Connection)
 POOL = web.AppKey("pool", WorkerPool)                # scans, hashing (the watcher's work)
 RENDERER: web.AppKey[Renderer] = web.AppKey("renderer")  # thumbnails and previews asked for by requests
 TOKENS = web.AppKey("tokens", TokenService)

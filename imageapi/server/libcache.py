@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiosqlite
-
+from imageapi.core.db import Connection
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.libraries import Library, list_libraries
 
 
 class LibraryCache:
-    def __init__(self, db: aiosqlite.Connection, ttl: float = 5.0) -> None:
+    def __init__(self, db: Connection, ttl: float = 5.0) -> None:
         self.db = db
         self.ttl = ttl
         self._libs: dict[str, Library] = {}

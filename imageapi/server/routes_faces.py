@@ -8,22 +8,17 @@ so clients need no special case.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
-from imageapi.core.db import Transaction, utcnow, write
-from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces import people
+from imageapi.core.faces.people import FaceRow
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS, PhotoQuery, list_photos
 from imageapi.server.keys import CONFIG, DB, LIBRARIES
 from imageapi.server.middlewares import ApiError, field, read_json
 from imageapi.server.params import client_path, query_choice, query_int, query_str
 from imageapi.server.routes_media import indexed
-
-MANUAL_MODEL = "manual"
 
 
 async def faces_available(app: web.Application) -> bool:
@@ -41,46 +36,26 @@ def _face_id(request: web.Request) -> int:
     return _id(request, "face")
 
 
-def _face(row: aiosqlite.Row) -> dict[str, Any]:
+def _face(f: FaceRow) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "box": {"x": row["x"], "y": row["y"], "w": row["w"], "h": row["h"]},
-        "score": row["score"],
-        "model": row["model"],
-        "person": {"id": row["person_id"], "name": row["person_name"]} if row["person_id"] is not None else None,
-        "bound_by": row["bound_by"],
+        "id": f.id,
+        "box": {"x": f.x, "y": f.y, "w": f.w, "h": f.h},
+        "score": f.score,
+        "model": f.model,
+        "person": {"id": f.person_id, "name": f.person_name} if f.person_id is not None else None,
+        "bound_by": f.bound_by,
     }
-
-
-_FACE_SQL = (
-    "SELECT f.id, f.x, f.y, f.w, f.h, f.score, f.model, f.person_id, f.bound_by, p.name AS person_name "
-    "FROM faces f LEFT JOIN persons p ON p.id = f.person_id"
-)
-
-
-async def _one_face(db: aiosqlite.Connection, face_id: int) -> dict[str, Any]:
-    async with db.execute(_FACE_SQL + " WHERE f.id = ?", (face_id,)) as cur:
-        row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no face with id {face_id}")
-    return _face(row)
 
 
 async def get_faces(request: web.Request) -> web.Response:
     lib = await request.app[LIBRARIES].get(query_str(request, "library"))
     rel = client_path(request.query.get("path"))
-    db = request.app[DB]
     row, _ = await indexed(request, lib, rel)
     if not await faces_available(request.app):
         return web.json_response({"enabled": False, "library": lib.name, "path": rel, "scanned": False, "faces": []})
-    found: list[dict[str, Any]] = []
-    scanned = False
-    if row["content_hash"]:
-        async with db.execute(_FACE_SQL + " WHERE f.content_hash = ? ORDER BY f.idx", (row["content_hash"],)) as cur:
-            found = [_face(r) for r in await cur.fetchall()]
-        async with db.execute("SELECT 1 FROM face_scans WHERE content_hash = ?", (row["content_hash"],)) as cur:
-            scanned = await cur.fetchone() is not None
-    return web.json_response({"enabled": True, "library": lib.name, "path": rel, "scanned": scanned, "faces": found})
+    found = await people.content_faces(request.app[DB], row["content_hash"])
+    return web.json_response({"enabled": True, "library": lib.name, "path": rel, "scanned": found.scanned,
+                              "faces": [_face(f) for f in found.faces]})
 
 
 async def get_persons(request: web.Request) -> web.Response:
@@ -111,7 +86,7 @@ async def patch_face(request: web.Request) -> web.Response:
         return web.json_response({"enabled": False, "face": None})
     db = request.app[DB]
     await people.bind_face(db, face_id, name)
-    return web.json_response({"enabled": True, "face": await _one_face(db, face_id)})
+    return web.json_response({"enabled": True, "face": _face(await people.face_view(db, face_id))})
 
 
 def _box(body: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -137,43 +112,16 @@ async def post_face(request: web.Request) -> web.Response:
     person_name = field(body, "person", str, required=False)
     if not await faces_available(request.app):
         return web.json_response({"enabled": False, "face": None})
-    db = request.app[DB]
     row, _ = await indexed(request, lib, rel)
-    if not row["content_hash"]:
-        raise UsageError(f"{rel!r} is not hashed yet; faces belong to content (try again after the next scan)")
-    person = await people.get_person(db, person_name) if person_name is not None else None
-    async with Transaction(db):
-        async with db.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM faces WHERE content_hash = ?",
-                              (row["content_hash"],)) as cur:
-            idx = (await cur.fetchone() or (0,))[0]
-        now = utcnow()
-        cur = await db.execute(
-            "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 1.0, ?, ?, ?)",
-            (row["content_hash"], idx, x, y, w, h, b"", MANUAL_MODEL, now),
-        )
-        face_id = cur.lastrowid
-        assert face_id is not None
-        if person is not None:
-            # One face per person per photo: the drawn box wins over an earlier binding.
-            await db.execute("UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL "
-                             "WHERE content_hash = ? AND person_id = ?", (row["content_hash"], person.id))
-            await db.execute("UPDATE faces SET person_id = ?, bound_by = 'manual', bound_at = ? WHERE id = ?",
-                             (person.id, now, face_id))
-    return web.json_response({"enabled": True, "face": await _one_face(db, face_id)}, status=201)
+    face = await people.draw_face(request.app[DB], row["content_hash"], (x, y, w, h), person_name, what=rel)
+    return web.json_response({"enabled": True, "face": _face(face)}, status=201)
 
 
 async def delete_face(request: web.Request) -> web.Response:
     face_id = _face_id(request)
     if not await faces_available(request.app):
         return web.json_response({"enabled": False, "deleted": None})
-    db = request.app[DB]
-    try:
-        cur = await write(db, "DELETE FROM faces WHERE id = ?", (face_id,))
-    except sqlite3.Error as exc:
-        raise UsageError(f"cannot delete face {face_id}: {exc}") from None
-    if cur.rowcount == 0:
-        raise NotFoundError(f"no face with id {face_id}")
+    await people.delete_face(request.app[DB], face_id)
     return web.json_response({"enabled": True, "deleted": face_id})
 
 
@@ -190,12 +138,9 @@ async def get_person_photos(request: web.Request) -> web.Response:
         return web.json_response({"enabled": False, "person": None, "library": lib.name, "items": [],
                                   "next_cursor": None})
     db = request.app[DB]
-    async with db.execute("SELECT id, name FROM persons WHERE id = ?", (person_id,)) as cur:
-        prow = await cur.fetchone()
-    if prow is None:
-        raise NotFoundError(f"no person with id {person_id}")
+    person = await people.person_by_id(db, person_id)
     page = await list_photos(db, request.app[CONFIG], lib, q)
-    return web.json_response({"enabled": True, "person": {"id": prow[0], "name": prow[1]}, "library": lib.name,
+    return web.json_response({"enabled": True, "person": {"id": person.id, "name": person.name}, "library": lib.name,
                               "items": page.items, "next_cursor": page.next_cursor})
 
 

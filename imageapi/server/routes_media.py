@@ -16,16 +16,16 @@ import os
 import stat
 from pathlib import Path
 
-import aiosqlite
 from aiohttp import web
 
-from imageapi.core.db import write
+from imageapi.core.db import Row
 from imageapi.core.errors import MediaError, UnsupportedMediaError, UsageError
 from imageapi.core.files import get_file_row
-from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
+from imageapi.core.libraries import Library, resolve_in_library
 from imageapi.core.listing import file_record
-from imageapi.core.names import on_disk, safe_text
+from imageapi.core.names import on_disk
 from imageapi.core.tags import tags_for_hashes
+from imageapi.core.thumb_state import make_on_demand
 from imageapi.server.auth import media_allowed
 from imageapi.server.cache import CACHE_CONTROL, ByteCache, CachedBody, make_entry, not_modified
 from imageapi.server.keys import CONFIG, DB, FAST_THUMBS, LIBRARIES, RENDERER, THUMB_CACHE
@@ -68,7 +68,7 @@ async def _target(request: web.Request) -> tuple[Library, str]:
     return lib, rel
 
 
-async def indexed(request: web.Request, lib: Library, rel: str) -> tuple[aiosqlite.Row, Path]:
+async def indexed(request: web.Request, lib: Library, rel: str) -> tuple[Row, Path]:
     """The index row of a file and its path, refusing a path that leads outside the library
     (a symlink) even when the index holds it."""
     row = await get_file_row(request.app[DB], lib, rel)
@@ -159,32 +159,10 @@ async def _stored_thumb(cache: ByteCache, dest: str) -> CachedBody | None:
     return None
 
 
-def _exists(path: Path) -> bool:
-    """Path.exists, but False (not an exception) for a name too long to exist."""
-    try:
-        return os.path.lexists(path)
-    except OSError:
-        return False
-
-
 async def _make_thumb(request: web.Request, lib: Library, rel: str, dest: str) -> CachedBody:
     """No stored thumbnail: make it in the worker pool, record it, serve it."""
     app = request.app
-    db = app[DB]
-    row = await get_file_row(db, lib, rel)
-    if row["thumb_state"] == "unsupported" or _exists(sentinel_path(Path(dest))):
-        raise UnsupportedMediaError(f"{rel!r} has no thumbnail: {row['thumb_reason'] or 'unsupported'}")
-    if row["kind"] not in ("image", "heic", "raw", "video"):
-        raise UnsupportedMediaError(f"{rel!r} has no picture")
-    src = resolve_in_library(lib, rel)
-    result = await app[RENDERER].thumbnail(str(src), row["kind"], dest, app[CONFIG].thumb_size, row["duration"])
-    if (row["thumb_state"], row["thumb_reason"]) != (result.state, result.reason):
-        await write(db, "UPDATE files SET thumb_state = ?, thumb_reason = ? WHERE id = ?",
-                    (result.state, safe_text(result.reason), row["id"]))
-    if result.state == "unsupported":
-        raise UnsupportedMediaError(f"{rel!r} has no thumbnail: {result.reason}")
-    if result.state != "done":
-        raise MediaError(f"cannot make a thumbnail of {rel!r}: {result.reason}")
+    await make_on_demand(app[DB], lib, rel, dest, app[CONFIG].thumb_size, app[RENDERER].thumbnail)
     try:
         st = os.stat(dest)
         body = await asyncio.to_thread(Path(dest).read_bytes)

@@ -7,18 +7,15 @@ from dataclasses import asdict
 from aiohttp import web
 
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS, PhotoQuery, list_photos
+from imageapi.core.status import file_counts
 from imageapi.server.keys import CONFIG, DB, LIBRARIES
 from imageapi.server.params import client_path, query_bool, query_choice, query_int, query_str
 from imageapi.server.routes_faces import faces_available
 
 
 async def get_libraries(request: web.Request) -> web.Response:
-    db = request.app[DB]
     libs = await request.app[LIBRARIES].all()
-    counts: dict[int, int] = {}
-    async with db.execute("SELECT library_id, COUNT(*) FROM files GROUP BY library_id") as cur:
-        for lib_id, n in await cur.fetchall():
-            counts[lib_id] = n
+    counts = await file_counts(request.app[DB])
     return web.json_response({"libraries": [{"name": lib.name, "files": counts.get(lib.id, 0)} for lib in libs]})
 
 

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from imageapi.core.db import Transaction, utcnow
+from imageapi.core.db import Connection, DriverError, Transaction, utcnow
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces.embeddings import cosine, from_blob, normalized
+from imageapi.core.repositories import faces as repo
+from imageapi.core.repositories.faces import FaceRow
 
 MAX_NAME = 200
 SWEEP_MARK = "autobind_tags_seen"   # face_state key: created_at of the newest tag link swept
@@ -138,28 +140,94 @@ async def merge_people(db: aiosqlite.Connection, source: str, target: str) -> Me
     return MergeResult(src.name, dst.name, moved, unbound)
 
 
-async def bind_face(db: aiosqlite.Connection, face_id: int, person_name: str | None) -> None:
+async def _claim(db: Connection, content_hash: str, face_id: int, person_id: int) -> None:
+    """A human binds the face to the person: the one-face-per-person-per-photo rule moves any
+    other face of this content off the person first (the human's choice wins over an earlier
+    binding, automatic or not). In the caller's transaction."""
+    await repo.unbind_person_in_content(db, content_hash, person_id, face_id)
+    await repo.bind(db, face_id, person_id, "manual", utcnow())
+
+
+async def bind_face(db: Connection, face_id: int, person_name: str | None) -> None:
     """A human's binding (or unbinding, with None). Moves another face of the same photo off this
     person first, since a person is in a photo once."""
-    async with db.execute("SELECT content_hash FROM faces WHERE id = ?", (face_id,)) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    content_hash = await repo.content_of_face(db, face_id)
+    if content_hash is None:
         raise NotFoundError(f"no face with id {face_id}")
     async with Transaction(db):
         if person_name is None:
-            await db.execute(
-                "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL WHERE id = ?", (face_id,)
-            )
+            await repo.unbind(db, face_id)
             return
         person = await get_person(db, person_name)
-        await db.execute(
-            "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL "
-            "WHERE content_hash = ? AND person_id = ? AND id != ?", (row[0], person.id, face_id),
-        )
-        await db.execute(
-            "UPDATE faces SET person_id = ?, bound_by = 'manual', bound_at = ? WHERE id = ?",
-            (person.id, utcnow(), face_id),
-        )
+        await _claim(db, content_hash, face_id, person.id)
+
+
+MANUAL_MODEL = "manual"     # the model of a face box drawn by a human (it has no embedding)
+Box = tuple[float, float, float, float]   # x, y, w, h, relative to the upright picture, 0..1
+
+
+@dataclass(frozen=True)
+class ContentFaces:
+    scanned: bool            # detection has run on this content
+    faces: list[FaceRow]     # in order: detected ones as Apollo listed them, then drawn ones
+
+
+def check_box(box: Box) -> Box:
+    """A box inside the picture with a positive size (a little slack for rounding)."""
+    x, y, w, h = (float(v) for v in box)
+    if not all(0.0 <= v <= 1.0 for v in (x, y, w, h)):
+        raise UsageError("a face box's x, y, w and h must be numbers from 0 to 1")
+    if w <= 0 or h <= 0 or x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+        raise UsageError("a face box must have a positive size and lie inside the picture")
+    return x, y, w, h
+
+
+async def face_view(db: Connection, face_id: int) -> FaceRow:
+    found = await repo.face(db, face_id)
+    if found is None:
+        raise NotFoundError(f"no face with id {face_id}")
+    return found
+
+
+async def content_faces(db: Connection, content_hash: str | None) -> ContentFaces:
+    """The faces of one content; content not hashed yet has none and is not scanned."""
+    if not content_hash:
+        return ContentFaces(False, [])
+    return ContentFaces(await repo.is_scanned(db, content_hash), await repo.faces_of_content(db, content_hash))
+
+
+async def draw_face(db: Connection, content_hash: str | None, box: Box, person_name: str | None = None, *,
+                    what: str = "this file") -> FaceRow:
+    """A face box drawn by a human (no embedding), bound at once to the named person when one is
+    given, under the same rule as `bind_face`. Faces belong to content: a file not hashed yet
+    (`what` names it in the message) cannot have one."""
+    box = check_box(box)
+    if not content_hash:
+        raise UsageError(f"{what!r} is not hashed yet; faces belong to content (try again after the next scan)")
+    async with Transaction(db):
+        person = await get_person(db, person_name) if person_name is not None else None
+        idx = await repo.next_idx(db, content_hash)
+        face_id = await repo.insert_face(db, content_hash, idx, box, 1.0, b"", MANUAL_MODEL, utcnow())
+        if person is not None:
+            await _claim(db, content_hash, face_id, person.id)
+    return await face_view(db, face_id)
+
+
+async def delete_face(db: Connection, face_id: int) -> None:
+    try:
+        async with Transaction(db):
+            deleted = await repo.delete_face(db, face_id)
+    except DriverError as exc:
+        raise UsageError(f"cannot delete face {face_id}: {exc}") from None
+    if deleted == 0:
+        raise NotFoundError(f"no face with id {face_id}")
+
+
+async def person_by_id(db: Connection, person_id: int) -> Person:
+    found = await repo.person_by_id(db, person_id)
+    if found is None:
+        raise NotFoundError(f"no person with id {person_id}")
+    return Person(*found)
 
 
 class MeanCache:

@@ -120,12 +120,14 @@ async def insert_detection(db: aiosqlite.Connection, content_hash: str, detectio
     )
     if cur.rowcount == 0:
         return False
+    # Each face takes the next position: boxes drawn by hand before detection keep the first
+    # ones and Apollo's faces follow, in its order (the rows are inserted one after the other).
     await db.executemany(
         "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "SELECT ?, COALESCE((SELECT MAX(idx) + 1 FROM faces WHERE content_hash = ?), 0), ?, ?, ?, ?, ?, ?, ?, ?",
         [
-            (content_hash, i, *face.bbox, face.score, to_blob(face.embedding), detection.model, now)
-            for i, face in enumerate(detection.faces)
+            (content_hash, content_hash, *face.bbox, face.score, to_blob(face.embedding), detection.model, now)
+            for face in detection.faces
         ],
     )
     await db.execute("DELETE FROM face_failures WHERE content_hash = ?", (content_hash,))

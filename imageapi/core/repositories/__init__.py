@@ -1,0 +1,10 @@
+"""Repositories: the SQL, and nothing else.
+
+One module per aggregate. Each function runs the statements of one question or one write and
+returns plain values or dataclasses; the rules (what may be written when, in which transaction)
+are the services' (imageapi.core.*), which call these. The server and the CLI call the services
+and never come here, so another database engine changes these modules and the services' types, not
+the handlers.
+
+Writes take no transaction of their own: the caller opens one (`imageapi.core.db.Transaction`).
+"""

@@ -1,0 +1,49 @@
+"""SQL of the files table, for the services that read counts and record outcomes."""
+
+from __future__ import annotations
+
+from imageapi.core.db import Connection
+
+
+async def _count(db: Connection, sql: str, params: tuple[object, ...] = ()) -> int:
+    async with db.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+async def count_by_library(db: Connection) -> dict[int, int]:
+    """library id -> indexed files (libraries with none are missing)."""
+    async with db.execute("SELECT library_id, COUNT(*) FROM files GROUP BY library_id") as cur:
+        return {int(lib_id): int(n) for lib_id, n in await cur.fetchall()}
+
+
+async def count_in_library(db: Connection, library_id: int) -> int:
+    return await _count(db, "SELECT COUNT(*) FROM files WHERE library_id = ?", (library_id,))
+
+
+async def count_all(db: Connection) -> int:
+    return await _count(db, "SELECT COUNT(*) FROM files")
+
+
+async def count_unhashed(db: Connection) -> int:
+    return await _count(db, "SELECT COUNT(*) FROM files WHERE content_hash IS NULL")
+
+
+async def count_thumbs_pending(db: Connection) -> int:
+    return await _count(db, "SELECT COUNT(*) FROM files WHERE thumb_state IN ('pending', 'failed')")
+
+
+async def count_with_error(db: Connection) -> int:
+    return await _count(db, "SELECT COUNT(*) FROM files WHERE error IS NOT NULL")
+
+
+async def set_missing_hashes(db: Connection, digests: list[tuple[str, int]]) -> None:
+    """(content hash, file id) pairs; a row hashed meanwhile keeps its hash. In the caller's
+    transaction."""
+    await db.executemany("UPDATE files SET content_hash = ? WHERE id = ? AND content_hash IS NULL", digests)
+
+
+async def set_thumb_state(db: Connection, file_id: int, state: str, reason: str | None, tool: str | None) -> None:
+    """In the caller's transaction."""
+    await db.execute("UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?",
+                     (state, reason, tool, file_id))

@@ -1,0 +1,78 @@
+"""Layers: the server's handlers and the CLI's commands hold no SQL and no database driver. They
+parse, call a core service and serialise; the rules are in imageapi/core and the SQL in the core's
+repositories (imageapi/core/repositories), so a second database engine only changes the core."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTER = sorted([*(ROOT / "imageapi" / "server").glob("*.py"), *(ROOT / "imageapi" / "cli").glob("*.py")])
+DRIVERS = {"aiosqlite", "sqlite3", "asyncpg", "psycopg", "psycopg2"}
+
+# A statement's first words, as the code base writes SQL (upper case). "DELETE" alone is an HTTP
+# method, so DELETE needs its FROM; UPDATE needs a table and SET.
+SQL_START = re.compile(
+    r"^\s*(SELECT\s|WITH\s+\w+(\s*\([^)]*\))?\s+AS\s*\(|INSERT\s+(OR\s+\w+\s+)?INTO\s|REPLACE\s+INTO\s|"
+    r"UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|CREATE\s+(UNIQUE\s+)?(TABLE|INDEX|VIEW|TRIGGER)\s|PRAGMA\s|"
+    r"BEGIN(\s|;|$)|COMMIT(\s|;|$)|ROLLBACK(\s|;|$)|SAVEPOINT\s|RELEASE\s)")
+
+
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string literal, and the leading text of every f-string (where SQL would start)."""
+    out: list[tuple[int, str]] = []
+    inside_fstring: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            head = "".join(v.value for v in node.values[:1] if isinstance(v, ast.Constant) and isinstance(v.value, str))
+            out.append((node.lineno, head))
+            inside_fstring.update(id(v) for v in node.values)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in inside_fstring:
+            out.append((node.lineno, node.value))
+    return out
+
+
+def _imports(tree: ast.AST) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module.split(".")[0]))
+    return out
+
+
+def sql_sites(source: str) -> list[str]:
+    tree = ast.parse(source)
+    found = [f"line {n}: SQL {text.strip()[:60]!r}" for n, text in _strings(tree) if SQL_START.match(text)]
+    found += [f"line {n}: imports {name}" for n, name in _imports(tree) if name in DRIVERS]
+    return sorted(found)
+
+
+def test_the_check_finds_sql_and_drivers() -> None:
+    assert sql_sites('x = "SELECT id FROM files WHERE id = ?"')
+    assert sql_sites('x = ("UPDATE files SET thumb_state = ? "\n     "WHERE id = ?")')
+    assert sql_sites('x = f"DELETE FROM faces WHERE id IN ({q})"')
+    assert sql_sites('x = "INSERT OR IGNORE INTO tags (name) VALUES (?)"')
+    assert sql_sites('x = "BEGIN IMMEDIATE"') and sql_sites('x = "COMMIT"') and sql_sites('x = "PRAGMA x = 1"')
+    assert sql_sites("import aiosqlite") and sql_sites("import sqlite3 as s") and sql_sites("from aiosqlite import Row")
+    # Words of prose and HTTP methods are not SQL.
+    assert not sql_sites('x = ["GET", "POST", "DELETE"]; y = "Select a library"; z = "UPDATE"')
+    assert not sql_sites('x = "Update the index: imageapi scan"; y = f"DELETE {path}"')
+
+
+@pytest.mark.parametrize("path", OUTER, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_sql_and_no_driver_in_server_and_cli(path: Path) -> None:
+    assert sql_sites(path.read_text(encoding="utf-8")) == [], (
+        f"{path.relative_to(ROOT)} holds SQL or imports a database driver: move the query into a "
+        "repository in imageapi/core/repositories and call it through a core service")
+
+
+def test_every_server_and_cli_module_is_checked() -> None:
+    names = {f"{p.parent.name}/{p.name}" for p in OUTER}
+    assert {"server/routes_faces.py", "server/routes_status.py", "cli/library.py", "server/app.py"} <= names
