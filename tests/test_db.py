@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
-from imageapi.core.db import Transaction, connect, connect_sync
+from imageapi.core.db import Transaction, connect, connect_sync, write
 from imageapi.core.migrations import MIGRATIONS
 
 
@@ -43,3 +44,39 @@ async def test_concurrent_transactions_on_one_connection_do_not_collide(tmp_path
     async with db.execute("SELECT COUNT(*), SUM(v) FROM t") as cur:
         assert tuple(await cur.fetchone()) == (20, 20)  # every writer whole, the failed one not at all
     await db.close()
+
+
+async def test_a_second_connection_leaves_the_first_its_locks(tmp_path: Path) -> None:
+    """POSIX locks belong to the process and any close() of the file drops them all: a check that
+    opens the database file itself (not through SQLite) while a connection is open makes another
+    process believe it holds the last connection, and on closing it deletes the write-ahead log
+    under the server's feet. The server then no longer sees other processes' commits, and what it
+    writes itself goes to an unlinked file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "db.sqlite"
+    db = await connect(path)                     # the server's connection
+    other = await connect(path, migrate=False)   # a second one of the same process (insights has one)
+    script = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+              "c.execute('INSERT INTO persons (name, created_at) VALUES (?, ?)', (sys.argv[2], 'now')); "
+              "c.commit(); c.close()")
+    names: list[str] = []
+    try:
+        for i in range(3):
+            # Another process commits and closes its connection, which it must not take for the last.
+            subprocess.run([sys.executable, "-c", script, str(path), f"cli {i}"], check=True, timeout=60)
+            names.append(f"cli {i}")
+            for conn in (db, other):
+                async with conn.execute("SELECT name FROM persons") as cur:
+                    assert sorted(r[0] for r in await cur.fetchall()) == sorted(names)
+            await write(db, "INSERT INTO persons (name, created_at) VALUES (?, 'now')", (f"server {i}",))
+            names.append(f"server {i}")
+    finally:
+        await other.close()
+        await db.close()
+    check = sqlite3.connect(path)
+    try:
+        assert sorted(r[0] for r in check.execute("SELECT name FROM persons")) == sorted(names)
+    finally:
+        check.close()

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 
-SQLITE_HEADER = b"SQLite format 3\x00"   # the first 16 bytes of every SQLite database file
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26  # primary result codes
 
 
@@ -89,18 +88,28 @@ def database_error(exc: BaseException, path: Path | str | None = None) -> Databa
 
 
 def check_header(path: Path) -> None:
-    """A file that exists and is not empty must start like an SQLite database (SQLite would
-    otherwise fail later, on some statement, with a less useful message)."""
+    """A file that exists and is not empty must be an SQLite database (SQLite would otherwise fail
+    later, on some statement, with a less useful message). Asked of SQLite, never by opening the
+    file here: POSIX locks belong to the process, and closing any descriptor of the file would drop
+    the locks of every connection this process has open on it (SQLite's own opens keep them)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
+        if path.stat().st_size == 0:
+            return
     except FileNotFoundError:
         return
     except OSError as exc:
         raise ConfigError("DATABASE_URL", f"cannot read {path}: {exc.strerror or exc}") from None
-    if head and head != SQLITE_HEADER:
-        raise DatabaseCorruptError(f"{path} is not an SQLite database (its first bytes are {head!r}): "
-                                   "set DATABASE_URL to the database, or restore it from a backup")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if isinstance(database_error(exc), DatabaseCorruptError):
+            raise DatabaseCorruptError(f"{path} is not an SQLite database ({exc}): "
+                                       "set DATABASE_URL to the database, or restore it from a backup") from None
+        raise ConfigError("DATABASE_URL", f"cannot read {path}: {exc}") from None
 
 
 def check_readable(conn: sqlite3.Connection) -> None:
