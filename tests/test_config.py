@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from imageapi.core.config import ensure_dirs, load_config, parse_database_url, parse_log_level
 from imageapi.core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_need_only_a_data_dir(env_dirs: dict[str, Path]) -> None:
@@ -39,7 +42,37 @@ def test_database_url_forms() -> None:
         parse_database_url("sqlite://")
     assert parse_database_url("/p/y.db") == Path("/p/y.db")
     with pytest.raises(ConfigError, match="DATABASE_URL"):
-        parse_database_url("postgres://host/db")
+        parse_database_url("postgres://host/db")  # not a path: load_config reads it as PostgreSQL
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:s3cret@db.example:5433/photos", "postgres://u:s3cret@h/db",
+                                 "postgresql://u:s3cret@/db?host=/run/postgresql"])
+def test_postgres_database_url(env_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    cfg = load_config()
+    assert cfg.database.kind == "postgresql" and cfg.database.url == url
+    assert "s3cret" not in repr(cfg) and "s3cret" not in cfg.database.shown and "***" in cfg.database.shown
+    assert cfg.database_path == env_dirs["data"] / "imageapi.db"  # the SQLite file `db copy` reads
+    assert load_config(database_path=env_dirs["tmp"] / "x.db").database.kind == "sqlite"  # --database wins
+    with pytest.raises(ConfigError, match="DATABASE_URL") as bad:
+        load_config(environ={"DATABASE_URL": "postgresql://u:s3cret@h:99999/db"})
+    assert "s3cret" not in bad.value.message
+    with pytest.raises(ConfigError, match="DATABASE_URL") as bad:
+        load_config(environ={"DATABASE_URL": "mysql://u:s3cret@h/db"})
+    assert "s3cret" not in bad.value.message
+
+
+def test_commands_refuse_postgres_until_the_store_speaks_it(env_dirs: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/db", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "imageapi", "library", "list"], capture_output=True, text=True,
+                          env=env, cwd=env_dirs["tmp"], timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "imageapi db copy" in done.stderr and "DATABASE_URL" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3  # one line (wrapped by the terminal width at most)
 
 
 @pytest.mark.parametrize(
