@@ -328,3 +328,24 @@ def test_sqlite_rows_are_read_from_one_snapshot(tmp_path: Path) -> None:
         assert src.count(table) == 0
     finally:
         src.close()
+
+
+def test_one_copy_at_a_time(tmp_path: Path, pg_url: str) -> None:
+    import asyncpg
+
+    from imageapi.core.postgres.copy import COPY_LOCK
+
+    db = tmp_path / "one.db"
+    connect_sync(db).close()
+
+    async def go() -> None:
+        holder = await asyncpg.connect(pg_url)
+        try:
+            assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", COPY_LOCK)
+            with pytest.raises(errors.LockedError, match="another `imageapi db copy`"):
+                await copy_index(db, pg_url)
+        finally:
+            await holder.close()
+        assert (await copy_index(db, pg_url)).tables
+
+    asyncio.run(go())

@@ -172,6 +172,7 @@ STAGE_LABELS = {
     "index": "Reading, hashing, thumbnailing",
     "hash": "Hashing",
     "thumbs": "Thumbnails",
+    "copy": "Copying rows",
     "verify": "Verifying",
 }
 

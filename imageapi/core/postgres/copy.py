@@ -43,6 +43,7 @@ BATCH = 5000
 CONNECT_TIMEOUT = 30.0     # seconds to reach the server
 COMMAND_TIMEOUT = 600.0    # seconds for one statement (a batch, a count)
 WHOLE = "*"                # db_copy's row for the copy as a whole
+COPY_LOCK = 0x1A9E_0002    # advisory lock: one copy into a database at a time
 
 PROGRESS_TABLE = """
 CREATE TABLE IF NOT EXISTS db_copy (
@@ -306,20 +307,16 @@ async def _prepare_target(conn: asyncpg.Connection, tables: list[Table], source:
 
 
 async def _copy_table(conn: asyncpg.Connection, src: SqliteSource, table: Table, source: str, batch: int,
-                      progress: Progress | None) -> TableCopy:
+                      step: Callable[[int], None]) -> TableCopy:
+    """Copy the table's rows after its last committed batch; `step(n)` after each batch."""
     import asyncpg
 
     types = await _column_types(conn, table)
-    total = await src.call(src.count, table)
     state = await conn.fetchrow("SELECT last_key, rows, finished_at FROM db_copy WHERE table_name = $1", table.name)
     result = TableCopy(table.name)
     if state is not None and state["finished_at"] is not None:
         return result
     after: list[object] | None = json.loads(state["last_key"]) if state and state["last_key"] else None
-    done = int(state["rows"]) if state else 0
-    stage = f"copy {table.name}"
-    if progress:
-        progress(stage, done, total)
     while True:
         rows = await src.call(src.batch, table, after, batch)
         if not rows:
@@ -336,10 +333,8 @@ async def _copy_table(conn: asyncpg.Connection, src: SqliteSource, table: Table,
         except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, TypeError, OverflowError) as exc:
             first = dict(zip(table.key, _key(table, rows[0]), strict=True))
             raise errors.DatabaseError(f"copying {table.name} (the batch from {first}): {exc}") from None
-        done += len(rows)
         result.copied += len(rows)
-        if progress:
-            progress(stage, done, max(total, done))
+        step(len(rows))
     await conn.execute(
         "INSERT INTO db_copy (table_name, source, finished_at) VALUES ($1, $2, $3) "
         "ON CONFLICT (table_name) DO UPDATE SET finished_at = excluded.finished_at", table.name, source, _now())
@@ -413,6 +408,8 @@ async def copy_index(sqlite_path: Path, url: str, *, force: bool = False, batch:
 
 async def _copy(src: SqliteSource, conn: asyncpg.Connection, url: str, force: bool, batch: int,
                 progress: Progress | None, use_vector: bool | None, started: float) -> CopyResult:
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", COPY_LOCK):
+        raise errors.LockedError("another `imageapi db copy` into this PostgreSQL database is running")
     version = await src.call(src.version)
     known = max(m.version for m in pgm.PG_MIGRATIONS)
     if version > known:
@@ -427,12 +424,20 @@ async def _copy(src: SqliteSource, conn: asyncpg.Connection, url: str, force: bo
     source = await src.call(src.identity)
     resumed = await _prepare_target(conn, tables, source, force)
     result = CopyResult(source=str(src.path), target=redact(url), resumed=resumed)
-    copies = []
-    for table in tables:
-        copies.append(await _copy_table(conn, src, table, source, batch, progress))
+    # One bar over every row: those copied by an earlier run count as done.
+    total = sum([await src.call(src.count, t) for t in tables])
+    done = int(await conn.fetchval("SELECT COALESCE(SUM(rows), 0) FROM db_copy WHERE table_name != $1", WHOLE))
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("copy", done, max(total, done))
+
+    step(0)
+    copies = [await _copy_table(conn, src, table, source, batch, step) for table in tables]
     await _set_identities(conn, tables, await src.call(src.sequences))
     mismatched = []
-    total = sum([await src.call(src.count, t) for t in tables])
     checked = 0
     for table, copied in zip(tables, copies, strict=True):
         (n_src, sum_src), (n_pg, sum_pg) = await _checksums(conn, src, table, batch)
