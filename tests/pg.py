@@ -48,10 +48,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans(bindir: Path, base: Path) -> None:
+    """Stop and remove clusters left by a test run that was killed (its pytest is gone)."""
+    for root in base.glob("imageapi-pg-*"):
+        try:
+            owner = int((root / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue  # another run, still going
+        if (root / "data" / "postmaster.pid").exists():
+            subprocess.run([*(["runuser", "-u", UNPRIVILEGED, "--"] if os.geteuid() == 0 else []),
+                            str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def temp_base() -> Path:
+    """Where clusters go: the temporary folder, if the unprivileged user can reach it."""
+    base = Path(tempfile.gettempdir())
+    if os.geteuid() == 0 and not base.stat().st_mode & 0o001:
+        base = Path("/tmp")
+    return base
+
+
 class Cluster:
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="imageapi-pg-"))
+        base = temp_base()
+        sweep_orphans(bindir, base)
+        self.root = Path(tempfile.mkdtemp(prefix="imageapi-pg-", dir=base))
+        (self.root / "owner.pid").write_text(str(os.getpid()))
         self.data = self.root / "data"
         self.port = 0
         self.started = False

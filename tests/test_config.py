@@ -4,9 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from imageapi.core.config import ensure_dirs, load_config, parse_database_url, parse_log_level
 from imageapi.core.errors import ConfigError
+from imageapi.core.postgres.url import parse_postgres_url
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,3 +110,23 @@ def test_unreadable_base_path_and_uncreatable_thumbnails(env_dirs: dict[str, Pat
     monkeypatch.setenv("THUMBNAILS", str(blocker / "thumbs"))
     with pytest.raises(ConfigError, match="THUMBNAILS"):
         ensure_dirs(load_config())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30), st.text(max_size=20).map(lambda p: "\u00a7" + p),  # '§': in no message
+       st.sampled_from(["postgresql", "postgres", "POSTGRESQL", "mysql"]))
+def test_postgres_url_password_never_shown(rest: str, password: str, scheme: str) -> None:
+    """Whatever the URL around it, a password is neither in the setting's repr nor in an error."""
+    from urllib.parse import quote
+
+    secret = quote(password, safe="")
+    assume(secret not in rest and secret not in scheme and secret not in "user:***")
+    url = f"{scheme}://user:{secret}@{rest}" if len(rest) % 2 else f"{scheme}://user@{rest}?password={secret}"
+    try:
+        found = parse_postgres_url(url)
+    except ConfigError as exc:
+        assert exc.setting == "DATABASE_URL" and "\n" not in exc.message
+        assert secret not in exc.message
+        return
+    assert found.kind == "postgresql" and found.url == url
+    assert secret not in repr(found) and secret not in found.shown

@@ -222,7 +222,7 @@ async def _connect(url: str) -> asyncpg.Connection:
 
     try:
         conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (TimeoutError, OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise errors.ServiceError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from None
     return conn
 

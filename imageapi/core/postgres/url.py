@@ -6,6 +6,7 @@ with the password replaced by '***'.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,16 +22,17 @@ def is_postgres_url(value: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL as it may be printed: its password (if any) replaced by '***'."""
+    """The URL as it may be printed: its password (in the user part or a `password=` parameter)
+    replaced by '***'."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "postgresql://***"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    # Wherever a password= parameter sits (a query, or what urlsplit takes for a fragment).
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", urlunsplit(parts))
 
 
 @dataclass(frozen=True)
