@@ -130,3 +130,10 @@ def test_postgres_url_password_never_shown(rest: str, password: str, scheme: str
         return
     assert found.kind == "postgresql" and found.url == url
     assert secret not in repr(found) and secret not in found.shown
+
+
+def test_an_unknown_users_home_is_the_settings_error(env_dirs: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        parse_database_url("~no_such_user_zz/x.db")
+    with pytest.raises(ConfigError, match="THUMBNAILS"):
+        load_config(environ={"THUMBNAILS": "~no_such_user_zz/t"})

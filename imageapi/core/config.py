@@ -146,7 +146,15 @@ def parse_database_url(value: str) -> Path:
     elif "://" in value:
         raise ConfigError("DATABASE_URL", "must be a path, sqlite:///path or postgresql://user:pass@host/db, "
                           f"got {shown(redact(value))}")
-    return Path(value).expanduser()
+    return expand_user("DATABASE_URL", value)
+
+
+def expand_user(setting: str, raw: str) -> Path:
+    """~ and ~user expanded; a ~user that does not exist is the setting's error, not a crash."""
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError:
+        raise ConfigError(setting, f"{shown(raw)}: no such user's home folder") from None
 
 
 def parse_log_level(value: str, setting: str = "LOG_LEVEL") -> str:
@@ -186,7 +194,7 @@ def load_config(
             return default
         if "\x00" in raw:
             raise ConfigError(name, "must be a path (it holds a NUL character)")
-        return Path(raw).expanduser()
+        return expand_user(name, raw)
 
     db_raw = env.get("DATABASE_URL")
     postgres = parse_postgres_url(db_raw) if db_raw and is_postgres_url(db_raw) else None
