@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from imageapi.core import errors
 from imageapi.core.db import connect_sync
 from imageapi.core.postgres.copy import SqliteSource, _from_pg, copy_index
+from imageapi.core.postgres.migrations import embedding_type
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2024-05-01T10:00:00"
@@ -153,6 +154,20 @@ def test_copy_of_a_scanned_index_is_the_same_row_by_row(indexed: tuple[Path, dic
                 "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, first_seen, last_seen) "
                 "VALUES (1, 'new.jpg', '', 'image', 1, 1, 'now', 'now') RETURNING id")
             assert new_file == max(r[0] for r in rows["files"][0]) + 1
+            # Embeddings: pgvector where the server has it (its operators work on the copied
+            # values), real[] of the same float32 values where not.
+            has_vector = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+            kind = await embedding_type(conn, "faces")
+            assert kind == ("vector" if has_vector else "real[]")
+            assert await embedding_type(conn, "conversation_summaries") == kind
+            if kind == "vector":
+                a, b = (np.frombuffer(r[0], dtype="<f4") for r in
+                        (rows["faces"][0][0][8:9], rows["faces"][0][1][8:9]))
+                dist = await conn.fetchval("SELECT a.embedding <=> b.embedding FROM faces a, faces b "
+                                           "WHERE a.id = $1 AND b.id = $2", rows["faces"][0][0][0],
+                                           rows["faces"][0][1][0])
+                want = 1 - float(a @ b) / float(np.linalg.norm(a) * np.linalg.norm(b))
+                assert abs(dist - want) < 1e-5
             with pytest.raises(asyncpg.UniqueViolationError):  # NOCASE kept: 'BOB' is Bob
                 await conn.execute("INSERT INTO users (name, password_hash, created_at, token_key) "
                                    "VALUES ('BOB', 'x', 'now', 'k')")
@@ -274,9 +289,10 @@ state_rows = st.lists(st.tuples(TEXT, TEXT), max_size=10, unique_by=lambda r: r[
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
-@given(files=file_rows, faces=face_rows, state=state_rows)
+@given(files=file_rows, faces=face_rows, state=state_rows, arrays=st.booleans())
 def test_generated_rows_round_trip(pg_server: str, tmp_path_factory: pytest.TempPathFactory,
-                                   files: list, faces: list, state: list) -> None:
+                                   files: list, faces: list, state: list, arrays: bool) -> None:
+    """arrays: embeddings as real[] even where pgvector is installed (both forms round-trip)."""
     from tests import pg
 
     db = tmp_path_factory.mktemp("gen") / "gen.db"
@@ -296,7 +312,7 @@ def test_generated_rows_round_trip(pg_server: str, tmp_path_factory: pytest.Temp
     name = asyncio.run(pg.create_database(pg_server))
     url = pg.with_database(pg_server, name)
     try:
-        result = asyncio.run(copy_index(db, url, batch=7))
+        result = asyncio.run(copy_index(db, url, batch=7, use_vector=False if arrays else None))
         assert result.tables and all(t.rows == t.copied for t in result.tables)
         for table, (mine, theirs) in asyncio.run(table_rows(db, url)).items():
             assert mine == theirs, table
