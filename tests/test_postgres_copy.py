@@ -365,3 +365,36 @@ def test_one_copy_at_a_time(tmp_path: Path, pg_url: str) -> None:
         assert (await copy_index(db, pg_url)).tables
 
     asyncio.run(go())
+
+
+def test_a_refused_statement_is_one_clear_error(tmp_path: Path, pg_url: str) -> None:
+    """A role that may not create tables: the copy says so, as a core error, not a traceback."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    role = f"imageapi_ro_{os.getpid()}"
+
+    async def go() -> str:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'ro-{role}'")
+            await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        finally:
+            await conn.close()
+        parts = urlsplit(pg_url)
+        return urlunsplit(parts._replace(netloc=f"{role}:ro-{role}@{parts.hostname}:{parts.port}"))
+
+    db = tmp_path / "ro.db"
+    connect_sync(db).close()
+    url = asyncio.run(go())
+    try:
+        with pytest.raises(errors.DatabaseError, match="permission denied .*run the copy again"):
+            asyncio.run(copy_index(db, url))
+    finally:
+        async def drop() -> None:
+            conn = await asyncpg.connect(pg_url)
+            await conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+            await conn.close()
+
+        asyncio.run(drop())

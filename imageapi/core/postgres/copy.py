@@ -392,6 +392,8 @@ async def copy_index(sqlite_path: Path, url: str, *, force: bool = False, batch:
     """Copy the SQLite index at `sqlite_path` into the PostgreSQL database at `url` (see module doc).
     Raises UsageError when the target holds something else (and not `force`), DatabaseError when
     the verification finds a difference, ServiceError when the server cannot be reached."""
+    import asyncpg
+
     started = time.monotonic()
     src = SqliteSource(sqlite_path)
     try:
@@ -399,8 +401,13 @@ async def copy_index(sqlite_path: Path, url: str, *, force: bool = False, batch:
         conn = await _connect(url)
         try:
             return await _copy(src, conn, url, force, batch, progress, use_vector, started)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # A refused statement (rights, space) or a lost connection: what is committed stays.
+            raise errors.DatabaseError(f"PostgreSQL at {redact(url)}: {exc} (run the copy again to carry on "
+                                       "once that is fixed)") from None
         finally:
-            await conn.close()
+            if not conn.is_closed():
+                await conn.close(timeout=10)
     finally:
         await src.call(src.close)
         src.pool.shutdown(wait=True)
