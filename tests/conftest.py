@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,39 @@ def env_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]
     monkeypatch.setenv("IMAGEAPI_DATA_DIR", str(data))
     monkeypatch.chdir(tmp_path)
     return {"data": data, "tmp": tmp_path}
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL server URL for the whole run (tests/pg.py): IMAGEAPI_TEST_POSTGRES_URL, or a
+    throwaway cluster started here and removed at the end."""
+    from tests import pg
+
+    given = os.environ.get("IMAGEAPI_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    bindir = pg.find_bin()
+    if bindir is None:
+        if os.environ.get("IMAGEAPI_REQUIRE_POSTGRES") == "1":
+            pytest.fail(pg.INSTALL_HINT + " (IMAGEAPI_REQUIRE_POSTGRES=1)")
+        pytest.skip(pg.INSTALL_HINT)
+    cluster = pg.Cluster(bindir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture()
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped after the test."""
+    import asyncio
+
+    from tests import pg
+
+    name = asyncio.run(pg.create_database(pg_server))
+    try:
+        yield pg.with_database(pg_server, name)
+    finally:
+        asyncio.run(pg.drop_database(pg_server, name))

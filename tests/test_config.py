@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from imageapi.core.config import ensure_dirs, load_config, parse_database_url, parse_log_level
 from imageapi.core.errors import ConfigError
+from imageapi.core.postgres.url import parse_postgres_url
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_need_only_a_data_dir(env_dirs: dict[str, Path]) -> None:
@@ -39,7 +45,37 @@ def test_database_url_forms() -> None:
         parse_database_url("sqlite://")
     assert parse_database_url("/p/y.db") == Path("/p/y.db")
     with pytest.raises(ConfigError, match="DATABASE_URL"):
-        parse_database_url("postgres://host/db")
+        parse_database_url("postgres://host/db")  # not a path: load_config reads it as PostgreSQL
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:s3cret@db.example:5433/photos", "postgres://u:s3cret@h/db",
+                                 "postgresql://u:s3cret@/db?host=/run/postgresql"])
+def test_postgres_database_url(env_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    cfg = load_config()
+    assert cfg.database.kind == "postgresql" and cfg.database.url == url
+    assert "s3cret" not in repr(cfg) and "s3cret" not in cfg.database.shown and "***" in cfg.database.shown
+    assert cfg.database_path == env_dirs["data"] / "imageapi.db"  # the SQLite file `db copy` reads
+    assert load_config(database_path=env_dirs["tmp"] / "x.db").database.kind == "sqlite"  # --database wins
+    with pytest.raises(ConfigError, match="DATABASE_URL") as bad:
+        load_config(environ={"DATABASE_URL": "postgresql://u:s3cret@h:99999/db"})
+    assert "s3cret" not in bad.value.message
+    with pytest.raises(ConfigError, match="DATABASE_URL") as bad:
+        load_config(environ={"DATABASE_URL": "mysql://u:s3cret@h/db"})
+    assert "s3cret" not in bad.value.message
+
+
+def test_commands_refuse_postgres_until_the_store_speaks_it(env_dirs: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/db", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "imageapi", "library", "list"], capture_output=True, text=True,
+                          env=env, cwd=env_dirs["tmp"], timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "imageapi db copy" in done.stderr and "DATABASE_URL" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3  # one line (wrapped by the terminal width at most)
 
 
 @pytest.mark.parametrize(
@@ -74,3 +110,30 @@ def test_unreadable_base_path_and_uncreatable_thumbnails(env_dirs: dict[str, Pat
     monkeypatch.setenv("THUMBNAILS", str(blocker / "thumbs"))
     with pytest.raises(ConfigError, match="THUMBNAILS"):
         ensure_dirs(load_config())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30), st.text(max_size=20).map(lambda p: "\u00a7" + p),  # '§': in no message
+       st.sampled_from(["postgresql", "postgres", "POSTGRESQL", "mysql"]))
+def test_postgres_url_password_never_shown(rest: str, password: str, scheme: str) -> None:
+    """Whatever the URL around it, a password is neither in the setting's repr nor in an error."""
+    from urllib.parse import quote
+
+    secret = quote(password, safe="")
+    assume(secret not in rest and secret not in scheme and secret not in "user:***")
+    url = f"{scheme}://user:{secret}@{rest}" if len(rest) % 2 else f"{scheme}://user@{rest}?password={secret}"
+    try:
+        found = parse_postgres_url(url)
+    except ConfigError as exc:
+        assert exc.setting == "DATABASE_URL" and "\n" not in exc.message
+        assert secret not in exc.message
+        return
+    assert found.kind == "postgresql" and found.url == url
+    assert secret not in repr(found) and secret not in found.shown
+
+
+def test_an_unknown_users_home_is_the_settings_error(env_dirs: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        parse_database_url("~no_such_user_zz/x.db")
+    with pytest.raises(ConfigError, match="THUMBNAILS"):
+        load_config(environ={"THUMBNAILS": "~no_such_user_zz/t"})

@@ -36,7 +36,7 @@ URL_BAD = ["localhost:11434", "ftp://x", "http://", "http://[::1", "http://a:999
 TEXT_BAD = ["a\nb", "x\x00y", "tab\there", "\udcff"]
 
 BAD: dict[str, list[str]] = {
-    "DATABASE_URL": ["postgres://h/db", "sqlite://", "sqlite:"],
+    "DATABASE_URL": ["mysql://h/db", "postgresql://h:99999/db", "postgres://h:x/db", "sqlite://", "sqlite:"],
     "BASE_PATH": ["/does/not/exist"],
     "BIND_URL": ["nonsense", "127.0.0.1:99999", "host:port", "http://[::1", "a b:80"],
     "SECRET_KEY": ["short", "x" * 40 + "\x01"],

@@ -9,6 +9,7 @@ import typer
 from imageapi import __version__
 from imageapi.cli import (
     common,
+    db,
     doctor,
     faces,
     hashcmd,
@@ -77,6 +78,7 @@ app.add_typer(video.app, name="video")
 watch.register(app)
 serve.register(app)
 app.add_typer(user.app, name="user")
+app.add_typer(db.app, name="db")
 token.register(app)
 
 

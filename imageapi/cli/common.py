@@ -32,6 +32,7 @@ from imageapi.core.db import Connection, DriverError, connect, database_error
 from imageapi.core.libraries import sync_base_path
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
+from imageapi.core.postgres.url import require_sqlite
 
 T = TypeVar("T")
 
@@ -76,9 +77,12 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def config() -> Config:
+def config(postgres: bool = False) -> Config:
+    """The settings; a PostgreSQL DATABASE_URL is refused (exit 2) unless the command takes it."""
     try:
         cfg = load_config(**overrides)
+        if not postgres:
+            require_sqlite(cfg.postgres)
         ffmpeg.use_tools(cfg.ffmpeg, cfg.ffprobe)  # for this process and the workers it starts
         setup_logging(cfg.log_level)
         return cfg
@@ -166,6 +170,8 @@ STAGE_LABELS = {
     "index": "Reading, hashing, thumbnailing",
     "hash": "Hashing",
     "thumbs": "Thumbnails",
+    "copy": "Copying rows",
+    "verify": "Verifying",
 }
 
 

@@ -34,6 +34,7 @@ from imageapi.core.parsers import (
     parse_list,
     shown,
 )
+from imageapi.core.postgres.url import DatabaseSetting, is_postgres_url, parse_postgres_url, redact
 
 LOG_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
 
@@ -95,6 +96,13 @@ class Config:
     insights: InsightSettings = field(default_factory=lambda: insight_settings_from_env({}))
     ffmpeg: str | None = None      # IMAGEAPI_FFMPEG: this binary, not the one on PATH
     ffprobe: str | None = None     # IMAGEAPI_FFPROBE: this binary, or "none" to read ffmpeg's banner
+    # DATABASE_URL=postgresql://...: until the store layer speaks PostgreSQL, only `imageapi db
+    # copy` uses it; every other command refuses it (database_path is then the default SQLite file).
+    postgres: DatabaseSetting | None = None
+
+    @property
+    def database(self) -> DatabaseSetting:
+        return self.postgres or DatabaseSetting("sqlite", path=self.database_path)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -140,10 +148,17 @@ def parse_database_url(value: str) -> Path:
         if not value.strip("/"):
             raise ConfigError("DATABASE_URL", "no path after sqlite://")
     elif "://" in value:
-        raise ConfigError(
-            "DATABASE_URL", f"only SQLite is supported (a path or sqlite:///path), got {shown(value)}"
-        )
-    return Path(value).expanduser()
+        raise ConfigError("DATABASE_URL", "must be a path, sqlite:///path or postgresql://user:pass@host/db, "
+                          f"got {shown(redact(value))}")
+    return expand_user("DATABASE_URL", value)
+
+
+def expand_user(setting: str, raw: str) -> Path:
+    """~ and ~user expanded; a ~user that does not exist is the setting's error, not a crash."""
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError:
+        raise ConfigError(setting, f"{shown(raw)}: no such user's home folder") from None
 
 
 def parse_log_level(value: str, setting: str = "LOG_LEVEL") -> str:
@@ -183,10 +198,13 @@ def load_config(
             return default
         if "\x00" in raw:
             raise ConfigError(name, "must be a path (it holds a NUL character)")
-        return Path(raw).expanduser()
+        return expand_user(name, raw)
 
     db_raw = env.get("DATABASE_URL")
-    database_path = parse_database_url(db_raw) if db_raw else data_dir / "imageapi.db"
+    postgres = parse_postgres_url(db_raw) if db_raw and is_postgres_url(db_raw) else None
+    if overrides.get("database_path") is not None:
+        postgres = None  # --database: this SQLite file, whatever DATABASE_URL says
+    database_path = parse_database_url(db_raw) if db_raw and not is_postgres_url(db_raw) else data_dir / "imageapi.db"
 
     base_path = path_setting("BASE_PATH", Path()) if env.get("BASE_PATH") else None
     if base_path is not None:
@@ -231,6 +249,7 @@ def load_config(
         insights=insight_settings_from_env(env),
         ffmpeg=tool_setting(env, "IMAGEAPI_FFMPEG"),
         ffprobe=tool_setting(env, "IMAGEAPI_FFPROBE", allow_none=True),
+        postgres=postgres,
     )
     return config.with_overrides(**overrides)
 
