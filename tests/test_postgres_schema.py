@@ -104,7 +104,7 @@ def test_migration_11_merges_tags_in_postgres(pg_url: str) -> None:
             await conn.executemany("INSERT INTO content_tags VALUES ($1, $2, $3)",
                                    [("h1", ids["Straße"], now), ("h2", ids["STRASSE"], now),
                                     ("h1", ids["STRASSE"], now), ("h3", ids["e\u0301té"], now)])
-            assert await pgm.apply_migrations(conn) == [11]
+            assert await pgm.apply_migrations(conn, [m for m in pgm.PG_MIGRATIONS if m.version <= 11]) == [11]
             tags = {r["name"]: r["key"] for r in await conn.fetch("SELECT name, key FROM tags")}
             assert tags == {"Straße": "strasse", "e\u0301té": "\u00e9t\u00e9", "Other": "other"}
             links = {(r[0], r[1]) for r in await conn.fetch(

@@ -305,6 +305,18 @@ UPDATE scans SET subtree = replace(subtree, chr(65533), chr(65533) || chr(65533)
 
 TAG_KEYS = _c("ALTER TABLE tags ADD COLUMN key TEXT;")
 
+# Browser sessions: the cookie's secret digest, the user's token key when the session began.
+SESSIONS = _c("""
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,
+    user_id     BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_key   TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+""")
+
 
 async def _merge_equal_tags(conn: asyncpg.Connection) -> None:
     """Migration 11's step (imageapi.core.tags.merge_equal_tags) with the same Python rule for the
@@ -341,6 +353,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(9, "users_autoincrement", USERS_TOKEN_KEY),
     PgMigration(10, "stored_names", STORED_NAMES),
     PgMigration(11, "tag_keys", TAG_KEYS, _merge_equal_tags),
+    PgMigration(12, "sessions", SESSIONS),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
