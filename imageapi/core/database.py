@@ -96,7 +96,7 @@ class Database:
             try:
                 return await self.conn.execute(sql, params)
             except BaseException as exc:
-                self._note(exc)  # a full disk dooms the transaction held
+                await self._doom(exc)  # a full disk dooms the transaction held
                 raise
         async with self.transaction():
             return await self.conn.execute(sql, params)
@@ -107,7 +107,7 @@ class Database:
             try:
                 await self.conn.executemany(sql, rows)
             except BaseException as exc:
-                self._note(exc)
+                await self._doom(exc)
                 raise
             return
         async with self.transaction():
@@ -123,6 +123,17 @@ class Database:
         if error is not None and self._doomed is None:
             self._doomed = error
         return error
+
+    async def _doom(self, exc: BaseException) -> None:
+        """After a full disk or damage in a transaction held: SQLite may have ended the transaction
+        itself, and whatever the holder runs next would then commit on its own. A new (deferred,
+        so it cannot fail for want of space) transaction catches it, for the outermost level to
+        roll back."""
+        if self._note(exc) is not None and not self.conn.in_transaction:
+            try:
+                await self.conn.execute("BEGIN")
+            except sqlite3.Error as begin_exc:
+                log.warning("could not begin again after %s: %s", exc, begin_exc)
 
     async def _begin(self) -> None:
         task = asyncio.current_task()
@@ -149,11 +160,13 @@ class Database:
         self._owner, self._depth, self._doomed = task, 1, None
 
     async def _end(self, exc: BaseException | None) -> None:
-        if exc is not None:
-            self._note(exc)
         if self._depth > 1:
+            if exc is not None:
+                await self._doom(exc)
             await self._end_savepoint(exc)
         else:
+            if exc is not None:
+                self._note(exc)
             await self._end_transaction(exc)
 
     async def _end_savepoint(self, exc: BaseException | None) -> None:
@@ -170,7 +183,7 @@ class Database:
             try:
                 await self.conn.execute(f"RELEASE {name}")
             except BaseException as release_exc:
-                self._note(release_exc)
+                await self._doom(release_exc)
                 self._raise_as_core(release_exc)
                 raise
             return
@@ -180,8 +193,8 @@ class Database:
         except sqlite3.Error as rollback_exc:
             # The cause is the body's error; the transaction can no longer be trusted.
             log.warning("rollback to savepoint failed: %s", rollback_exc)
-            self._doomed = self._core_error(rollback_exc) or self._core_error(exc) or DatabaseError(
-                f"the transaction was lost after: {exc}")
+            await self._doom(self._core_error(rollback_exc)
+                             or DatabaseError(f"the transaction was lost after: {exc}"))
 
     async def _end_transaction(self, exc: BaseException | None) -> None:
         try:
