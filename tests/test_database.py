@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,3 +272,17 @@ def test_random_nestings_match_the_model(tmp_path: Path, programs: list[Block]) 
             await conn.close()
 
     assert asyncio.run(main()) == expected
+
+
+def test_core_writes_only_inside_transactions(tmp_path: Path) -> None:
+    """The core services' tests (files, faces, tags, users, sessions, libraries) run again with
+    tests/write_guard.py, which fails the run when imageapi's code writes outside a transaction
+    held by its task (a raw statement there would join, or commit, another task's transaction)."""
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.write_guard",
+         "tests/test_core_services.py", "tests/test_tags.py", "tests/test_faces_people.py", "tests/test_auth_users.py"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert res.returncode == 0 and "writes outside a transaction" not in res.stderr, res.stdout[-3000:] + res.stderr
