@@ -159,10 +159,12 @@ async def test_full_disk_inside_a_nested_transaction(tmp_path: Path) -> None:
         assert len(caught) == 1
         assert not conn.in_transaction and not db.in_transaction()
         assert [r[0] for r in await conn.execute_fetchall("SELECT k FROM b")] == [1]
-        # The same through write_many inside a transaction held.
+        # The same through write_many inside a transaction held, its error caught there.
         with pytest.raises(DatabaseFullError):
             async with db.transaction():
-                await db.write_many("INSERT INTO b VALUES (?, zeroblob(3000))", [(k,) for k in range(3, 50)])
+                with pytest.raises(DatabaseFullError):
+                    await db.write_many("INSERT INTO b VALUES (?, zeroblob(3000))", [(k,) for k in range(3, 50)])
+                await conn.execute("INSERT INTO b VALUES (61, zeroblob(10))")
         assert [r[0] for r in await conn.execute_fetchall("SELECT k FROM b")] == [1]
         await conn.execute("PRAGMA max_page_count = 1000000")
         await asyncio.wait_for(db.write("INSERT INTO b VALUES (2, zeroblob(10))"), 5)  # lock released

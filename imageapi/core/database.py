@@ -97,6 +97,7 @@ class Database:
                 return await self.conn.execute(sql, params)
             except BaseException as exc:
                 await self._doom(exc)  # a full disk dooms the transaction held
+                self._raise_as_core(exc)
                 raise
         async with self.transaction():
             return await self.conn.execute(sql, params)
@@ -108,6 +109,7 @@ class Database:
                 await self.conn.executemany(sql, rows)
             except BaseException as exc:
                 await self._doom(exc)
+                self._raise_as_core(exc)
                 raise
             return
         async with self.transaction():
