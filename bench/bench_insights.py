@@ -85,6 +85,7 @@ async def agent_figures(args: argparse.Namespace, url: str, work: Path) -> tuple
 async def search_figures(args: argparse.Namespace, url: str, work: Path) -> dict[str, float]:
     import numpy as np
 
+    from imageapi.core.database import transaction
     from imageapi.core.db import connect
     from imageapi.core.insights.providers import Backends
     from imageapi.core.insights.settings import insight_settings_from_env
@@ -101,10 +102,10 @@ async def search_figures(args: argparse.Namespace, url: str, work: Path) -> dict
         day = first_day + timedelta(days=i // len(contacts))
         rows.append((day.isoformat(), contacts[i % len(contacts)], f"summary {i} " + "words " * 60, 10, "m", "s",
                      "embed", "2024-01-01T00:00:00Z", v.astype("<f4").tobytes()))
-    await db.executemany(
-        "INSERT INTO conversation_summaries (day, contact, summary, message_count, model, server, embedding_model, "
-        "created_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    await db.commit()
+    async with transaction(db):
+        await db.executemany(
+            "INSERT INTO conversation_summaries (day, contact, summary, message_count, model, server, embedding_model, "
+            "created_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     queries = [rng.standard_normal(args.dim).astype(np.float32).tolist() for _ in range(args.repeat)]
     out: dict[str, float] = {}
     index = SummaryIndex(db)

@@ -275,34 +275,36 @@ async def insert_rows(db: Any, library_id: int, root: Any, rel_paths: list[str],
     """Index files as the scan would (kind from the name, blake3 of the content), without a walk."""
     import os
 
+    from imageapi.core.database import transaction
     from imageapi.core.db import utcnow
     from imageapi.core.hashing import hash_file
     from imageapi.core.kinds import kind_of
 
     ids = []
     now = utcnow()
-    for rel in rel_paths:
-        path = os.path.join(root, rel)
-        st = os.stat(path)
-        cur = await db.execute(
-            "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, content_hash, first_seen, last_seen) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (library_id, rel, rel.rpartition("/")[0], kind_of(rel) or "other", st.st_size, st.st_mtime_ns,
-             hash_file(path) if hashed else None, now, now),
-        )
-        ids.append(cur.lastrowid)
-    await db.commit()
+    async with transaction(db):
+        for rel in rel_paths:
+            path = os.path.join(root, rel)
+            st = os.stat(path)
+            cur = await db.execute(
+                "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, content_hash, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (library_id, rel, rel.rpartition("/")[0], kind_of(rel) or "other", st.st_size, st.st_mtime_ns,
+                 hash_file(path) if hashed else None, now, now),
+            )
+            ids.append(cur.lastrowid)
     return ids
 
 
 async def tag(db: Any, content_hash: str, *names: str) -> None:
     """Tag content (the tags tables of migration 1; names are case-insensitive)."""
+    from imageapi.core.database import transaction
     from imageapi.core.db import utcnow
 
-    for name in names:
-        await db.execute("INSERT OR IGNORE INTO tags (name, created_at) VALUES (?, ?)", (name, utcnow()))
-        await db.execute(
-            "INSERT OR IGNORE INTO content_tags (content_hash, tag_id, created_at) "
-            "SELECT ?, id, ? FROM tags WHERE name = ?", (content_hash, utcnow(), name),
-        )
-    await db.commit()
+    async with transaction(db):
+        for name in names:
+            await db.execute("INSERT OR IGNORE INTO tags (name, created_at) VALUES (?, ?)", (name, utcnow()))
+            await db.execute(
+                "INSERT OR IGNORE INTO content_tags (content_hash, tag_id, created_at) "
+                "SELECT ?, id, ? FROM tags WHERE name = ?", (content_hash, utcnow(), name),
+            )

@@ -11,7 +11,8 @@ import pytest
 
 from imageapi.core import status, tags, thumb_state
 from imageapi.core.config import load_config
-from imageapi.core.db import Connection, Transaction, connect, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, connect, utcnow
 from imageapi.core.errors import MediaError, NotFoundError, UnsupportedMediaError, UsageError
 from imageapi.core.faces import people
 from imageapi.core.faces.apollo import DetectedFace, Detection
@@ -82,7 +83,7 @@ async def content(db: Connection, tmp_path: Path, seed: int = 0) -> str:
 
 
 async def detect(db: Connection, content_hash: str, *boxes: tuple[float, float, float, float]) -> bool:
-    async with Transaction(db):
+    async with transaction(db):
         return await insert_detection(db, content_hash, Detection(
             "buffalo_l", [DetectedFace(b, 0.9, (1.0, float(i), 0.5)) for i, b in enumerate(boxes)]), utcnow())
 
@@ -93,7 +94,7 @@ async def test_drawn_face_binds_under_the_one_face_per_person_rule(db: Connectio
     assert await detect(db, h, (0.1, 0.1, 0.2, 0.2), (0.5, 0.5, 0.2, 0.2))
     ann = await people.create_person(db, "Ann")
     first, second = (await people.content_faces(db, h)).faces
-    async with Transaction(db):  # an automatic binding of Ann in this photo
+    async with transaction(db):  # an automatic binding of Ann in this photo
         await db.execute("UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ?",
                          (ann.id, utcnow(), first.id))
     drawn = await people.draw_face(db, h, (0.0, 0.6, 0.4, 0.4), "ann")
@@ -197,7 +198,7 @@ async def test_tagging_a_file_that_cannot_be_hashed_records_nothing(db: Connecti
 
 async def test_a_hash_written_meanwhile_is_kept(db: Connection, pool: WorkerPool, tmp_path: Path) -> None:
     lib, [file_id] = await photos(db, tmp_path / "a", "alpha", 1, hashed=False)
-    async with Transaction(db):
+    async with transaction(db):
         await files_repo.set_missing_hashes(db, [("a" * 64, file_id)])
         await files_repo.set_missing_hashes(db, [("b" * 64, file_id)])
     assert await file_hashes(db, [file_id]) == ["a" * 64]

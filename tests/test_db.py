@@ -6,7 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from imageapi.core.db import Transaction, connect, connect_sync, write
+from imageapi.core.database import transaction, write
+from imageapi.core.db import connect, connect_sync
 from imageapi.core.migrations import MIGRATIONS
 
 
@@ -28,13 +29,13 @@ async def test_concurrent_transactions_on_one_connection_do_not_collide(tmp_path
     await db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
 
     async def writer(k: int) -> None:
-        async with Transaction(db):
+        async with transaction(db):
             await db.execute("INSERT INTO t VALUES (?, 0)", (k,))
             await asyncio.sleep(0.01)  # another request runs meanwhile
             await db.execute("UPDATE t SET v = v + 1 WHERE k = ?", (k,))
 
     async def failing() -> None:
-        async with Transaction(db):
+        async with transaction(db):
             await db.execute("INSERT INTO t VALUES (999, 0)")
             await asyncio.sleep(0.01)
             raise RuntimeError("half-way")

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from imageapi.core.config import load_config
-from imageapi.core.db import Transaction, connect
+from imageapi.core.database import transaction
+from imageapi.core.db import connect
 from imageapi.core.errors import DatabaseFullError
 from imageapi.core.pool import WorkerPool
 from imageapi.core.scan import resolve_targets, run_scan
@@ -124,17 +125,17 @@ async def test_transaction_on_a_full_database(tmp_path: Path) -> None:
     db = await connect(tmp_path / "full.db")
     try:
         await db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-        async with Transaction(db):
+        async with transaction(db):
             await db.execute("INSERT INTO t VALUES (1, zeroblob(1000))")
         pages = (await (await db.execute("PRAGMA page_count")).fetchone())[0]
         await db.execute(f"PRAGMA max_page_count = {pages + 2}")
         with pytest.raises(DatabaseFullError, match="database or disk is full"):
-            async with Transaction(db):
+            async with transaction(db):
                 await db.executemany("INSERT INTO t VALUES (?, zeroblob(3000))", [(k,) for k in range(2, 50)])
         assert not db.in_transaction
         assert [tuple(r) for r in await db.execute_fetchall("SELECT k FROM t")] == [(1,)]
         await db.execute("PRAGMA max_page_count = 1000000")
-        async with Transaction(db):  # the write lock was released
+        async with transaction(db):  # the write lock was released
             await db.execute("INSERT INTO t VALUES (2, zeroblob(10))")
         assert len(await db.execute_fetchall("SELECT k FROM t")) == 2
     finally:

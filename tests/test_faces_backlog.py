@@ -12,7 +12,8 @@ import aiosqlite
 import pytest
 from PIL import Image
 
-from imageapi.core.db import Transaction, connect
+from imageapi.core.database import transaction, write
+from imageapi.core.db import connect
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import (
     DOWN_AFTER,
@@ -103,7 +104,7 @@ async def test_list_unscanned_candidates_contract(db: aiosqlite.Connection, tmp_
     async with db.execute("SELECT rel_path, content_hash FROM files WHERE library_id = ?", (lib_a.id,)) as cur:
         by_rel = {r[0]: r[1] for r in await cur.fetchall()}
     scanned, permanent, backing_off = by_rel[rels[1]], by_rel[rels[2]], by_rel[rels[3]]
-    async with Transaction(db):
+    async with transaction(db):
         from imageapi.core.faces.apollo import Detection
         await insert_detection(db, scanned, Detection("m", []), "2026-01-01T00:00:00.000000Z")
         await record_failure(db, permanent, "HTTP 400", permanent=True)
@@ -227,16 +228,14 @@ async def test_transient_failures_back_off_without_blocking_the_queue(
     # Due a minute later; failing again doubles the wait.
     later = now_utc() + timedelta(seconds=61)
     assert await count_pending(db, now=later) == 6
-    async with Transaction(db):
+    async with transaction(db):
         rec = await record_failure(db, hashes[0], "HTTP 500 again", permanent=False, now=later)
     assert rec.attempts == 2
     assert backoff_seconds(1) == 60 and backoff_seconds(2) == 120 and backoff_seconds(12) == 86_400
     assert backoff_seconds(1000) == 86_400
     # Once the service answers, a due retry succeeds and clears the failure.
     standin.per_hash.clear()
-    async with db.execute("UPDATE face_failures SET next_attempt_at = '2000-01-01T00:00:00.000000Z'"):
-        pass
-    await db.commit()
+    await write(db, "UPDATE face_failures SET next_attempt_at = '2000-01-01T00:00:00.000000Z'")
     report = await tick(db, pool, settings(standin.url))
     assert report.detected == 6
     async with db.execute("SELECT COUNT(*) FROM face_failures") as cur:

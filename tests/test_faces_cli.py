@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from imageapi.core.database import write
 from imageapi.core.db import connect
 from imageapi.core.libraries import add_library
 from tests.apollo_standin import StandIn, closed_port_url, default_faces, insert_rows, make_photo
@@ -197,8 +198,7 @@ def test_watch_once_drains_a_backlog_left_in_the_database(env: dict[str, str], s
 
     async def forget() -> None:
         db = await connect(db_path(env_dirs))
-        await db.execute("UPDATE files SET content_hash = NULL")     # as if hashing never happened
-        await db.commit()
+        await write(db, "UPDATE files SET content_hash = NULL")     # as if hashing never happened
         await db.close()
 
     asyncio.run(forget())

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from imageapi.core.database import transaction
 from imageapi.core.db import connect
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces.backlog import FacePasses
@@ -244,13 +245,13 @@ async def test_faces_drawn_by_hand_have_no_embedding_and_never_skew_autobind(
     async with passes(db, pool, standin.url, min_cos=-1.0) as p:
         await p.tick()
         # A box drawn by hand (as the server stores it: empty embedding), one bound and one not.
-        for content_hash, idx, person in ((h["c.jpg"], 5, ann.id), (h["group.jpg"], 6, None),
-                                          (h["hand.jpg"], 0, None), (h["hand.jpg"], 1, None)):
-            await db.execute(
-                "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
-                "created_at) VALUES (?, ?, 0, 0, 0.1, 0.1, 1, x'', 'manual', ?, ?, 'now')",
-                (content_hash, idx, person, "manual" if person else None))
-        await db.commit()
+        async with transaction(db):
+            for content_hash, idx, person in ((h["c.jpg"], 5, ann.id), (h["group.jpg"], 6, None),
+                                              (h["hand.jpg"], 0, None), (h["hand.jpg"], 1, None)):
+                await db.execute(
+                    "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
+                    "created_at) VALUES (?, ?, 0, 0, 0.1, 0.1, 1, x'', 'manual', ?, ?, 'now')",
+                    (content_hash, idx, person, "manual" if person else None))
         await tag(db, h["group.jpg"], "Ann")
         await tag(db, h["hand.jpg"], "Ann")
         rep = await p.tick()

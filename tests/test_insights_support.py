@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from imageapi.core.config import Config, load_config
+from imageapi.core.database import transaction
 from imageapi.core.db import connect, utcnow
 from imageapi.core.insights.service import InsightService
 from imageapi.core.insights.settings import insight_settings
@@ -143,16 +144,17 @@ async def make_library(tmp: Path, env: dict[str, str]) -> Library1:
             "?, ?)",
             (lib.id, rel, rel.rpartition("/")[0], h, taken, gps[0] if gps else None, gps[1] if gps else None, now, now),
         )
-    await db.execute("INSERT INTO persons (id, name, created_at) VALUES (1, 'Alice', ?), (2, 'Bob', ?)", (now, now))
-    for h, idx, person in (("h-eiffel", 0, 1), ("h-eiffel", 1, None), ("h-dinner", 0, 2)):
-        await db.execute(
-            "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
-            "created_at) VALUES (?, ?, 0.1, 0.1, 0.2, 0.2, 0.99, x'', 'test', ?, ?, ?)",
-            (h, idx, person, "manual" if person else None, now),
-        )
-    await db.execute("INSERT INTO tags (id, name, created_at) VALUES (1, 'vacation', ?)", (now,))
-    await db.execute("INSERT INTO content_tags (content_hash, tag_id, created_at) VALUES ('h-eiffel', 1, ?)", (now,))
-    await db.commit()
+    async with transaction(db):
+        await db.execute("INSERT INTO persons (id, name, created_at) VALUES (1, 'Alice', ?), (2, 'Bob', ?)", (now, now))
+        for h, idx, person in (("h-eiffel", 0, 1), ("h-eiffel", 1, None), ("h-dinner", 0, 2)):
+            await db.execute(
+                "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
+                "created_at) VALUES (?, ?, 0.1, 0.1, 0.2, 0.2, 0.99, x'', 'test', ?, ?, ?)",
+                (h, idx, person, "manual" if person else None, now),
+            )
+        await db.execute("INSERT INTO tags (id, name, created_at) VALUES (1, 'vacation', ?)", (now,))
+        await db.execute("INSERT INTO content_tags (content_hash, tag_id, created_at) VALUES ('h-eiffel', 1, ?)",
+                         (now,))
     return Library1(db, config, lib, full_env)
 
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from imageapi.core.config import Config, load_config
+from imageapi.core.database import transaction
 from imageapi.core.db import apply_migrations, connect
 from imageapi.core.errors import PathOutsideLibraryError
 from imageapi.core.kinds import IgnoreRules
@@ -209,9 +210,9 @@ async def test_names_near_the_limits_are_recorded_not_fatal(indexed: Indexed, en
     [again] = await run_scan(indexed.db, cfg, [ScanTarget(await get_library(indexed.db, "main"))], "full",
                              indexed.pool)
     assert again.failed is None
-    await indexed.db.execute("DELETE FROM files")
-    await indexed.db.execute("DELETE FROM dirs")
-    await indexed.db.commit()
+    async with transaction(indexed.db):
+        await indexed.db.execute("DELETE FROM files")
+        await indexed.db.execute("DELETE FROM dirs")
     [fresh] = await run_scan(indexed.db, cfg, [ScanTarget(await get_library(indexed.db, "main"))], "full",
                              indexed.pool)
     rows = await indexed.rows()

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from imageapi.core.config import Config, load_config
+from imageapi.core.database import transaction
 from imageapi.core.db import connect
 from imageapi.core.libraries import add_library, sentinel_path
 from imageapi.core.pool import WorkerPool
@@ -106,11 +107,11 @@ async def test_quick_scan_finds_new_renamed_moved_and_deleted(lib: Lib) -> None:
     await lib.scan()
     ids = {k: v["id"] for k, v in (await lib.rows()).items()}
     # Tags follow content: tag p1 through its hash.
-    await lib.db.execute("INSERT INTO tags (name, created_at) VALUES ('beach', 'now')")
-    await lib.db.execute(
-        "INSERT INTO content_tags (content_hash, tag_id, created_at) "
-        "SELECT content_hash, 1, 'now' FROM files WHERE rel_path = 'd1/p1.jpg'")
-    await lib.db.commit()
+    async with transaction(lib.db):
+        await lib.db.execute("INSERT INTO tags (name, created_at) VALUES ('beach', 'now')")
+        await lib.db.execute(
+            "INSERT INTO content_tags (content_hash, tag_id, created_at) "
+            "SELECT content_hash, 1, 'now' FROM files WHERE rel_path = 'd1/p1.jpg'")
 
     make_jpeg(lib.root / "d0" / "new.jpg", seed=20)                       # created
     os.rename(lib.root / "d1" / "p1.jpg", lib.root / "d1" / "renamed.jpg")  # renamed
@@ -257,8 +258,8 @@ async def test_full_scan_removes_rows_of_folders_it_never_recorded(lib: Lib) -> 
     make_jpeg(lib.root / "gone" / "b.jpg", seed=2)
     await lib.scan()
     # As after a scan killed before it recorded its folders: rows exist, the folder is unknown.
-    await lib.db.execute("DELETE FROM dirs")
-    await lib.db.commit()
+    async with transaction(lib.db):
+        await lib.db.execute("DELETE FROM dirs")
     shutil.rmtree(lib.root / "gone")
     c = (await lib.scan()).counts
     assert c.removed == 1 and set(await lib.rows()) == {"keep/a.jpg"}

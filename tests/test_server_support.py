@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from imageapi.core.config import Config, load_config
+from imageapi.core.database import transaction
 from imageapi.core.db import connect
 from imageapi.core.libraries import get_library
 from imageapi.core.pool import WorkerPool
@@ -95,10 +96,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             await add_user(db, USER, hash_password(PASSWORD))
             # The scan does not follow symlinks; an index that holds one anyway (an older version,
             # a file replaced by a link after the scan) must still not lead outside.
-            await db.execute(
-                "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, thumb_state, first_seen, "
-                "last_seen) VALUES (?, 'link_out.jpg', '', 'image', 1, 1, 'pending', 'x', 'x')", (lib.id,))
-            await db.commit()
+            async with transaction(db):
+                await db.execute(
+                    "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, thumb_state, first_seen, "
+                    "last_seen) VALUES (?, 'link_out.jpg', '', 'image', 1, 1, 'pending', 'x', 'x')", (lib.id,))
         finally:
             pool.close()
             await db.close()

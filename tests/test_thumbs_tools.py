@@ -146,7 +146,6 @@ async def test_sentinels_from_before_tools_were_recorded_are_tried_once(
                      "first_seen, last_seen) VALUES (1, ?, '', ?, ?, ?, 'unsupported', 'no video frame: Option "
                      "autorotate (automatically insert correct rotate filters) cannot be applied to output url "
                      "3.000', '2024-01-01', '2024-01-01')", (rel, kind, size, mtime))
-    conn.commit()
     conn.close()
     sentinel = sentinel_path(cfg.thumbnails / "main" / "clip.mp4")
     sentinel.parent.mkdir(parents=True)

@@ -17,6 +17,7 @@ import aiosqlite
 import pytest
 
 from imageapi.core.config import Config, load_config
+from imageapi.core.database import transaction
 from imageapi.core.db import connect
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg_caps import caps, readrate_args
@@ -211,9 +212,9 @@ async def test_pass_records_and_does_not_retry(config: Config, library: tuple[ai
     rep = await preview_pass(db, config)
     assert (rep.made, rep.failed) == (0, 1)
     # A changed file (as the scan records it) is due again; so is a moved one.
-    await db.execute("UPDATE files SET mtime_ns = mtime_ns + 1 WHERE rel_path = '2021/wide.mp4'")
-    await db.execute("UPDATE files SET rel_path = 'moved.mp4', dir = '' WHERE rel_path = 'turned.mp4'")
-    await db.commit()
+    async with transaction(db):
+        await db.execute("UPDATE files SET mtime_ns = mtime_ns + 1 WHERE rel_path = '2021/wide.mp4'")
+        await db.execute("UPDATE files SET rel_path = 'moved.mp4', dir = '' WHERE rel_path = 'turned.mp4'")
     assert sorted(c.rel for c in await due_previews(db)) == ["2021/wide.mp4", "moved.mp4"]
     shutil.move(root / "turned.mp4", root / "moved.mp4")
     rep = await preview_pass(db, config, max_items=1)

@@ -1,7 +1,8 @@
 """SQLite: connections, pragmas and migrations.
 
 One writer per database: long jobs take the job lock (`imageapi.core.lock`) and write in batched
-transactions. WAL lets readers (the server's requests) go on while a job writes.
+transactions. WAL lets readers (the server's requests) go on while a job writes. Every write and
+transaction on an aiosqlite connection goes through `imageapi.core.database.Database`.
 
 Failures that come from the disk or the file, not from a bug, become the core's own errors: a full
 disk (SQLITE_FULL) is DatabaseFullError, with the transaction rolled back and everything committed
@@ -202,15 +203,6 @@ def rollback_sync(conn: sqlite3.Connection) -> None:
             log.warning("rollback failed: %s", exc)
 
 
-async def rollback(db: aiosqlite.Connection) -> None:
-    """`rollback_sync` for an aiosqlite connection."""
-    if db.in_transaction:
-        try:
-            await db.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            log.warning("rollback failed: %s", exc)
-
-
 def _statements(sql: str) -> list[str]:
     """Split a migration script into statements (executescript would commit on its own)."""
     out: list[str] = []
@@ -252,70 +244,3 @@ _paths: weakref.WeakKeyDictionary[aiosqlite.Connection, Path] = weakref.WeakKeyD
 def db_path(db: aiosqlite.Connection) -> Path | None:
     """The file a connection made by `connect` is on (for messages)."""
     return _paths.get(db)
-
-
-_write_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-def write_lock(db: aiosqlite.Connection) -> asyncio.Lock:
-    """The lock every writer on this connection takes. A server shares one connection between
-    concurrent requests; a transaction is the connection's, not the coroutine's, so two requests
-    writing at once would otherwise nest BEGINs or commit each other's half-done work."""
-    lock = _write_locks.get(db)
-    if lock is None:
-        lock = _write_locks[db] = asyncio.Lock()
-    return lock
-
-
-async def write(db: aiosqlite.Connection, sql: str, params: tuple[object, ...] | list[object] = ()) -> aiosqlite.Cursor:
-    """One write statement in a transaction of its own, under the connection's write lock."""
-    async with Transaction(db):
-        return await db.execute(sql, params)
-
-
-async def write_many(db: aiosqlite.Connection, sql: str, rows: list[tuple[object, ...]]) -> None:
-    """executemany in a transaction of its own, under the connection's write lock."""
-    async with Transaction(db):
-        await db.executemany(sql, rows)
-
-
-class Transaction:
-    """`async with Transaction(db):` BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error, holding the
-    connection's write lock throughout (not re-entrant: never nest two on one connection).
-
-    A full disk or a damaged file, in the body or at COMMIT, leaves as DatabaseFullError or
-    DatabaseCorruptError with the transaction rolled back (never as "cannot rollback")."""
-
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
-        self.lock = write_lock(db)
-
-    async def __aenter__(self) -> aiosqlite.Connection:
-        await self.lock.acquire()
-        try:
-            await self.db.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            self.lock.release()
-            self._raise_as_core(exc)
-            raise
-        return self.db
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        try:
-            if exc is None:
-                try:
-                    await self.db.execute("COMMIT")
-                except BaseException as commit_exc:
-                    await rollback(self.db)
-                    self._raise_as_core(commit_exc)
-                    raise
-            else:
-                await rollback(self.db)
-                self._raise_as_core(exc)
-        finally:
-            self.lock.release()
-
-    def _raise_as_core(self, exc: BaseException) -> None:
-        error = database_error(exc, db_path(self.db))
-        if error is not None and error is not exc:
-            raise error from exc

@@ -42,7 +42,7 @@ import aiosqlite
 
 from imageapi.core import ffmpeg, ffmpeg_caps
 from imageapi.core.config import Config
-from imageapi.core.db import write, write_many
+from imageapi.core.database import write, write_many
 from imageapi.core.errors import (
     ImageapiError,
     MediaError,

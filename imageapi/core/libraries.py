@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import aiosqlite
 
 from imageapi.core.config import Config, check_library_root
+from imageapi.core.database import transaction, write
 from imageapi.core.db import utcnow
 from imageapi.core.errors import ConfigError, NotFoundError, PathOutsideLibraryError, UsageError
 from imageapi.core.names import check_length, on_disk, safe_text, stored
@@ -54,18 +55,18 @@ async def add_library(db: aiosqlite.Connection, name: str, path: Path) -> Librar
     if safe_text(str(root)) != str(root):
         # Names inside a library may be any bytes; its root is kept as text in the database.
         raise UsageError(f"cannot add library {name!r}: its path is not valid UTF-8: {safe_text(str(root))}")
-    existing = {lib.name: lib for lib in await list_libraries(db)}
-    if name in existing:
-        if existing[name].root == root:
-            return existing[name]
-        raise UsageError(f"library {name!r} already exists at {existing[name].root}")
-    for lib in existing.values():
-        if _overlaps(lib.root, root):
-            raise UsageError(f"{root} overlaps library {lib.name!r} at {lib.root}")
-    cur = await db.execute(
-        "INSERT INTO libraries (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), utcnow())
-    )
-    await db.commit()
+    async with transaction(db):  # the checks and the insert as one: no other writer in between
+        existing = {lib.name: lib for lib in await list_libraries(db)}
+        if name in existing:
+            if existing[name].root == root:
+                return existing[name]
+            raise UsageError(f"library {name!r} already exists at {existing[name].root}")
+        for lib in existing.values():
+            if _overlaps(lib.root, root):
+                raise UsageError(f"{root} overlaps library {lib.name!r} at {lib.root}")
+        cur = await db.execute(
+            "INSERT INTO libraries (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), utcnow())
+        )
     assert cur.lastrowid is not None
     return Library(id=cur.lastrowid, name=name, root=root)
 
@@ -76,8 +77,7 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 async def remove_library(db: aiosqlite.Connection, name: str) -> Library:
     lib = await get_library(db, name)
-    await db.execute("DELETE FROM libraries WHERE id = ?", (lib.id,))
-    await db.commit()
+    await write(db, "DELETE FROM libraries WHERE id = ?", (lib.id,))
     return lib
 
 
@@ -91,8 +91,7 @@ async def sync_base_path(db: aiosqlite.Connection, config: Config) -> None:
     if row is None:
         await add_library(db, "main", root)
     elif Path(row["root"]) != root:
-        await db.execute("UPDATE libraries SET root = ? WHERE id = ?", (str(root), row["id"]))
-        await db.commit()
+        await write(db, "UPDATE libraries SET root = ? WHERE id = ?", (str(root), row["id"]))
 
 
 def locate(libraries: list[Library], path: Path) -> tuple[Library, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from imageapi.core.config import Config
-from imageapi.core.db import Transaction
+from imageapi.core.database import transaction
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
 from imageapi.core.names import safe_text
@@ -72,7 +72,7 @@ async def backfill_hashes(
     async def flush() -> None:
         nonlocal pending, failures
         if pending or failures:
-            async with Transaction(db):
+            async with transaction(db):
                 await db.executemany("UPDATE files SET content_hash = ?, error = NULL WHERE id = ?", pending)
                 await db.executemany("UPDATE files SET error = ? WHERE id = ?", failures)
         pending, failures = [], []
@@ -237,7 +237,7 @@ async def _make_thumbnails(
     async def flush() -> None:
         nonlocal updates
         if updates:
-            async with Transaction(db):
+            async with transaction(db):
                 await db.executemany(
                     "UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?", updates
                 )

@@ -30,7 +30,7 @@ import aiosqlite
 
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
-from imageapi.core.db import write
+from imageapi.core.database import write
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso

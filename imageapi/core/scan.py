@@ -20,7 +20,8 @@ from typing import cast
 import aiosqlite
 
 from imageapi.core.config import Config
-from imageapi.core.db import Transaction, database_error, db_path, rollback, utcnow
+from imageapi.core.database import transaction, write
+from imageapi.core.db import database_error, db_path, utcnow
 from imageapi.core.errors import DatabaseError, ImageapiError, NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import (
@@ -130,10 +131,7 @@ async def resolve_targets(
 
 async def mark_interrupted(db: aiosqlite.Connection) -> None:
     """Scans left 'running' by a killed process (the caller holds the job lock, so none is live)."""
-    await db.execute(
-        "UPDATE scans SET status = 'interrupted', finished_at = ? WHERE status = 'running'", (utcnow(),)
-    )
-    await db.commit()
+    await write(db, "UPDATE scans SET status = 'interrupted', finished_at = ? WHERE status = 'running'", (utcnow(),))
 
 
 class _Known:
@@ -222,11 +220,10 @@ async def scan_library(
     started = time.monotonic()
     report = ScanReport(library=lib.name, mode=mode, subtree=subtree)
     counts = report.counts
-    cur = await db.execute(
-        "INSERT INTO scans (library_id, mode, subtree, started_at) VALUES (?, ?, ?, ?)",
+    cur = await write(
+        db, "INSERT INTO scans (library_id, mode, subtree, started_at) VALUES (?, ?, ?, ?)",
         (lib.id, mode, subtree, utcnow()),
     )
-    await db.commit()
     scan_id = cur.lastrowid
     try:
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
@@ -248,13 +245,11 @@ async def scan_library(
 
 async def _finish(db: aiosqlite.Connection, scan_id: int | None, counts: ScanCounts, status: str,
                   error: str | None) -> None:
-    await rollback(db)
     sets = ", ".join(f"{k} = ?" for k in asdict(counts))
-    await db.execute(
-        f"UPDATE scans SET {sets}, status = ?, finished_at = ?, error = ? WHERE id = ?",
+    await write(
+        db, f"UPDATE scans SET {sets}, status = ?, finished_at = ?, error = ? WHERE id = ?",
         (*asdict(counts).values(), status, utcnow(), error, scan_id),
     )
-    await db.commit()
 
 
 async def _scan(
@@ -374,7 +369,7 @@ async def _scan(
     await flush()
 
     # 4. Removals and folder mtimes, last, in one transaction.
-    async with Transaction(db):
+    async with transaction(db):
         gone_ids = [(row[0],) for row in gone_rows.values()]
         await db.executemany("DELETE FROM files WHERE id = ?", gone_ids)
         if mode == "full":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from imageapi.core.db import Transaction, write
+from imageapi.core.database import transaction, write
 
 SECRET_BYTES = 32
 MAX_SECRET_CHARS = 128  # a cookie value longer than this is not one of ours
@@ -41,7 +41,7 @@ async def create_session(db: aiosqlite.Connection, user_id: int, token_key: str,
     start = int(time.time() if now is None else now)
     expires = start + max(1, int(ttl))
     secret = secrets.token_urlsafe(SECRET_BYTES)
-    async with Transaction(db):
+    async with transaction(db):
         await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (start,))
         await db.execute("INSERT INTO sessions (id, user_id, token_key, created_at, expires_at) "
                          "VALUES (?, ?, ?, ?, ?)", (session_id(secret), user_id, token_key, start, expires))

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiosqlite
 
 from imageapi.core.config import Config
-from imageapi.core.db import Transaction
+from imageapi.core.database import transaction
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import METADATA_COLUMNS, FileResult
 from imageapi.core.names import on_disk, safe_text
@@ -78,7 +78,7 @@ async def write_results(
     DatabaseFullError, the batch rolled back)."""
     if not upserts and not moves:
         return
-    async with Transaction(db):
+    async with transaction(db):
         if moves:
             await db.executemany(MOVE_SQL, moves)
         if upserts:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from imageapi.core.db import Transaction, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import utcnow
 from imageapi.core.errors import MediaError, UsageError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library
@@ -108,7 +109,7 @@ async def add_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: Itera
     hash_list = sorted(set(hashes))
     now = utcnow()
     added = 0
-    async with Transaction(db):
+    async with transaction(db):
         for tag in tags:
             key = tag_key(tag)
             async with db.execute(_BY_KEY, (key, tag)) as cur:
@@ -132,7 +133,7 @@ async def remove_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: It
     tags = [clean_tag(n) for n in names]
     hash_list = sorted(set(hashes))
     removed = 0
-    async with Transaction(db):
+    async with transaction(db):
         for tag in tags:
             async with db.execute(_BY_KEY, (tag_key(tag), tag)) as cur:
                 row = await cur.fetchone()
@@ -178,7 +179,7 @@ async def content_hashes(db: aiosqlite.Connection, pool: WorkerPool, lib: Librar
                 raise MediaError(f"cannot hash {rel_of[row_id]!r}: {error}")
             out[rel_of[row_id]] = digest
             made.append((digest, row_id))
-        async with Transaction(db):
+        async with transaction(db):
             await files_repo.set_missing_hashes(db, made)
     return out
 

@@ -8,7 +8,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from imageapi.core.db import Connection, Row, Transaction
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, Row
 from imageapi.core.errors import MediaError, UnsupportedMediaError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library, sentinel_path
@@ -36,7 +37,7 @@ async def record(db: Connection, row: Row, result: ThumbResult) -> None:
     `maintenance.retry_new_tools` compares with the tools there now)."""
     new = (result.state, safe_text(result.reason), result.tool)
     if (row["thumb_state"], row["thumb_reason"], row["thumb_tool"]) != new:
-        async with Transaction(db):
+        async with transaction(db):
             await files_repo.set_thumb_state(db, row["id"], *new)
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from imageapi.core.db import Transaction, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import utcnow
 from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
 from imageapi.core.throttle import LoginThrottle
 
@@ -151,7 +152,7 @@ async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> U
     async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
         if await cur.fetchone() is not None:
             raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
-    async with Transaction(db):
+    async with transaction(db):
         cur = await db.execute(
             "INSERT INTO users (name, password_hash, created_at, tokens_valid_after, token_key) "
             "VALUES (?, ?, ?, 0, ?)",
@@ -164,7 +165,7 @@ async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> U
 
 async def remove_user(db: aiosqlite.Connection, name: str) -> User:
     user = await get_user(db, name)
-    async with Transaction(db):
+    async with transaction(db):
         await db.execute("DELETE FROM users WHERE id = ?", (user.id,))
     return user
 
@@ -173,7 +174,7 @@ async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) 
     """Replace a user's password; every token issued before now stops working: a new token key
     (`tokens_valid_after` alone, in whole seconds, spares a token issued in the same second)."""
     user = await get_user(db, name)
-    async with Transaction(db):
+    async with transaction(db):
         await db.execute(
             "UPDATE users SET password_hash = ?, tokens_valid_after = ?, token_key = ? WHERE id = ?",
             (password_hash, int(time.time()), new_token_key(), user.id),

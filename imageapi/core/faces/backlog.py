@@ -23,7 +23,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from imageapi.core.db import Transaction, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import utcnow
 from imageapi.core.errors import MediaError, ToolError, UnsupportedMediaError
 from imageapi.core.faces.apollo import ApolloClient, ApolloError
 from imageapi.core.faces.people import MeanCache, autobind_photo
@@ -152,7 +153,6 @@ class _Tick:
         self.db, self.pool, self.client, self.settings, self.state = db, pool, client, settings, state
         self.on_done = on_done
         self.report = FaceTickReport()
-        self.write_lock = asyncio.Lock()   # one transaction at a time on the shared connection
         self.means = MeanCache(db)
         self.connection_failures = 0       # in a row
         self.stopped = False
@@ -264,11 +264,10 @@ class _Tick:
                 await self._failed(cand, exc.message, permanent=exc.permanent)
                 return
             self.connection_failures = 0
-            async with self.write_lock:
-                async with Transaction(self.db):
-                    stored = await insert_detection(self.db, cand.content_hash, detection, utcnow())
-                    bound = await autobind_photo(self.db, cand.content_hash, self.settings.autobind_min_cos,
-                                                 self.means) if stored else []
+            async with transaction(self.db):
+                stored = await insert_detection(self.db, cand.content_hash, detection, utcnow())
+                bound = await autobind_photo(self.db, cand.content_hash, self.settings.autobind_min_cos,
+                                             self.means) if stored else []
             if stored:
                 self.report.detected += 1
                 self.report.faces_found += len(detection.faces)
@@ -278,9 +277,8 @@ class _Tick:
             sem.release()
 
     async def _failed(self, cand: Candidate, error: str, *, permanent: bool) -> None:
-        async with self.write_lock:
-            async with Transaction(self.db):
-                await record_failure(self.db, cand.content_hash, error, permanent=permanent)
+        async with transaction(self.db):
+            await record_failure(self.db, cand.content_hash, error, permanent=permanent)
         if permanent:
             self.report.permanent_failures += 1
         else:

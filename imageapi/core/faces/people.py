@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from imageapi.core.db import Connection, DriverError, Transaction, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, DriverError, utcnow
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces.embeddings import cosine, from_blob, normalized
 from imageapi.core.repositories import faces as repo
@@ -73,7 +74,7 @@ async def get_person(db: aiosqlite.Connection, name: str) -> Person:
 async def create_person(db: aiosqlite.Connection, name: str) -> Person:
     clean = _clean_name(name)
     try:
-        async with Transaction(db):
+        async with transaction(db):
             cur = await db.execute("INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
     except sqlite3.IntegrityError:
         raise UsageError(f"a person named {clean!r} already exists") from None
@@ -107,7 +108,7 @@ async def rename_person(db: aiosqlite.Connection, old: str, new: str) -> Person:
     async with db.execute("SELECT id FROM persons WHERE name = ? AND id != ?", (clean, person.id)) as cur:
         if await cur.fetchone():
             raise UsageError(f"a person named {clean!r} already exists; use `imageapi people merge`")
-    async with Transaction(db):
+    async with transaction(db):
         await db.execute("UPDATE persons SET name = ? WHERE id = ?", (clean, person.id))
     return Person(person.id, clean)
 
@@ -125,7 +126,7 @@ async def merge_people(db: aiosqlite.Connection, source: str, target: str) -> Me
     src, dst = await get_person(db, source), await get_person(db, target)
     if src.id == dst.id:
         raise UsageError("cannot merge a person into themselves")
-    async with Transaction(db):
+    async with transaction(db):
         # A photo holding a face of each: the target's stays, the source's is unbound (one
         # person, one face per photo).
         cur = await db.execute(
@@ -154,7 +155,7 @@ async def bind_face(db: Connection, face_id: int, person_name: str | None) -> No
     content_hash = await repo.content_of_face(db, face_id)
     if content_hash is None:
         raise NotFoundError(f"no face with id {face_id}")
-    async with Transaction(db):
+    async with transaction(db):
         if person_name is None:
             await repo.unbind(db, face_id)
             return
@@ -204,7 +205,7 @@ async def draw_face(db: Connection, content_hash: str | None, box: Box, person_n
     box = check_box(box)
     if not content_hash:
         raise UsageError(f"{what!r} is not hashed yet; faces belong to content (try again after the next scan)")
-    async with Transaction(db):
+    async with transaction(db):
         person = await get_person(db, person_name) if person_name is not None else None
         idx = await repo.next_idx(db, content_hash)
         face_id = await repo.insert_face(db, content_hash, idx, box, 1.0, b"", MANUAL_MODEL, utcnow())
@@ -215,7 +216,7 @@ async def draw_face(db: Connection, content_hash: str | None, box: Box, person_n
 
 async def delete_face(db: Connection, face_id: int) -> None:
     try:
-        async with Transaction(db):
+        async with transaction(db):
             deleted = await repo.delete_face(db, face_id)
     except DriverError as exc:
         raise UsageError(f"cannot delete face {face_id}: {exc}") from None
@@ -367,11 +368,11 @@ async def autobind_sweep(db: aiosqlite.Connection, min_cos: float, *, incrementa
         photos = [(r[0], r[1]) for r in await cur.fetchall()]
     bound = 0
     for i in range(0, len(photos), SWEEP_BATCH):
-        async with Transaction(db):
+        async with transaction(db):
             for content_hash, _ in photos[i:i + SWEEP_BATCH]:
                 bound += len(await autobind_photo(db, content_hash, min_cos, means))
     if mark is not None and newest and newest != mark:
-        async with Transaction(db):
+        async with transaction(db):
             await db.execute(
                 "INSERT INTO face_state (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (SWEEP_MARK, newest),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 
-from imageapi.core.db import Transaction
+from imageapi.core.database import transaction
 from imageapi.core.faces.apollo import Detection
 from imageapi.core.faces.embeddings import to_blob
 from imageapi.core.store import abs_path
@@ -166,7 +166,7 @@ async def record_failure(db: aiosqlite.Connection, content_hash: str, error: str
 async def retry_failed(db: aiosqlite.Connection, *, include_backing_off: bool = False) -> int:
     """Put permanent failures (and, when asked, transient ones still backing off) back in the queue."""
     sql = "DELETE FROM face_failures" + ("" if include_backing_off else " WHERE permanent = 1")
-    async with Transaction(db):
+    async with transaction(db):
         cur = await db.execute(sql)
     return cur.rowcount
 

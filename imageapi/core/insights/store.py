@@ -1,14 +1,12 @@
 """Insights, conversation threads, daily summaries and the geocode cache (tables of migration 5).
 
-Writes go through `InsightStore`, which serialises its own transactions with a lock: a shared
-aiosqlite connection cannot hold two BEGINs at once. Everything a model produced is written in
-one transaction after the model finished, so a failure or a cancelled request leaves nothing
-half-written.
+Writes go through `InsightStore`, in the connection's transactions (`imageapi.core.database`,
+which serialises them). Everything a model produced is written in one transaction after the model
+finished, so a failure or a cancelled request leaves nothing half-written.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from imageapi.core.database import transaction
 from imageapi.core.db import utcnow
 from imageapi.core.errors import LockedError, NotFoundError, UsageError
 from imageapi.core.insights.providers import Failover, Message, ToolCall
@@ -137,21 +136,14 @@ def _result_value(text: str) -> Any:
 class InsightStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
-        self._lock = asyncio.Lock()
 
     async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run statements in one transaction; how many rows each one changed."""
         counts: list[int] = []
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    cur = await self.db.execute(sql, params)
-                    counts.append(cur.rowcount)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+        async with transaction(self.db):
+            for sql, params in statements:
+                cur = await self.db.execute(sql, params)
+                counts.append(cur.rowcount)
         return counts
 
     # ------------------------------------------------------------------------------ insights
@@ -160,26 +152,20 @@ class InsightStore:
                           thread_id: int | None = None, amended_from: int | None = None) -> dict[str, Any]:
         """Store an insight; a new thread (with `transcript`) unless `thread_id` is given."""
         now = utcnow()
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await self.db.execute(
-                    "INSERT INTO insights (content_hash, thread_id, amended_from, title, body, tools, backend, server, "
-                    "model, failovers, timings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (content_hash, thread_id, amended_from, draft.title, draft.body,
-                     json.dumps([t.public() for t in draft.tools], ensure_ascii=False, default=str),
-                     draft.backend, draft.server, draft.model,
-                     json.dumps([f.to_json() for f in draft.failovers]), json.dumps(draft.timings), now),
-                )
-                new_id = cur.lastrowid
-                assert new_id is not None
-                if thread_id is None:
-                    await self.db.execute("UPDATE insights SET thread_id = ? WHERE id = ?", (new_id, new_id))
-                    await self._insert_messages(new_id, 0, transcript, now)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+        async with transaction(self.db):
+            cur = await self.db.execute(
+                "INSERT INTO insights (content_hash, thread_id, amended_from, title, body, tools, backend, server, "
+                "model, failovers, timings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (content_hash, thread_id, amended_from, draft.title, draft.body,
+                 json.dumps([t.public() for t in draft.tools], ensure_ascii=False, default=str),
+                 draft.backend, draft.server, draft.model,
+                 json.dumps([f.to_json() for f in draft.failovers]), json.dumps(draft.timings), now),
+            )
+            new_id = cur.lastrowid
+            assert new_id is not None
+            if thread_id is None:
+                await self.db.execute("UPDATE insights SET thread_id = ? WHERE id = ?", (new_id, new_id))
+                await self._insert_messages(new_id, 0, transcript, now)
         found = await self.get_insight(new_id)
         assert found is not None
         return found
@@ -235,20 +221,14 @@ class InsightStore:
         """Append a turn. ThreadChanged when the thread no longer ends at `after_seq` (another turn or
         a rewind got in while the model was answering)."""
         now = utcnow()
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                async with self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM insight_messages WHERE thread_id = ?",
-                                           (thread_id,)) as cur:
-                    last = (await cur.fetchone() or (-1,))[0]
-                if last != after_seq:
-                    raise ThreadChanged("the conversation changed while the model was answering: reload it and "
-                                        "send the message again")
-                await self._insert_messages(thread_id, after_seq + 1, messages, now)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+        async with transaction(self.db):
+            async with self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM insight_messages WHERE thread_id = ?",
+                                       (thread_id,)) as cur:
+                last = (await cur.fetchone() or (-1,))[0]
+            if last != after_seq:
+                raise ThreadChanged("the conversation changed while the model was answering: reload it and "
+                                    "send the message again")
+            await self._insert_messages(thread_id, after_seq + 1, messages, now)
 
     async def rewind(self, thread_id: int, index: int) -> list[Rendered]:
         """Drop rendered message `index`, the tool scaffolding before it and everything after it.

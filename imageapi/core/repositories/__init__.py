@@ -6,5 +6,5 @@ are the services' (imageapi.core.*), which call these. The server and the CLI ca
 and never come here, so another database engine changes these modules and the services' types, not
 the handlers.
 
-Writes take no transaction of their own: the caller opens one (`imageapi.core.db.Transaction`).
+Writes take no transaction of their own: the caller opens one (`imageapi.core.database.transaction`).
 """
