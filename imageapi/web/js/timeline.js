@@ -1,5 +1,5 @@
-// The timeline: every file, newest first, under month and day headers, in a square grid that fills
-// the width. Virtualized: the layout of the whole timeline is computed from /timeline/buckets (counts
+// The timeline: every file, newest first, under month and day headers, in a square or a justified
+// grid (rows of the pictures' own shapes, as tall as it takes to fill the width). Virtualized: the layout of the whole timeline is computed from /timeline/buckets (counts
 // per day) before any file is loaded; only the rows near the viewport are in the DOM, and a month's
 // files are fetched when one of its rows comes near. The scrubber on the right jumps to any month.
 import { api, query, showError } from './api.js';
@@ -12,6 +12,51 @@ const DAY_H = 34;
 const OVERSCAN = 600;      // pixels rendered above and below the viewport
 const MAX_LOADS = 4;       // months fetched at once
 const PAGE = 5000;         // /timeline/items' largest page
+const GUESS = 1.4;         // aspect ratio assumed for a justified month not loaded yet
+const LAYOUT_KEY = 'imageapi.grid';
+
+function saved(key) { try { return localStorage.getItem(key); } catch { return null; } }
+function save(key, value) { try { localStorage.setItem(key, value); } catch { /* private mode */ } }
+
+// Width / height as the thumbnail shows it (EXIF orientations 5-8 and a video turned 90 degrees swap
+// them), kept within 1:2..3:1 so one panorama does not make a row a strip.
+function aspect(it) {
+  if (!it || !it.width || !it.height) return 1;
+  const turned = (it.orientation >= 5 && it.orientation <= 8) || Math.abs(it.rotation || 0) % 180 === 90;
+  return Math.min(3, Math.max(0.5, turned ? it.height / it.width : it.width / it.height));
+}
+
+// A day's files as justified rows: add files until the row at height `target` is wider than
+// `width`, then shrink it to fit exactly; the day's last row keeps `target` and stays short.
+function justify(items, off, count, width, target) {
+  const rows = [];
+  let start = 0, sum = 0;
+  for (let i = 0; i < count; i++) {
+    sum += aspect(items[off + i]);
+    const full = sum * target >= width;
+    if (!full && i < count - 1) continue;
+    const rh = full ? width / sum : target;
+    const ws = [];
+    let acc = 0, x = 0;
+    for (let k = start; k <= i; k++) {
+      acc += aspect(items[off + k]);
+      const nx = Math.round(acc * rh);
+      ws.push(nx - x);
+      x = nx;
+    }
+    rows.push({ first: start, n: i - start + 1, h: Math.round(rh), ws });
+    start = i + 1;
+    sum = 0;
+  }
+  return rows;
+}
+
+// Rows of `per` equal tiles `tw` wide and `rh` high (the square grid; a justified month's guess).
+function even(count, per, tw, rh) {
+  const rows = [];
+  for (let r = 0; r * per < count; r++) rows.push({ first: r * per, n: Math.min(per, count - r * per), h: rh, tw });
+  return rows;
+}
 
 export async function mount(main, { query: q, navigate, openViewer }) {
   const library = q.get('library') || '';
@@ -22,7 +67,13 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   }, h('option', { value: '', text: 'All libraries' }),
   libraries.map((l) => h('option', { value: l.name, text: `${l.name} (${l.files})` })));
   filter.value = library;
-  main.append(h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: 'Timeline' }), filter));
+  let mode = saved(LAYOUT_KEY) === 'justified' ? 'justified' : 'square';
+  const shape = h('select', {
+    id: 'grid-layout', 'aria-label': 'Grid layout',
+    onchange: () => { mode = shape.value; save(LAYOUT_KEY, mode); relayout(); },
+  }, h('option', { value: 'square', text: 'Square grid' }), h('option', { value: 'justified', text: 'Justified grid' }));
+  shape.value = mode;
+  main.append(h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: 'Timeline' }), filter, shape));
   if (!libraries.length) {
     main.append(empty('No libraries yet', 'Index a folder on the server: run `imageapi scan --full PATH`, then reload this page.'));
     return {};
@@ -58,19 +109,24 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     const width = scroller.clientWidth || main.clientWidth || 800;
     cols = width < 400 ? 3 : width < 600 ? 4 : Math.max(4, Math.floor(width / 180));
     size = Math.floor(width / cols);
+    const target = width < 600 ? 120 : 220;  // a justified row's height before it is fitted
+    const per = Math.max(1, Math.round(width / (target * GUESS)));
     blocks = [];
     let y = 0;
     months.forEach((m, mi) => {
       m.top = y;
       blocks.push({ kind: 'month', top: y, h: MONTH_H, mi });
       y += MONTH_H;
+      const items = mode === 'justified' ? loaded.get(mi) : null;
       let off = 0;
       for (const d of m.days) {
         blocks.push({ kind: 'day', top: y, h: DAY_H, mi, day: d.day });
         y += DAY_H;
-        for (let r = 0; r * cols < d.count; r++) {
-          blocks.push({ kind: 'row', top: y, h: size, mi, first: off + r * cols, n: Math.min(cols, d.count - r * cols) });
-          y += size;
+        const rows = mode === 'square' ? even(d.count, cols, size, size)
+          : items ? justify(items, off, d.count, width, target) : even(d.count, per, Math.floor(width / per), target);
+        for (const r of rows) {
+          blocks.push({ kind: 'row', top: y, h: r.h, mi, first: off + r.first, n: r.n, tw: r.tw, ws: r.ws });
+          y += r.h;
         }
         off += d.count;
       }
@@ -98,14 +154,15 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     if (!items) {
       // Not loaded yet: one element drawn as b.n grey squares (a fast scroll passes thousands of these).
       const ph = h('div', { class: 'row ph', dataset: { pending: '1' } });
-      ph.style.width = b.n * size + 'px';
-      ph.style.backgroundSize = `${size}px 100%`;
+      ph.style.width = b.n * b.tw + 'px';
+      ph.style.backgroundSize = `${b.tw}px 100%`;
       return ph;
     }
     const row = h('div', { class: 'row' });
-    for (let i = 0; i < b.n; i++) {
+    for (let i = 0; i < b.n && items[b.first + i]; i++) {
       const t = tile(items[b.first + i], openViewer);
-      t.style.width = t.style.height = size + 'px';
+      t.style.width = (b.ws ? b.ws[i] : b.tw) + 'px';
+      t.style.height = b.h + 'px';
       row.append(t);
     }
     return row;
@@ -157,6 +214,7 @@ export async function mount(main, { query: q, navigate, openViewer }) {
       if (loaded.has(mi) || !visibleMonth(mi)) continue;  // scrolled past before its turn
       pending.add(mi);
       loadMonth(mi).then(() => {
+        if (mode === 'justified') return relayout();  // the month's rows now follow its pictures
         for (const [i, el] of shown) {
           if (blocks[i].mi === mi && el.dataset.pending) { el.remove(); shown.delete(i); }
         }
@@ -196,14 +254,32 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     });
   }
 
-  let marked = null;
-  function markScrubber(top) {
+  function monthAtY(top) {
     let lo = 0, hi = months.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
       if (months[mid].top <= top + 1) lo = mid; else hi = mid - 1;
     }
-    const el = scrub.children[lo];
+    return lo;
+  }
+
+  // Lay out again (a month loaded in the justified grid, the layout switched, a new width) keeping
+  // the month at the top of the view where it was, as far into it as before.
+  function relayout() {
+    const top = scroller.scrollTop;
+    const mi = monthAtY(top);
+    const into = top - months[mi].top;
+    layout();
+    if (top > 0) {
+      const end = mi + 1 < months.length ? months[mi + 1].top : height;
+      scroller.scrollTop = months[mi].top + Math.max(0, Math.min(into, end - months[mi].top - 1));
+    }
+    draw();
+  }
+
+  let marked = null;
+  function markScrubber(top) {
+    const el = scrub.children[monthAtY(top)];
     if (el !== marked) {
       if (marked) marked.classList.remove('current');
       if (el) el.classList.add('current');
@@ -243,16 +319,11 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   function scrubTo(clientY) { jumpTo(monthAt(clientY)); }
 
   scroller.addEventListener('scroll', schedule, { passive: true });
+  let lastWidth = -1;
   const resize = new ResizeObserver(() => {
-    const anchor = firstBlockBelow(scroller.scrollTop);
-    const b = blocks[anchor];
-    const oldSize = size;
-    layout();
-    if (b && size !== oldSize) {
-      const m = months[b.mi];
-      scroller.scrollTop = m.top;  // keep the month in view
-    }
-    draw();
+    if (scroller.clientWidth === lastWidth) return draw();  // taller or shorter: no new layout
+    lastWidth = scroller.clientWidth;
+    relayout();
   });
   resize.observe(scroller);
   layout();
