@@ -476,6 +476,37 @@ def test_tags_status_memories_and_people_pages(page: Any, served: Served) -> Non
     page.wait_for_selector(".people, .empty")
 
 
+def test_memories_are_of_today_in_the_time_zone_chosen_and_the_choice_is_remembered(browser: Any,
+                                                                                    served: Served) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    # Kiritimati (UTC+14) and Pago Pago (UTC-11): 25 hours apart, so "today" always differs.
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, timezone_id="Pacific/Kiritimati")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/memories?" in r.url else None)
+        _logged_in(page, served)
+        page.goto(served.base + "/web/memories")
+        zone = page.locator("#memories-tz")
+        zone.wait_for()
+        assert zone.input_value() == "Pacific/Kiritimati"  # the browser's by default
+        today = {z: datetime.now(ZoneInfo(z)).date().isoformat() for z in ("Pacific/Kiritimati", "Pacific/Pago_Pago")}
+        page.wait_for_selector(f".memories-day:has-text('{today['Pacific/Kiritimati']}')")
+        assert "tz=Pacific%2FKiritimati" in asked[-1]
+        page.select_option("#memories-tz", "Pacific/Pago_Pago")
+        page.wait_for_selector(f".memories-day:has-text('{today['Pacific/Pago_Pago']}')")
+        assert "tz=Pacific%2FPago_Pago" in asked[-1]
+        page.goto(served.base + "/web/memories?span=week")  # no zone in the address: the one chosen
+        page.wait_for_selector(f".memories-day:has-text('{today['Pacific/Pago_Pago']}')")
+        assert page.locator("#memories-tz").input_value() == "Pacific/Pago_Pago"
+        assert "tz=Pacific%2FPago_Pago" in asked[-1] and "span=week" in asked[-1]
+    finally:
+        context.close()
+
+
 def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any, served: Served) -> None:
     target = _timeline_order(served)[4]
     with sqlite3.connect(served.db) as db:
