@@ -12,6 +12,9 @@ const DAY_H = 34;
 const OVERSCAN = 600;      // pixels rendered above and below the viewport
 const MAX_LOADS = 4;       // months fetched at once
 const PAGE = 5000;         // /timeline/items' largest page
+const KEEP = 20000;        // files kept loaded; the months farthest from the view are dropped beyond
+//                            (a full-speed scroll through 100,000 kept them all: the major GCs over
+//                            that heap were the longest pauses of the main thread)
 const GUESS = 1.4;         // aspect ratio assumed for a justified month not loaded yet
 const LAYOUT_KEY = 'imageapi.grid';
 
@@ -97,6 +100,8 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   main.append(h('div', { class: 'timeline' }, scroller, scrub, scrubLabel));
 
   const loaded = new Map();     // month index -> items
+  let held = 0;                 // files in `loaded`
+  const spare = [];             // placeholder rows taken off the canvas, put back on it again
   const pending = new Set();    // month indexes being fetched
   const queue = [];
   const shown = new Map();      // block index -> element
@@ -104,9 +109,11 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   let cols = 4;
   let size = 100;
   let height = 0;
+  let laidOut = 0;              // the width of the last layout
 
   function layout() {
     const width = scroller.clientWidth || main.clientWidth || 800;
+    laidOut = width;
     cols = width < 400 ? 3 : width < 600 ? 4 : Math.max(4, Math.floor(width / 180));
     size = Math.floor(width / cols);
     const target = width < 600 ? 120 : 220;  // a justified row's height before it is fitted
@@ -117,23 +124,29 @@ export async function mount(main, { query: q, navigate, openViewer }) {
       m.top = y;
       blocks.push({ kind: 'month', top: y, h: MONTH_H, mi });
       y += MONTH_H;
-      const items = mode === 'justified' ? loaded.get(mi) : null;
+      if (mode === 'justified' && m.jw !== width && loaded.has(mi)) {
+        // kept when the files are dropped again, so the layout stays put
+        const items = loaded.get(mi);
+        let o = 0;
+        m.jrows = m.days.map((d) => { const r = justify(items, o, d.count, width, target); o += d.count; return r; });
+        m.jw = width;
+      }
       let off = 0;
-      for (const d of m.days) {
+      m.days.forEach((d, di) => {
         blocks.push({ kind: 'day', top: y, h: DAY_H, mi, day: d.day });
         y += DAY_H;
         const rows = mode === 'square' ? even(d.count, cols, size, size)
-          : items ? justify(items, off, d.count, width, target) : even(d.count, per, Math.floor(width / per), target);
+          : m.jw === width ? m.jrows[di] : even(d.count, per, Math.floor(width / per), target);
         for (const r of rows) {
           blocks.push({ kind: 'row', top: y, h: r.h, mi, first: off + r.first, n: r.n, tw: r.tw, ws: r.ws });
           y += r.h;
         }
         off += d.count;
-      }
+      });
     });
     height = y;
     canvas.style.height = height + 'px';
-    for (const el of shown.values()) el.remove();
+    for (const el of shown.values()) takeOff(el);
     shown.clear();
     drawScrubber();
   }
@@ -153,7 +166,7 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     const items = loaded.get(b.mi);
     if (!items) {
       // Not loaded yet: one element drawn as b.n grey squares (a fast scroll passes thousands of these).
-      const ph = h('div', { class: 'row ph', dataset: { pending: '1' } });
+      const ph = spare.pop() || h('div', { class: 'row ph', dataset: { pending: '1' } });
       ph.style.width = b.n * b.tw + 'px';
       ph.style.backgroundSize = `${b.tw}px 100%`;
       return ph;
@@ -173,26 +186,40 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
   }
 
+  // While the view jumps more than a screen a frame (a fling, the scrubber dragged) the rows around
+  // it would be gone before they are seen: only the screen itself is drawn, the rest once it slows.
+  let lastTop = 0, settle = 0;
   function draw() {
     const top = scroller.scrollTop;
-    const lo = top - OVERSCAN, hi = top + scroller.clientHeight + OVERSCAN;
-    const want = new Set();
-    for (let i = firstBlockBelow(Math.max(0, lo)); i < blocks.length && blocks[i].top < hi; i++) {
-      want.add(i);
+    const fast = Math.abs(top - lastTop) > scroller.clientHeight;
+    lastTop = top;
+    clearTimeout(settle);
+    if (fast) settle = setTimeout(schedule, 120);
+    const over = fast ? 0 : OVERSCAN;
+    const lo = top - over, hi = top + scroller.clientHeight + over;
+    const first = firstBlockBelow(Math.max(0, lo));
+    let last = first;
+    for (; last < blocks.length && blocks[last].top < hi; last++);
+    for (const [i, el] of shown) {  // off first, so a placeholder row can be put back at once
+      if (i < first || i >= last) { takeOff(el); shown.delete(i); }
+    }
+    for (let i = first; i < last; i++) {
       const b = blocks[i];
       if (b.kind === 'row' && !loaded.has(b.mi)) request(b.mi);
       if (!shown.has(i)) {
         const el = blockEl(b);
-        el.style.transform = `translateY(${b.top}px)`;
+        el.style.top = b.top + 'px';  // (not a transform: each one was a paint chunk to layerize)
         el.style.height = b.h + 'px';
         canvas.append(el);
         shown.set(i, el);
       }
     }
-    for (const [i, el] of shown) {
-      if (!want.has(i)) { el.remove(); shown.delete(i); }
-    }
     markScrubber(top);
+  }
+
+  function takeOff(el) {
+    el.remove();
+    if (el.dataset.pending && spare.length < 64) spare.push(el);
   }
 
   function request(mi) {
@@ -214,9 +241,9 @@ export async function mount(main, { query: q, navigate, openViewer }) {
       if (loaded.has(mi) || !visibleMonth(mi)) continue;  // scrolled past before its turn
       pending.add(mi);
       loadMonth(mi).then(() => {
-        if (mode === 'justified') return relayout();  // the month's rows now follow its pictures
+        if (mode === 'justified' && months[mi].jw !== laidOut) return relayout();  // rows of its pictures' shapes now
         for (const [i, el] of shown) {
-          if (blocks[i].mi === mi && el.dataset.pending) { el.remove(); shown.delete(i); }
+          if (blocks[i].mi === mi && el.dataset.pending) { takeOff(el); shown.delete(i); }
         }
         schedule();
       }, showError).finally(() => { pending.delete(mi); pump(); });
@@ -231,8 +258,24 @@ export async function mount(main, { query: q, navigate, openViewer }) {
       items.push(...page.items);
       if (page.items.length < PAGE) break;
     }
-    loaded.set(mi, items);
+    if (!loaded.has(mi)) {
+      loaded.set(mi, items);
+      held += items.length;
+      if (held > KEEP) drop(mi);
+    }
     return items;
+  }
+
+  // Forget the files of the months farthest from the view (fetched again if they come back).
+  function drop(keep) {
+    const at = monthAtY(scroller.scrollTop);
+    const far = [...loaded.keys()].sort((a, b) => Math.abs(b - at) - Math.abs(a - at));
+    for (const mi of far) {
+      if (held <= KEEP) break;
+      if (mi === keep || visibleMonth(mi)) continue;
+      held -= loaded.get(mi).length;
+      loaded.delete(mi);
+    }
   }
 
   // -- the scrubber: a mark per month at its place in the timeline, a label per year ---------------
