@@ -160,12 +160,13 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     return lo;
   }
 
-  function blockEl(b) {
+  function blockEl(b, fast) {
     if (b.kind === 'month') return h('h2', { class: 'month-h', text: monthTitle(months[b.mi].month), dataset: { month: months[b.mi].month } });
     if (b.kind === 'day') return h('h3', { class: 'day-h', text: b.day ? dayTitle(b.day) : '' });
-    const items = loaded.get(b.mi);
+    const items = fast ? null : loaded.get(b.mi);
     if (!items) {
-      // Not loaded yet: one element drawn as b.n grey squares (a fast scroll passes thousands of these).
+      // Not loaded yet, or passed at full speed: one element drawn as b.n grey squares (a fast
+      // scroll passes thousands of these; the pictures come once it slows).
       const ph = spare.pop() || h('div', { class: 'row ph', dataset: { pending: '1' } });
       ph.style.width = b.n * b.tw + 'px';
       ph.style.backgroundSize = `${b.tw}px 100%`;
@@ -186,8 +187,9 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
   }
 
-  // While the view jumps more than a screen a frame (a fling, the scrubber dragged) the rows around
-  // it would be gone before they are seen: only the screen itself is drawn, the rest once it slows.
+  // While the view moves more than a screen a frame (a fling, a held key) nothing drawn stays long
+  // enough to be seen: only the screen itself, as grey squares; its pictures and the rows around
+  // it once it slows (120 ms without such a jump). The scrubber's jumps are not counted.
   let lastTop = 0, settle = 0;
   function draw() {
     const top = scroller.scrollTop;
@@ -206,8 +208,10 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     for (let i = first; i < last; i++) {
       const b = blocks[i];
       if (b.kind === 'row' && !loaded.has(b.mi)) request(b.mi);
+      const old = shown.get(i);
+      if (old && !fast && old.dataset.pending && loaded.has(b.mi)) { takeOff(old); shown.delete(i); }
       if (!shown.has(i)) {
-        const el = blockEl(b);
+        const el = blockEl(b, fast);
         el.style.top = b.top + 'px';  // (not a transform: each one was a paint chunk to layerize)
         el.style.height = b.h + 'px';
         canvas.append(el);
@@ -331,7 +335,7 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   }
 
   function jumpTo(mi) {
-    scroller.scrollTop = months[mi].top;
+    scroller.scrollTop = lastTop = months[mi].top;  // a jump to a month: its pictures at once
     schedule();
   }
 
