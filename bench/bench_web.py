@@ -6,11 +6,14 @@ Figures (issue 10; measured, not asserted by the test suite):
 - the most <img> elements in the DOM at any point of a scroll through the whole timeline (<= 1,500);
 - long tasks of the main thread while scrolling the whole timeline at full speed (a jump of three
   screens every frame): their p95 (target < 50 ms; no long task at all counts as 0);
+  the same scroll of an empty page of the same height in the same round is the control: what the
+  machine alone (a renderer descheduled on shared cores) gives;
 - thumbnail requests with the session cookie against the same with a Bearer token, wrk (64
   connections, 2 threads, 500 thumbnails), alternately --rounds times in the same run: the median
-  ratio (target >= 0.95).
+  ratio (target >= 0.95), and the server's CPU time per request (user + system of its process
+  tree over the requests wrk made), which the machine's other load hardly moves.
 
-    python -m bench.bench_web [--files 100000] [--rounds 3] [--seconds 5] [--work-dir DIR]
+    python -m bench.bench_web [--files 100000] [--rounds 3] [--seconds 5] [--only browser|wrk] [--work-dir DIR]
 
 Needs Debian's Chromium (`apt-get install -y chromium`), the playwright package (the test extra;
 it drives that Chromium, nothing is downloaded) and, for the last figure, wrk (`apt-get install
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +63,14 @@ SCROLL_ALL = """async (speed) => {
   obs.observe({ type: 'longtask', buffered: false });
   const s = document.querySelector('.scroller');
   s.scrollTop = 0;
-  let most = 0, frames = 0;
+  let most = 0, frames = 0, last = 0;
+  const gaps = [];
   const start = performance.now();
   await new Promise((done) => {
-    const step = () => {
+    const step = (now) => {
       frames++;
+      if (last) gaps.push(now - last);
+      last = now;
       most = Math.max(most, document.images.length);
       if (s.scrollTop + s.clientHeight >= s.scrollHeight - 2) return done();
       s.scrollTop += s.clientHeight * speed;
@@ -74,8 +81,14 @@ SCROLL_ALL = """async (speed) => {
   const ms = performance.now() - start;
   await new Promise((r) => setTimeout(r, 300));
   obs.disconnect();
-  return { durations, most, frames, ms, height: s.scrollHeight };
+  gaps.sort((a, b) => a - b);
+  const gap95 = gaps[Math.floor(0.95 * (gaps.length - 1))] || 0;
+  return { durations, most, frames, ms, height: s.scrollHeight, gap95 };
 }"""
+
+# The control: a page with nothing but a scroller as tall as the timeline's, scrolled the same way.
+CONTROL = """<!doctype html><style>html,body{margin:0;height:100%}.scroller{height:100%;overflow:auto}</style>
+<div class="scroller"><div style="height:HEIGHTpx"></div></div>"""
 
 
 def env_for(work: Path) -> dict[str, str]:
@@ -193,12 +206,46 @@ def browser_round(browser: Any, base: str) -> dict[str, float]:
         scrub = time.perf_counter() - start
         scrolled = page.evaluate(SCROLL_ALL, 3)
         long_tasks = sorted(scrolled["durations"])
-        p95 = long_tasks[int(0.95 * (len(long_tasks) - 1))] if long_tasks else 0.0
-        return {"first": first, "scrub": scrub, "most_images": scrolled["most"], "long_p95": p95,
+        page.close()
+        control_page = context.new_page()
+        control_page.set_content(CONTROL.replace("HEIGHT", str(int(scrolled["height"]))))
+        control = control_page.evaluate(SCROLL_ALL, 3)
+        control_tasks = sorted(control["durations"])
+        return {"first": first, "scrub": scrub, "most_images": scrolled["most"], "long_p95": p95_of(long_tasks),
                 "long_count": len(long_tasks), "long_max": max(long_tasks, default=0.0),
-                "frames": scrolled["frames"], "scroll_s": scrolled["ms"] / 1000, "height": scrolled["height"]}
+                "frames": scrolled["frames"], "scroll_s": scrolled["ms"] / 1000, "height": scrolled["height"],
+                "control_p95": p95_of(control_tasks), "control_count": len(control_tasks),
+                "control_max": max(control_tasks, default=0.0), "control_frames": control["frames"],
+                "control_s": control["ms"] / 1000, "gap95": scrolled["gap95"], "control_gap95": control["gap95"]}
     finally:
         context.close()
+
+
+def p95_of(durations: list[float]) -> float:
+    return durations[int(0.95 * (len(durations) - 1))] if durations else 0.0
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children (the server's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        todo.extend(children.get(p, []))
+    return total
 
 
 def session_cookie(base: str) -> str:
@@ -211,24 +258,30 @@ def session_cookie(base: str) -> str:
     return m.group(1)
 
 
-def wrk_rate(base: str, paths: list[str], headers: dict[str, str], seconds: float, work: Path) -> float:
+def wrk_rate(base: str, paths: list[str], headers: dict[str, str], seconds: float, work: Path,
+             server: int) -> tuple[float, float]:
+    """Requests per second, and the server's CPU microseconds per request."""
     lua = ["local paths = {", *[f'  "{p}",' for p in paths], "}", "local i = 0",
            "local h = {" + ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items()) + "}",
            "request = function()", "  i = i + 1", "  return wrk.format('GET', paths[(i % #paths) + 1], h)", "end"]
     script = work / "bench_web.lua"
     script.write_text("\n".join(lua) + "\n")
+    cpu = tree_cpu(server)
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds:.0f}s", "--timeout", "5s", "-s", str(script), base],
                          capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu = tree_cpu(server) - cpu
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None or "Non-2xx" in out:
+    n = re.search(r"(\d+) requests in", out)
+    if m is None or n is None or "Non-2xx" in out:
         sys.exit(f"wrk failed or got errors:\n{out}")
-    return float(m.group(1))
+    return float(m.group(1)), cpu / int(n.group(1)) * 1e6
 
 
 def main() -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000, help="files in the timeline")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--only", choices=("browser", "wrk"), help="only the browser or only the wrk figures")
     args = parser.parse_args()
     print_header("web client in Chromium (issue 10)", args)
     try:
@@ -245,36 +298,56 @@ def main() -> int:
         proc, base = serve(work)
         try:
             rounds = []
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            with sync_playwright() if args.only != "wrk" else nullcontext() as pw:
+                browser = pw and pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
                 try:
-                    for r in range(args.rounds):
+                    for r in range(args.rounds if pw else 0):
                         res = browser_round(browser, base)
                         rounds.append(res)
                         print(f"round {r + 1}: first screen {res['first']:.3f} s, scrub {res['scrub']:.3f} s, "
                               f"most <img> {res['most_images']}, long tasks {res['long_count']} "
                               f"(p95 {res['long_p95']:.0f} ms, max {res['long_max']:.0f} ms) over "
-                              f"{res['frames']} frames / {res['scroll_s']:.1f} s / {res['height'] / 1e6:.1f} M px",
-                              flush=True)
+                              f"{res['frames']} frames / {res['scroll_s']:.1f} s / {res['height'] / 1e6:.1f} M px; "
+                              f"the empty page: {res['control_count']} (p95 {res['control_p95']:.0f} ms, max "
+                              f"{res['control_max']:.0f} ms) over {res['control_frames']} frames / "
+                              f"{res['control_s']:.1f} s; frame interval p95 {res['gap95']:.0f} ms, the empty page's "
+                              f"{res['control_gap95']:.0f} ms", flush=True)
                 finally:
-                    browser.close()
-            ratios = []
-            if shutil.which("wrk"):
+                    if browser:
+                        browser.close()
+            ratios, cpus = [], []
+            if args.only == "browser":
+                pass
+            elif shutil.which("wrk"):
                 token = json.loads(cli(["token", "--user", USER, "--ttl", "1d", "--json"], env_for(work)))["token"]
                 cookie = session_cookie(base)
                 for r in range(args.rounds):
-                    bearer = wrk_rate(base, paths, {"Authorization": f"Bearer {token}"}, args.seconds, work)
-                    with_cookie = wrk_rate(base, paths, {"Cookie": f"imageapi_session={cookie}",
-                                                         "Sec-Fetch-Site": "same-origin"}, args.seconds, work)
+                    bearer, bearer_cpu = wrk_rate(base, paths, {"Authorization": f"Bearer {token}"}, args.seconds,
+                                                  work, proc.pid)
+                    with_cookie, cookie_cpu = wrk_rate(base, paths, {"Cookie": f"imageapi_session={cookie}",
+                                                                     "Sec-Fetch-Site": "same-origin"},
+                                                       args.seconds, work, proc.pid)
                     ratios.append(with_cookie / bearer)
-                    print(f"round {r + 1}: thumbnails {bearer:.0f} req/s with Bearer, {with_cookie:.0f} with the "
-                          f"cookie: {with_cookie / bearer:.3f}", flush=True)
+                    cpus.append(cookie_cpu / bearer_cpu)
+                    print(f"round {r + 1}: thumbnails {bearer:.0f} req/s with Bearer ({bearer_cpu:.1f} µs CPU each), "
+                          f"{with_cookie:.0f} with the cookie ({cookie_cpu:.1f} µs): rate {with_cookie / bearer:.3f}, "
+                          f"CPU {cookie_cpu / bearer_cpu:.3f}", flush=True)
             else:
                 print("wrk is missing (apt-get install -y wrk): no cookie/Bearer figure", flush=True)
         finally:
             proc.terminate()
             proc.wait(30)
     print()
+    if rounds:
+        browser_verdicts(verdicts, rounds)
+    if ratios:
+        verdicts.check("thumbnails with the cookie / with Bearer", f"{statistics.median(ratios):.3f}", ">= 0.95",
+                       statistics.median(ratios) >= 0.95)
+        print(f"CPU per thumbnail with the cookie / with Bearer: {statistics.median(cpus):.3f} (median)")
+    return verdicts.summary()
+
+
+def browser_verdicts(verdicts: Verdicts, rounds: list[dict[str, float]]) -> None:
     verdicts.check("login to the first screen of thumbnails", f"{median([r['first'] for r in rounds]):.3f} s",
                    "<= 1.0 s", median([r["first"] for r in rounds]) <= 1.0)
     verdicts.check("scrub 5 years back to painted thumbnails", f"{median([r['scrub'] for r in rounds]):.3f} s",
@@ -283,10 +356,11 @@ def main() -> int:
     verdicts.check("most <img> in the DOM while scrolling", f"{most:.0f}", "<= 1500", most <= 1500)
     p95 = median([r["long_p95"] for r in rounds])
     verdicts.check("long tasks while scrolling at full speed, p95", f"{p95:.0f} ms", "< 50 ms", p95 < 50)
-    if ratios:
-        verdicts.check("thumbnails with the cookie / with Bearer", f"{statistics.median(ratios):.3f}", ">= 0.95",
-                       statistics.median(ratios) >= 0.95)
-    return verdicts.summary()
+    print(f"long tasks: {median([r['long_count'] for r in rounds]):.0f} over {rounds[0]['frames']} frames; the same "
+          f"scroll of an empty page (control): {median([r['control_count'] for r in rounds]):.0f}, p95 "
+          f"{median([r['control_p95'] for r in rounds]):.0f} ms (medians of rounds)")
+    print(f"frame interval p95: {median([r['gap95'] for r in rounds]):.0f} ms, the empty page's "
+          f"{median([r['control_gap95'] for r in rounds]):.0f} ms")
 
 
 if __name__ == "__main__":

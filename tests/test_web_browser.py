@@ -232,6 +232,64 @@ def test_scrubber_jumps_to_a_month(page: Any, served: Served) -> None:
         page.wait_for_selector(f'a.tile[data-path="{first_of_month}"] img')
 
 
+ROWS = """() => [...document.querySelectorAll('.canvas .row')].map(r => [...r.querySelectorAll('a.tile')].map(a => {
+    const b = a.getBoundingClientRect(); return {p: a.dataset.path, w: b.width, h: b.height}; }))
+    .filter(r => r.length)"""
+
+
+def _shapes(served: Served) -> dict[str, float]:
+    """Width / height of each file as its thumbnail shows it."""
+    with sqlite3.connect(served.db) as db:
+        rows = db.execute("SELECT rel_path, width, height, orientation, rotation FROM files").fetchall()
+    out = {}
+    for path, w, h, orientation, rotation in rows:
+        if w and h:
+            turned = (orientation or 0) in (5, 6, 7, 8) or abs(rotation or 0) % 180 == 90
+            out[path] = min(3.0, max(0.5, h / w if turned else w / h))
+        else:
+            out[path] = 1.0
+    return out
+
+
+def test_the_justified_grid_fills_each_row_with_the_pictures_shapes_and_is_remembered(page: Any,
+                                                                                      served: Served) -> None:
+    _logged_in(page, served)
+    page.select_option("#grid-layout", "justified")
+    page.wait_for_function("() => !document.querySelector('.canvas .row[data-pending]')")
+    shapes = _shapes(served)
+    width = page.evaluate("document.querySelector('.scroller').clientWidth")
+
+    def check_justified() -> None:
+        rows = page.evaluate(ROWS)
+        assert len(rows) >= 2
+        full = 0
+        for row in rows:
+            heights = {round(t["h"]) for t in row}
+            assert len(heights) == 1, row  # one height per row
+            for t in row:  # each picture keeps its shape (within the rounding of a pixel)
+                assert abs(t["w"] - shapes[t["p"]] * t["h"]) <= 2, (t, shapes[t["p"]])
+            total = sum(t["w"] for t in row)
+            if abs(total - width) <= 2:
+                full += 1
+            else:  # the short last row of a day keeps the target height
+                assert total < width and heights == {220}, (row, width)
+        assert full >= 1
+        assert len({round(shapes[t["p"]], 2) for row in rows for t in row}) >= 2  # not all one shape
+        shown = _tiles_in_view(page)
+        assert shown == _timeline_order(served)[: len(shown)]
+
+    check_justified()
+    page.reload()
+    page.wait_for_selector("a.tile img", state="attached")
+    assert page.eval_on_selector("#grid-layout", "s => s.value") == "justified"
+    page.wait_for_function("() => !document.querySelector('.canvas .row[data-pending]')")
+    check_justified()
+    page.select_option("#grid-layout", "square")
+    for row in page.evaluate(ROWS):
+        assert all(abs(t["w"] - t["h"]) <= 1 for t in row)
+    assert not page.console_errors
+
+
 def test_viewer_opens_the_picture_with_metadata_and_moves_with_the_arrow_keys(page: Any, served: Served) -> None:
     _logged_in(page, served)
     order = _timeline_order(served)
@@ -416,6 +474,37 @@ def test_tags_status_memories_and_people_pages(page: Any, served: Served) -> Non
     assert page.locator(".year-h").first.text_content().startswith(taken[1][:4])
     page.goto(served.base + "/web/people")
     page.wait_for_selector(".people, .empty")
+
+
+def test_memories_are_of_today_in_the_time_zone_chosen_and_the_choice_is_remembered(browser: Any,
+                                                                                    served: Served) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    # Kiritimati (UTC+14) and Pago Pago (UTC-11): 25 hours apart, so "today" always differs.
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, timezone_id="Pacific/Kiritimati")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/memories?" in r.url else None)
+        _logged_in(page, served)
+        page.goto(served.base + "/web/memories")
+        zone = page.locator("#memories-tz")
+        zone.wait_for()
+        assert zone.input_value() == "Pacific/Kiritimati"  # the browser's by default
+        today = {z: datetime.now(ZoneInfo(z)).date().isoformat() for z in ("Pacific/Kiritimati", "Pacific/Pago_Pago")}
+        page.wait_for_selector(f".memories-day:has-text('{today['Pacific/Kiritimati']}')")
+        assert "tz=Pacific%2FKiritimati" in asked[-1]
+        page.select_option("#memories-tz", "Pacific/Pago_Pago")
+        page.wait_for_selector(f".memories-day:has-text('{today['Pacific/Pago_Pago']}')")
+        assert "tz=Pacific%2FPago_Pago" in asked[-1]
+        page.goto(served.base + "/web/memories?span=week")  # no zone in the address: the one chosen
+        page.wait_for_selector(f".memories-day:has-text('{today['Pacific/Pago_Pago']}')")
+        assert page.locator("#memories-tz").input_value() == "Pacific/Pago_Pago"
+        assert "tz=Pacific%2FPago_Pago" in asked[-1] and "span=week" in asked[-1]
+    finally:
+        context.close()
 
 
 def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any, served: Served) -> None:
@@ -655,6 +744,15 @@ def test_a_timeline_of_100k_files_keeps_the_dom_small(page: Any, served: Served)
             return [0.3, 0.5, 0.7].some(f => document.elementFromPoint(r.left + r.width / 3, r.top + f * r.height)
                 ?.tagName === 'IMG'); }""")
         counts.append(page.evaluate("document.images.length"))
+    assert all(0 < c <= 1500 for c in counts), str(counts)
+    page.select_option("#grid-layout", "justified")  # every month it loads is laid out again
+    for month in (months[50], months[-1]):
+        page.click(f'.scrubber button[data-month="{month}"]')
+        page.wait_for_selector(f'a.tile[data-path^="{month[:4]}/"]')
+        counts.append(page.evaluate("document.images.length"))
+    page.evaluate("() => { const s = document.querySelector('.scroller'); s.scrollTop = 0.4 * s.scrollHeight; }")
+    page.wait_for_function("() => !document.querySelector('.canvas .row[data-pending]')")
+    counts.append(page.evaluate("document.images.length"))
     assert all(0 < c <= 1500 for c in counts), str(counts)
     badges = page.locator(".canvas .tile .badge").all_text_contents()
     assert {"RAW", "HEIC"} <= set(badges) and page.locator(".canvas .tile .dur").first.text_content() == "▶ 0:04"

@@ -124,16 +124,33 @@ export async function people(main, { person, navigate, openViewer }) {
   return g;
 }
 
+const TZ_KEY = 'imageapi.tz';
+
+// The time zone whose "today" memories are about: the address's, else the one chosen before, else
+// the browser's.
+function memoryZone(q) {
+  let kept = null;
+  try { kept = localStorage.getItem(TZ_KEY); } catch { /* private mode */ }
+  return q.get('tz') || kept || Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+}
+
 export async function memories(main, { query: q, navigate, openViewer }) {
   const span = q.get('span') || 'day';
-  const tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  const pick = h('select', { 'aria-label': 'Span', onchange: () => navigate('/web/memories' + query({ span: pick.value, date: q.get('date') })) },
+  const tz = memoryZone(q);
+  const date = q.get('date');  // another day than today (YYYY-MM-DD)
+  const go = (changes) => navigate('/web/memories' + query({ span, date, tz, ...changes }));
+  const pick = h('select', { 'aria-label': 'Span', onchange: () => go({ span: pick.value }) },
     ['day', 'week', 'month'].map((s) => h('option', { value: s, text: `This ${s}` })));
   pick.value = span;
-  main.append(toolbar('Memories', pick));
-  const date = q.get('date');  // another day than today (YYYY-MM-DD)
+  const zones = Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : [];
+  const zone = h('select', {
+    id: 'memories-tz', 'aria-label': 'Time zone',
+    onchange: () => { try { localStorage.setItem(TZ_KEY, zone.value); } catch { /* private mode */ } go({ tz: zone.value }); },
+  }, [...new Set([tz, 'UTC', ...zones])].sort().map((z) => h('option', { value: z, text: z.replaceAll('_', ' ') })));
+  zone.value = tz;
+  main.append(toolbar('Memories', pick, zone));
   const data = await api('/memories' + query({ span, tz, date }));
-  const box = h('div', { class: 'folder-page' });
+  const box = h('div', { class: 'folder-page' }, h('p', { class: 'count memories-day', text: `${data.date} (${tz})` }));
   main.append(box);
   const items = [];
   if (!data.years.length) box.append(empty('No memories today', `Nothing was taken this ${span} in earlier years.`));

@@ -1,5 +1,5 @@
-// The timeline: every file, newest first, under month and day headers, in a square grid that fills
-// the width. Virtualized: the layout of the whole timeline is computed from /timeline/buckets (counts
+// The timeline: every file, newest first, under month and day headers, in a square or a justified
+// grid (rows of the pictures' own shapes, as tall as it takes to fill the width). Virtualized: the layout of the whole timeline is computed from /timeline/buckets (counts
 // per day) before any file is loaded; only the rows near the viewport are in the DOM, and a month's
 // files are fetched when one of its rows comes near. The scrubber on the right jumps to any month.
 import { api, query, showError } from './api.js';
@@ -12,6 +12,54 @@ const DAY_H = 34;
 const OVERSCAN = 600;      // pixels rendered above and below the viewport
 const MAX_LOADS = 4;       // months fetched at once
 const PAGE = 5000;         // /timeline/items' largest page
+const KEEP = 20000;        // files kept loaded; the months farthest from the view are dropped beyond
+//                            (a full-speed scroll through 100,000 kept them all: the major GCs over
+//                            that heap were the longest pauses of the main thread)
+const GUESS = 1.4;         // aspect ratio assumed for a justified month not loaded yet
+const LAYOUT_KEY = 'imageapi.grid';
+
+function saved(key) { try { return localStorage.getItem(key); } catch { return null; } }
+function save(key, value) { try { localStorage.setItem(key, value); } catch { /* private mode */ } }
+
+// Width / height as the thumbnail shows it (EXIF orientations 5-8 and a video turned 90 degrees swap
+// them), kept within 1:2..3:1 so one panorama does not make a row a strip.
+function aspect(it) {
+  if (!it || !it.width || !it.height) return 1;
+  const turned = (it.orientation >= 5 && it.orientation <= 8) || Math.abs(it.rotation || 0) % 180 === 90;
+  return Math.min(3, Math.max(0.5, turned ? it.height / it.width : it.width / it.height));
+}
+
+// A day's files as justified rows: add files until the row at height `target` is wider than
+// `width`, then shrink it to fit exactly; the day's last row keeps `target` and stays short.
+function justify(items, off, count, width, target) {
+  const rows = [];
+  let start = 0, sum = 0;
+  for (let i = 0; i < count; i++) {
+    sum += aspect(items[off + i]);
+    const full = sum * target >= width;
+    if (!full && i < count - 1) continue;
+    const rh = full ? width / sum : target;
+    const ws = [];
+    let acc = 0, x = 0;
+    for (let k = start; k <= i; k++) {
+      acc += aspect(items[off + k]);
+      const nx = Math.round(acc * rh);
+      ws.push(nx - x);
+      x = nx;
+    }
+    rows.push({ first: start, n: i - start + 1, h: Math.round(rh), ws });
+    start = i + 1;
+    sum = 0;
+  }
+  return rows;
+}
+
+// Rows of `per` equal tiles `tw` wide and `rh` high (the square grid; a justified month's guess).
+function even(count, per, tw, rh) {
+  const rows = [];
+  for (let r = 0; r * per < count; r++) rows.push({ first: r * per, n: Math.min(per, count - r * per), h: rh, tw });
+  return rows;
+}
 
 export async function mount(main, { query: q, navigate, openViewer }) {
   const library = q.get('library') || '';
@@ -22,7 +70,13 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   }, h('option', { value: '', text: 'All libraries' }),
   libraries.map((l) => h('option', { value: l.name, text: `${l.name} (${l.files})` })));
   filter.value = library;
-  main.append(h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: 'Timeline' }), filter));
+  let mode = saved(LAYOUT_KEY) === 'justified' ? 'justified' : 'square';
+  const shape = h('select', {
+    id: 'grid-layout', 'aria-label': 'Grid layout',
+    onchange: () => { mode = shape.value; save(LAYOUT_KEY, mode); relayout(); },
+  }, h('option', { value: 'square', text: 'Square grid' }), h('option', { value: 'justified', text: 'Justified grid' }));
+  shape.value = mode;
+  main.append(h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: 'Timeline' }), filter, shape));
   if (!libraries.length) {
     main.append(empty('No libraries yet', 'Index a folder on the server: run `imageapi scan --full PATH`, then reload this page.'));
     return {};
@@ -46,6 +100,8 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   main.append(h('div', { class: 'timeline' }, scroller, scrub, scrubLabel));
 
   const loaded = new Map();     // month index -> items
+  let held = 0;                 // files in `loaded`
+  const spare = [];             // placeholder rows taken off the canvas, put back on it again
   const pending = new Set();    // month indexes being fetched
   const queue = [];
   const shown = new Map();      // block index -> element
@@ -53,31 +109,44 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   let cols = 4;
   let size = 100;
   let height = 0;
+  let laidOut = 0;              // the width of the last layout
 
   function layout() {
     const width = scroller.clientWidth || main.clientWidth || 800;
+    laidOut = width;
     cols = width < 400 ? 3 : width < 600 ? 4 : Math.max(4, Math.floor(width / 180));
     size = Math.floor(width / cols);
+    const target = width < 600 ? 120 : 220;  // a justified row's height before it is fitted
+    const per = Math.max(1, Math.round(width / (target * GUESS)));
     blocks = [];
     let y = 0;
     months.forEach((m, mi) => {
       m.top = y;
       blocks.push({ kind: 'month', top: y, h: MONTH_H, mi });
       y += MONTH_H;
+      if (mode === 'justified' && m.jw !== width && loaded.has(mi)) {
+        // kept when the files are dropped again, so the layout stays put
+        const items = loaded.get(mi);
+        let o = 0;
+        m.jrows = m.days.map((d) => { const r = justify(items, o, d.count, width, target); o += d.count; return r; });
+        m.jw = width;
+      }
       let off = 0;
-      for (const d of m.days) {
+      m.days.forEach((d, di) => {
         blocks.push({ kind: 'day', top: y, h: DAY_H, mi, day: d.day });
         y += DAY_H;
-        for (let r = 0; r * cols < d.count; r++) {
-          blocks.push({ kind: 'row', top: y, h: size, mi, first: off + r * cols, n: Math.min(cols, d.count - r * cols) });
-          y += size;
+        const rows = mode === 'square' ? even(d.count, cols, size, size)
+          : m.jw === width ? m.jrows[di] : even(d.count, per, Math.floor(width / per), target);
+        for (const r of rows) {
+          blocks.push({ kind: 'row', top: y, h: r.h, mi, first: off + r.first, n: r.n, tw: r.tw, ws: r.ws });
+          y += r.h;
         }
         off += d.count;
-      }
+      });
     });
     height = y;
     canvas.style.height = height + 'px';
-    for (const el of shown.values()) el.remove();
+    for (const el of shown.values()) takeOff(el);
     shown.clear();
     drawScrubber();
   }
@@ -91,21 +160,23 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     return lo;
   }
 
-  function blockEl(b) {
+  function blockEl(b, fast) {
     if (b.kind === 'month') return h('h2', { class: 'month-h', text: monthTitle(months[b.mi].month), dataset: { month: months[b.mi].month } });
     if (b.kind === 'day') return h('h3', { class: 'day-h', text: b.day ? dayTitle(b.day) : '' });
-    const items = loaded.get(b.mi);
+    const items = fast ? null : loaded.get(b.mi);
     if (!items) {
-      // Not loaded yet: one element drawn as b.n grey squares (a fast scroll passes thousands of these).
-      const ph = h('div', { class: 'row ph', dataset: { pending: '1' } });
-      ph.style.width = b.n * size + 'px';
-      ph.style.backgroundSize = `${size}px 100%`;
+      // Not loaded yet, or passed at full speed: one element drawn as b.n grey squares (a fast
+      // scroll passes thousands of these; the pictures come once it slows).
+      const ph = spare.pop() || h('div', { class: 'row ph', dataset: { pending: '1' } });
+      ph.style.width = b.n * b.tw + 'px';
+      ph.style.backgroundSize = `${b.tw}px 100%`;
       return ph;
     }
     const row = h('div', { class: 'row' });
-    for (let i = 0; i < b.n; i++) {
+    for (let i = 0; i < b.n && items[b.first + i]; i++) {
       const t = tile(items[b.first + i], openViewer);
-      t.style.width = t.style.height = size + 'px';
+      t.style.width = (b.ws ? b.ws[i] : b.tw) + 'px';
+      t.style.height = b.h + 'px';
       row.append(t);
     }
     return row;
@@ -116,26 +187,43 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
   }
 
+  // While the view moves more than a screen a frame (a fling, a held key) nothing drawn stays long
+  // enough to be seen: only the screen itself, as grey squares; its pictures and the rows around
+  // it once it slows (120 ms without such a jump). The scrubber's jumps are not counted.
+  let lastTop = 0, settle = 0;
   function draw() {
     const top = scroller.scrollTop;
-    const lo = top - OVERSCAN, hi = top + scroller.clientHeight + OVERSCAN;
-    const want = new Set();
-    for (let i = firstBlockBelow(Math.max(0, lo)); i < blocks.length && blocks[i].top < hi; i++) {
-      want.add(i);
+    const fast = Math.abs(top - lastTop) > scroller.clientHeight;
+    lastTop = top;
+    clearTimeout(settle);
+    if (fast) settle = setTimeout(schedule, 120);
+    const over = fast ? 0 : OVERSCAN;
+    const lo = top - over, hi = top + scroller.clientHeight + over;
+    const first = firstBlockBelow(Math.max(0, lo));
+    let last = first;
+    for (; last < blocks.length && blocks[last].top < hi; last++);
+    for (const [i, el] of shown) {  // off first, so a placeholder row can be put back at once
+      if (i < first || i >= last) { takeOff(el); shown.delete(i); }
+    }
+    for (let i = first; i < last; i++) {
       const b = blocks[i];
       if (b.kind === 'row' && !loaded.has(b.mi)) request(b.mi);
+      const old = shown.get(i);
+      if (old && !fast && old.dataset.pending && loaded.has(b.mi)) { takeOff(old); shown.delete(i); }
       if (!shown.has(i)) {
-        const el = blockEl(b);
-        el.style.transform = `translateY(${b.top}px)`;
+        const el = blockEl(b, fast);
+        el.style.top = b.top + 'px';  // (not a transform: each one was a paint chunk to layerize)
         el.style.height = b.h + 'px';
         canvas.append(el);
         shown.set(i, el);
       }
     }
-    for (const [i, el] of shown) {
-      if (!want.has(i)) { el.remove(); shown.delete(i); }
-    }
     markScrubber(top);
+  }
+
+  function takeOff(el) {
+    el.remove();
+    if (el.dataset.pending && spare.length < 64) spare.push(el);
   }
 
   function request(mi) {
@@ -157,8 +245,9 @@ export async function mount(main, { query: q, navigate, openViewer }) {
       if (loaded.has(mi) || !visibleMonth(mi)) continue;  // scrolled past before its turn
       pending.add(mi);
       loadMonth(mi).then(() => {
+        if (mode === 'justified' && months[mi].jw !== laidOut) return relayout();  // rows of its pictures' shapes now
         for (const [i, el] of shown) {
-          if (blocks[i].mi === mi && el.dataset.pending) { el.remove(); shown.delete(i); }
+          if (blocks[i].mi === mi && el.dataset.pending) { takeOff(el); shown.delete(i); }
         }
         schedule();
       }, showError).finally(() => { pending.delete(mi); pump(); });
@@ -173,8 +262,24 @@ export async function mount(main, { query: q, navigate, openViewer }) {
       items.push(...page.items);
       if (page.items.length < PAGE) break;
     }
-    loaded.set(mi, items);
+    if (!loaded.has(mi)) {
+      loaded.set(mi, items);
+      held += items.length;
+      if (held > KEEP) drop(mi);
+    }
     return items;
+  }
+
+  // Forget the files of the months farthest from the view (fetched again if they come back).
+  function drop(keep) {
+    const at = monthAtY(scroller.scrollTop);
+    const far = [...loaded.keys()].sort((a, b) => Math.abs(b - at) - Math.abs(a - at));
+    for (const mi of far) {
+      if (held <= KEEP) break;
+      if (mi === keep || visibleMonth(mi)) continue;
+      held -= loaded.get(mi).length;
+      loaded.delete(mi);
+    }
   }
 
   // -- the scrubber: a mark per month at its place in the timeline, a label per year ---------------
@@ -196,14 +301,32 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     });
   }
 
-  let marked = null;
-  function markScrubber(top) {
+  function monthAtY(top) {
     let lo = 0, hi = months.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
       if (months[mid].top <= top + 1) lo = mid; else hi = mid - 1;
     }
-    const el = scrub.children[lo];
+    return lo;
+  }
+
+  // Lay out again (a month loaded in the justified grid, the layout switched, a new width) keeping
+  // the month at the top of the view where it was, as far into it as before.
+  function relayout() {
+    const top = scroller.scrollTop;
+    const mi = monthAtY(top);
+    const into = top - months[mi].top;
+    layout();
+    if (top > 0) {
+      const end = mi + 1 < months.length ? months[mi + 1].top : height;
+      scroller.scrollTop = months[mi].top + Math.max(0, Math.min(into, end - months[mi].top - 1));
+    }
+    draw();
+  }
+
+  let marked = null;
+  function markScrubber(top) {
+    const el = scrub.children[monthAtY(top)];
     if (el !== marked) {
       if (marked) marked.classList.remove('current');
       if (el) el.classList.add('current');
@@ -212,7 +335,7 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   }
 
   function jumpTo(mi) {
-    scroller.scrollTop = months[mi].top;
+    scroller.scrollTop = lastTop = months[mi].top;  // a jump to a month: its pictures at once
     schedule();
   }
 
@@ -243,16 +366,11 @@ export async function mount(main, { query: q, navigate, openViewer }) {
   function scrubTo(clientY) { jumpTo(monthAt(clientY)); }
 
   scroller.addEventListener('scroll', schedule, { passive: true });
+  let lastWidth = -1;
   const resize = new ResizeObserver(() => {
-    const anchor = firstBlockBelow(scroller.scrollTop);
-    const b = blocks[anchor];
-    const oldSize = size;
-    layout();
-    if (b && size !== oldSize) {
-      const m = months[b.mi];
-      scroller.scrollTop = m.top;  // keep the month in view
-    }
-    draw();
+    if (scroller.clientWidth === lastWidth) return draw();  // taller or shorter: no new layout
+    lastWidth = scroller.clientWidth;
+    relayout();
   });
   resize.observe(scroller);
   layout();
