@@ -17,7 +17,7 @@ import pytest
 
 from tests.apollo_standin import StandIn
 from tests.media_factory import make_jpeg
-from tests.test_server_cli import SECRET, free_port, http
+from tests.test_server_cli import SECRET, alive, free_port, http
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 
@@ -44,15 +44,6 @@ def descendants(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return out
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie is dead: this machine's init may be slow to reap orphans)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def cmdline(pid: int) -> str:
