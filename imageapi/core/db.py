@@ -41,6 +41,12 @@ Row = aiosqlite.Row
 DriverError = sqlite3.Error
 
 
+def dialect(conn: object) -> str:
+    """"sqlite" or "postgresql": the SQL a connection speaks, for the few statements that must be said
+    differently (row leases, advisory locks)."""
+    return str(getattr(conn, "dialect", "sqlite"))
+
+
 def utcnow() -> str:
     """Timestamps are stored as sortable ISO 8601 UTC strings."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
