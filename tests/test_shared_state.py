@@ -1,0 +1,105 @@
+"""State shared through the database by every server process and host: the login throttle's
+counts. Real `imageapi serve --processes 2` (every request on a new connection, so SO_REUSEPORT
+spreads them over both processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_server_cli import SECRET, children_of, run, start_serve
+
+PASSWORD = "a good password"
+SPREAD = 20  # requests, each on its own connection: both processes get some
+
+
+@pytest.fixture()
+def cli_env(env_dirs: dict[str, Path]) -> dict[str, str]:
+    return {**os.environ, "SECRET_KEY": SECRET, "WORKERS": "1"}
+
+
+@pytest.fixture()
+def served(cli_env: dict[str, str]) -> Iterator[str]:
+    """Two server processes on one port, with the users alice and bob."""
+    for name in ("alice", "bob"):
+        assert run(["user", "add", name, "--password-stdin"], cli_env, PASSWORD + "\n").returncode == 0
+    proc, base = start_serve(cli_env, "--no-watch", "--processes", "2")
+    try:
+        wait_until_both_listen(proc.pid, int(base.rsplit(":", 1)[1]))
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert "2 processes" in err
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether the process holds a socket listening on 127.0.0.1:port (its own, SO_REUSEPORT)."""
+    inodes = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False  # gone (a short-lived child)
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A" and fields[9] in inodes:
+            return True
+    return False
+
+
+def wait_until_both_listen(first: int, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        pids = [first, *children_of(first)]
+        if sum(listening(pid, port) for pid in pids) >= 2:
+            return
+        assert time.monotonic() < deadline, "the second server process never listened"
+        time.sleep(0.1)
+
+
+def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+         ) -> tuple[int, Any, dict[str, str]]:
+    """One request on a new connection: (status, JSON body, headers)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null"), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
+
+
+def test_parallel_wrong_passwords_over_two_processes_get_the_free_checks_only(served: str) -> None:
+    wrong = [{"username": "alice", "password": f"wrong password {i}"} for i in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda body: call("POST", served + "/login", body), wrong))
+    got = sorted(status for status, _, _ in answers)
+    checked = got.count(401)
+    assert 1 <= checked <= 5, got  # the free failures of one (address, name), whichever process
+    assert got == [401] * checked + [429] * (20 - checked)
+    # The lockout holds in every process, for the right password too.
+    right = {"username": "alice", "password": PASSWORD}
+    with ThreadPoolExecutor(4) as pool:
+        later = list(pool.map(lambda _: call("POST", served + "/login", right)[0], range(SPREAD)))
+    assert later == [429] * SPREAD
+    # bob, from the same address, is not locked out by alice's failures
+    assert call("POST", served + "/login", {"username": "bob", "password": PASSWORD})[0] == 200
