@@ -1,6 +1,7 @@
 """State shared through the database by every server process and host: the login throttle's
-counts. Real `imageapi serve --processes 2` (every request on a new connection, so SO_REUSEPORT
-spreads them over both processes)."""
+counts, and the end of tokens and sessions (a password change, a user removed, a logout). Real
+`imageapi serve --processes 2` (every request on a new connection, so SO_REUSEPORT spreads them
+over both processes)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def served(cli_env: dict[str, str]) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-        assert "2 processes" in err
+        print(err)  # shown when a test fails
+        assert "2 processes" in err and "Traceback" not in err
 
 
 def listening(pid: int, port: int) -> bool:
@@ -88,6 +90,11 @@ def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
 
 
+def statuses(url: str, headers: dict[str, str], n: int = SPREAD) -> list[int]:
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda _: call("GET", url, headers=headers)[0], range(n)))
+
+
 def test_parallel_wrong_passwords_over_two_processes_get_the_free_checks_only(served: str) -> None:
     wrong = [{"username": "alice", "password": f"wrong password {i}"} for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
@@ -103,3 +110,38 @@ def test_parallel_wrong_passwords_over_two_processes_get_the_free_checks_only(se
     assert later == [429] * SPREAD
     # bob, from the same address, is not locked out by alice's failures
     assert call("POST", served + "/login", {"username": "bob", "password": PASSWORD})[0] == 200
+
+
+def wait_out_the_recheck(since: float) -> None:
+    """Until just over a second after `since`: every process must refuse by then."""
+    time.sleep(max(0.0, since + 1.1 - time.monotonic()))
+
+
+def test_a_password_change_or_removal_is_refused_by_every_process_within_a_second(
+        served: str, cli_env: dict[str, str]) -> None:
+    tokens = {}
+    for name in ("alice", "bob"):
+        status, body, _ = call("POST", served + "/login", {"username": name, "password": PASSWORD})
+        assert status == 200
+        tokens[name] = {"Authorization": f"Bearer {body['token']}"}
+        assert statuses(served + "/libraries", tokens[name]) == [200] * SPREAD  # remembered everywhere
+    assert run(["user", "passwd", "alice", "--password-stdin"], cli_env, "another good password\n").returncode == 0
+    changed = time.monotonic()
+    assert run(["user", "remove", "bob"], cli_env).returncode == 0
+    removed = time.monotonic()
+    wait_out_the_recheck(changed)
+    assert statuses(served + "/libraries", tokens["alice"]) == [401] * SPREAD
+    wait_out_the_recheck(removed)
+    assert statuses(served + "/libraries", tokens["bob"]) == [401] * SPREAD
+
+
+def test_a_logout_through_one_process_is_refused_by_every_process_within_a_second(served: str) -> None:
+    status, _, headers = call("POST", served + "/login", {"username": "alice", "password": PASSWORD,
+                                                          "session": True})
+    assert status == 200
+    cookie = {"Cookie": headers["Set-Cookie"].split(";")[0], "Sec-Fetch-Site": "same-origin"}
+    assert statuses(served + "/libraries", cookie) == [200] * SPREAD  # remembered everywhere
+    status, body, _ = call("POST", served + "/logout", headers=cookie)
+    assert status == 200 and body == {"ended": True}
+    wait_out_the_recheck(time.monotonic())
+    assert statuses(served + "/libraries", cookie) == [401] * SPREAD
