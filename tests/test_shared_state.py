@@ -5,9 +5,11 @@ over both processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from imageapi.core.database import write, write_many
+from imageapi.core.db import connect
 from tests.test_server_cli import SECRET, children_of, run, start_serve
 
 PASSWORD = "a good password"
@@ -110,6 +114,30 @@ def test_parallel_wrong_passwords_over_two_processes_get_the_free_checks_only(se
     assert later == [429] * SPREAD
     # bob, from the same address, is not locked out by alice's failures
     assert call("POST", served + "/login", {"username": "bob", "password": PASSWORD})[0] == 200
+
+
+async def test_a_write_waits_for_an_open_read_of_its_connection_after_another_process_wrote(tmp_path: Path) -> None:
+    """SQLite refuses BEGIN IMMEDIATE at once (SQLITE_BUSY_SNAPSHOT) while a read of the same
+    connection is open on a snapshot another process has written past: two server processes
+    counting logins made a 500 of that now and then."""
+    path = tmp_path / "db.sqlite"
+    conn = await connect(path)
+    other = sqlite3.connect(path, isolation_level=None)  # another process's connection
+    try:
+        await write_many(conn, "INSERT INTO login_counts (id, failures, not_before, last_failure) VALUES (?, 1, 0, 0)",
+                         [("a",), ("b",), ("c",)])
+        async with conn.execute("SELECT id FROM login_counts") as cur:
+            assert await cur.fetchone() is not None  # a read left open (a request between two fetches)
+            other.execute("INSERT INTO login_counts (id, failures, not_before, last_failure) VALUES ('d', 1, 0, 0)")
+            task = asyncio.create_task(write(
+                conn, "INSERT INTO login_counts (id, failures, not_before, last_failure) VALUES ('e', 1, 0, 0)"))
+            await asyncio.sleep(0.3)
+        await task
+        async with conn.execute("SELECT COUNT(*) FROM login_counts") as cur:
+            assert (await cur.fetchone())[0] == 5
+    finally:
+        other.close()
+        await conn.close()
 
 
 def wait_out_the_recheck(since: float) -> None:
