@@ -1,7 +1,7 @@
-"""State shared through the database by every server process and host: the login throttle's
-counts, and the end of tokens and sessions (a password change, a user removed, a logout). Real
-`imageapi serve --processes 2` (every request on a new connection, so SO_REUSEPORT spreads them
-over both processes)."""
+"""State shared through the database by every process and host: the login throttle's counts,
+the end of tokens and sessions (a password change, a user removed, a logout), and the job lock's
+lease. Real `imageapi serve --processes 2` (every request on a new connection, so SO_REUSEPORT
+spreads them over both processes) and real processes holding, losing and taking the lock."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +24,9 @@ import pytest
 
 from imageapi.core.database import write, write_many
 from imageapi.core.db import connect
+from imageapi.core.errors import LockedError
+from imageapi.core.lock import JobLock
+from tests.media_factory import make_jpeg
 from tests.test_server_cli import SECRET, children_of, run, start_serve
 
 PASSWORD = "a good password"
@@ -173,3 +178,96 @@ def test_a_logout_through_one_process_is_refused_by_every_process_within_a_secon
     assert status == 200 and body == {"ended": True}
     wait_out_the_recheck(time.monotonic())
     assert statuses(served + "/libraries", cookie) == [401] * SPREAD
+
+
+# --------------------------------------------------------------------------------------------
+# The job lock: a lease row in the database
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from imageapi.core.lock import JobLock
+JobLock(Path(sys.argv[1]), sys.argv[2], lease=float(sys.argv[3]), machine=sys.argv[4] or None).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold(db: Path, job: str, lease: float, machine: str = "") -> subprocess.Popen[str]:
+    """Another process that takes the job lock and keeps it (renewing) until it is stopped."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(db), job, str(lease), machine],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line == "held\n", proc.communicate()
+    return proc
+
+
+def take_when_free(db: Path, lease: float, within: float) -> float:
+    """Try the lock until it is ours; seconds it took."""
+    start = time.monotonic()
+    while True:
+        try:
+            JobLock(db, "imageapi scan --full", lease=lease).acquire().release()
+            return time.monotonic() - start
+        except LockedError as exc:
+            assert "another imageapi run (imageapi watch" in exc.message
+            assert time.monotonic() - start < within, "the lock never came free"
+            time.sleep(0.1)
+
+
+def test_a_holder_on_another_host_killed_with_sigkill_loses_the_lock_after_its_lease(
+        env_dirs: dict[str, Path], cli_env: dict[str, str]) -> None:
+    db = env_dirs["data"] / "imageapi.db"
+    photos = env_dirs["tmp"] / "photos"
+    make_jpeg(photos / "a.jpg", seed=1)
+    env = {**cli_env, "JOB_LEASE_SECONDS": "2"}
+    holder = hold(db, "imageapi watch", 2.0, machine="another host")
+    try:
+        time.sleep(2.5)  # longer than the lease: the heartbeat keeps it
+        res = run(["scan", "--full", str(photos)], env)
+        assert res.returncode == 3, res.stderr
+        assert "another imageapi run (imageapi watch" in res.stderr
+    finally:
+        holder.kill()
+        holder.communicate()
+    # Its pid means nothing here (another host): only the lease's end frees the lock, between
+    # 2/3 of the lease (renewed every third) and the whole lease after the kill.
+    taken = take_when_free(db, 2.0, within=10)
+    assert taken >= 1.0, "taken over before the lease ran out"
+    assert taken <= 3.0
+    assert run(["scan", "--full", str(photos)], env).returncode == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM job_leases").fetchone()[0] == 0  # released at the end
+
+
+def test_a_holder_on_this_machine_killed_with_sigkill_loses_the_lock_at_once(env_dirs: dict[str, Path]) -> None:
+    db = env_dirs["data"] / "imageapi.db"
+    holder = hold(db, "imageapi watch", 30.0)
+    with pytest.raises(LockedError):
+        JobLock(db, "imageapi scan --full").acquire()
+    holder.kill()
+    holder.communicate()
+    assert take_when_free(db, 30.0, within=2) < 1
+
+
+def test_a_frozen_holder_loses_the_lock_after_its_lease_and_stops_when_it_wakes(env_dirs: dict[str, Path]) -> None:
+    db = env_dirs["data"] / "imageapi.db"
+    holder = hold(db, "imageapi watch", 2.0)
+    try:
+        os.kill(holder.pid, signal.SIGSTOP)  # alive (its pid is there) but renewing nothing
+        stopped = time.monotonic()
+        take_when_free(db, 30.0, within=10)
+        assert time.monotonic() - stopped >= 0.5
+        with JobLock(db, "imageapi scan --full", lease=30.0):
+            os.kill(holder.pid, signal.SIGCONT)
+            _, err = holder.communicate(timeout=20)  # it finds the lease gone and stops itself
+            assert holder.returncode == -signal.SIGTERM
+            assert "the job lock was lost" in err
+            with pytest.raises(LockedError):  # the lock stayed with the new holder
+                JobLock(db, "imageapi thumbs").acquire()
+    finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.kill()
+            holder.communicate()
