@@ -18,6 +18,16 @@ REPO = Path(__file__).resolve().parent.parent
 ON_POSTGRES = os.environ.get("IMAGEAPI_TEST_DATABASE", "sqlite") == "postgresql"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.sqlite_only`: what only an SQLite file has (its header, pages, WAL)."""
+    if not ON_POSTGRES:
+        return
+    skip = pytest.mark.skip(reason="about the SQLite file itself (IMAGEAPI_TEST_DATABASE=postgresql)")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
 def find_corpus() -> Path | None:
     env = os.environ.get("IMAGEAPI_CORPUS")
     candidates = [Path(env)] if env else []
