@@ -9,10 +9,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiosqlite
-
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
+from imageapi.core.db import Connection
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
 from imageapi.core.names import safe_text
@@ -31,7 +30,7 @@ class HashBackfillCounts:
     remaining: int = 0
 
 
-async def count_unhashed(db: aiosqlite.Connection, library_id: int | None = None) -> int:
+async def count_unhashed(db: Connection, library_id: int | None = None) -> int:
     sql = "SELECT COUNT(*) FROM files WHERE content_hash IS NULL"
     params: tuple[object, ...] = ()
     if library_id is not None:
@@ -43,7 +42,7 @@ async def count_unhashed(db: aiosqlite.Connection, library_id: int | None = None
 
 
 async def backfill_hashes(
-    db: aiosqlite.Connection,
+    db: Connection,
     pool: WorkerPool,
     max_rows: int | None = None,
     progress: Progress | None = None,
@@ -57,7 +56,7 @@ async def backfill_hashes(
         "SELECT f.id, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
         # Rows whose hashing already failed go last, so a block of unreadable files at low ids
         # cannot starve the rest of the backlog tick after tick.
-        "WHERE f.content_hash IS NULL ORDER BY coalesce(f.error LIKE 'hash:%', 0), f.id"
+        "WHERE f.content_hash IS NULL ORDER BY CASE WHEN f.error LIKE 'hash:%' THEN 1 ELSE 0 END, f.id"
     )
     params: tuple[object, ...] = ()
     if max_rows is not None:
@@ -114,7 +113,7 @@ class ThumbCounts:
     temp_files_removed: int = 0
 
 
-async def current_tools(db: aiosqlite.Connection) -> dict[str, str | None]:
+async def current_tools(db: Connection) -> dict[str, str | None]:
     """The tools each tool-made kind's thumbnails are made with now (ffmpeg_caps.thumb_tools), for
     the kinds that have sentinels with tools recorded (an index lookup; none: no tool is run).
     Asked in a thread, since the first question runs the tools."""
@@ -150,7 +149,7 @@ def sweep_temp_files(config: Config) -> int:
 
 
 async def make_missing_thumbnails(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     pool: WorkerPool,
     *,
@@ -200,7 +199,7 @@ async def make_missing_thumbnails(
 
 
 async def retry_new_tools(
-    db: aiosqlite.Connection, config: Config, pool: WorkerPool, progress: Progress | None = None,
+    db: Connection, config: Config, pool: WorkerPool, progress: Progress | None = None,
 ) -> ThumbCounts:
     """Try again, by themselves, the files marked unsupported with other tools (or versions) than
     the ones there now: a new ffmpeg, exiftool installed. Cheap when there are none (an index of
@@ -214,7 +213,7 @@ async def retry_new_tools(
             "SELECT f.id, l.name, l.root, f.rel_path, f.duration FROM files f "
             "JOIN libraries l ON l.id = f.library_id "
             "WHERE f.thumb_state = 'unsupported' AND f.kind = ? AND f.thumb_tool IS NOT NULL "
-            "AND f.thumb_tool IS NOT ? ORDER BY f.id", (kind, now),
+            "AND f.thumb_tool <> COALESCE(?, '') ORDER BY f.id", (kind, now),
         ) as cur:
             async for row_id, lib_name, root, rel, duration in cur:
                 dest = thumbnail_path(config, lib_name, rel)
@@ -228,7 +227,7 @@ async def retry_new_tools(
 
 
 async def _make_thumbnails(
-    db: aiosqlite.Connection, pool: WorkerPool, tasks: list[ThumbTask], counts: ThumbCounts,
+    db: Connection, pool: WorkerPool, tasks: list[ThumbTask], counts: ThumbCounts,
     progress: Progress | None,
 ) -> None:
     """Run the tasks in the pool and record each outcome on its row, in batched transactions."""

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
 from imageapi.core.database import write
+from imageapi.core.db import Connection, Row, dialect
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
@@ -56,6 +55,13 @@ WALL_MAX_LIMIT = 1000
 # SQLite answers from that index.
 PREVIEW_KEY_SQL = "size || ':' || mtime_ns || ':' || rel_path"
 DUE_SQL = f"kind = 'video' AND preview_source IS NOT {PREVIEW_KEY_SQL}"
+# PostgreSQL's form, word for word its partial index's (postgres/migrations.py, migration 4).
+DUE_SQL_PG = ("kind = 'video' AND preview_source IS DISTINCT FROM "
+              "(size::text || ':' || mtime_ns::text || ':' || rel_path)")
+
+
+def due_sql(db: Connection) -> str:
+    return DUE_SQL_PG if dialect(db) == "postgresql" else DUE_SQL
 
 # (stage, done, total) progress callback, as the scan's.
 Progress = Callable[[str, int, int | None], None]
@@ -210,13 +216,13 @@ def _libs_sql(library_ids: list[int] | None, column: str = "f.library_id") -> tu
 
 
 async def due_previews(
-    db: aiosqlite.Connection, *, library_ids: list[int] | None = None, after_id: int = 0, limit: int = 64,
+    db: Connection, *, library_ids: list[int] | None = None, after_id: int = 0, limit: int = 64,
 ) -> list[Candidate]:
     """Videos whose previews are missing or stale, by id, after `after_id`."""
     libs, params = _libs_sql(library_ids, "+f.library_id")  # '+': walk the due index, not all videos
     sql = (f"SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id AS lib_id, l.name, l.root "
            f"FROM files f JOIN libraries l ON l.id = f.library_id "
-           f"WHERE {DUE_SQL} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # DUE_SQL's columns are files' own
+           f"WHERE {due_sql(db)} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # DUE_SQL's columns are files' own
     async with db.execute(sql, (after_id, *params, limit)) as cur:
         rows = await cur.fetchall()
     return [Candidate(r["id"], Library(r["lib_id"], r["name"], Path(r["root"])), r["rel_path"], r["size"],
@@ -231,11 +237,11 @@ class PreviewStatus:
     due: int
 
 
-async def preview_status(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> PreviewStatus:
+async def preview_status(db: Connection, library_ids: list[int] | None = None) -> PreviewStatus:
     libs, params = _libs_sql(library_ids)
     sql = (f"SELECT COUNT(*), "
-           f"SUM(f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL}), "
-           f"SUM(f.preview_state = 'failed' AND f.preview_source = {PREVIEW_KEY_SQL}) "
+           f"SUM(CASE WHEN f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL} THEN 1 ELSE 0 END), "
+           f"SUM(CASE WHEN f.preview_state = 'failed' AND f.preview_source = {PREVIEW_KEY_SQL} THEN 1 ELSE 0 END) "
            f"FROM files f WHERE f.kind = 'video'{libs}")
     async with db.execute(sql, params) as cur:
         row = await cur.fetchone()
@@ -243,22 +249,22 @@ async def preview_status(db: aiosqlite.Connection, library_ids: list[int] | None
     return PreviewStatus(videos, done, failed, videos - done - failed)
 
 
-async def record_done(db: aiosqlite.Connection, c: Candidate) -> None:
+async def record_done(db: Connection, c: Candidate) -> None:
     await write(db, "UPDATE files SET preview_state = 'done', preview_source = ?, preview_error = NULL "
                 "WHERE id = ?", (c.key, c.id))
 
 
-async def record_failed(db: aiosqlite.Connection, c: Candidate, error: str) -> None:
+async def record_failed(db: Connection, c: Candidate, error: str) -> None:
     await write(db, "UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
                 "WHERE id = ?", (c.key, safe_text(error), c.id))  # may quote a name that is not UTF-8
 
 
-async def mark_missing(db: aiosqlite.Connection, file_id: int) -> None:
+async def mark_missing(db: Connection, file_id: int) -> None:
     """A clip marked done whose file is gone (deleted by hand): due again."""
     await write(db, "UPDATE files SET preview_state = NULL, preview_source = NULL WHERE id = ?", (file_id,))
 
 
-async def retry_failed(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> int:
+async def retry_failed(db: Connection, library_ids: list[int] | None = None) -> int:
     """Put videos whose previews failed back in the backlog."""
     libs, params = _libs_sql(library_ids, "library_id")
     cur = await write(db, f"UPDATE files SET preview_state = NULL, preview_source = NULL, preview_error = NULL "
@@ -276,7 +282,7 @@ class PreviewReport:
 
 
 async def preview_pass(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     *,
     max_items: int | None = None,
@@ -341,7 +347,7 @@ _WALL_SORT = "taken_desc"  # the cursor format of imageapi.core.listing
 
 
 async def list_wall(
-    db: aiosqlite.Connection, lib: Library, *, folder: str = "", recursive: bool = True, limit: int = 100,
+    db: Connection, lib: Library, *, folder: str = "", recursive: bool = True, limit: int = 100,
     cursor: str | None = None,
 ) -> WallPage:
     """Videos of a folder (or its subtree), newest first (taken-at, then id), by keyset cursor."""
@@ -373,7 +379,7 @@ async def list_wall(
     return WallPage(items, next_cursor)
 
 
-def _wall_item(row: aiosqlite.Row) -> dict[str, Any]:
+def _wall_item(row: Row) -> dict[str, Any]:
     current = row["preview_source"] == row["current_key"]
     state = row["preview_state"] if current and row["preview_state"] else "pending"
     return {
