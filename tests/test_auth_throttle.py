@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from imageapi.core import users
+from imageapi.core.config import load_config
 from imageapi.core.db import connect
 from imageapi.core.throttle import DatabaseCounts, LoginThrottle, ThrottledError
 from imageapi.core.users import add_user, hash_password
@@ -41,12 +42,13 @@ Make = Callable[..., LoginThrottle]
 
 
 @pytest.fixture(params=["memory", "database"])
-async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Make]:
-    """LoginThrottle(...) with its counts in memory, or in a database's login_counts table."""
+async def make(request: pytest.FixtureRequest, env_dirs: dict[str, Path]) -> AsyncIterator[Make]:
+    """LoginThrottle(...) with its counts in memory, or in the login_counts table of the test's
+    database (PostgreSQL when the suite runs on it: IMAGEAPI_TEST_DATABASE=postgresql)."""
     if request.param == "memory":
         yield LoginThrottle
         return
-    db = await connect(tmp_path / "throttle.db")
+    db = await connect(load_config().database)
     try:
         yield lambda **kw: LoginThrottle(**kw, counts=DatabaseCounts(lambda: db))
     finally:

@@ -22,10 +22,13 @@ from typing import Any
 
 import pytest
 
+from imageapi.core.config import load_config
 from imageapi.core.database import write, write_many
 from imageapi.core.db import connect
 from imageapi.core.errors import LockedError
 from imageapi.core.lock import JobLock
+from imageapi.core.postgres.url import DatabaseSetting
+from tests import dbq
 from tests.media_factory import make_jpeg
 from tests.test_server_cli import SECRET, children_of, run, start_serve
 
@@ -121,6 +124,7 @@ def test_parallel_wrong_passwords_over_two_processes_get_the_free_checks_only(se
     assert call("POST", served + "/login", {"username": "bob", "password": PASSWORD})[0] == 200
 
 
+@pytest.mark.sqlite_only
 async def test_a_write_waits_for_an_open_read_of_its_connection_after_another_process_wrote(tmp_path: Path) -> None:
     """SQLite refuses BEGIN IMMEDIATE at once (SQLITE_BUSY_SNAPSHOT) while a read of the same
     connection is open on a snapshot another process has written past: two server processes
@@ -185,17 +189,22 @@ def test_a_logout_through_one_process_is_refused_by_every_process_within_a_secon
 
 HOLD = """
 import sys, time
-from pathlib import Path
+from imageapi.core.config import load_config
 from imageapi.core.lock import JobLock
-JobLock(Path(sys.argv[1]), sys.argv[2], lease=float(sys.argv[3]), machine=sys.argv[4] or None).acquire()
+JobLock(load_config().database, sys.argv[1], lease=float(sys.argv[2]), machine=sys.argv[3] or None).acquire()
 print("held", flush=True)
 time.sleep(600)
 """
 
 
-def hold(db: Path, job: str, lease: float, machine: str = "") -> subprocess.Popen[str]:
+def database() -> DatabaseSetting:
+    """The test's database (env_dirs): an SQLite file, or PostgreSQL (IMAGEAPI_TEST_DATABASE)."""
+    return load_config().database
+
+
+def hold(job: str, lease: float, machine: str = "") -> subprocess.Popen[str]:
     """Another process that takes the job lock and keeps it (renewing) until it is stopped."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(db), job, str(lease), machine],
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, job, str(lease), machine],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -203,7 +212,7 @@ def hold(db: Path, job: str, lease: float, machine: str = "") -> subprocess.Pope
     return proc
 
 
-def take_when_free(db: Path, lease: float, within: float) -> float:
+def take_when_free(db: DatabaseSetting, lease: float, within: float) -> float:
     """Try the lock until it is ours; seconds it took."""
     start = time.monotonic()
     while True:
@@ -218,11 +227,11 @@ def take_when_free(db: Path, lease: float, within: float) -> float:
 
 def test_a_holder_on_another_host_killed_with_sigkill_loses_the_lock_after_its_lease(
         env_dirs: dict[str, Path], cli_env: dict[str, str]) -> None:
-    db = env_dirs["data"] / "imageapi.db"
+    db = database()
     photos = env_dirs["tmp"] / "photos"
     make_jpeg(photos / "a.jpg", seed=1)
     env = {**cli_env, "JOB_LEASE_SECONDS": "2"}
-    holder = hold(db, "imageapi watch", 2.0, machine="another host")
+    holder = hold("imageapi watch", 2.0, machine="another host")
     try:
         time.sleep(2.5)  # longer than the lease: the heartbeat keeps it
         res = run(["scan", "--full", str(photos)], env)
@@ -237,13 +246,13 @@ def test_a_holder_on_another_host_killed_with_sigkill_loses_the_lock_after_its_l
     assert taken >= 1.0, "taken over before the lease ran out"
     assert taken <= 3.0
     assert run(["scan", "--full", str(photos)], env).returncode == 0
-    with sqlite3.connect(db) as conn:
+    with dbq.connect(env_dirs["data"] / "imageapi.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM job_leases").fetchone()[0] == 0  # released at the end
 
 
 def test_a_holder_on_this_machine_killed_with_sigkill_loses_the_lock_at_once(env_dirs: dict[str, Path]) -> None:
-    db = env_dirs["data"] / "imageapi.db"
-    holder = hold(db, "imageapi watch", 30.0)
+    db = database()
+    holder = hold("imageapi watch", 30.0)
     with pytest.raises(LockedError):
         JobLock(db, "imageapi scan --full").acquire()
     holder.kill()
@@ -252,8 +261,8 @@ def test_a_holder_on_this_machine_killed_with_sigkill_loses_the_lock_at_once(env
 
 
 def test_a_frozen_holder_loses_the_lock_after_its_lease_and_stops_when_it_wakes(env_dirs: dict[str, Path]) -> None:
-    db = env_dirs["data"] / "imageapi.db"
-    holder = hold(db, "imageapi watch", 2.0)
+    db = database()
+    holder = hold("imageapi watch", 2.0)
     try:
         os.kill(holder.pid, signal.SIGSTOP)  # alive (its pid is there) but renewing nothing
         stopped = time.monotonic()

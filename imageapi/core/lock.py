@@ -36,6 +36,7 @@ from types import TracebackType
 from imageapi.core.database import Database
 from imageapi.core.db import Connection, connect
 from imageapi.core.errors import LockedError
+from imageapi.core.postgres.url import DatabaseSetting
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +172,10 @@ class JobLock:
     `host` and `machine` default to this one's (a test passes another to stand in for a second
     host, whose pids mean nothing here)."""
 
-    def __init__(self, database_path: Path, job: str, *, lease: float = LEASE_SECONDS, name: str = JOBS,
+    def __init__(self, database: Path | DatabaseSetting, job: str, *, lease: float = LEASE_SECONDS, name: str = JOBS,
                  on_lost: Callable[[], None] = _stop_process, host: str | None = None,
                  machine: str | None = None) -> None:
-        self.database_path = database_path
+        self.database = database
         self.job = job
         self.lease = lease
         self.name = name
@@ -220,7 +221,7 @@ class JobLock:
     async def _hold(self, started: Future[None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        conn = await connect(self.database_path)
+        conn = await connect(self.database)
         try:
             lease = Lease(conn, self.name, self.job, self.lease, host=self._host, machine=self._machine)
             await lease.take()
