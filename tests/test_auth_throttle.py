@@ -138,6 +138,31 @@ async def test_counts_are_forgotten_after_a_quiet_while(make: Make) -> None:
     await fail(t, "a", "y")
 
 
+async def test_the_database_deletes_forgotten_counts(env_dirs: dict[str, Path]) -> None:
+    """The login_counts table keeps only counts that are not forgotten: it stays small."""
+    db = await connect(load_config().database)
+    try:
+        clock = Clock()
+        t = LoginThrottle(free=2, free_shared=3, max_delay=60, forget_after=3600, clock=clock,
+                          counts=DatabaseCounts(lambda: db))
+
+        async def rows() -> int:
+            async with db.execute("SELECT COUNT(*) FROM login_counts") as cur:
+                return int((await cur.fetchone())[0])
+
+        for i in range(50):
+            await fail(t, f"10.0.{i}.1", f"user{i}")
+        assert await rows() == 150
+        clock.now += 1800
+        await fail(t, "10.1.0.1", "late")
+        assert await rows() == 153
+        clock.now += 1801  # the first 50 attempts' counts are forgotten, the last one's are not
+        await fail(t, "10.1.0.2", "later")
+        assert await rows() == 6
+    finally:
+        await db.close()
+
+
 async def test_parallel_wrong_passwords_are_not_all_checked(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
