@@ -193,6 +193,11 @@ class JobLock:
         try:
             started.result(START_TIMEOUT)
         except BaseException:
+            if self._loop is not None and self._stop is not None:  # timed out: give it back if it comes
+                try:
+                    self._loop.call_soon_threadsafe(self._stop.set)
+                except RuntimeError:
+                    pass  # the loop has ended
             self._thread.join(START_TIMEOUT)
             self._thread = None
             raise
