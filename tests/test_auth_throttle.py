@@ -1,19 +1,22 @@
 # ruff: noqa: F811  (pytest fixtures imported from tests.test_server_support are parameters here)
 """The login throttle (imageapi/core/throttle.py): counted per address and name, per address and
 per name; an attempt is reserved before its password is checked, so guesses sent at once are
-throttled like guesses sent one by one; a success lifts only its own (address, name) count."""
+throttled like guesses sent one by one; a success lifts only its own (address, name) count. The
+rules are checked with the counts in memory and in the database (the server's store)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from imageapi.core import users
+from imageapi.core.config import load_config
 from imageapi.core.db import connect
-from imageapi.core.throttle import LoginThrottle, ThrottledError
+from imageapi.core.throttle import DatabaseCounts, LoginThrottle, ThrottledError
 from imageapi.core.users import add_user, hash_password
 from imageapi.server.keys import THROTTLE
 from tests.test_server_support import (  # noqa: F401  (fixtures)
@@ -35,13 +38,30 @@ class Clock:
         return self.now
 
 
+Make = Callable[..., LoginThrottle]
+
+
+@pytest.fixture(params=["memory", "database"])
+async def make(request: pytest.FixtureRequest, env_dirs: dict[str, Path]) -> AsyncIterator[Make]:
+    """LoginThrottle(...) with its counts in memory, or in the login_counts table of the test's
+    database (PostgreSQL when the suite runs on it: IMAGEAPI_TEST_DATABASE=postgresql)."""
+    if request.param == "memory":
+        yield LoginThrottle
+        return
+    db = await connect(load_config().database)
+    try:
+        yield lambda **kw: LoginThrottle(**kw, counts=DatabaseCounts(lambda: db))
+    finally:
+        await db.close()
+
+
 async def fail(t: LoginThrottle, addr: str, name: str) -> None:
     await t.release(await t.reserve(addr, name), ok=False)
 
 
-async def test_backoff_grows_and_a_success_resets_its_own_count() -> None:
+async def test_backoff_grows_and_a_success_resets_its_own_count(make: Make) -> None:
     clock = Clock()
-    t = LoginThrottle(free=2, max_delay=60, clock=clock)
+    t = make(free=2, max_delay=60, clock=clock)
     await fail(t, "a", "alice")
     await fail(t, "a", "alice")   # 2nd failure: wait 1 s
     clock.now += 0.5
@@ -67,8 +87,8 @@ async def test_backoff_grows_and_a_success_resets_its_own_count() -> None:
     assert exc.value.retry_after == 60  # at most max_delay
 
 
-async def test_attempts_in_flight_count() -> None:
-    t = LoginThrottle(free=5)
+async def test_attempts_in_flight_count(make: Make) -> None:
+    t = make(free=5)
     held = [await t.reserve("a", "alice") for _ in range(5)]
     with pytest.raises(ThrottledError):
         await t.reserve("a", "alice")
@@ -78,9 +98,9 @@ async def test_attempts_in_flight_count() -> None:
         await t.reserve("a", "alice")
 
 
-async def test_a_success_by_one_user_does_not_lift_anothers_lockout() -> None:
+async def test_a_success_by_one_user_does_not_lift_anothers_lockout(make: Make) -> None:
     clock = Clock()
-    t = LoginThrottle(free=5, clock=clock)
+    t = make(free=5, clock=clock)
     for _ in range(4):
         await fail(t, "a", "alice")
     for _ in range(3):
@@ -91,9 +111,9 @@ async def test_a_success_by_one_user_does_not_lift_anothers_lockout() -> None:
     await t.release(await t.reserve("a", "bob"), ok=True)  # bob is not locked out by alice's failures
 
 
-async def test_one_address_guessing_many_names_and_many_addresses_guessing_one_name() -> None:
+async def test_one_address_guessing_many_names_and_many_addresses_guessing_one_name(make: Make) -> None:
     clock = Clock()
-    t = LoginThrottle(free=5, free_shared=20, clock=clock)
+    t = make(free=5, free_shared=20, clock=clock)
     for i in range(20):
         await fail(t, "spray", f"user{i}")
     with pytest.raises(ThrottledError):
@@ -106,9 +126,9 @@ async def test_one_address_guessing_many_names_and_many_addresses_guessing_one_n
     await fail(t, "10.0.1.1", "bob")
 
 
-async def test_counts_are_forgotten_after_a_quiet_while() -> None:
+async def test_counts_are_forgotten_after_a_quiet_while(make: Make) -> None:
     clock = Clock()
-    t = LoginThrottle(free=2, free_shared=3, max_delay=60, forget_after=3600, clock=clock)
+    t = make(free=2, free_shared=3, max_delay=60, forget_after=3600, clock=clock)
     for i in range(3):
         clock.now += 61
         await fail(t, "a", f"x{i}")
@@ -116,6 +136,31 @@ async def test_counts_are_forgotten_after_a_quiet_while() -> None:
         await t.reserve("a", "y")
     clock.now += 3600
     await fail(t, "a", "y")
+
+
+async def test_the_database_deletes_forgotten_counts(env_dirs: dict[str, Path]) -> None:
+    """The login_counts table keeps only counts that are not forgotten: it stays small."""
+    db = await connect(load_config().database)
+    try:
+        clock = Clock()
+        t = LoginThrottle(free=2, free_shared=3, max_delay=60, forget_after=3600, clock=clock,
+                          counts=DatabaseCounts(lambda: db))
+
+        async def rows() -> int:
+            async with db.execute("SELECT COUNT(*) FROM login_counts") as cur:
+                return int((await cur.fetchone())[0])
+
+        for i in range(50):
+            await fail(t, f"10.0.{i}.1", f"user{i}")
+        assert await rows() == 150
+        clock.now += 1800
+        await fail(t, "10.1.0.1", "late")
+        assert await rows() == 153
+        clock.now += 1801  # the first 50 attempts' counts are forgotten, the last one's are not
+        await fail(t, "10.1.0.2", "later")
+        assert await rows() == 6
+    finally:
+        await db.close()
 
 
 async def test_parallel_wrong_passwords_are_not_all_checked(
@@ -172,11 +217,11 @@ async def test_another_users_login_does_not_reset_a_count(server: Server) -> Non
     assert r.status == 200
 
 
-async def test_a_user_name_is_counted_whatever_its_case(tmp_path: Path) -> None:
+async def test_a_user_name_is_counted_whatever_its_case(tmp_path: Path, make: Make) -> None:
     db = await connect(tmp_path / "db.sqlite")
     try:
         await add_user(db, "alice", hash_password(PASSWORD))
-        t = LoginThrottle(free=3)
+        t = make(free=3)
         for name in ("alice", "ALICE", "Alice"):
             with pytest.raises(users.BadCredentialsError):
                 await users.login(db, t, "a", name, "wrong password")
@@ -187,8 +232,8 @@ async def test_a_user_name_is_counted_whatever_its_case(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_an_ipv6_64_is_one_address() -> None:
-    t = LoginThrottle(free=5, free_shared=20)
+async def test_an_ipv6_64_is_one_address(make: Make) -> None:
+    t = make(free=5, free_shared=20)
     for i in range(5):
         await fail(t, f"2001:db8:1:2::{i + 1:x}", "alice")
     for addr in ("2001:db8:1:2:ffff:1:2:3", "2001:DB8:1:2::99", "2001:db8:1:2::1%eth0"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imageapi.core.config import load_config
 from imageapi.core.lock import JobLock
 from tests import dbq
 from tests.media_factory import make_jpeg
@@ -94,8 +95,7 @@ def test_exit_codes(env: dict[str, str], photos: Path, env_dirs: dict[str, Path]
 
 
 def test_second_overlapping_run_is_refused(env: dict[str, str], photos: Path, env_dirs: dict[str, Path]) -> None:
-    db_path = env_dirs["data"] / "imageapi.db"
-    with JobLock(db_path, "imageapi scan --full"):
+    with JobLock(load_config().database, "imageapi scan --full"):  # the test's database, either kind
         res = imageapi("scan", "--full", str(photos), env=env)
     assert res.returncode == 3
     assert "another imageapi run" in res.stderr and "scan --full" in res.stderr

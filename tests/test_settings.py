@@ -50,6 +50,7 @@ BAD: dict[str, list[str]] = {
     "VIDEO_PREVIEWS_MAX_PER_TICK": ["-1", "eight", "99999999", *INT_BAD],
     "TOKEN_TTL": ["bad", "0", "-1d", "7x", "nan", "inf", "1e999", "99999w", "0s", "d", "7 days"],
     "SERVE_PROCESSES": ["0", "65", "two", *INT_BAD],
+    "JOB_LEASE_SECONDS": ["0.5", "3601", *SECONDS_BAD],
     "APOLLO_FACE_API_BASE_URL": URL_BAD,
     "APOLLO_API_BASE_URL": URL_BAD[::-1],
     "FACE_HASH_BACKFILL_MAX_PER_TICK": ["0", *INT_BAD],

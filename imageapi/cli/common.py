@@ -218,9 +218,9 @@ def job_lock(cfg: Config, job: str) -> Iterator[None]:
     from imageapi.core.lock import JobLock
 
     try:
-        lock = JobLock(cfg.database_path, job).acquire()
-    except errors.LockedError as exc:
-        fail(exc.message, EXIT_LOCKED)
+        lock = JobLock(cfg.database, job, lease=cfg.job_lease).acquire()
+    except errors.ImageapiError as exc:  # LockedError: exit 3; the database unusable: its own code
+        fail(exc.message, exit_code_for(exc))
     try:
         yield
     finally:

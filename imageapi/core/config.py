@@ -88,6 +88,7 @@ class Config:
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     watch_quick_interval: float = 60.0
     watch_full_interval: float = 3600.0
+    job_lease: float = 30.0  # JOB_LEASE_SECONDS: a dead job lock holder's lock is free after this
     thumb_size: int = 400
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     video: VideoSettings = field(default_factory=VideoSettings)
@@ -234,6 +235,7 @@ def load_config(
         ignore_patterns=parse_list(ignore_raw, strip="/") if ignore_raw is not None else DEFAULT_IGNORE,
         watch_quick_interval=_interval(env, "WATCH_QUICK_INTERVAL_SECONDS", 60.0),
         watch_full_interval=_interval(env, "WATCH_FULL_INTERVAL_SECONDS", 3600.0),
+        job_lease=env_number(env, "JOB_LEASE_SECONDS", 30.0, minimum=1.0, maximum=3600.0, unit=" of seconds"),
         thumb_size=env_int(env, "THUMBNAIL_SIZE", 400, maximum=MAX_THUMB_SIZE),
         workers=env_int(env, "WORKERS", os.cpu_count() or 1, maximum=MAX_WORKERS),
         video=VideoSettings(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from imageapi.core.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 Params = Sequence[object]
+SNAPSHOT_WAIT = 5.0  # seconds a BEGIN waits for this connection's own open reads (_begin_immediate)
 
 
 class Database:
@@ -150,7 +152,7 @@ class Database:
             return
         await self._lock.acquire()
         try:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self._begin_immediate()
         except BaseException as exc:
             if not isinstance(exc, sqlite3.Error):
                 # Cancelled while the BEGIN was queued: it may still run on the connection's thread,
@@ -160,6 +162,21 @@ class Database:
             self._raise_as_core(exc)
             raise
         self._owner, self._depth, self._doomed = task, 1, None
+
+    async def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE. SQLite refuses it at once, without waiting (SQLITE_BUSY_SNAPSHOT), while
+        another task's read on this connection is still open on a snapshot that another process
+        has committed past (two server processes writing login counts do that often); such a read
+        ends soon, so the BEGIN is tried again for up to SNAPSHOT_WAIT seconds."""
+        deadline = time.monotonic() + SNAPSHOT_WAIT
+        while True:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT" or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.005)
 
     async def _end(self, exc: BaseException | None) -> None:
         if self._depth > 1:

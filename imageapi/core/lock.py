@@ -1,47 +1,266 @@
 """The job lock: one long-running writer (scan, thumbs, drain, watch, serve) per database.
 
-A second run (cron firing while the last one is still going) fails at once with LockedError
-instead of both working. flock is released by the kernel when the process dies, even on kill -9.
+A second run (cron firing while the last one is still going, or the same command on another host)
+fails at once with LockedError instead of both working.
+
+The lock is a lease row in the database (`job_leases`), so it holds across processes and hosts,
+on SQLite as on PostgreSQL: the holder (its host, pid and a random id) and when the lease runs out.
+A heartbeat thread pushes the expiry on every third of the lease while the lock is held; release
+deletes the row. A holder that is killed (kill -9) or cut off from the database stops renewing, and
+the next run takes the lock over once the lease has run out (`JOB_LEASE_SECONDS`, 30 s by default).
+A holder on this same machine whose process is gone is taken over at once (as the kernel dropped a
+flock at a kill -9): "this machine" is the same kernel boot and pid namespace, where its pid means
+the same process. A holder that finds its lease taken over (it was cut off for longer than the
+lease) has lost the right to write: `on_lost` is called, by default stopping the process (SIGTERM).
+
+Expiry times are wall-clock unix seconds: hosts sharing a database keep their clocks in sync
+(NTP); a skew well under the lease does no harm.
 """
 
 from __future__ import annotations
 
-import fcntl
+import asyncio
+import logging
 import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from imageapi.core.database import Database
+from imageapi.core.db import Connection, connect
 from imageapi.core.errors import LockedError
+from imageapi.core.postgres.url import DatabaseSetting
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+JOBS = "jobs"  # the one lease every long-running writer of a database takes
+START_TIMEOUT = 60.0  # seconds to open the database and take (or be refused) the lease
+
+
+@dataclass(frozen=True)
+class Holder:
+    holder: str
+    host: str
+    machine: str
+    pid: int
+    job: str
+    expires_at: float
+
+
+def machine_id() -> str:
+    """Where a pid names one process: this kernel boot and this pid namespace."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = socket.gethostname()
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    return f"{boot}/{pidns}"
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process of this machine has that pid (a zombie is gone too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's process: there
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"
+
+
+def _stop_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def holder_of(conn: Connection, name: str) -> Holder | None:
+    async with conn.execute("SELECT holder, host, machine, pid, job, expires_at FROM job_leases WHERE name = ?",
+                            (name,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return Holder(str(row[0]), str(row[1]), str(row[2]), int(row[3]), str(row[4]), float(row[5]))
+
+
+class Lease:
+    """The lease `name` in a database, taken and renewed through one connection (async)."""
+
+    def __init__(self, conn: Connection, name: str, job: str, lease: float, *, host: str | None = None,
+                 machine: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.conn = conn
+        self.name = name
+        self.job = job
+        self.lease = lease
+        self.me = Holder(secrets.token_hex(16), host or socket.gethostname(), machine or machine_id(), os.getpid(),
+                         job, 0.0)
+        self._clock = clock
+        self.expires_at = 0.0
+
+    def _takeable(self, found: Holder | None, now: float) -> bool:
+        if found is None or found.holder == self.me.holder or found.expires_at <= now:
+            return True
+        return found.machine == self.me.machine and found.pid != os.getpid() and process_gone(found.pid)
+
+    async def take(self) -> None:
+        """Take the lease, or raise LockedError naming its live holder. One write transaction:
+        the row is swapped only if it still names the holder seen (a compare-and-set, so two
+        takers at once cannot both win, on either database)."""
+        me = self.me
+        async with Database.of(self.conn).transaction():
+            now = self._clock()
+            found = await holder_of(self.conn, self.name)
+            if not self._takeable(found, now):
+                assert found is not None
+                raise self._busy(found)
+            expires = now + self.lease
+            values = (self.name, me.holder, me.host, me.machine, me.pid, me.job, expires)
+            if found is None:
+                await self.conn.execute(
+                    "INSERT INTO job_leases (name, holder, host, machine, pid, job, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING", values)
+            else:
+                await self.conn.execute(
+                    "UPDATE job_leases SET holder = ?, host = ?, machine = ?, pid = ?, job = ?, expires_at = ? "
+                    "WHERE name = ? AND holder = ?", (*values[1:], self.name, found.holder))
+            now_held = await holder_of(self.conn, self.name)
+        if now_held is None or now_held.holder != me.holder:
+            raise self._busy(now_held or found or me)
+        if found is not None and found.holder != me.holder:
+            log.warning("took over the job lock from %s (pid %d on %s), whose lease had run out or whose "
+                        "process is gone", found.job, found.pid, found.host)
+        self.expires_at = expires
+
+    async def renew(self) -> bool:
+        """Push the expiry on; False when the lease is no longer this holder's."""
+        async with Database.of(self.conn).transaction():
+            expires = self._clock() + self.lease
+            await self.conn.execute("UPDATE job_leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                                    (expires, self.name, self.me.holder))
+            found = await holder_of(self.conn, self.name)
+        if found is None or found.holder != self.me.holder:
+            return False
+        self.expires_at = expires
+        return True
+
+    async def give_back(self) -> None:
+        await Database.of(self.conn).write("DELETE FROM job_leases WHERE name = ? AND holder = ?",
+                                           (self.name, self.me.holder))
+
+    def _busy(self, found: Holder) -> LockedError:
+        return LockedError(
+            f"another imageapi run ({found.job}, pid {found.pid} on {found.host}) is already working on "
+            f"this database; try again when it has finished")
 
 
 class JobLock:
-    def __init__(self, database_path: Path, job: str) -> None:
-        self.path = database_path.with_name(database_path.name + ".lock")
+    """The job lock of a database (sync, for the CLI): `acquire` takes the lease or raises
+    LockedError; while held, a thread renews it; `release` gives it back. See the module doc.
+    `host` and `machine` default to this one's (a test passes another to stand in for a second
+    host, whose pids mean nothing here)."""
+
+    def __init__(self, database: Path | DatabaseSetting, job: str, *, lease: float = LEASE_SECONDS, name: str = JOBS,
+                 on_lost: Callable[[], None] = _stop_process, host: str | None = None,
+                 machine: str | None = None) -> None:
+        self.database = database
         self.job = job
-        self._fd: int | None = None
+        self.lease = lease
+        self.name = name
+        self.on_lost = on_lost
+        self._host, self._machine = host, machine
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
     def acquire(self) -> JobLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=f"job lock {self.name}",
+                                        daemon=True)
+        self._thread.start()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LockedError(
-                f"another imageapi run ({holder}) is already working on {self.path.with_suffix('')}; "
-                "try again when it has finished"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, {self.job}".encode())
-        self._fd = fd
+            started.result(START_TIMEOUT)
+        except BaseException:
+            if self._loop is not None and self._stop is not None:  # timed out: give it back if it comes
+                try:
+                    self._loop.call_soon_threadsafe(self._stop.set)
+                except RuntimeError:
+                    pass  # the loop has ended
+            self._thread.join(START_TIMEOUT)
+            self._thread = None
+            raise
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None or loop is None or stop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:
+            pass  # the loop has ended (the lease was lost)
+        thread.join(START_TIMEOUT)
+        self._thread = None
+
+    def _run(self, started: Future[None]) -> None:
+        try:
+            asyncio.run(self._hold(started))
+        except BaseException as exc:  # reported through `started` when it was not yet
+            if not started.done():
+                started.set_exception(exc)
+            else:
+                log.warning("job lock %s: %s", self.name, exc)
+
+    async def _hold(self, started: Future[None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        conn = await connect(self.database)
+        try:
+            lease = Lease(conn, self.name, self.job, self.lease, host=self._host, machine=self._machine)
+            await lease.take()
+            started.set_result(None)
+            if await self._heartbeat(lease):
+                await lease.give_back()
+        finally:
+            await conn.close()
+
+    async def _heartbeat(self, lease: Lease) -> bool:
+        """Renew every third of the lease until released (True) or the lease is lost (False).
+        A renewal that fails (the database out of reach) is tried again each second until the
+        lease has run out."""
+        assert self._stop is not None
+        every = self.lease / 3
+        wait = every
+        while True:
+            try:
+                await asyncio.wait_for(self._stop.wait(), wait)
+                return True
+            except TimeoutError:
+                pass
+            try:
+                held = await asyncio.wait_for(lease.renew(), max(0.1, lease.expires_at - time.time()))
+                wait = every
+            except Exception as exc:  # out of reach (or timed out): try again while the lease lasts
+                held = time.time() < lease.expires_at
+                log.warning("could not renew the job lock (%s): %s", self.job, str(exc) or type(exc).__name__)
+                wait = min(1.0, every)
+            if not held:
+                log.error("the job lock was lost (%s): the database could not be reached for longer than the "
+                          "lease (%.0f s), and another run may have taken over; stopping", self.job, self.lease)
+                self.on_lost()
+                return False
 
     def __enter__(self) -> JobLock:
         return self.acquire()
@@ -50,12 +269,3 @@ class JobLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        text = os.read(fd, 200).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "unknown process"

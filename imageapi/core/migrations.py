@@ -3,7 +3,7 @@
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
-file names, 11 tag keys, 12 browser sessions.
+file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases.
 """
 
 from __future__ import annotations
@@ -377,3 +377,26 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_expiry ON sessions(expires_at);
 """
 MIGRATIONS.append(Migration(12, "sessions", SESSIONS))
+
+# 13: state every server process and host shares through the database. The login throttle's counts
+# (imageapi.core.throttle), and the job lock's lease (imageapi.core.lock), which replaces a flock
+# next to the database file (a flock works neither for PostgreSQL nor across hosts).
+SHARED_STATE = """
+CREATE TABLE login_counts (
+    id            TEXT PRIMARY KEY,      -- what is counted: an address and a name, an address, a name
+    failures      INTEGER NOT NULL,      -- failed and reserved attempts
+    not_before    REAL NOT NULL,         -- unix seconds: no attempt of this count is checked before
+    last_failure  REAL NOT NULL          -- unix seconds
+) WITHOUT ROWID;
+CREATE INDEX login_counts_by_last ON login_counts(last_failure);
+CREATE TABLE job_leases (
+    name        TEXT PRIMARY KEY,        -- what is locked
+    holder      TEXT NOT NULL,           -- random, one per acquisition
+    host        TEXT NOT NULL,           -- the holder's host name (for messages)
+    machine     TEXT NOT NULL,           -- kernel boot and pid namespace: where `pid` means something
+    pid         INTEGER NOT NULL,
+    job         TEXT NOT NULL,           -- the command holding it
+    expires_at  REAL NOT NULL            -- unix seconds; pushed on by the holder's heartbeat
+) WITHOUT ROWID;
+"""
+MIGRATIONS.append(Migration(13, "shared_state", SHARED_STATE))

@@ -11,24 +11,36 @@ count nobody has failed for `forget_after` seconds is forgotten. An IPv6 address
 its /64: one host or household gets a whole /64, and counting single addresses would give it 2**64
 fresh counts.
 
-The counts live in this process's memory: `reserve` and `release` hold no await, which makes
-each atomic here; they are awaitables so a store shared between processes can take their place.
+Where the counts live is a `Counts` store: `DatabaseCounts` (the `login_counts` table) is what the
+server uses, so every server process and host sees the same counts: twenty guesses spread over
+several processes still get no more than the free checks, and a lockout holds everywhere. Each
+reserve and release is one short write transaction that reads the attempt's counts and writes
+them back (SQLite's write lock, PostgreSQL's advisory lock `THROTTLE_LOCK` make it atomic
+across processes); rows past `forget_after` are deleted on the way, so the table stays small.
+`MemoryCounts` keeps them in this process alone (tests, tools). Times are wall-clock unix seconds,
+which every process and host shares (hosts keep their clocks in sync, e.g. with NTP).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
+from imageapi.core.database import Database
+from imageapi.core.db import Connection, dialect
 from imageapi.core.errors import ImageapiError
 
 # Password checks cost ~50 ms of CPU each: at most this many at once, in threads.
 CHECK_SLOTS = 2
+# PostgreSQL: the transaction-level advisory lock that serializes the throttle's read-and-write.
+THROTTLE_LOCK = 0x1A9E_0013
 
 
 class ThrottledError(ImageapiError):
@@ -63,10 +75,86 @@ def client_key(addr: str) -> str:
 
 
 @dataclass
-class _Count:
+class Count:
     failures: int
-    not_before: float  # no attempt of this count is checked before this (monotonic seconds)
+    not_before: float  # no attempt of this count is checked before this (unix seconds)
     last: float        # when a failure was last added
+
+
+# The current counts of an attempt's keys (a forgotten or missing one is absent) -> what to write:
+# a Count to store, None to delete. May raise (ThrottledError) to change nothing.
+Change = Callable[[dict[str, Count]], dict[str, Count | None]]
+
+
+def forgotten(count: Count, now: float, forget_after: float) -> bool:
+    return now >= count.not_before and now - count.last >= forget_after
+
+
+class Counts(Protocol):
+    async def change(self, keys: tuple[str, ...], now: float, forget_after: float, change: Change) -> None:
+        """Read the counts of `keys`, apply `change`, write its result: atomically."""
+
+
+class MemoryCounts:
+    """The counts in this process's memory, at most `max_entries` (the least recently used go).
+    `change` holds no await, which makes it atomic here."""
+
+    def __init__(self, max_entries: int = 30_000) -> None:
+        self.max_entries = max_entries
+        self._counts: OrderedDict[str, Count] = OrderedDict()
+
+    async def change(self, keys: tuple[str, ...], now: float, forget_after: float, change: Change) -> None:
+        current: dict[str, Count] = {}
+        for key in keys:
+            count = self._counts.get(key)
+            if count is not None and forgotten(count, now, forget_after):
+                del self._counts[key]
+            elif count is not None:
+                current[key] = replace(count)
+        for key, new in change(current).items():
+            self._counts.pop(key, None)
+            if new is not None:
+                self._counts[key] = new
+        while len(self._counts) > self.max_entries:
+            self._counts.popitem(last=False)
+
+
+class DatabaseCounts:
+    """The counts in the `login_counts` table, shared by every process on the database. `conn`
+    gives the connection when a change is made (the server's is opened after this is made)."""
+
+    def __init__(self, conn: Callable[[], Connection]) -> None:
+        self._conn = conn
+
+    async def change(self, keys: tuple[str, ...], now: float, forget_after: float, change: Change) -> None:
+        conn = self._conn()
+        async with Database.of(conn).transaction():
+            if dialect(conn) == "postgresql":
+                await conn.execute(f"SELECT pg_advisory_xact_lock({THROTTLE_LOCK})")
+            # Forget what nobody has failed for a while (the index on last_failure finds it).
+            await conn.execute("DELETE FROM login_counts WHERE last_failure <= ? AND not_before <= ?",
+                               (now - forget_after, now))
+            marks = ", ".join("?" * len(keys))
+            async with conn.execute(f"SELECT id, failures, not_before, last_failure FROM login_counts "
+                                    f"WHERE id IN ({marks})", keys) as cur:
+                rows = await cur.fetchall()
+            current = {str(r[0]): Count(int(r[1]), float(r[2]), float(r[3])) for r in rows}
+            for key, new in change(current).items():
+                if new is None:
+                    await conn.execute("DELETE FROM login_counts WHERE id = ?", (key,))
+                else:
+                    await conn.execute(
+                        "INSERT INTO login_counts (id, failures, not_before, last_failure) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET failures = excluded.failures, "
+                        "not_before = excluded.not_before, last_failure = excluded.last_failure",
+                        (key, new.failures, new.not_before, new.last))
+
+
+def count_keys(addr: str, name: str) -> tuple[str, str, str]:
+    """The counts an attempt goes to: (address, name), address, name. JSON inside: no separator a
+    name could hold, and no NUL (which PostgreSQL's text cannot)."""
+    addr = client_key(addr)
+    return ("p" + json.dumps([addr, name]), "a" + json.dumps(addr), "u" + json.dumps(name))
 
 
 class LoginThrottle:
@@ -77,48 +165,44 @@ class LoginThrottle:
         max_delay: float = 300.0,
         forget_after: float = 3600.0,
         max_entries: int = 30_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        counts: Counts | None = None,
     ) -> None:
-        """`free` failures per address and name, `free_shared` per address and per name."""
+        """`free` failures per address and name, `free_shared` per address and per name; the counts
+        in `counts` (default: this process's memory, at most `max_entries`)."""
         self.free = free
         self.free_shared = free_shared
         self.max_delay = max_delay
         self.forget_after = forget_after
-        self.max_entries = max_entries
         self._clock = clock
-        self._counts: OrderedDict[str, _Count] = OrderedDict()
+        self.counts: Counts = counts if counts is not None else MemoryCounts(max_entries)
         self.check_slots = asyncio.Semaphore(CHECK_SLOTS)
 
     def _delay(self, key: str, failures: int) -> float:
         free = self.free if key.startswith("p") else self.free_shared
         return 0.0 if failures < free else min(self.max_delay, 2.0 ** (failures - free))
 
-    def _get(self, key: str, now: float) -> _Count | None:
-        count = self._counts.get(key)
-        if count is not None and now >= count.not_before and now - count.last >= self.forget_after:
-            del self._counts[key]
-            return None
-        return count
-
     async def reserve(self, addr: str, name: str) -> Attempt:
         """Count an attempt by `addr` for the user name `name`, or raise ThrottledError while any
         of its counts must wait. The caller bounds `name` (users.login: a name that cannot be a
         user's is counted as one)."""
         now = self._clock()
-        addr = client_key(addr)
-        keys = (f"p\0{addr}\0{name}", f"a\0{addr}", f"u\0{name}")
-        waits = [c.not_before - now for c in (self._get(k, now) for k in keys) if c is not None]
-        wait = max(waits, default=0.0)
-        if wait > 0:
-            raise ThrottledError(max(1, math.ceil(wait)))
-        for key in keys:
-            count = self._counts.pop(key, None) or _Count(0, 0.0, now)
-            count.failures += 1
-            count.not_before = now + self._delay(key, count.failures)
-            count.last = now
-            self._counts[key] = count
-        while len(self._counts) > self.max_entries:
-            self._counts.popitem(last=False)
+        keys = count_keys(addr, name)
+
+        def add(current: dict[str, Count]) -> dict[str, Count | None]:
+            wait = max((c.not_before - now for c in current.values()), default=0.0)
+            if wait > 0:
+                raise ThrottledError(max(1, math.ceil(wait)))
+            out: dict[str, Count | None] = {}
+            for key in keys:
+                count = current.get(key) or Count(0, 0.0, now)
+                count.failures += 1
+                count.not_before = now + self._delay(key, count.failures)
+                count.last = now
+                out[key] = count
+            return out
+
+        await self.counts.change(keys, now, self.forget_after, add)
         return Attempt(keys)
 
     async def release(self, attempt: Attempt, ok: bool) -> None:
@@ -126,20 +210,24 @@ class LoginThrottle:
         a success clears its (address, name) count and takes itself back from the others."""
         now = self._clock()
         pair, *shared = attempt.keys
-        if ok:
-            self._counts.pop(pair, None)
-            for key in shared:
-                count = self._counts.get(key)
-                if count is not None:
-                    count.failures -= 1
-                    if count.failures < self.free_shared:
-                        count.not_before = 0.0  # its own reservation may have set the wait
-                    if count.failures <= 0:
-                        del self._counts[key]
-            return
-        for key in attempt.keys:
-            count = self._counts.get(key)
-            if count is None:  # forgotten meanwhile (evicted): it still failed
-                count = self._counts[key] = _Count(1, 0.0, now)
-            count.not_before = max(count.not_before, now + self._delay(key, count.failures))
-            count.last = now
+
+        def settle(current: dict[str, Count]) -> dict[str, Count | None]:
+            out: dict[str, Count | None] = {}
+            if ok:
+                out[pair] = None
+                for key in shared:
+                    count = current.get(key)
+                    if count is not None:
+                        count.failures -= 1
+                        if count.failures < self.free_shared:
+                            count.not_before = 0.0  # its own reservation may have set the wait
+                        out[key] = count if count.failures > 0 else None
+                return out
+            for key in attempt.keys:
+                count = current.get(key) or Count(1, 0.0, now)  # forgotten meanwhile: it still failed
+                count.not_before = max(count.not_before, now + self._delay(key, count.failures))
+                count.last = now
+                out[key] = count
+            return out
+
+        await self.counts.change(attempt.keys, now, self.forget_after, settle)

@@ -3,8 +3,12 @@
 Verifying a JWT costs more than serving a thumbnail, so a token that passed the full check is
 remembered (an LRU keyed by the exact token string). A cache hit still re-checks the expiry, and
 the user behind every token (still there, password not changed since the token was issued) is
-re-read from the database at most every `user_recheck` seconds. A token that differs in any byte
-is a cache miss and gets the full check, so the cache never makes auth weaker.
+re-read from the database once it was read `user_recheck` seconds ago (USER_RECHECK, 1 s): a
+password change or a user removal made anywhere (the CLI, another server process or host) is
+refused by every process within that second, with no message between them; it costs one indexed
+read of the user's row per user, per second, per process (bench/bench_serve.py: no difference
+from a 30 s re-check beyond the machine's noise). A token that differs in any byte is a cache
+miss and gets the full check, so the cache never makes auth weaker.
 
 Media tokens are for URLs that a browser loads by itself (<img src>, <video src>), which cannot
 carry an Authorization header: `<payload>.<hmac>`, the payload naming the user, a library and a
@@ -40,6 +44,7 @@ MEDIA_TTL_MAX = 6 * 3600.0
 MAX_TOKEN_CHARS = 4096  # longer strings are refused before any parsing
 CLOCK_SKEW = 60  # seconds a token's iat may lie ahead of this clock
 MAX_USER_ID = 2**63 - 1  # SQLite's largest integer
+USER_RECHECK = 1.0  # seconds a user's row is trusted: how long another process's change can go unseen
 
 UserLoader = Callable[[int], Awaitable[User | None]]
 
@@ -122,7 +127,7 @@ class TokenService:
         secret: str,
         *,
         cache_size: int = 10_000,
-        user_recheck: float = 30.0,
+        user_recheck: float = USER_RECHECK,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = check_secret(secret).encode("utf-8")
@@ -222,7 +227,8 @@ class TokenService:
         return user
 
     def forget_user(self, user_id: int) -> None:
-        """Drop what is remembered about a user (after a change made by this process)."""
+        """Drop what is remembered about a user (after a change made by this process: refused here at
+        once, elsewhere within `user_recheck`)."""
         self._users.pop(user_id, None)
 
     # -- media tokens --------------------------------------------------------------------------

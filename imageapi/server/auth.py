@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from imageapi.core import users
-from imageapi.core.throttle import LoginThrottle, ThrottledError
+from imageapi.core.throttle import DatabaseCounts, LoginThrottle, ThrottledError
 from imageapi.core.tokens import (
     MEDIA_TTL_DEFAULT,
     MEDIA_TTL_MAX,
@@ -149,6 +149,7 @@ async def media_token(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[THROTTLE] = LoginThrottle()
+    # The counts in the database: every server process and host sees the same ones.
+    app[THROTTLE] = LoginThrottle(counts=DatabaseCounts(lambda: app[DB]))
     app.router.add_post("/login", login)
     app.router.add_post("/media-token", media_token)

@@ -4,8 +4,9 @@ Thumbnail requests after a connection's first skip aiohttp's per-request machine
 so one process serves about half of nginx's rate on 2 cores (bench/bench_serve.py). Extra processes help mainly
 while a full scan runs in the first one (its threads and workers take the first process's time);
 they only serve requests: the watcher runs in the first one alone, so there is still one writer of
-scans. Each process has its own token cache, thumbnail cache and login throttle (a client may get
-`processes` times the free login attempts), which is why the default stays one.
+scans. Each process has its own token cache and thumbnail cache; the login throttle's counts, the
+sessions and the users the caches re-check (every second) are in the database, shared by them all.
+Extra processes take CPU from the scan, which is why the default stays one.
 
 uvloop is used when it is installed (about 10-15% more requests per second here).
 """

@@ -5,8 +5,10 @@ A grid of <img> elements cannot send a Bearer header, so a browser logs in once 
 cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) authenticates every request, as a Bearer
 token would. A session that passed the database check is remembered in memory, so the thumbnail
 fast path checks it without an await, like a remembered token (`SessionCache.cached`); it is
-looked up again every RECHECK seconds, so a session revoked by another server process stops
-working within that time (in this process: at once).
+looked up again every RECHECK seconds (1 s), so a session ended through another server process or
+host (logout, a password change, its user removed) stops working everywhere within that second (in
+the process that ended it: at once). The database is the only channel between processes: one
+indexed read per session, per second, per process.
 
 Cross-site requests: the cookie counts only on requests the browser says are same-origin
 (`Sec-Fetch-Site: same-origin`, or `none` for an address the user typed); a state-changing
@@ -32,7 +34,7 @@ from imageapi.server.keys import CONFIG, DB
 from imageapi.server.middlewares import ApiError
 
 COOKIE = "imageapi_session"
-RECHECK = 5.0          # seconds a remembered session is trusted before the database is asked again
+RECHECK = 1.0          # seconds a remembered session is trusted before the database is asked again
 CACHE_SIZE = 10_000
 MEMO_SIZE = 4096       # Cookie headers remembered with the session secret in them ...
 MEMO_HEADER = 1024     # ... of at most this many characters

@@ -317,6 +317,26 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_expiry ON sessions(expires_at);
 """)
 
+# The login throttle's counts and the job lock's leases.
+SHARED_STATE = _c("""
+CREATE TABLE login_counts (
+    id            TEXT PRIMARY KEY,
+    failures      BIGINT NOT NULL,
+    not_before    DOUBLE PRECISION NOT NULL,
+    last_failure  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX login_counts_by_last ON login_counts(last_failure);
+CREATE TABLE job_leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    machine     TEXT NOT NULL,
+    pid         BIGINT NOT NULL,
+    job         TEXT NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+""")
+
 
 async def _merge_equal_tags(conn: asyncpg.Connection) -> None:
     """Migration 11's step (imageapi.core.tags.merge_equal_tags) with the same Python rule for the
@@ -354,6 +374,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(10, "stored_names", STORED_NAMES),
     PgMigration(11, "tag_keys", TAG_KEYS, _merge_equal_tags),
     PgMigration(12, "sessions", SESSIONS),
+    PgMigration(13, "shared_state", SHARED_STATE),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
