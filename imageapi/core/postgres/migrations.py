@@ -361,6 +361,10 @@ async def _merge_equal_tags(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE UNIQUE INDEX tags_by_key ON tags(key)")
 
 
+LISTING_ORDER = """
+CREATE INDEX files_by_library_taken ON files (library_id, (COALESCE(taken_at, '')), id);
+"""
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -375,6 +379,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(11, "tag_keys", TAG_KEYS, _merge_equal_tags),
     PgMigration(12, "sessions", SESSIONS),
     PgMigration(13, "shared_state", SHARED_STATE),
+    PgMigration(15, "listing_order", LISTING_ORDER),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
