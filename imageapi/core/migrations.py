@@ -3,7 +3,7 @@
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
-file names, 11 tag keys, 12 browser sessions.
+file names, 11 tag keys, 12 browser sessions, 14 work leases.
 """
 
 from __future__ import annotations
@@ -377,3 +377,20 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_expiry ON sessions(expires_at);
 """
 MIGRATIONS.append(Migration(12, "sessions", SESSIONS))
+
+# 14: leases on backlog items (imageapi.core.leases): `imageapi worker` processes on any host claim
+# thumbnails, hashes, face scans and previews here, so no item is worked by two at once. `item` is the
+# row id (as text) or, for faces, the content hash; `token` grows each time the item is taken over;
+# `expires_at` is unix seconds. A lease whose holder died expires and the item goes back.
+WORK_LEASES = """
+CREATE TABLE work_leases (
+    kind        TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    holder      TEXT NOT NULL,               -- host:pid:random of the worker
+    token       INTEGER NOT NULL,
+    expires_at  REAL NOT NULL,
+    PRIMARY KEY (kind, item)
+) WITHOUT ROWID;
+CREATE INDEX work_leases_by_holder ON work_leases(holder);
+"""
+MIGRATIONS.append(Migration(14, "work_leases", WORK_LEASES))

@@ -317,6 +317,19 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_expiry ON sessions(expires_at);
 """)
 
+# Leases on backlog items (imageapi.core.leases).
+WORK_LEASES = _c("""
+CREATE TABLE work_leases (
+    kind        TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    token       BIGINT NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (kind, item)
+);
+CREATE INDEX work_leases_by_holder ON work_leases(holder);
+""")
+
 
 async def _merge_equal_tags(conn: asyncpg.Connection) -> None:
     """Migration 11's step (imageapi.core.tags.merge_equal_tags) with the same Python rule for the
@@ -354,6 +367,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(10, "stored_names", STORED_NAMES),
     PgMigration(11, "tag_keys", TAG_KEYS, _merge_equal_tags),
     PgMigration(12, "sessions", SESSIONS),
+    PgMigration(14, "work_leases", WORK_LEASES),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
