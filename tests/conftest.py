@@ -13,6 +13,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# IMAGEAPI_TEST_DATABASE=postgresql runs the suite against PostgreSQL: every test's environment
+# (env_dirs) and database (db_target) is then a fresh database on the test server (tests/pg.py).
+ON_POSTGRES = os.environ.get("IMAGEAPI_TEST_DATABASE", "sqlite") == "postgresql"
+
 
 def find_corpus() -> Path | None:
     env = os.environ.get("IMAGEAPI_CORPUS")
@@ -43,8 +47,9 @@ def oracle(corpus: Path) -> dict[str, dict]:
 
 
 @pytest.fixture()
-def env_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """An isolated data folder and environment for one test (no .env or settings leak in)."""
+def env_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> dict[str, Path]:
+    """An isolated data folder and environment for one test (no .env or settings leak in); its
+    database is a fresh PostgreSQL one when the suite runs against PostgreSQL."""
     data = tmp_path / "data"
     for name in (
         "DATABASE_URL", "BASE_PATH", "THUMBNAILS", "VIDEO_PATH", "GIFS_DIRECTORY",
@@ -53,6 +58,8 @@ def env_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IMAGEAPI_DATA_DIR", str(data))
+    if ON_POSTGRES:
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("pg_url"))
     monkeypatch.chdir(tmp_path)
     return {"data": data, "tmp": tmp_path}
 

@@ -32,7 +32,6 @@ from imageapi.core.db import Connection, DriverError, connect, database_error
 from imageapi.core.libraries import sync_base_path
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
-from imageapi.core.postgres.url import require_sqlite
 
 T = TypeVar("T")
 
@@ -77,12 +76,10 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def config(postgres: bool = False) -> Config:
-    """The settings; a PostgreSQL DATABASE_URL is refused (exit 2) unless the command takes it."""
+def config() -> Config:
+    """The settings, read and checked once (a bad value: one line, exit 2)."""
     try:
         cfg = load_config(**overrides)
-        if not postgres:
-            require_sqlite(cfg.postgres)
         ffmpeg.use_tools(cfg.ffmpeg, cfg.ffprobe)  # for this process and the workers it starts
         setup_logging(cfg.log_level)
         return cfg
@@ -244,7 +241,7 @@ class Store:
 async def open_store(cfg: Config) -> AsyncIterator[Store]:
     """The migrated database (with BASE_PATH as library `main`) and a worker pool that starts its
     processes only when first used; both closed on the way out."""
-    db = await connect(cfg.database_path)
+    db = await connect(cfg.database)
     pool = WorkerPool(cfg.workers)
     try:
         await sync_base_path(db, cfg)

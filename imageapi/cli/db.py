@@ -22,7 +22,7 @@ def copy(
 ) -> None:
     """Copy the SQLite index (--database, or DATABASE_URL when it is a path) into PostgreSQL: every
     table, in batches, resumable, verified by row counts and checksums."""
-    cfg = common.config(postgres=True)
+    cfg = common.config()
     try:
         if to is not None and not is_postgres_url(to):
             raise ConfigError("--to", "must be a PostgreSQL URL (postgresql://user:pass@host/db)")

@@ -29,7 +29,7 @@ def token(
         common.fail(exc.message, common.EXIT_USAGE)
 
     async def go() -> IssuedToken:
-        db = await connect(cfg.database_path)
+        db = await connect(cfg.database)
         try:
             found = await users.get_user(db, user)
         finally:

@@ -48,7 +48,7 @@ def add(name: str, password_stdin: bool = PASSWORD_STDIN) -> None:
 
     async def go() -> users.User:
         stored = await asyncio.to_thread(users.hash_password, password)
-        db = await connect(cfg.database_path)
+        db = await connect(cfg.database)
         try:
             return await users.add_user(db, name, stored)
         finally:
@@ -64,7 +64,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     cfg = common.config_with_dirs()
 
     async def go() -> list[users.User]:
-        db = await connect(cfg.database_path)
+        db = await connect(cfg.database)
         try:
             return await users.list_users(db)
         finally:
@@ -86,7 +86,7 @@ def remove(name: str) -> None:
     cfg = common.config_with_dirs()
 
     async def go() -> users.User:
-        db = await connect(cfg.database_path)
+        db = await connect(cfg.database)
         try:
             return await users.remove_user(db, name)
         finally:
@@ -104,7 +104,7 @@ def passwd(name: str, password_stdin: bool = PASSWORD_STDIN) -> None:
 
     async def go() -> users.User:
         stored = await asyncio.to_thread(users.hash_password, password)
-        db = await connect(cfg.database_path)
+        db = await connect(cfg.database)
         try:
             return await users.set_password(db, name, stored)
         finally:

@@ -55,7 +55,7 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
 
 @contextlib.asynccontextmanager
 async def _db(cfg: Config) -> AsyncIterator[Connection]:
-    db = await connect(cfg.database_path)
+    db = await connect(cfg.database)
     try:
         await sync_base_path(db, cfg)
         yield db

@@ -43,7 +43,7 @@ def watch(
         # Whatever fails on the way in, what was opened is closed again: an open database
         # connection's thread would otherwise keep the process alive after the error.
         async with contextlib.AsyncExitStack() as opened:
-            db = await connect(cfg.database_path)
+            db = await connect(cfg.database)
             opened.push_async_callback(db.close)
             pool = WorkerPool(cfg.workers, nice=5)
             opened.callback(pool.close)

@@ -27,7 +27,7 @@ error dooms the transaction: everything since BEGIN is rolled back (even when an
 catches the error), everything committed before is kept, and a failing ROLLBACK is logged, never
 raised in place of the cause.
 
-Code that holds only the connection (`aiosqlite.Connection`, most signatures today) reaches its
+Code that holds only the connection (`imageapi.core.db.Connection`: SQLite or PostgreSQL) reaches its
 Database with `Database.of(conn)`, or the module's `transaction`, `write` and `write_many`.
 """
 
@@ -39,10 +39,10 @@ import sqlite3
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-
-import aiosqlite
+from typing import Any
 
 from imageapi.core import db as sqlite_db
+from imageapi.core.db import Connection
 from imageapi.core.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ Params = Sequence[object]
 class Database:
     """The connection and its writer: see the module's docstring."""
 
-    _registry: weakref.WeakKeyDictionary[aiosqlite.Connection, Database] = weakref.WeakKeyDictionary()
+    _registry: weakref.WeakKeyDictionary[Connection, Database] = weakref.WeakKeyDictionary()
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[object] | None = None
@@ -63,7 +63,7 @@ class Database:
         self._doomed: DatabaseError | None = None  # a full disk or damage inside: only rollback is left
 
     @classmethod
-    def of(cls, conn: aiosqlite.Connection) -> Database:
+    def of(cls, conn: Connection) -> Database:
         """The one Database of a connection (made on first use)."""
         found = cls._registry.get(conn)
         if found is None:
@@ -89,7 +89,7 @@ class Database:
     def transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    async def write(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
+    async def write(self, sql: str, params: Params = ()) -> Any:
         """One write statement: in the caller's transaction if it holds one (a single statement is
         atomic by itself, no savepoint needed), else in a transaction of its own."""
         if self.in_transaction():
@@ -244,7 +244,7 @@ class _Transaction:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def __aenter__(self) -> aiosqlite.Connection:
+    async def __aenter__(self) -> Connection:
         await self.database._begin()
         return self.database.conn
 
@@ -252,16 +252,31 @@ class _Transaction:
         await self.database._end(exc)
 
 
-def transaction(conn: aiosqlite.Connection) -> _Transaction:
+async def insert(conn: Connection, sql: str, params: Params = ()) -> int:
+    """An INSERT of one row with an `id` column; the new id (RETURNING, which SQLite and PostgreSQL
+    both speak: there is no lastrowid on PostgreSQL). In the caller's transaction if it holds one."""
+    database = Database.of(conn)
+    if database.in_transaction():
+        cur = await database.write(sql + " RETURNING id", params)
+        row = await cur.fetchone()
+    else:
+        async with database.transaction():
+            cur = await conn.execute(sql + " RETURNING id", params)
+            row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def transaction(conn: Connection) -> _Transaction:
     """`Database.of(conn).transaction()`."""
     return Database.of(conn).transaction()
 
 
-async def write(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> aiosqlite.Cursor:
+async def write(conn: Connection, sql: str, params: Params = ()) -> Any:
     """`Database.of(conn).write(sql, params)`."""
     return await Database.of(conn).write(sql, params)
 
 
-async def write_many(conn: aiosqlite.Connection, sql: str, rows: Sequence[Params]) -> None:
+async def write_many(conn: Connection, sql: str, rows: Sequence[Params]) -> None:
     """`Database.of(conn).write_many(sql, rows)`."""
     await Database.of(conn).write_many(sql, rows)

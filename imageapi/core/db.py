@@ -20,12 +20,14 @@ import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiosqlite
 
 from imageapi.core.config import ensure_dir
 from imageapi.core.errors import ConfigError, DatabaseCorruptError, DatabaseError, DatabaseFullError
 from imageapi.core.migrations import MIGRATIONS, Migration
+from imageapi.core.postgres.url import DatabaseSetting
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,24 @@ BUSY_TIMEOUT_MS = 30_000
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26  # primary result codes
 
 
-# The connection, row and driver error types as the rest of the code names them: the server and
-# the CLI hold a connection opaquely through these, and never name the driver.
-Connection = aiosqlite.Connection
-Row = aiosqlite.Row
-DriverError = sqlite3.Error
+# The connection, row and driver error types as the rest of the code names them; no module
+# outside this one, database.py and postgres/ names a driver. A Connection is aiosqlite's (SQLite)
+# or imageapi.core.postgres.connection.PgConnection (PostgreSQL, the same API); a row is
+# sqlite3.Row or an asyncpg Record (index, name, unpacking, slices).
+class Connection(Protocol):
+    def execute(self, sql: str, parameters: Any = ...) -> Any:
+        """Awaited for a cursor, or `async with ... as cursor`."""
+
+    async def executemany(self, sql: str, parameters: Any) -> Any: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+Row = Any
+DriverError = sqlite3.Error  # PostgreSQL's errors are raised as its subclasses (postgres/connection.py)
 
 
 def dialect(conn: object) -> str:
@@ -224,8 +239,18 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
-async def connect(path: Path, migrate: bool = True) -> aiosqlite.Connection:
-    """An aiosqlite connection with the project's pragmas, migrated (and checked, see connect_sync)."""
+async def connect(target: Path | DatabaseSetting, migrate: bool = True) -> Connection:
+    """The index's connection: for a path (or an SQLite setting) an aiosqlite connection with the
+    project's pragmas, migrated (and checked, see connect_sync); for a PostgreSQL setting a pool
+    with the same API (imageapi.core.postgres.connection)."""
+    if isinstance(target, DatabaseSetting):
+        if target.kind == "postgresql":
+            from imageapi.core.postgres.connection import connect as pg_connect
+
+            return await pg_connect(target.url, migrate)
+        assert target.path is not None
+        target = target.path
+    path = target
     if migrate:
         conn = await asyncio.to_thread(connect_sync, path, True)
         conn.close()
@@ -244,9 +269,9 @@ async def connect(path: Path, migrate: bool = True) -> aiosqlite.Connection:
     return db
 
 
-_paths: weakref.WeakKeyDictionary[aiosqlite.Connection, Path] = weakref.WeakKeyDictionary()
+_paths: weakref.WeakKeyDictionary[Connection, Path] = weakref.WeakKeyDictionary()
 
 
-def db_path(db: aiosqlite.Connection) -> Path | None:
+def db_path(db: Connection) -> Path | None:
     """The file a connection made by `connect` is on (for messages)."""
     return _paths.get(db)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core.config import Config
+from imageapi.core.db import Connection, Row
 from imageapi.core.errors import NotFoundError
 from imageapi.core.libraries import Library, sentinel_path
 
@@ -17,7 +16,7 @@ DIR_SEEN_SQL = (
 )
 
 
-def last_seen(row: aiosqlite.Row) -> str:
+def last_seen(row: Row) -> str:
     """When a scan last saw the file: read it (row) or listed its folder (dir_seen_at)."""
     own = row["last_seen"]
     folder = row["dir_seen_at"] if "dir_seen_at" in row.keys() else None
@@ -41,7 +40,7 @@ def mtime_iso(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9).astimezone().isoformat(timespec="seconds")
 
 
-async def get_file_row(db: aiosqlite.Connection, lib: Library, rel_path: str) -> aiosqlite.Row:
+async def get_file_row(db: Connection, lib: Library, rel_path: str) -> Row:
     async with db.execute(
         f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE f.library_id = ? AND f.rel_path = ?", (lib.id, rel_path)
     ) as cur:
@@ -51,7 +50,7 @@ async def get_file_row(db: aiosqlite.Connection, lib: Library, rel_path: str) ->
     return row
 
 
-def describe_row(config: Config, lib: Library, row: aiosqlite.Row) -> dict[str, Any]:
+def describe_row(config: Config, lib: Library, row: Row) -> dict[str, Any]:
     # Paths are shown in the stored form (imageapi.core.names): a name that is not UTF-8 has its
     # bytes escaped, here as in the API's `path`.
     rel = row["rel_path"]

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core import ffmpeg, ffmpeg_caps
 from imageapi.core.config import Config
 from imageapi.core.database import write, write_many
+from imageapi.core.db import Connection
 from imageapi.core.errors import (
     ImageapiError,
     MediaError,
@@ -736,7 +735,7 @@ _FAILURE_TYPES: dict[str, type[ImageapiError]] = {
 }
 
 
-async def record_failure(db: aiosqlite.Connection, library: str, rel: str, key: str, exc: ImageapiError) -> None:
+async def record_failure(db: Connection, library: str, rel: str, key: str, exc: ImageapiError) -> None:
     """Remember on the row that source version `key` cannot be streamed, and why."""
     await write(
         db,
@@ -753,7 +752,7 @@ def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:
     return _FAILURE_TYPES.get(row["hls_error_code"] or "", MediaError)(row["hls_error"])
 
 
-async def clear_failures(db: aiosqlite.Connection, file_ids: list[int]) -> None:
+async def clear_failures(db: Connection, file_ids: list[int]) -> None:
     await write_many(db, "UPDATE files SET hls_source = NULL, hls_error = NULL, hls_error_code = NULL WHERE id = ?",
                      [(i,) for i in file_ids])
 
@@ -777,7 +776,7 @@ class VideoTarget:
         return {"hls_source": self.hls_source, "hls_error": self.hls_error, "hls_error_code": self.hls_error_code}
 
 
-async def indexed_videos(db: aiosqlite.Connection, library: Library, under: str = "") -> list[VideoTarget]:
+async def indexed_videos(db: Connection, library: Library, under: str = "") -> list[VideoTarget]:
     """The indexed videos of a library: all, one file, or a folder's subtree (by path)."""
     where, params = "", []
     if under:
@@ -805,7 +804,7 @@ class HlsReport:
 
 async def prepare_all(
     manager: HlsManager,
-    db: aiosqlite.Connection,
+    db: Connection,
     targets: list[VideoTarget],
     *,
     hevc_ok: bool = False,

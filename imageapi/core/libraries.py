@@ -8,11 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import aiosqlite
-
 from imageapi.core.config import Config, check_library_root
-from imageapi.core.database import transaction, write
-from imageapi.core.db import utcnow
+from imageapi.core.database import insert, transaction, write
+from imageapi.core.db import Connection, Row, utcnow
 from imageapi.core.errors import ConfigError, NotFoundError, PathOutsideLibraryError, UsageError
 from imageapi.core.names import check_length, on_disk, safe_text, stored
 
@@ -26,16 +24,16 @@ class Library:
     root: Path
 
 
-def _row(row: aiosqlite.Row) -> Library:
+def _row(row: Row) -> Library:
     return Library(id=row["id"], name=row["name"], root=Path(row["root"]))
 
 
-async def list_libraries(db: aiosqlite.Connection) -> list[Library]:
+async def list_libraries(db: Connection) -> list[Library]:
     async with db.execute("SELECT id, name, root FROM libraries ORDER BY name") as cur:
         return [_row(r) for r in await cur.fetchall()]
 
 
-async def get_library(db: aiosqlite.Connection, name: str) -> Library:
+async def get_library(db: Connection, name: str) -> Library:
     async with db.execute("SELECT id, name, root FROM libraries WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
     if row is None:
@@ -44,7 +42,7 @@ async def get_library(db: aiosqlite.Connection, name: str) -> Library:
     return _row(row)
 
 
-async def add_library(db: aiosqlite.Connection, name: str, path: Path) -> Library:
+async def add_library(db: Connection, name: str, path: Path) -> Library:
     if not NAME_RE.match(name):
         raise UsageError(f"library name {name!r} must be letters, digits, '.', '_' or '-'")
     root = Path(os.path.abspath(path.expanduser()))
@@ -64,24 +62,23 @@ async def add_library(db: aiosqlite.Connection, name: str, path: Path) -> Librar
         for lib in existing.values():
             if _overlaps(lib.root, root):
                 raise UsageError(f"{root} overlaps library {lib.name!r} at {lib.root}")
-        cur = await db.execute(
-            "INSERT INTO libraries (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), utcnow())
+        new_id = await insert(
+            db, "INSERT INTO libraries (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), utcnow())
         )
-    assert cur.lastrowid is not None
-    return Library(id=cur.lastrowid, name=name, root=root)
+    return Library(id=new_id, name=name, root=root)
 
 
 def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-async def remove_library(db: aiosqlite.Connection, name: str) -> Library:
+async def remove_library(db: Connection, name: str) -> Library:
     lib = await get_library(db, name)
     await write(db, "DELETE FROM libraries WHERE id = ?", (lib.id,))
     return lib
 
 
-async def sync_base_path(db: aiosqlite.Connection, config: Config) -> None:
+async def sync_base_path(db: Connection, config: Config) -> None:
     """BASE_PATH is the library `main`: create it, or move it when the setting changed."""
     if config.base_path is None:
         return

@@ -10,9 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core.config import Config
+from imageapi.core.db import Connection, Row
 from imageapi.core.errors import UsageError
 from imageapi.core.files import DIR_SEEN_SQL, describe_row
 from imageapi.core.libraries import Library
@@ -49,7 +48,7 @@ class PhotoPage:
     folders: list[dict[str, Any]] = field(default_factory=list)
 
 
-def file_record(config: Config, lib: Library, row: aiosqlite.Row) -> dict[str, Any]:
+def file_record(config: Config, lib: Library, row: Row) -> dict[str, Any]:
     """What a client sees of a file: the metadata record without server-side absolute paths."""
     rec = describe_row(config, lib, row)
     rec.pop("absolute_path", None)
@@ -112,7 +111,7 @@ def subtree_sql(column: str, folder: str) -> tuple[str, tuple[str, ...]]:
     return f"{column} >= ? AND {column} < ?", (folder + "/", folder + "0")
 
 
-async def list_photos(db: aiosqlite.Connection, config: Config, lib: Library, q: PhotoQuery) -> PhotoPage:
+async def list_photos(db: Connection, config: Config, lib: Library, q: PhotoQuery) -> PhotoPage:
     if q.sort not in SORTS:
         raise UsageError(f"sort must be one of {', '.join(SORTS)}")
     if not 1 <= q.limit <= MAX_LIMIT:
@@ -160,7 +159,7 @@ async def list_photos(db: aiosqlite.Connection, config: Config, lib: Library, q:
     return PhotoPage(items, next_cursor, folders)
 
 
-async def folder_counts(db: aiosqlite.Connection, lib: Library, folder: str) -> list[dict[str, Any]]:
+async def folder_counts(db: Connection, lib: Library, folder: str) -> list[dict[str, Any]]:
     """The direct sub-folders of `folder` that hold indexed files, each with its file count
     (the whole subtree), by name."""
     cond, params = subtree_sql("dir", folder)

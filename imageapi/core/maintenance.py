@@ -9,10 +9,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiosqlite
-
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
+from imageapi.core.db import Connection
 from imageapi.core.leases import Fence
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
@@ -32,7 +31,7 @@ class HashBackfillCounts:
     remaining: int = 0
 
 
-async def count_unhashed(db: aiosqlite.Connection, library_id: int | None = None) -> int:
+async def count_unhashed(db: Connection, library_id: int | None = None) -> int:
     sql = "SELECT COUNT(*) FROM files WHERE content_hash IS NULL"
     params: tuple[object, ...] = ()
     if library_id is not None:
@@ -44,7 +43,7 @@ async def count_unhashed(db: aiosqlite.Connection, library_id: int | None = None
 
 
 async def backfill_hashes(
-    db: aiosqlite.Connection,
+    db: Connection,
     pool: WorkerPool,
     max_rows: int | None = None,
     progress: Progress | None = None,
@@ -72,7 +71,7 @@ async def backfill_hashes(
 
 
 async def hash_rows(
-    db: aiosqlite.Connection,
+    db: Connection,
     pool: WorkerPool,
     rows: list[tuple[int, str]],
     progress: Progress | None = None,
@@ -132,7 +131,7 @@ class ThumbCounts:
     temp_files_removed: int = 0
 
 
-async def current_tools(db: aiosqlite.Connection) -> dict[str, str | None]:
+async def current_tools(db: Connection) -> dict[str, str | None]:
     """The tools each tool-made kind's thumbnails are made with now (ffmpeg_caps.thumb_tools), for
     the kinds that have sentinels with tools recorded (an index lookup; none: no tool is run).
     Asked in a thread, since the first question runs the tools."""
@@ -168,7 +167,7 @@ def sweep_temp_files(config: Config) -> int:
 
 
 async def make_missing_thumbnails(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     pool: WorkerPool,
     *,
@@ -218,7 +217,7 @@ async def make_missing_thumbnails(
 
 
 async def retry_new_tools(
-    db: aiosqlite.Connection, config: Config, pool: WorkerPool, progress: Progress | None = None,
+    db: Connection, config: Config, pool: WorkerPool, progress: Progress | None = None,
 ) -> ThumbCounts:
     """Try again, by themselves, the files marked unsupported with other tools (or versions) than
     the ones there now: a new ffmpeg, exiftool installed. Cheap when there are none (an index of
@@ -232,7 +231,7 @@ async def retry_new_tools(
             "SELECT f.id, l.name, l.root, f.rel_path, f.duration FROM files f "
             "JOIN libraries l ON l.id = f.library_id "
             "WHERE f.thumb_state = 'unsupported' AND f.kind = ? AND f.thumb_tool IS NOT NULL "
-            "AND f.thumb_tool IS NOT ? ORDER BY f.id", (kind, now),
+            "AND f.thumb_tool <> COALESCE(?, '') ORDER BY f.id", (kind, now),
         ) as cur:
             async for row_id, lib_name, root, rel, duration in cur:
                 dest = thumbnail_path(config, lib_name, rel)
@@ -246,7 +245,7 @@ async def retry_new_tools(
 
 
 async def make_thumbnails(
-    db: aiosqlite.Connection, pool: WorkerPool, tasks: list[ThumbTask], counts: ThumbCounts,
+    db: Connection, pool: WorkerPool, tasks: list[ThumbTask], counts: ThumbCounts,
     progress: Progress | None, fence: Fence | None = None,
 ) -> None:
     """Run the tasks in the pool and record each outcome on its row, in batched transactions; with

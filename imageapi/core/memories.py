@@ -14,9 +14,8 @@ from datetime import MAXYEAR, MINYEAR, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import aiosqlite
-
 from imageapi.core.config import Config
+from imageapi.core.db import Connection
 from imageapi.core.errors import UsageError
 from imageapi.core.files import DIR_SEEN_SQL
 from imageapi.core.libraries import Library
@@ -83,7 +82,7 @@ def _excluded_sql(excluded: tuple[str, ...]) -> tuple[str, list[object]]:
 
 
 async def memories(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     libraries: list[Library],
     span: str,

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
 from imageapi.core.database import transaction, write
+from imageapi.core.db import Connection, Row
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
@@ -211,7 +210,7 @@ def _libs_sql(library_ids: list[int] | None, column: str = "f.library_id") -> tu
 
 
 async def due_previews(
-    db: aiosqlite.Connection, *, library_ids: list[int] | None = None, after_id: int = 0, limit: int = 64,
+    db: Connection, *, library_ids: list[int] | None = None, after_id: int = 0, limit: int = 64,
 ) -> list[Candidate]:
     """Videos whose previews are missing or stale, by id, after `after_id`."""
     libs, params = _libs_sql(library_ids, "+f.library_id")  # '+': walk the due index, not all videos
@@ -232,7 +231,7 @@ class PreviewStatus:
     due: int
 
 
-async def preview_status(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> PreviewStatus:
+async def preview_status(db: Connection, library_ids: list[int] | None = None) -> PreviewStatus:
     libs, params = _libs_sql(library_ids)
     sql = (f"SELECT COUNT(*), "
            f"SUM(f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL}), "
@@ -244,22 +243,22 @@ async def preview_status(db: aiosqlite.Connection, library_ids: list[int] | None
     return PreviewStatus(videos, done, failed, videos - done - failed)
 
 
-async def record_done(db: aiosqlite.Connection, c: Candidate) -> None:
+async def record_done(db: Connection, c: Candidate) -> None:
     await write(db, "UPDATE files SET preview_state = 'done', preview_source = ?, preview_error = NULL "
                 "WHERE id = ?", (c.key, c.id))
 
 
-async def record_failed(db: aiosqlite.Connection, c: Candidate, error: str) -> None:
+async def record_failed(db: Connection, c: Candidate, error: str) -> None:
     await write(db, "UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
                 "WHERE id = ?", (c.key, safe_text(error), c.id))  # may quote a name that is not UTF-8
 
 
-async def mark_missing(db: aiosqlite.Connection, file_id: int) -> None:
+async def mark_missing(db: Connection, file_id: int) -> None:
     """A clip marked done whose file is gone (deleted by hand): due again."""
     await write(db, "UPDATE files SET preview_state = NULL, preview_source = NULL WHERE id = ?", (file_id,))
 
 
-async def retry_failed(db: aiosqlite.Connection, library_ids: list[int] | None = None) -> int:
+async def retry_failed(db: Connection, library_ids: list[int] | None = None) -> int:
     """Put videos whose previews failed back in the backlog."""
     libs, params = _libs_sql(library_ids, "library_id")
     cur = await write(db, f"UPDATE files SET preview_state = NULL, preview_source = NULL, preview_error = NULL "
@@ -277,7 +276,7 @@ class PreviewReport:
 
 
 async def preview_pass(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     *,
     max_items: int | None = None,
@@ -311,7 +310,7 @@ async def preview_pass(
 
 
 async def make_due(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     batch: list[Candidate],
     report: PreviewReport,
@@ -373,7 +372,7 @@ _WALL_SORT = "taken_desc"  # the cursor format of imageapi.core.listing
 
 
 async def list_wall(
-    db: aiosqlite.Connection, lib: Library, *, folder: str = "", recursive: bool = True, limit: int = 100,
+    db: Connection, lib: Library, *, folder: str = "", recursive: bool = True, limit: int = 100,
     cursor: str | None = None,
 ) -> WallPage:
     """Videos of a folder (or its subtree), newest first (taken-at, then id), by keyset cursor."""
@@ -405,7 +404,7 @@ async def list_wall(
     return WallPage(items, next_cursor)
 
 
-def _wall_item(row: aiosqlite.Row) -> dict[str, Any]:
+def _wall_item(row: Row) -> dict[str, Any]:
     current = row["preview_source"] == row["current_key"]
     state = row["preview_state"] if current and row["preview_state"] else "pending"
     return {

@@ -17,11 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
 
-import aiosqlite
-
 from imageapi.core.config import Config
-from imageapi.core.database import transaction, write
-from imageapi.core.db import database_error, db_path, utcnow
+from imageapi.core.database import insert, transaction, write
+from imageapi.core.db import Connection, database_error, db_path, utcnow
 from imageapi.core.errors import DatabaseError, ImageapiError, NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
 from imageapi.core.libraries import (
@@ -94,7 +92,7 @@ class ScanTarget:
 
 
 async def resolve_targets(
-    db: aiosqlite.Connection, library_names: list[str], path: Path | None
+    db: Connection, library_names: list[str], path: Path | None
 ) -> list[ScanTarget]:
     """What `imageapi scan [--library NAME]... [PATH]` means.
 
@@ -129,7 +127,7 @@ async def resolve_targets(
     return [ScanTarget(lib) for lib in libraries]
 
 
-async def mark_interrupted(db: aiosqlite.Connection) -> None:
+async def mark_interrupted(db: Connection) -> None:
     """Scans left 'running' by a killed process (the caller holds the job lock, so none is live)."""
     await write(db, "UPDATE scans SET status = 'interrupted', finished_at = ? WHERE status = 'running'", (utcnow(),))
 
@@ -149,7 +147,7 @@ def _in_subtree_sql(subtree: str) -> tuple[str, tuple[str, ...]]:
 
 
 async def _load_known(
-    db: aiosqlite.Connection, lib: Library, subtree: str, dirs: set[str] | None
+    db: Connection, lib: Library, subtree: str, dirs: set[str] | None
 ) -> _Known:
     known = _Known()
     where, params = _in_subtree_sql(subtree)
@@ -166,13 +164,13 @@ async def _load_known(
     return known
 
 
-async def _fetch_plain(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> list[tuple]:
+async def _fetch_plain(db: Connection, sql: str, params: tuple[object, ...]) -> list[tuple]:
     async with db.execute(sql, params) as cur:
         cur.row_factory = None  # plain tuples: much cheaper than Row objects for 100,000 rows
         return cast(list[tuple], await cur.fetchall())
 
 
-async def _rows_under(db: aiosqlite.Connection, lib: Library, folders: set[str]) -> dict[str, tuple]:
+async def _rows_under(db: Connection, lib: Library, folders: set[str]) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for folder in folders:
         where, params = _in_subtree_sql(folder)
@@ -185,13 +183,13 @@ async def _rows_under(db: aiosqlite.Connection, lib: Library, folders: set[str])
     return out
 
 
-async def _known_dirs(db: aiosqlite.Connection, lib: Library) -> dict[str, tuple[int, int | None]]:
+async def _known_dirs(db: Connection, lib: Library) -> dict[str, tuple[int, int | None]]:
     """Folders as the last scan that listed them left them: rel -> (mtime_ns, fingerprint)."""
     rows = await _fetch_plain(db, "SELECT rel_path, mtime_ns, fingerprint FROM dirs WHERE library_id = ?", (lib.id,))
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-async def _dirs_with_rows(db: aiosqlite.Connection, lib: Library, subtree: str) -> set[str]:
+async def _dirs_with_rows(db: Connection, lib: Library, subtree: str) -> set[str]:
     """Every folder that holds file rows (within subtree): the index on (library_id, dir) answers it."""
     sql = "SELECT DISTINCT dir FROM files WHERE library_id = ?"
     params: tuple[object, ...] = (lib.id,)
@@ -207,7 +205,7 @@ def _batches(tasks: list[Task], size: int) -> Iterator[list[Task]]:
 
 
 async def scan_library(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     target: ScanTarget,
     mode: str,
@@ -220,11 +218,10 @@ async def scan_library(
     started = time.monotonic()
     report = ScanReport(library=lib.name, mode=mode, subtree=subtree)
     counts = report.counts
-    cur = await write(
+    scan_id = await insert(
         db, "INSERT INTO scans (library_id, mode, subtree, started_at) VALUES (?, ?, ?, ?)",
         (lib.id, mode, subtree, utcnow()),
     )
-    scan_id = cur.lastrowid
     try:
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
     except BaseException as exc:
@@ -243,7 +240,7 @@ async def scan_library(
     return report
 
 
-async def _finish(db: aiosqlite.Connection, scan_id: int | None, counts: ScanCounts, status: str,
+async def _finish(db: Connection, scan_id: int | None, counts: ScanCounts, status: str,
                   error: str | None) -> None:
     sets = ", ".join(f"{k} = ?" for k in asdict(counts))
     await write(
@@ -253,7 +250,7 @@ async def _finish(db: aiosqlite.Connection, scan_id: int | None, counts: ScanCou
 
 
 async def _scan(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     lib: Library,
     subtree: str,
@@ -383,8 +380,9 @@ async def _scan(
         # A listed folder had all its files seen now (see migration 6).
         seen = utcnow()
         await db.executemany(
-            "INSERT OR REPLACE INTO dirs (library_id, rel_path, mtime_ns, seen_at, fingerprint) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO dirs (library_id, rel_path, mtime_ns, seen_at, fingerprint) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (library_id, rel_path) DO UPDATE SET mtime_ns = excluded.mtime_ns, "
+            "seen_at = excluded.seen_at, fingerprint = excluded.fingerprint",
             [(lib.id, d, m, seen, walk.fingerprints.get(d)) for d, m in walk.dirs.items()],
         )
     counts.removed = len(gone_rows)
@@ -430,7 +428,7 @@ def _count(counts: ScanCounts, report: ScanReport, res: FileResult) -> None:
 
 
 async def run_scan(
-    db: aiosqlite.Connection,
+    db: Connection,
     config: Config,
     targets: list[ScanTarget],
     mode: str,

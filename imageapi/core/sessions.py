@@ -12,9 +12,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
 from imageapi.core.database import transaction, write
+from imageapi.core.db import Connection
 
 SECRET_BYTES = 32
 MAX_SECRET_CHARS = 128  # a cookie value longer than this is not one of ours
@@ -34,7 +33,7 @@ def session_id(secret: str) -> str:
     return hashlib.blake2b(secret.encode("utf-8", "surrogatepass"), digest_size=32).hexdigest()
 
 
-async def create_session(db: aiosqlite.Connection, user_id: int, token_key: str, ttl: float,
+async def create_session(db: Connection, user_id: int, token_key: str, ttl: float,
                          now: float | None = None) -> tuple[str, int]:
     """A new session for the user: (the cookie's secret, expiry in unix seconds). Expired rows
     are dropped on the way (logins are rare enough to carry that)."""
@@ -48,7 +47,7 @@ async def create_session(db: aiosqlite.Connection, user_id: int, token_key: str,
     return secret, expires
 
 
-async def find_session(db: aiosqlite.Connection, secret: str, now: float | None = None) -> Session | None:
+async def find_session(db: Connection, secret: str, now: float | None = None) -> Session | None:
     """The live session a cookie's secret opens, or None (unknown, revoked, expired, its user gone
     or its token key changed since)."""
     if not secret or len(secret) > MAX_SECRET_CHARS:
@@ -64,7 +63,7 @@ async def find_session(db: aiosqlite.Connection, secret: str, now: float | None 
     return Session(user_id=row[0], name=row[1], created_at=row[2], expires_at=row[3], key=row[5])
 
 
-async def revoke_session(db: aiosqlite.Connection, secret: str) -> bool:
+async def revoke_session(db: Connection, secret: str) -> bool:
     """End a session; whether there was one."""
     cur = await write(db, "DELETE FROM sessions WHERE id = ?", (session_id(secret),))
     return (cur.rowcount or 0) > 0

@@ -6,10 +6,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import aiosqlite
-
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
+from imageapi.core.db import Connection
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import METADATA_COLUMNS, FileResult
 from imageapi.core.names import on_disk, safe_text
@@ -70,7 +69,7 @@ def move_params(row_id: int, library_id: int, result: FileResult, now: str) -> t
 
 
 async def write_results(
-    db: aiosqlite.Connection,
+    db: Connection,
     upserts: list[tuple[object, ...]],
     moves: list[tuple[object, ...]],
 ) -> None:

@@ -16,10 +16,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiosqlite
-
-from imageapi.core.database import transaction
-from imageapi.core.db import utcnow
+from imageapi.core.database import insert, transaction
+from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import MediaError, UsageError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library
@@ -76,7 +74,7 @@ def merge_equal_tags(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX tags_by_key ON tags(key)")
 
 
-async def list_tags(db: aiosqlite.Connection) -> list[dict[str, object]]:
+async def list_tags(db: Connection) -> list[dict[str, object]]:
     """Every tag with the number of indexed files carrying it, by name."""
     sql = (
         "SELECT t.name, COUNT(f.id) FROM tags t "
@@ -88,7 +86,7 @@ async def list_tags(db: aiosqlite.Connection) -> list[dict[str, object]]:
         return [{"name": r[0], "count": r[1]} for r in await cur.fetchall()]
 
 
-async def tags_for_hashes(db: aiosqlite.Connection, hashes: Iterable[str]) -> dict[str, list[str]]:
+async def tags_for_hashes(db: Connection, hashes: Iterable[str]) -> dict[str, list[str]]:
     wanted = sorted(set(hashes))
     out: dict[str, list[str]] = {h: [] for h in wanted}
     for i in range(0, len(wanted), 500):
@@ -103,7 +101,7 @@ async def tags_for_hashes(db: aiosqlite.Connection, hashes: Iterable[str]) -> di
     return out
 
 
-async def add_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: Iterable[str]) -> int:
+async def add_tags(db: Connection, hashes: Iterable[str], names: Iterable[str]) -> int:
     """Tag every content with every name, in one transaction; returns how many pairs were new."""
     tags = [clean_tag(n) for n in names]
     hash_list = sorted(set(hashes))
@@ -117,18 +115,18 @@ async def add_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: Itera
             if row is not None:
                 tag_id = row[0]
             else:
-                made = await db.execute("INSERT INTO tags (name, key, created_at) VALUES (?, ?, ?)", (tag, key, now))
-                tag_id = made.lastrowid
+                tag_id = await insert(db, "INSERT INTO tags (name, key, created_at) VALUES (?, ?, ?)", (tag, key, now))
             for h in hash_list:
                 cur2 = await db.execute(
-                    "INSERT OR IGNORE INTO content_tags (content_hash, tag_id, created_at) VALUES (?, ?, ?)",
+                    "INSERT INTO content_tags (content_hash, tag_id, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (h, tag_id, now),
                 )
                 added += max(cur2.rowcount, 0)
     return added
 
 
-async def remove_tags(db: aiosqlite.Connection, hashes: Iterable[str], names: Iterable[str]) -> int:
+async def remove_tags(db: Connection, hashes: Iterable[str], names: Iterable[str]) -> int:
     """Untag; a tag left on no content is deleted. Returns how many pairs were removed."""
     tags = [clean_tag(n) for n in names]
     hash_list = sorted(set(hashes))
@@ -157,7 +155,7 @@ class TagChange:
     tags: dict[str, list[str]]     # each path's tags after the change
 
 
-async def content_hashes(db: aiosqlite.Connection, pool: WorkerPool, lib: Library,
+async def content_hashes(db: Connection, pool: WorkerPool, lib: Library,
                          paths: list[str]) -> dict[str, str]:
     """path -> content hash. Tags belong to content, so a file not hashed yet is hashed now (in the
     pool) and its hash recorded, as the hash backlog would; a file that cannot be hashed is a
@@ -184,7 +182,7 @@ async def content_hashes(db: aiosqlite.Connection, pool: WorkerPool, lib: Librar
     return out
 
 
-async def change_tags(db: aiosqlite.Connection, pool: WorkerPool, lib: Library, paths: list[str],
+async def change_tags(db: Connection, pool: WorkerPool, lib: Library, paths: list[str],
                       names: list[str], *, add: bool) -> TagChange:
     """Tag (or untag) the files at `paths` of one library with every name, hashing the files that
     have no content hash yet."""

@@ -11,8 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
+from imageapi.core.db import Connection
 from imageapi.core.errors import UsageError
 from imageapi.core.files import taken_at_iso
 from imageapi.core.libraries import Library
@@ -26,7 +25,7 @@ def _libs_sql(libs: Sequence[Library]) -> tuple[str, list[object]]:
     return f"f.library_id IN ({','.join('?' * len(libs))})", [lib.id for lib in libs]
 
 
-async def buckets(db: aiosqlite.Connection, libs: Sequence[Library]) -> list[dict[str, Any]]:
+async def buckets(db: Connection, libs: Sequence[Library]) -> list[dict[str, Any]]:
     """[{"month": "2021-06", "count": n, "days": [{"day": "2021-06-01", "count": k}, ...]}, ...],
     newest month and day first; `undated` (no days) last when there are such files."""
     if not libs:
@@ -52,7 +51,7 @@ def check_month(month: str) -> str:
     return month
 
 
-async def month_items(db: aiosqlite.Connection, libs: Sequence[Library], month: str,
+async def month_items(db: Connection, libs: Sequence[Library], month: str,
                       offset: int = 0, limit: int = MAX_ITEMS) -> list[dict[str, Any]]:
     """The files of one month (or `undated`), newest first, from `offset` on: what a grid needs
     (library, path, name, kind, date, size in pixels, duration)."""

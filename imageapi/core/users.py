@@ -21,10 +21,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-import aiosqlite
-
-from imageapi.core.database import transaction
-from imageapi.core.db import utcnow
+from imageapi.core.database import insert, transaction
+from imageapi.core.db import Connection, Row, utcnow
 from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
 from imageapi.core.throttle import LoginThrottle
 
@@ -119,7 +117,7 @@ def new_token_key() -> str:
     return secrets.token_hex(16)
 
 
-def _user(row: aiosqlite.Row) -> User:
+def _user(row: Row) -> User:
     return User(id=row["id"], name=row["name"], created_at=row["created_at"],
                 tokens_valid_after=row["tokens_valid_after"], token_key=row["token_key"])
 
@@ -127,7 +125,7 @@ def _user(row: aiosqlite.Row) -> User:
 _COLUMNS = "id, name, created_at, tokens_valid_after, token_key"
 
 
-async def get_user(db: aiosqlite.Connection, name: str) -> User:
+async def get_user(db: Connection, name: str) -> User:
     async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
     if row is None:
@@ -135,42 +133,43 @@ async def get_user(db: aiosqlite.Connection, name: str) -> User:
     return _user(row)
 
 
-async def get_user_by_id(db: aiosqlite.Connection, user_id: int) -> User | None:
+async def get_user_by_id(db: Connection, user_id: int) -> User | None:
     async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)) as cur:
         row = await cur.fetchone()
     return _user(row) if row is not None else None
 
 
-async def list_users(db: aiosqlite.Connection) -> list[User]:
+async def list_users(db: Connection) -> list[User]:
     async with db.execute(f"SELECT {_COLUMNS} FROM users ORDER BY name") as cur:
         return [_user(r) for r in await cur.fetchall()]
 
 
-async def add_user(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
+async def add_user(db: Connection, name: str, password_hash: str) -> User:
     """Store a user with an already computed hash (`hash_password`)."""
     check_name(name)
     async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
         if await cur.fetchone() is not None:
             raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
     async with transaction(db):
-        cur = await db.execute(
+        user_id = await insert(
+            db,
             "INSERT INTO users (name, password_hash, created_at, tokens_valid_after, token_key) "
             "VALUES (?, ?, ?, 0, ?)",
             (name, password_hash, utcnow(), new_token_key()),
         )
-    user = await get_user_by_id(db, cur.lastrowid or 0)
+    user = await get_user_by_id(db, user_id)
     assert user is not None
     return user
 
 
-async def remove_user(db: aiosqlite.Connection, name: str) -> User:
+async def remove_user(db: Connection, name: str) -> User:
     user = await get_user(db, name)
     async with transaction(db):
         await db.execute("DELETE FROM users WHERE id = ?", (user.id,))
     return user
 
 
-async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) -> User:
+async def set_password(db: Connection, name: str, password_hash: str) -> User:
     """Replace a user's password; every token issued before now stops working: a new token key
     (`tokens_valid_after` alone, in whole seconds, spares a token issued in the same second)."""
     user = await get_user(db, name)
@@ -182,7 +181,7 @@ async def set_password(db: aiosqlite.Connection, name: str, password_hash: str) 
     return await get_user(db, name)
 
 
-async def stored_hash(db: aiosqlite.Connection, name: str) -> tuple[User | None, str]:
+async def stored_hash(db: Connection, name: str) -> tuple[User | None, str]:
     """The user and their stored hash, or (None, a dummy hash) so callers check something either way."""
     if not NAME_RE.fullmatch(name):  # cannot be a user's (and SQLite cannot bind lone surrogates)
         return None, _DUMMY_HASH
@@ -193,7 +192,7 @@ async def stored_hash(db: aiosqlite.Connection, name: str) -> tuple[User | None,
     return _user(row), row["password_hash"]
 
 
-async def login(db: aiosqlite.Connection, throttle: LoginThrottle, addr: str, name: str, password: str) -> User:
+async def login(db: Connection, throttle: LoginThrottle, addr: str, name: str, password: str) -> User:
     """The user `name`, when `password` is theirs; BadCredentialsError otherwise. The attempt is
     reserved with the throttle before anything is checked (ThrottledError while it says wait) and
     released with its outcome, whatever happens in between."""

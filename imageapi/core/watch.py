@@ -18,9 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import aiosqlite
-
 from imageapi.core.config import Config
+from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError
 from imageapi.core.faces.backlog import FacePasses, PassesReport
 from imageapi.core.faces.settings import FaceSettings
@@ -49,7 +48,7 @@ class TickResult:
 class Watcher:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         config: Config,
         pool: WorkerPool,
         faces: FaceSettings | None = None,

@@ -112,7 +112,7 @@ def _all_or_nothing(contexts: Sequence[Callable[[web.Application], Any]]) -> Cal
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     ensure_dirs(config)
-    db = await connect(config.database_path)  # runs the migrations
+    db = await connect(config.database)  # runs the migrations
     try:
         await sync_base_path(db, config)
         app[DB] = db
@@ -143,7 +143,7 @@ def _background(watch: bool, factory: WatcherFactory | None) -> Callable[[web.Ap
         async with contextlib.AsyncExitStack() as stack:
             if watch:
                 # The watcher writes in transactions of its own: it gets its own connection.
-                wdb = await connect(config.database_path, migrate=False)
+                wdb = await connect(config.database, migrate=False)
                 stack.push_async_callback(wdb.close)
                 if factory is not None:
                     watcher = factory(config, wdb, app[POOL])

@@ -261,7 +261,7 @@ async def _insights_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = config.insights
     # A connection of its own: insight writes are transactions that must not meet another area's.
-    db = await connect(config.database_path, migrate=False)
+    db = await connect(config.database, migrate=False)
     try:
         service = InsightService(config, db, settings)
     except BaseException:

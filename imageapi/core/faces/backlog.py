@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import aiosqlite
-
 from imageapi.core.database import transaction
-from imageapi.core.db import utcnow
+from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import MediaError, ToolError, UnsupportedMediaError
 from imageapi.core.faces.apollo import ApolloClient, ApolloError
 from imageapi.core.faces.people import MeanCache, autobind_photo
@@ -90,7 +88,7 @@ def prepare_batch(items: list[tuple[str, str, str]]) -> list[Prepared]:
 
 # -- the passes -----------------------------------------------------------------------------------
 
-async def backfill_unhashed_backlog(db: aiosqlite.Connection, pool: WorkerPool, settings: FaceSettings,
+async def backfill_unhashed_backlog(db: Connection, pool: WorkerPool, settings: FaceSettings,
                                     progress: Progress | None = None) -> HashBackfillCounts:
     """Pass 1: hash rows that have none, in id order, at most FACE_HASH_BACKFILL_MAX_PER_TICK."""
     return await backfill_hashes(db, pool, settings.hash_backfill_max_per_tick, progress)
@@ -131,7 +129,7 @@ class FaceTickReport:
 
 
 async def process_face_backlog(
-    db: aiosqlite.Connection,
+    db: Connection,
     pool: WorkerPool,
     client: ApolloClient,
     settings: FaceSettings,
@@ -149,7 +147,7 @@ async def process_face_backlog(
 
 
 async def detect_candidates(
-    db: aiosqlite.Connection,
+    db: Connection,
     pool: WorkerPool,
     client: ApolloClient,
     settings: FaceSettings,
@@ -171,7 +169,7 @@ async def detect_candidates(
 
 
 class _Tick:
-    def __init__(self, db: aiosqlite.Connection, pool: WorkerPool, client: ApolloClient, settings: FaceSettings,
+    def __init__(self, db: Connection, pool: WorkerPool, client: ApolloClient, settings: FaceSettings,
                  state: ServiceState, on_done: Callable[[int], None] | None, fence: Fence | None = None) -> None:
         self.db, self.pool, self.client, self.settings, self.state = db, pool, client, settings, state
         self.on_done = on_done
@@ -349,7 +347,7 @@ class FacePasses:
     """The face passes with what they keep between ticks: the Apollo client (its connection pool)
     and whether the service was down at the last tick."""
 
-    def __init__(self, db: aiosqlite.Connection, pool: WorkerPool, settings: FaceSettings,
+    def __init__(self, db: Connection, pool: WorkerPool, settings: FaceSettings,
                  client: ApolloClient | None = None) -> None:
         if settings.base_url is None:
             raise ValueError("FacePasses needs faces enabled (a base URL)")

@@ -8,10 +8,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
 from PIL import Image
 
 from imageapi.core.config import Config
+from imageapi.core.db import Connection
 from imageapi.core.errors import MediaError, NotFoundError
 from imageapi.core.faces.people import Person
 from imageapi.core.libraries import thumbnail_path
@@ -27,7 +27,7 @@ class FaceSource:
     face_id: int
 
 
-async def person_by_id(db: aiosqlite.Connection, person_id: int) -> Person:
+async def person_by_id(db: Connection, person_id: int) -> Person:
     async with db.execute("SELECT id, name FROM persons WHERE id = ?", (person_id,)) as cur:
         row = await cur.fetchone()
     if row is None:
@@ -35,7 +35,7 @@ async def person_by_id(db: aiosqlite.Connection, person_id: int) -> Person:
     return Person(row[0], row[1])
 
 
-async def face_source(db: aiosqlite.Connection, config: Config, person_id: int) -> FaceSource:
+async def face_source(db: Connection, config: Config, person_id: int) -> FaceSource:
     """The best-scored bound face of the person that has a stored thumbnail to cut it from."""
     await person_by_id(db, person_id)
     async with db.execute(

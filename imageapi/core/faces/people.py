@@ -16,9 +16,7 @@ import sqlite3
 from array import array
 from dataclasses import dataclass, field
 
-import aiosqlite
-
-from imageapi.core.database import transaction
+from imageapi.core.database import insert, transaction
 from imageapi.core.db import Connection, DriverError, utcnow
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces.embeddings import cosine, from_blob, normalized
@@ -63,7 +61,7 @@ def _clean_name(name: str) -> str:
     return clean
 
 
-async def get_person(db: aiosqlite.Connection, name: str) -> Person:
+async def get_person(db: Connection, name: str) -> Person:
     async with db.execute("SELECT id, name FROM persons WHERE name = ?", (_clean_name(name),)) as cur:
         row = await cur.fetchone()
     if row is None:
@@ -71,18 +69,17 @@ async def get_person(db: aiosqlite.Connection, name: str) -> Person:
     return Person(row[0], row[1])
 
 
-async def create_person(db: aiosqlite.Connection, name: str) -> Person:
+async def create_person(db: Connection, name: str) -> Person:
     clean = _clean_name(name)
     try:
         async with transaction(db):
-            cur = await db.execute("INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
+            new_id = await insert(db, "INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
     except sqlite3.IntegrityError:
         raise UsageError(f"a person named {clean!r} already exists") from None
-    assert cur.lastrowid is not None
-    return Person(cur.lastrowid, clean)
+    return Person(new_id, clean)
 
 
-async def list_people(db: aiosqlite.Connection) -> list[PersonSummary]:
+async def list_people(db: Connection) -> list[PersonSummary]:
     people: dict[int, PersonSummary] = {}
     async with db.execute("SELECT id, name FROM persons ORDER BY name") as cur:
         for r in await cur.fetchall():
@@ -100,7 +97,7 @@ async def list_people(db: aiosqlite.Connection) -> list[PersonSummary]:
     return list(people.values())
 
 
-async def rename_person(db: aiosqlite.Connection, old: str, new: str) -> Person:
+async def rename_person(db: Connection, old: str, new: str) -> Person:
     """Rename; a change of case only is allowed. Tags are left as they are: autobind matches tags
     against the person's current name."""
     person = await get_person(db, old)
@@ -121,7 +118,7 @@ class MergeResult:
     unbound: int     # faces of source in photos where target already had a face: left unbound
 
 
-async def merge_people(db: aiosqlite.Connection, source: str, target: str) -> MergeResult:
+async def merge_people(db: Connection, source: str, target: str) -> MergeResult:
     """Merge `source` into `target`: its faces go to target, then source is deleted."""
     src, dst = await get_person(db, source), await get_person(db, target)
     if src.id == dst.id:
@@ -234,7 +231,7 @@ async def person_by_id(db: Connection, person_id: int) -> Person:
 class MeanCache:
     """Each person's mean face direction, read once and updated as faces are bound to them."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
         self._sums: dict[int, tuple[list[float], int]] = {}
 
@@ -274,7 +271,7 @@ def _accumulate(total: list[float], count: int, embedding: array[float]) -> int:
     return count + 1
 
 
-async def _person_tags(db: aiosqlite.Connection, content_hash: str) -> list[Person]:
+async def _person_tags(db: Connection, content_hash: str) -> list[Person]:
     async with db.execute(
         "SELECT DISTINCT p.id, p.name FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
         "JOIN persons p ON p.name = t.name WHERE ct.content_hash = ? ORDER BY p.id",
@@ -283,7 +280,7 @@ async def _person_tags(db: aiosqlite.Connection, content_hash: str) -> list[Pers
         return [Person(r[0], r[1]) for r in await cur.fetchall()]
 
 
-async def autobind_photo(db: aiosqlite.Connection, content_hash: str, min_cos: float,
+async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
                          means: MeanCache) -> list[Binding]:
     """Bind the faces of one photo by its person tags. Call inside the caller's transaction."""
     persons = await _person_tags(db, content_hash)
@@ -336,7 +333,7 @@ async def autobind_photo(db: aiosqlite.Connection, content_hash: str, min_cos: f
     return chosen
 
 
-async def autobind_sweep(db: aiosqlite.Connection, min_cos: float, *, incremental: bool,
+async def autobind_sweep(db: Connection, min_cos: float, *, incremental: bool,
                          means: MeanCache | None = None) -> int:
     """Autobind photos that have person tags and unbound faces, for tags added after detection
     and people who got a first face since. incremental: only tag links made since the last

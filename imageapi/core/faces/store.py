@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aiosqlite
-
 from imageapi.core.database import transaction
+from imageapi.core.db import Connection
 from imageapi.core.faces.apollo import Detection
 from imageapi.core.faces.embeddings import to_blob
 from imageapi.core.store import abs_path
@@ -58,7 +57,7 @@ _UNSCANNED_WHERE = f"""
 
 
 async def list_unscanned_candidates(
-    db: aiosqlite.Connection, library_id: int, limit: int, now: datetime | None = None
+    db: Connection, library_id: int, limit: int, now: datetime | None = None
 ) -> list[Candidate]:
     """Hashed, unscanned, due image rows of one library, one per distinct hash (its lowest id),
     oldest first, at most `limit`."""
@@ -85,7 +84,7 @@ async def list_unscanned_candidates(
     return out
 
 
-async def count_pending(db: aiosqlite.Connection, library_id: int | None = None,
+async def count_pending(db: Connection, library_id: int | None = None,
                         now: datetime | None = None) -> int:
     """Distinct hashes that list_unscanned_candidates would return with no limit."""
     sql = f"SELECT COUNT(DISTINCT f.content_hash) FROM files f WHERE {_UNSCANNED_WHERE}"
@@ -98,7 +97,7 @@ async def count_pending(db: aiosqlite.Connection, library_id: int | None = None,
     return int(row[0]) if row else 0
 
 
-async def count_unhashed_images(db: aiosqlite.Connection, library_id: int | None = None) -> int:
+async def count_unhashed_images(db: Connection, library_id: int | None = None) -> int:
     """Image rows still waiting for a hash (each may become a candidate once hashed)."""
     sql = f"SELECT COUNT(*) FROM files WHERE content_hash IS NULL AND kind IN {_KINDS_SQL}"
     params: tuple[object, ...] = ()
@@ -110,12 +109,13 @@ async def count_unhashed_images(db: aiosqlite.Connection, library_id: int | None
     return int(row[0]) if row else 0
 
 
-async def insert_detection(db: aiosqlite.Connection, content_hash: str, detection: Detection,
+async def insert_detection(db: Connection, content_hash: str, detection: Detection,
                            now: str) -> bool:
     """Faces and the scan mark of one hash. Call inside the caller's transaction, so the mark is
     never written without the faces (or the faces twice). False when already scanned."""
     cur = await db.execute(
-        "INSERT OR IGNORE INTO face_scans (content_hash, model, face_count, scanned_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO face_scans (content_hash, model, face_count, scanned_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (content_hash, detection.model, len(detection.faces), now),
     )
     if cur.rowcount == 0:
@@ -143,7 +143,7 @@ class FailureRecord:
     next_attempt_at: str | None
 
 
-async def record_failure(db: aiosqlite.Connection, content_hash: str, error: str, *, permanent: bool,
+async def record_failure(db: Connection, content_hash: str, error: str, *, permanent: bool,
                          now: datetime | None = None) -> FailureRecord:
     """Count one more failed attempt. Transient: retry after an exponential backoff. Call inside
     the caller's transaction."""
@@ -163,7 +163,7 @@ async def record_failure(db: aiosqlite.Connection, content_hash: str, error: str
     return FailureRecord(content_hash, permanent, attempts, error, next_at)
 
 
-async def retry_failed(db: aiosqlite.Connection, *, include_backing_off: bool = False) -> int:
+async def retry_failed(db: Connection, *, include_backing_off: bool = False) -> int:
     """Put permanent failures (and, when asked, transient ones still backing off) back in the queue."""
     sql = "DELETE FROM face_failures" + ("" if include_backing_off else " WHERE permanent = 1")
     async with transaction(db):
@@ -184,7 +184,7 @@ class FaceStatus:
     unhashed_images: int = 0  # image rows with no hash yet (not in the JSON keys of `faces status`)
 
 
-async def face_status(db: aiosqlite.Connection, library_id: int | None = None,
+async def face_status(db: Connection, library_id: int | None = None,
                       now: datetime | None = None) -> FaceStatus:
     lib_sql, lib_params = ("WHERE library_id = ?", (library_id,)) if library_id is not None else ("", ())
     st = FaceStatus()

@@ -10,9 +10,8 @@ import logging
 from datetime import date
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core.config import Config
+from imageapi.core.db import Connection
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.files import get_file_row, taken_at_iso
 from imageapi.core.insights.agent import Emit, run_agent, split_title
@@ -53,7 +52,7 @@ def photo_context(photo: Photo) -> str:
 
 
 class InsightService:
-    def __init__(self, config: Config, db: aiosqlite.Connection, settings: InsightSettings,
+    def __init__(self, config: Config, db: Connection, settings: InsightSettings,
                  backends: Backends | None = None) -> None:
         self.config, self.db, self.settings = config, db, settings
         self.store = InsightStore(db)

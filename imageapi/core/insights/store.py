@@ -12,10 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
-from imageapi.core.database import transaction
-from imageapi.core.db import utcnow
+from imageapi.core.database import insert, transaction
+from imageapi.core.db import Connection, Row, utcnow
 from imageapi.core.errors import LockedError, NotFoundError, UsageError
 from imageapi.core.insights.providers import Failover, Message, ToolCall
 
@@ -102,7 +100,7 @@ class Rendered:
         return out
 
 
-def insight_json(row: aiosqlite.Row) -> dict[str, Any]:
+def insight_json(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "content_hash": row["content_hash"],
@@ -134,7 +132,7 @@ def _result_value(text: str) -> Any:
 
 
 class InsightStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
@@ -153,7 +151,8 @@ class InsightStore:
         """Store an insight; a new thread (with `transcript`) unless `thread_id` is given."""
         now = utcnow()
         async with transaction(self.db):
-            cur = await self.db.execute(
+            new_id = await insert(
+                self.db,
                 "INSERT INTO insights (content_hash, thread_id, amended_from, title, body, tools, backend, server, "
                 "model, failovers, timings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (content_hash, thread_id, amended_from, draft.title, draft.body,
@@ -161,8 +160,6 @@ class InsightStore:
                  draft.backend, draft.server, draft.model,
                  json.dumps([f.to_json() for f in draft.failovers]), json.dumps(draft.timings), now),
             )
-            new_id = cur.lastrowid
-            assert new_id is not None
             if thread_id is None:
                 await self.db.execute("UPDATE insights SET thread_id = ? WHERE id = ?", (new_id, new_id))
                 await self._insert_messages(new_id, 0, transcript, now)
@@ -259,8 +256,8 @@ class InsightStore:
                           server: str, embedding: bytes, embedding_model: str) -> bool:
         """Store a summary; False when that day and contact was already done (by another run)."""
         [changed] = await self._write([(
-            "INSERT OR IGNORE INTO conversation_summaries (day, contact, summary, message_count, model, server, "
-            "embedding, embedding_model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO conversation_summaries (day, contact, summary, message_count, model, server, "
+            "embedding, embedding_model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (day, contact, summary, message_count, model, server, embedding, embedding_model, utcnow()),
         )])
         return changed > 0
@@ -278,8 +275,9 @@ class InsightStore:
 
     async def cache_geocode(self, source: str, lat: float, lon: float, result: Any) -> None:
         await self._write([(
-            "INSERT OR REPLACE INTO geocode_cache (source, lat_key, lon_key, result, fetched_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO geocode_cache (source, lat_key, lon_key, result, fetched_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, lat_key, lon_key) DO UPDATE SET result = excluded.result, "
+            "fetched_at = excluded.fetched_at",
             (source, geo_key(lat), geo_key(lon), json.dumps(result, ensure_ascii=False), utcnow()),
         )])
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import aiosqlite
 import httpx
 import numpy as np
 
+from imageapi.core.db import Connection
 from imageapi.core.errors import ServiceError, UsageError
 from imageapi.core.insights.http import get_json
 from imageapi.core.insights.providers import Backends, Message, ProviderError
@@ -184,7 +184,7 @@ class _Matrix:
 class SummaryIndex:
     """Cosine search over the stored summaries of one embedding model."""
 
-    def __init__(self, db: aiosqlite.Connection, max_cached_bytes: int = MAX_CACHED_BYTES) -> None:
+    def __init__(self, db: Connection, max_cached_bytes: int = MAX_CACHED_BYTES) -> None:
         self.db = db
         self.max_cached_bytes = max_cached_bytes
         self._cache: dict[str, _Matrix] = {}

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-import aiosqlite
-
 from imageapi.core.config import Config
+from imageapi.core.db import Connection, Row
 from imageapi.core.errors import ImageapiError, UsageError
 from imageapi.core.files import describe_row, taken_at_iso
 from imageapi.core.insights.geo import ApolloPlaces, Nominatim, check_position, short_address
@@ -53,7 +52,7 @@ POSITION = {"lat": {"type": "number", "description": "latitude; default: the pho
 class Photo:
     library: Library
     rel_path: str
-    row: aiosqlite.Row
+    row: Row
 
     @property
     def content_hash(self) -> str:
@@ -69,7 +68,7 @@ class Photo:
 
 
 class Toolbox:
-    def __init__(self, *, config: Config, db: aiosqlite.Connection, photo: Photo, backends: Backends,
+    def __init__(self, *, config: Config, db: Connection, photo: Photo, backends: Backends,
                  index: SummaryIndex, nominatim: Nominatim, places: ApolloPlaces | None,
                  render_image: RenderImage | None, timeout: float) -> None:
         self.config, self.db, self.photo = config, db, photo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imageapi.core.database import insert
 from imageapi.core.db import Connection
 
 
@@ -60,13 +61,12 @@ async def next_idx(db: Connection, content_hash: str) -> int:
 async def insert_face(db: Connection, content_hash: str, idx: int, box: tuple[float, float, float, float],
                       score: float, embedding: bytes, model: str, now: str) -> int:
     """A face row; its id. In the caller's transaction."""
-    cur = await db.execute(
+    return await insert(
+        db,
         "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (content_hash, idx, *box, score, embedding, model, now),
     )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
 
 
 async def unbind_person_in_content(db: Connection, content_hash: str, person_id: int, except_face: int) -> None:
