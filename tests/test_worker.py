@@ -283,3 +283,18 @@ def test_leases_claim_disjoint_items_and_fence_stale_results(env_dirs: dict[str,
             await db.close()
 
     asyncio.run(go())
+
+
+def test_path_map_rules(tmp_path: Path) -> None:
+    from imageapi.core.config import WorkerSettings, parse_path_map
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    settings = WorkerSettings(path_map=parse_path_map(
+        f"/mnt/nas={tmp_path}/a, /mnt/nas/photos/={tmp_path}/b, family={tmp_path}/c"))
+    assert settings.local_root("main", "/mnt/nas/photos") == tmp_path / "b"             # the longest prefix
+    assert settings.local_root("main", "/mnt/nas/photos/2020") == tmp_path / "b" / "2020"
+    assert settings.local_root("main", "/mnt/nas/other") == tmp_path / "a" / "other"
+    assert settings.local_root("main", "/mnt/nasty") == Path("/mnt/nasty")               # whole names only
+    assert settings.local_root("family", "/mnt/nas/photos") == tmp_path / "c"          # a name wins
+    assert WorkerSettings().local_root("main", "/srv/photos") == Path("/srv/photos")
