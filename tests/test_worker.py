@@ -27,40 +27,93 @@ import pytest
 
 from imageapi.core import leases
 from imageapi.core.database import transaction, write
-from imageapi.core.db import connect
+from imageapi.core.db import Connection, connect, dialect, utcnow
+from imageapi.core.hashing import hash_file
 from imageapi.core.libraries import add_library
-from tests.apollo_standin import StandIn, insert_rows, make_photo
+from imageapi.core.postgres.url import parse_postgres_url
+from tests.apollo_standin import StandIn, make_photo
 
 LEASE = "2"
 
 # Every thumbnail result written on a row, in order: exactly one per file when no result is
 # written twice.
-WRITE_LOG = [
-    "CREATE TABLE test_thumb_writes (file_id INTEGER NOT NULL, state TEXT NOT NULL)",
-    "CREATE TRIGGER test_log_thumb_writes AFTER UPDATE OF thumb_state ON files "
-    "WHEN NEW.thumb_state != 'pending' "
-    "BEGIN INSERT INTO test_thumb_writes (file_id, state) VALUES (NEW.id, NEW.thumb_state); END",
-]
+WRITE_LOG = {
+    "sqlite": [
+        "CREATE TABLE test_thumb_writes (file_id INTEGER NOT NULL, state TEXT NOT NULL)",
+        "CREATE TRIGGER test_log_thumb_writes AFTER UPDATE OF thumb_state ON files "
+        "WHEN NEW.thumb_state != 'pending' "
+        "BEGIN INSERT INTO test_thumb_writes (file_id, state) VALUES (NEW.id, NEW.thumb_state); END",
+    ],
+    "postgresql": [
+        "CREATE TABLE test_thumb_writes (file_id BIGINT NOT NULL, state TEXT NOT NULL)",
+        "CREATE FUNCTION test_log_thumb_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO test_thumb_writes (file_id, state) VALUES (NEW.id, NEW.thumb_state); RETURN NEW; END $$",
+        "CREATE TRIGGER test_log_thumb_writes AFTER UPDATE OF thumb_state ON files FOR EACH ROW "
+        "WHEN (NEW.thumb_state <> 'pending') EXECUTE FUNCTION test_log_thumb_writes()",
+    ],
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, env_dirs: dict[str, Path]) -> str | None:
+    """The database the workers share: None for the SQLite file, else a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture()
-def env(env_dirs: dict[str, Path]) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("APOLLO_", "FACE_", "WORKER_", "LIBRARY_"))}
+def env(env_dirs: dict[str, Path], backend: str | None) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items()
+           if not k.startswith(("APOLLO_", "FACE_", "WORKER_", "LIBRARY_", "DATABASE_URL"))}
     out.update({"WORKERS": "1", "WORKER_LEASE_SECONDS": LEASE, "FACE_DETECT_CONCURRENCY": "1",
                 "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    if backend is not None:
+        out["DATABASE_URL"] = backend
+    _backends[str(env_dirs["tmp"])] = backend
     return out
+
+
+_backends: dict[str, str | None] = {}
 
 
 def db_path(env_dirs: dict[str, Path]) -> Path:
     return env_dirs["data"] / "imageapi.db"
 
 
+def _url(env_dirs: dict[str, Path]) -> str | None:
+    return _backends.get(str(env_dirs["tmp"]))
+
+
 def query(env_dirs: dict[str, Path], sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
-    conn = sqlite3.connect(db_path(env_dirs), timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+    url = _url(env_dirs)
+    if url is None:
+        conn = sqlite3.connect(db_path(env_dirs), timeout=30)
+        try:
+            rows = conn.execute(sql, params).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    async def go() -> list[tuple]:
+        import asyncpg
+
+        from imageapi.core.postgres.connection import translate
+
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(translate(sql), *params)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+async def open_db(env_dirs: dict[str, Path]) -> Connection:
+    url = _url(env_dirs)
+    return await connect(db_path(env_dirs) if url is None else parse_postgres_url(url))
 
 
 def library(env_dirs: dict[str, Path], n: int, *, seed: int = 0, hashed: bool = True) -> list[int]:
@@ -72,11 +125,24 @@ def library(env_dirs: dict[str, Path], n: int, *, seed: int = 0, hashed: bool = 
         make_photo(root / rel, seed + i)
 
     async def go() -> list[int]:
-        db = await connect(db_path(env_dirs))
+        db = await open_db(env_dirs)
         try:
             lib = await add_library(db, "main", root)
-            ids = await insert_rows(db, lib.id, root, rels, hashed=hashed)
-            for statement in WRITE_LOG:
+            ids = []
+            now = utcnow()
+            async with transaction(db):
+                for rel in rels:
+                    path = root / rel
+                    st = path.stat()
+                    async with db.execute(
+                        "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, content_hash, "
+                        "first_seen, last_seen) VALUES (?, ?, ?, 'image', ?, ?, ?, ?, ?) RETURNING id",
+                        (lib.id, rel, rel.rpartition("/")[0], st.st_size, st.st_mtime_ns,
+                         hash_file(path) if hashed else None, now, now),
+                    ) as cur:
+                        row = await cur.fetchone()
+                    ids.append(int(row[0]))
+            for statement in WRITE_LOG[dialect(db)]:
                 await write(db, statement)
             return ids
         finally:
@@ -214,10 +280,7 @@ def test_path_map_finds_a_library_mounted_elsewhere(env: dict[str, str], env_dir
     ids = library(env_dirs, 4, seed=400, hashed=False)
     local = env_dirs["tmp"] / "Pictures"
     # The database says the library is where another host mounts it.
-    conn = sqlite3.connect(db_path(env_dirs))
-    conn.execute("UPDATE libraries SET root = '/mnt/nas/photos'")
-    conn.commit()
-    conn.close()
+    query(env_dirs, "UPDATE libraries SET root = '/mnt/nas/photos'")
     res = subprocess.run([sys.executable, "-m", "imageapi", "worker", "--kinds", "thumbs,hash", "--until-empty",
                           "--json"], env={**env, "LIBRARY_PATH_MAP": f"/mnt/nas/photos={local}"},
                          capture_output=True, text=True, timeout=60)
@@ -248,7 +311,7 @@ def test_bad_kinds_are_exit_2(env: dict[str, str], env_dirs: dict[str, Path]) ->
         assert res.returncode == 2 and says in res.stderr, res.stderr
 
 
-def test_leases_claim_disjoint_items_and_fence_stale_results(env_dirs: dict[str, Path]) -> None:
+def test_leases_claim_disjoint_items_and_fence_stale_results(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
     """The claim and the fence, in one process: two holders never get one item; a holder whose
     lease expired and was taken over finds nothing to settle; one whose lease expired but was not
     taken still may (its result is the only one)."""
@@ -256,7 +319,7 @@ def test_leases_claim_disjoint_items_and_fence_stale_results(env_dirs: dict[str,
     thumbs = leases.Backlog("thumbs", "f.thumb_state = 'pending'")
 
     async def go() -> None:
-        db = await connect(db_path(env_dirs))
+        db = await open_db(env_dirs)
         try:
             a = await leases.claim(db, thumbs, "a", 4, 60.0)
             b = await leases.claim(db, thumbs, "b", 4, 60.0)
