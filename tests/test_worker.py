@@ -261,6 +261,37 @@ def test_a_worker_whose_lease_was_taken_writes_nothing(env: dict[str, str], env_
     assert query(env_dirs, "SELECT attempts FROM face_failures") == [(1,)]
 
 
+def test_two_workers_make_every_preview_once(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
+    from tests.test_video_support import make_video
+
+    root = env_dirs["tmp"] / "Videos"
+    names = [f"clip{i}.mp4" for i in range(4)]
+    for i, name in enumerate(names):
+        make_video(root / name, 2.0 + i, size="160x120", audio=None)
+
+    async def index() -> None:
+        db = await open_db(env_dirs)
+        try:
+            lib = await add_library(db, "videos", root)
+            now = utcnow()
+            for name in names:
+                st = (root / name).stat()
+                await write(db, "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, duration, "
+                                "thumb_state, first_seen, last_seen) VALUES (?, ?, '', 'video', ?, ?, ?, 'done', ?, ?)",
+                            (lib.id, name, st.st_size, st.st_mtime_ns, 2.0, now, now))
+        finally:
+            await db.close()
+
+    asyncio.run(index())
+    reports = [finish(w) for w in [start(env, "--kinds", "previews", "--until-empty") for _ in range(2)]]
+    assert sum(r["kinds"]["previews"]["done"] for r in reports) == 4
+    assert sum(r["kinds"]["previews"]["made"] for r in reports) == 4
+    assert all(r["kinds"]["previews"]["dropped"] == 0 for r in reports)
+    assert query(env_dirs, "SELECT DISTINCT preview_state FROM files") == [("done",)]
+    assert all((env_dirs["data"] / "preview_clips" / "videos" / f"{name}.mp4").is_file() for name in names)
+    assert all((env_dirs["data"] / "gifs" / "videos" / f"{name}.gif").is_file() for name in names)
+
+
 def test_sigterm_stops_and_gives_the_leases_back(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
     library(env_dirs, 6, seed=300)
     with StandIn(delay=5.0) as slow:

@@ -41,6 +41,13 @@ from imageapi.core.worker import ThumbTask
 log = logging.getLogger(__name__)
 
 KINDS = ("thumbs", "hash", "faces", "previews")
+# What each kind counts as it works (the summary shows every one, zeros included).
+DETAIL = {
+    "thumbs": ("made", "unsupported", "failed"),
+    "hash": ("hashed", "failed"),
+    "faces": ("detected", "faces_found", "bound", "transient_failures", "permanent_failures"),
+    "previews": ("made", "failed"),
+}
 IDLE_POLL = 2.0          # seconds between looks at an empty backlog
 Progress = Callable[[str, int, int | None], None]
 
@@ -106,7 +113,8 @@ class Drainer:
         self.batch = batch or max(4, pool.workers * 4)
         self.progress = progress
         self.holder = leases.new_holder()
-        self.report = WorkerReport(self.holder, {k: KindReport() for k in self.kinds})
+        self.report = WorkerReport(self.holder, {
+            k: KindReport(detail=dict.fromkeys(DETAIL[k], 0)) for k in self.kinds})
         self.totals: dict[str, int] = {}
         self.client = client
         if "faces" in self.kinds and client is None and config.faces.base_url is not None:
@@ -196,7 +204,9 @@ class Drainer:
         """Claim one batch of `kind` and work it; False when nothing could be claimed."""
         if kind == "faces" and self.face_state.down and not await self._apollo_back():
             return False
-        size = self.config.faces.detect_concurrency * 2 if kind == "faces" else self.batch
+        # A batch is what keeps this worker busy for a while: more would only wait, leased.
+        size = {"faces": self.config.faces.detect_concurrency * 2, "previews": self.pool.workers}.get(
+            kind, self.batch)
         claimed = await leases.claim(self.db, backlog(kind, self.db), self.holder, size, self.lease_seconds,
                                      library_ids=self.library_ids)
         if not claimed:
