@@ -205,7 +205,7 @@ class Drainer:
         if kind == "faces" and self.face_state.down and not await self._apollo_back():
             return False
         # A batch is what keeps this worker busy for a while: more would only wait, leased.
-        size = {"faces": self.config.faces.detect_concurrency * 2, "previews": self.pool.workers}.get(
+        size = {"faces": self.config.faces.detect_concurrency * 4, "previews": self.pool.workers}.get(
             kind, self.batch)
         claimed = await leases.claim(self.db, backlog(kind, self.db), self.holder, size, self.lease_seconds,
                                      library_ids=self.library_ids)
