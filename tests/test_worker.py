@@ -236,6 +236,21 @@ def test_kill_9_items_go_back_and_only_the_call_in_flight_is_repeated(env: dict[
     assert query(env_dirs, "SELECT COUNT(*) FROM work_leases") == [(0,)]
 
 
+def test_a_long_item_keeps_its_lease(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
+    """A detect call longer than the lease time: the lease is renewed, so a second worker waits
+    for it instead of taking the photo over."""
+    library(env_dirs, 1, seed=250)
+    with StandIn(delay=float(LEASE) * 3) as slow:
+        e = {**env, "APOLLO_FACE_API_BASE_URL": slow.url}
+        first = start(e, "--kinds", "faces", "--until-empty")
+        wait_for(lambda: slow.total == 1)
+        second = start(e, "--kinds", "faces", "--until-empty")
+        reports = [finish(first), finish(second)]
+    assert slow.total == 1
+    assert [r["kinds"]["faces"]["done"] for r in reports] == [1, 0]
+    assert query(env_dirs, "SELECT COUNT(*) FROM face_scans") == [(1,)]
+
+
 def test_a_worker_whose_lease_was_taken_writes_nothing(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
     library(env_dirs, 1, seed=200)
     (content_hash,) = query(env_dirs, "SELECT content_hash FROM files")[0]
