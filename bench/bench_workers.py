@@ -16,7 +16,10 @@ Scenarios:
 Each worker runs `--concurrency 1` (one pool process) and FACE_DETECT_CONCURRENCY=1, so "N workers"
 is N hosts' worth of the smallest worker.
 
-    .venv/bin/python -m bench.bench_workers [--database postgresql|sqlite] [--photos 400] [--thumbs 48]
+    .venv/bin/python -m bench.bench_workers [--database postgresql|sqlite] [--photos 400] [--thumbs 200]
+        [--rounds 3] [--scenarios slow,fast,thumbs]     (about 6 minutes)
+
+Rounds run 1, 2 and 4 workers in turn, and the median rate of each is reported (a shared machine).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import REPO, Verdicts, base_parser, print_header, python, python_env, work_dir
+from bench.common import REPO, Verdicts, base_parser, median, print_header, python, python_env, work_dir
 
 TARGET_SCALING_4 = 3.5
 
@@ -194,7 +197,7 @@ def main() -> int:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--photos", type=int, default=400, help="photos in the face scenarios")
-    parser.add_argument("--thumbs", type=int, default=48, help="12 MP photos in the thumbnail scenario")
+    parser.add_argument("--thumbs", type=int, default=200, help="12 MP photos in the thumbnail scenario")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--scenarios", default="slow,fast,thumbs",
                         help="slow: Apollo 50 ms per photo; fast: Apollo at once; thumbs: 12 MP thumbnails")
@@ -220,7 +223,7 @@ def main() -> int:
             base_env.update({"FACE_DETECT_CONCURRENCY": "1", "WORKER_LEASE_SECONDS": "30"})
             small = make_jpegs(work / "small", args.photos, (320, 240), 1)
             large = make_jpegs(work / "large", args.thumbs, (4000, 3000), 2)
-            results: dict[str, dict[int, float]] = {}
+            rounds: dict[str, dict[int, list[float]]] = {}
             scenarios = args.scenarios.split(",")
             for key, name, delay in (("slow", "faces, Apollo 50 ms per photo", 0.05),
                                      ("fast", "faces, Apollo at once", 0.0)):
@@ -229,22 +232,26 @@ def main() -> int:
                 standin, url = start_standin(base_env, delay)
                 try:
                     env = {**base_env, "APOLLO_FACE_API_BASE_URL": url}
-                    for k in counts:
-                        rate, wall = drain_rate(db, env, k, "faces", work / "small", small,
-                                                "SELECT COUNT(*) FROM face_scans")
-                        results.setdefault(name, {})[k] = rate
-                        print(f"{name}: {k} worker(s): {rate:.1f} photos/s ({wall:.1f} s for {len(small)})",
-                              flush=True)
+                    for r in range(args.rounds):
+                        for k in counts:
+                            rate, wall = drain_rate(db, env, k, "faces", work / "small", small,
+                                                    "SELECT COUNT(*) FROM face_scans")
+                            rounds.setdefault(name, {}).setdefault(k, []).append(rate)
+                            print(f"round {r + 1}: {name}: {k} worker(s): {rate:.1f} photos/s "
+                                  f"({wall:.1f} s for {len(small)})", flush=True)
                 finally:
                     standin.terminate()
                     standin.wait(10)
             name = "thumbnails of 12 MP JPEGs"
-            for k in counts if "thumbs" in scenarios else []:
-                rate, wall = drain_rate(db, base_env, k, "thumbs", work / "large", large,
-                                        "SELECT COUNT(*) FROM files WHERE thumb_state = 'done'")
-                results.setdefault(name, {})[k] = rate
-                print(f"{name}: {k} worker(s): {rate:.1f} photos/s ({wall:.1f} s for {len(large)})", flush=True)
-            print()
+            for r in range(args.rounds if "thumbs" in scenarios else 0):
+                for k in counts:
+                    rate, wall = drain_rate(db, base_env, k, "thumbs", work / "large", large,
+                                            "SELECT COUNT(*) FROM files WHERE thumb_state = 'done'")
+                    rounds.setdefault(name, {}).setdefault(k, []).append(rate)
+                    print(f"round {r + 1}: {name}: {k} worker(s): {rate:.1f} photos/s "
+                          f"({wall:.1f} s for {len(large)})", flush=True)
+            results = {name: {k: median(v) for k, v in by_k.items()} for name, by_k in rounds.items()}
+            print("\nmedians of the rounds:")
             for name, by_k in results.items():
                 curve = ", ".join(f"{k}: {r:.1f}/s ({r / by_k[counts[0]]:.2f}x)" for k, r in by_k.items())
                 print(f"{name}: {curve}")
