@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imageapi.core import leases
 from imageapi.core.config import Config
-from imageapi.core.db import Connection, dialect
+from imageapi.core.db import Connection, DriverError, database_error, dialect
 from imageapi.core.errors import UsageError
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import ServiceState, detect_candidates
@@ -207,8 +207,16 @@ class Drainer:
         # A batch is what keeps this worker busy for a while: more would only wait, leased.
         size = {"faces": self.config.faces.detect_concurrency * 4, "previews": self.pool.workers}.get(
             kind, self.batch)
-        claimed = await leases.claim(self.db, backlog(kind, self.db), self.holder, size, self.lease_seconds,
-                                     library_ids=self.library_ids)
+        try:
+            claimed = await leases.claim(self.db, backlog(kind, self.db), self.holder, size, self.lease_seconds,
+                                         library_ids=self.library_ids)
+        except DriverError as exc:
+            if database_error(exc) is not None:
+                raise  # a full disk, a damaged file: the command's error
+            # A deadlock detected by PostgreSQL (a claim and another worker's renewal), a busy
+            # SQLite: nothing was claimed, the next round tries again.
+            log.warning("claiming %s failed, trying again: %s", kind, exc)
+            return False
         if not claimed:
             return False
         report = self.report.kinds[kind]
