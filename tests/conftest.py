@@ -18,6 +18,25 @@ REPO = Path(__file__).resolve().parent.parent
 ON_POSTGRES = os.environ.get("IMAGEAPI_TEST_DATABASE", "sqlite") == "postgresql"
 
 
+# Modules that never open the index (parsers, decoders, ffmpeg): run once, on the SQLite pass.
+DATABASE_FREE = {"test_exif.py", "test_ffmpeg.py", "test_raw.py", "test_raw_formats.py", "test_raw_fuzz.py",
+                 "test_thumbs.py", "test_video_doctor.py", "test_walk.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against PostgreSQL: `@pytest.mark.sqlite_only` tests (what only an SQLite file has: its
+    header, pages, WAL) and the modules that never open the index are skipped."""
+    if not ON_POSTGRES:
+        return
+    sqlite_file = pytest.mark.skip(reason="about the SQLite file itself (IMAGEAPI_TEST_DATABASE=postgresql)")
+    no_database = pytest.mark.skip(reason="never opens the index: run on the SQLite pass")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(sqlite_file)
+        elif item.path.name in DATABASE_FREE:
+            item.add_marker(no_database)
+
+
 def find_corpus() -> Path | None:
     env = os.environ.get("IMAGEAPI_CORPUS")
     candidates = [Path(env)] if env else []

@@ -28,6 +28,10 @@ from imageapi.core.scan import resolve_targets, run_scan
 from tests.media_factory import make_jpeg
 from tests.test_server_cli import SECRET, free_port, http
 
+# A full disk and a damaged file, as SQLite has them (PostgreSQL's disk-full error is mapped the same way:
+# tests/test_postgres_connection.py).
+pytestmark = pytest.mark.sqlite_only
+
 EXIT_DISK_FULL = 6
 EXIT_DATABASE_DAMAGED = 7
 PAGE = 4096  # SQLite's default page size, which imageapi keeps

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from imageapi.core.database import write
 from imageapi.core.db import connect
 from imageapi.core.libraries import add_library
+from tests import dbq
 from tests.apollo_standin import StandIn, closed_port_url, default_faces, insert_rows, make_photo
 
 STATUS_KEYS = {"files", "hashed", "scanned", "pending", "backing_off", "failed", "faces", "people"}
@@ -56,7 +56,7 @@ def db_path(env_dirs: dict[str, Path]) -> Path:
 
 
 def query(env_dirs: dict[str, Path], sql: str) -> list[tuple]:
-    conn = sqlite3.connect(db_path(env_dirs), timeout=30)
+    conn = dbq.connect(db_path(env_dirs), timeout=30)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -120,7 +120,7 @@ def test_drain_exit_codes(env: dict[str, str], photos: Path, env_dirs: dict[str,
     assert (summary["transient_failures"], summary["backing_off"], summary["remaining"]) == (10, 10, 10)
     # Permanent failures come back with retry-failed.
     with StandIn(mode="422") as rejecting:
-        conn = sqlite3.connect(db_path(env_dirs))
+        conn = dbq.connect(db_path(env_dirs))
         conn.execute("UPDATE face_failures SET next_attempt_at = '2000-01-01T00:00:00.000000Z'")
         conn.commit()
         conn.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import dbq
 from tests.apollo_standin import StandIn
 from tests.media_factory import make_jpeg
 from tests.test_server_cli import SECRET, alive, free_port, http
@@ -117,7 +118,7 @@ def big_library(root: Path, n: int) -> Path:
 def db_rows(env_dirs: dict[str, Path], sql: str) -> list[tuple]:
     import sqlite3
 
-    conn = sqlite3.connect(env_dirs["data"] / "imageapi.db", timeout=30)
+    conn = dbq.connect(env_dirs["data"] / "imageapi.db", timeout=30)
     try:
         return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:  # not created yet

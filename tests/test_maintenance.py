@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from imageapi.core.libraries import sentinel_path
+from tests import dbq
 from tests.media_factory import make_jpeg
 from tests.test_cli import imageapi
 
@@ -40,36 +40,36 @@ def test_thumbs_makes_missing_ones_and_leaves_unsupported_alone(indexed: dict[st
     counts = json.loads(res.stdout)
     assert (counts["made"], counts["unsupported"], counts["retried_unsupported"]) == (0, 1, 1)
     assert sentinel_path(thumbs / "fake.jpg").exists()
-    with sqlite3.connect(indexed["db"]) as conn:
+    with dbq.connect(indexed["db"]) as conn:
         state, reason = conn.execute("SELECT thumb_state, thumb_reason FROM files WHERE rel_path='fake.jpg'").fetchone()
     assert state == "unsupported" and reason
 
 
 def test_hash_backfill_goes_in_id_order_capped(indexed: dict[str, Path]) -> None:
-    with sqlite3.connect(indexed["db"]) as conn:
+    with dbq.connect(indexed["db"]) as conn:
         hashes = dict(conn.execute("SELECT id, content_hash FROM files"))
         conn.execute("UPDATE files SET content_hash = NULL")
     res = imageapi("hash", "backfill", "--max", "2", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"hashed": 2, "failed": 0, "remaining": 4}
-    with sqlite3.connect(indexed["db"]) as conn:
+    with dbq.connect(indexed["db"]) as conn:
         now = dict(conn.execute("SELECT id, content_hash FROM files"))
     first_two = sorted(hashes)[:2]
     assert {i for i, h in now.items() if h} == set(first_two)
     assert all(now[i] == hashes[i] for i in first_two)
 
-    with sqlite3.connect(indexed["db"]) as conn:
+    with dbq.connect(indexed["db"]) as conn:
         gone = conn.execute("SELECT rel_path FROM files WHERE content_hash IS NULL ORDER BY id DESC").fetchone()[0]
     (indexed["root"] / gone).unlink()  # a file that went away since the scan
     res = imageapi("hash", "backfill", "--json")
     assert json.loads(res.stdout) == {"hashed": 3, "failed": 1, "remaining": 1}
-    with sqlite3.connect(indexed["db"]) as conn:
+    with dbq.connect(indexed["db"]) as conn:
         error = conn.execute("SELECT error FROM files WHERE rel_path = ?", (gone,)).fetchone()[0]
     assert "No such file" in error
 
 
 def test_failed_rows_do_not_starve_the_backlog(indexed: dict[str, Path]) -> None:
-    with sqlite3.connect(indexed["db"]) as conn:
+    with dbq.connect(indexed["db"]) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM files ORDER BY id")]
         conn.execute("UPDATE files SET content_hash = NULL")
         first = conn.execute("SELECT rel_path FROM files WHERE id = ?", (ids[0],)).fetchone()[0]

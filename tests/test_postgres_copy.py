@@ -211,6 +211,7 @@ def test_copy_refuses_another_index_and_reports_a_mismatch(indexed: tuple[Path, 
 
 def test_commands_and_settings_around_the_copy(env_dirs: dict[str, Path], pg_url: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DATABASE_URL", None)  # the suite run against PostgreSQL sets one
     missing = imageapi("db", "copy", "--to", pg_url, env=env)
     assert missing.returncode == 4 and "no SQLite index" in missing.stderr
     connect_sync(env_dirs["data"] / "imageapi.db").close()

@@ -8,6 +8,8 @@ promise (imageapi.core.leases, imageapi.core.drainer):
   is still written exactly once, and the only work done twice is the detect call the killed
   worker had in flight (FACE_DETECT_CONCURRENCY=1: at most one photo is sent twice);
 - a worker whose lease expired and was taken over writes nothing when it finishes.
+
+On SQLite, and on PostgreSQL with IMAGEAPI_TEST_DATABASE=postgresql (claims FOR UPDATE SKIP LOCKED).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from imageapi.core.hashing import hash_file
 from imageapi.core.libraries import add_library
 from imageapi.core.postgres.url import parse_postgres_url
 from tests.apollo_standin import StandIn, make_photo
+from tests.conftest import ON_POSTGRES
 
 LEASE = "2"
 
@@ -54,13 +57,14 @@ WRITE_LOG = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, env_dirs: dict[str, Path]) -> str | None:
-    """The database the workers share: None for the SQLite file, else a PostgreSQL URL."""
-    if request.param == "sqlite":
-        return None
-    url: str = request.getfixturevalue("pg_url")
-    return url
+@pytest.fixture()
+def backend(env_dirs: dict[str, Path]) -> str | None:
+    """The database the workers share: None for the SQLite file, else the PostgreSQL URL the suite
+    runs against (IMAGEAPI_TEST_DATABASE=postgresql: env_dirs sets DATABASE_URL)."""
+    url = os.environ.get("DATABASE_URL")
+    found = url if url and url.startswith(("postgresql:", "postgres:")) else None
+    assert (found is not None) == ON_POSTGRES
+    return found
 
 
 @pytest.fixture()

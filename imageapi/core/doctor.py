@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -142,12 +143,56 @@ def _database_integrity(config: Config) -> list[Check]:
     return checks
 
 
+def _postgres(config: Config) -> list[Check]:
+    """A PostgreSQL DATABASE_URL: the server answers, a write can begin, the schema's version
+    (migrated on the next start when behind, refused when a newer imageapi made it), where
+    embeddings are kept, and the database's size."""
+    import concurrent.futures
+
+    from imageapi.core.postgres.migrations import PG_MIGRATIONS, embedding_type, schema_version
+
+    assert config.postgres is not None
+    shown = config.postgres.shown
+    fix = "check DATABASE_URL, that the server runs and that the user may connect (docs/postgresql.md)"
+
+    async def probe() -> list[Check]:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(config.postgres.url, timeout=10, command_timeout=30)  # type: ignore[union-attr]
+        except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return [Check("database", False, f"{shown}: {exc}", fix)]
+        try:
+            version = str(await conn.fetchval("SHOW server_version")).split()[0]
+            async with conn.transaction():
+                await conn.execute("CREATE TEMPORARY TABLE doctor_probe (x int) ON COMMIT DROP")
+            have, latest = await schema_version(conn), max(m.version for m in PG_MIGRATIONS)
+            size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+            embeddings = await embedding_type(conn, "faces") if have else "made on first use"
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            return [Check("database", False, f"{shown}: {exc}", fix)]
+        finally:
+            await conn.close()
+        checks = [Check("database", True, f"{shown}: PostgreSQL {version}, writable, "
+                        f"{size / 1024 / 1024:,.1f} MB; embeddings as {embeddings}")]
+        if have > latest:
+            checks.append(Check("database schema", False, f"version {have} was made by a newer imageapi (this one "
+                                f"knows {latest})", "upgrade imageapi on this host"))
+        else:
+            state = "current" if have == latest else f"version {have}, migrated to {latest} on the next start"
+            checks.append(Check("database schema", True, state))
+        return checks
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:  # doctor may be called inside a running loop
+        return ex.submit(asyncio.run, probe()).result()
+
+
 def run_checks(config: Config) -> list[Check]:
+    database = _postgres(config) if config.postgres is not None else [_database(config), *_database_integrity(config)]
     return [
         *_ffmpeg(),
         _heif(),
         _exiftool(),
-        _database(config),
-        *_database_integrity(config),
+        *database,
         _writable("thumbnails", config.thumbnails, "set THUMBNAILS to a writable folder"),
     ]

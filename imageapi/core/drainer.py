@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imageapi.core import leases
 from imageapi.core.config import Config
-from imageapi.core.db import Connection, DriverError, database_error, dialect
+from imageapi.core.db import Connection, DriverError, database_error
 from imageapi.core.errors import UsageError
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import ServiceState, detect_candidates
@@ -33,8 +33,8 @@ from imageapi.core.faces.store import _KINDS_SQL, _UNSCANNED_WHERE, Candidate, n
 from imageapi.core.libraries import Library, thumbnail_path
 from imageapi.core.maintenance import ThumbCounts, hash_rows, make_thumbnails
 from imageapi.core.pool import WorkerPool
-from imageapi.core.previews import DUE_SQL, PreviewReport, make_due
 from imageapi.core.previews import Candidate as PreviewCandidate
+from imageapi.core.previews import PreviewReport, due_sql, make_due
 from imageapi.core.store import abs_path
 from imageapi.core.worker import ThumbTask
 
@@ -79,8 +79,7 @@ def backlog(kind: str, db: Connection) -> leases.Backlog:
         return leases.Backlog(kind, _UNSCANNED_WHERE, (stamp(now_utc()),), key="f.content_hash",
                               locks_files=False)
     if kind == "previews":
-        due = DUE_SQL if dialect(db) == "sqlite" else DUE_SQL.replace(" IS NOT ", " IS DISTINCT FROM ")
-        return leases.Backlog(kind, due)
+        return leases.Backlog(kind, due_sql(db))
     raise ValueError(kind)
 
 

@@ -57,7 +57,7 @@ async def backfill_hashes(
         "SELECT f.id, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
         # Rows whose hashing already failed go last, so a block of unreadable files at low ids
         # cannot starve the rest of the backlog tick after tick.
-        "WHERE f.content_hash IS NULL ORDER BY coalesce(f.error LIKE 'hash:%', 0), f.id"
+        "WHERE f.content_hash IS NULL ORDER BY CASE WHEN f.error LIKE 'hash:%' THEN 1 ELSE 0 END, f.id"
     )
     params: tuple[object, ...] = ()
     if max_rows is not None:

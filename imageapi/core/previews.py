@@ -29,7 +29,7 @@ from typing import Any
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
 from imageapi.core.database import transaction, write
-from imageapi.core.db import Connection, Row
+from imageapi.core.db import Connection, Row, dialect
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
@@ -56,6 +56,13 @@ WALL_MAX_LIMIT = 1000
 # SQLite answers from that index.
 PREVIEW_KEY_SQL = "size || ':' || mtime_ns || ':' || rel_path"
 DUE_SQL = f"kind = 'video' AND preview_source IS NOT {PREVIEW_KEY_SQL}"
+# PostgreSQL's form, word for word its partial index's (postgres/migrations.py, migration 4).
+DUE_SQL_PG = ("kind = 'video' AND preview_source IS DISTINCT FROM "
+              "(size::text || ':' || mtime_ns::text || ':' || rel_path)")
+
+
+def due_sql(db: Connection) -> str:
+    return DUE_SQL_PG if dialect(db) == "postgresql" else DUE_SQL
 
 # (stage, done, total) progress callback, as the scan's.
 Progress = Callable[[str, int, int | None], None]
@@ -216,7 +223,7 @@ async def due_previews(
     libs, params = _libs_sql(library_ids, "+f.library_id")  # '+': walk the due index, not all videos
     sql = (f"SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id AS lib_id, l.name, l.root "
            f"FROM files f JOIN libraries l ON l.id = f.library_id "
-           f"WHERE {DUE_SQL} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # DUE_SQL's columns are files' own
+           f"WHERE {due_sql(db)} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # DUE_SQL's columns are files' own
     async with db.execute(sql, (after_id, *params, limit)) as cur:
         rows = await cur.fetchall()
     return [Candidate(r["id"], Library(r["lib_id"], r["name"], Path(r["root"])), r["rel_path"], r["size"],
@@ -234,8 +241,8 @@ class PreviewStatus:
 async def preview_status(db: Connection, library_ids: list[int] | None = None) -> PreviewStatus:
     libs, params = _libs_sql(library_ids)
     sql = (f"SELECT COUNT(*), "
-           f"SUM(f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL}), "
-           f"SUM(f.preview_state = 'failed' AND f.preview_source = {PREVIEW_KEY_SQL}) "
+           f"SUM(CASE WHEN f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL} THEN 1 ELSE 0 END), "
+           f"SUM(CASE WHEN f.preview_state = 'failed' AND f.preview_source = {PREVIEW_KEY_SQL} THEN 1 ELSE 0 END) "
            f"FROM files f WHERE f.kind = 'video'{libs}")
     async with db.execute(sql, params) as cur:
         row = await cur.fetchone()

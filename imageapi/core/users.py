@@ -126,7 +126,7 @@ _COLUMNS = "id, name, created_at, tokens_valid_after, token_key"
 
 
 async def get_user(db: Connection, name: str) -> User:
-    async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,)) as cur:
+    async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE lower(name) = lower(?)", (name,)) as cur:
         row = await cur.fetchone()
     if row is None:
         raise NotFoundError(f"no user named {name!r}")
@@ -140,14 +140,14 @@ async def get_user_by_id(db: Connection, user_id: int) -> User | None:
 
 
 async def list_users(db: Connection) -> list[User]:
-    async with db.execute(f"SELECT {_COLUMNS} FROM users ORDER BY name") as cur:
+    async with db.execute(f"SELECT {_COLUMNS} FROM users ORDER BY lower(name), name") as cur:
         return [_user(r) for r in await cur.fetchall()]
 
 
 async def add_user(db: Connection, name: str, password_hash: str) -> User:
     """Store a user with an already computed hash (`hash_password`)."""
     check_name(name)
-    async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
+    async with db.execute("SELECT 1 FROM users WHERE lower(name) = lower(?)", (name,)) as cur:
         if await cur.fetchone() is not None:
             raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
     async with transaction(db):
@@ -185,7 +185,7 @@ async def stored_hash(db: Connection, name: str) -> tuple[User | None, str]:
     """The user and their stored hash, or (None, a dummy hash) so callers check something either way."""
     if not NAME_RE.fullmatch(name):  # cannot be a user's (and SQLite cannot bind lone surrogates)
         return None, _DUMMY_HASH
-    async with db.execute(f"SELECT {_COLUMNS}, password_hash FROM users WHERE name = ?", (name,)) as cur:
+    async with db.execute(f"SELECT {_COLUMNS}, password_hash FROM users WHERE lower(name) = lower(?)", (name,)) as cur:
         row = await cur.fetchone()
     if row is None:
         return None, _DUMMY_HASH

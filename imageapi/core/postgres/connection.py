@@ -56,7 +56,7 @@ _RETURNING_RE = re.compile(r"\bRETURNING\b", re.I)
 _TX_RE = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK)\b(?!\s+TO\b)(.*)$", re.I | re.S)
 
 
-class PgDatabaseError(sqlite3.DatabaseError):
+class PgDatabaseError(sqlite3.OperationalError):
     """An error from PostgreSQL, as the driver error the core handles."""
 
     sqlstate: str | None = None
