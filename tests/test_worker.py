@@ -332,13 +332,16 @@ def test_path_map_finds_a_library_mounted_elsewhere(env: dict[str, str], env_dir
     # The database says the library is where another host mounts it.
     query(env_dirs, "UPDATE libraries SET root = '/mnt/nas/photos'")
     res = subprocess.run([sys.executable, "-m", "imageapi", "worker", "--kinds", "thumbs,hash", "--until-empty",
-                          "--json"], env={**env, "LIBRARY_PATH_MAP": f"/mnt/nas/photos={local}"},
+                          "--json"], env={**env, "LIBRARY_PATH_MAP": f"/mnt/nas/photos={local}",
+                                          "BASE_PATH": str(local)},
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["kinds"]["thumbs"]["made"] == 4 and report["kinds"]["hash"]["hashed"] == 4
     assert query(env_dirs, "SELECT COUNT(*) FROM files WHERE thumb_state = 'done' AND content_hash IS NOT NULL") \
         == [(len(ids),)]
+    # This host's BASE_PATH does not move library `main` for every other host.
+    assert query(env_dirs, "SELECT root FROM libraries") == [("/mnt/nas/photos",)]
 
 
 @pytest.mark.parametrize(("value", "says"), [

@@ -9,9 +9,11 @@ import signal
 import typer
 
 from imageapi.cli import common
+from imageapi.core.db import connect
 from imageapi.core.drainer import Drainer, WorkerReport, parse_kinds
 from imageapi.core.errors import ImageapiError
 from imageapi.core.libraries import get_library
+from imageapi.core.pool import WorkerPool
 
 LABELS = {"thumbs": "Thumbnails", "hash": "Hashing", "faces": "Detecting faces", "previews": "Previews"}
 
@@ -47,18 +49,24 @@ def worker(
     async def go() -> WorkerReport:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        async with common.open_store(cfg) as store, contextlib.AsyncExitStack() as opened:
+        async with contextlib.AsyncExitStack() as opened:
+            # Not common.open_store: a worker never changes the libraries (BASE_PATH as this host
+            # sees it would move library `main` for every host); LIBRARY_PATH_MAP maps them here.
+            db = await connect(cfg.database)
+            opened.push_async_callback(db.close)
+            pool = WorkerPool(cfg.workers)
+            opened.callback(pool.close)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
                 opened.callback(loop.remove_signal_handler, sig)
-            library_ids = [(await get_library(store.db, name)).id for name in library]
+            library_ids = [(await get_library(db, name)).id for name in library]
             with common.ProgressBars(not json_out) as bars:
-                drainer = Drainer(store.db, store.pool, cfg, chosen, library_ids=library_ids,
+                drainer = Drainer(db, pool, cfg, chosen, library_ids=library_ids,
                                   progress=lambda kind, n, of: bars(LABELS[kind], n, of))
                 opened.push_async_callback(drainer.aclose)
                 report = await drainer.run(stop, until_empty=until_empty)
             if stop.is_set():
-                store.pool.reset()  # work still running in the pool is not waited for
+                pool.reset()  # work still running in the pool is not waited for
             return report
 
     report = common.run(go)
