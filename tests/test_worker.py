@@ -414,3 +414,64 @@ def test_path_map_rules(tmp_path: Path) -> None:
     assert settings.local_root("main", "/mnt/nasty") == Path("/mnt/nasty")               # whole names only
     assert settings.local_root("family", "/mnt/nas/photos") == tmp_path / "c"          # a name wins
     assert WorkerSettings().local_root("main", "/srv/photos") == Path("/srv/photos")
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite's claim is one write transaction: no result can land inside it")
+def test_a_result_committed_during_a_claim_is_not_claimed_again(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
+    """PostgreSQL reads each statement at its own snapshot: a late worker whose lease had expired
+    may commit its result between a claimer's select and its lease. The claim's second look
+    gives the item back instead of working it again."""
+    from imageapi.core.drainer import backlog
+
+    library(env_dirs, 1, seed=600)
+    (content_hash,) = query(env_dirs, "SELECT content_hash FROM files")[0]
+
+    class Interleaved:
+        """The claimer's connection: `hook` runs just before its first lease is written."""
+
+        def __init__(self, conn: Connection, hook: object) -> None:
+            self._conn, self._hook, self.dialect = conn, hook, dialect(conn)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+        def execute(self, sql: str, params: object = ()) -> object:
+            if not sql.startswith("INSERT INTO work_leases") or self._hook is None:
+                return self._conn.execute(sql, params)  # type: ignore[arg-type]
+            hook, self._hook = self._hook, None
+            conn = self._conn
+
+            class Later:
+                async def __aenter__(self) -> object:
+                    await hook()  # type: ignore[operator]
+                    self.inner = conn.execute(sql, params)  # type: ignore[arg-type]
+                    return await self.inner.__aenter__()
+
+                async def __aexit__(self, *exc: object) -> object:
+                    return await self.inner.__aexit__(*exc)
+
+            return Later()
+
+    async def go() -> None:
+        late_db, claimer_db = await open_db(env_dirs), await open_db(env_dirs)
+        try:
+            faces = backlog("faces", late_db)
+            late = leases.Fence("faces", "late", locks_files=False)
+            late.add(await leases.claim(late_db, faces, "late", 4, 60.0))
+            await write(late_db, "UPDATE work_leases SET expires_at = 0")   # it took too long
+
+            async def late_result_lands() -> None:
+                async with transaction(late_db):
+                    assert await late.hold(late_db, content_hash)
+                    await late_db.execute("INSERT INTO face_scans (content_hash, model, face_count, scanned_at) "
+                                          "VALUES (?, 'm', 0, ?)", (content_hash, utcnow()))
+
+            claimer = Interleaved(claimer_db, late_result_lands)
+            assert await leases.claim(claimer, backlog("faces", claimer_db), "claimer", 4, 60.0) == []  # type: ignore[arg-type]
+            assert late.kept == 1
+        finally:
+            await late_db.close()
+            await claimer_db.close()
+
+    asyncio.run(go())
+    assert query(env_dirs, "SELECT COUNT(*) FROM work_leases") == [(0,)]
