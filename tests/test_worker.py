@@ -155,9 +155,25 @@ def library(env_dirs: dict[str, Path], n: int, *, seed: int = 0, hashed: bool = 
     return asyncio.run(go())
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left() -> Iterator[None]:
+    """A failing test leaves no worker running."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "imageapi", "worker", "--concurrency", "1", "--json", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "worker", "--concurrency", "1", "--json", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _started.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> dict:
