@@ -91,6 +91,9 @@ BAD: dict[str, list[str]] = {
     "TRUSTED_PROXIES": ["proxy.local", "10.0.0.0/33", "127.0.0.1, ::1, nope", "1.2.3.4/x", "\x00"],
     "IMAGEAPI_FFMPEG": ["/does/not/exist/ffmpeg", "no-such-ffmpeg-here", "/", "none", "x\x00y"],
     "IMAGEAPI_FFPROBE": ["/does/not/exist/ffprobe", "no-such-ffprobe-here", "/", "x\x00y"],
+    "WORKER_LEASE_SECONDS": ["0.5", *SECONDS_BAD],
+    "LIBRARY_PATH_MAP": ["/mnt/nas/photos", "/mnt/nas=relative", "/mnt/nas=/does/not/exist", "=/tmp",
+                         "/mnt/nas=/tmp,/mnt/nas=/", "/mnt/nas=/tmp\x00", "main="],
 }
 # Settings every value of which is acceptable: any folder name or pattern, any path (a bad path
 # is said when the folder is made: THUMBNAILS below).
@@ -99,7 +102,7 @@ FREE = {"EXCLUDED_DIRS", "IGNORE_PATTERNS", "IMAGEAPI_DATA_DIR", "THUMBNAILS", "
 ALL = set(BAD) | FREE
 
 COMMANDS: list[list[str]] = [["serve"], ["watch"], ["scan"], ["video", "previews"], ["faces", "drain"],
-                             ["summaries", "build"], ["video", "hls"], ["doctor"], ["user", "list"]]
+                             ["summaries", "build"], ["video", "hls"], ["doctor"], ["user", "list"], ["worker"]]
 
 # The hangs and spins of issue 9, each on the command where it happened: before, each of these
 # printed an error and then hung (ignoring SIGTERM), or ran on (failing every login), or spun.

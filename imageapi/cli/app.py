@@ -24,6 +24,7 @@ from imageapi.cli import (
     user,
     video,
     watch,
+    workercmd,
 )
 
 common.plain_flags_in_help()
@@ -76,6 +77,7 @@ app.add_typer(people.app, name="people")
 app.add_typer(summaries.app, name="summaries")
 app.add_typer(video.app, name="video")
 watch.register(app)
+workercmd.register(app)
 serve.register(app)
 app.add_typer(user.app, name="user")
 app.add_typer(db.app, name="db")

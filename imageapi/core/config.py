@@ -51,6 +51,7 @@ MAX_THUMB_SIZE = 10_000
 MIN_SECRET_BYTES = 32  # the length tokens.check_secret asks for
 DEFAULT_TOKEN_TTL = 7 * 86400.0
 MAX_TOKEN_TTL = 10 * 365 * 86400.0
+DEFAULT_LEASE_SECONDS = 60.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -70,6 +71,28 @@ class ServerSettings:
     processes: int = 1                    # SERVE_PROCESSES
     # TRUSTED_PROXIES: reverse proxies whose X-Forwarded-Proto is believed (the cookie's Secure flag)
     trusted_proxies: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """`imageapi worker` (imageapi.core.drainer)."""
+
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # WORKER_LEASE_SECONDS
+    # LIBRARY_PATH_MAP: (library root or name as the database knows it, where this host sees it)
+    path_map: tuple[tuple[str, Path], ...] = ()
+
+    def local_root(self, name: str, root: Path | str) -> Path:
+        """Where this host finds a library: a mapping for its name, else for the longest prefix of
+        its root (whole folder names only), else the root itself."""
+        text = str(root)
+        best: tuple[int, Path] | None = None
+        for source, local in self.path_map:
+            if source == name:
+                return local
+            if source.startswith("/") and (text == source or text.startswith(source.rstrip("/") + "/")):
+                if best is None or len(source) > best[0]:
+                    best = (len(source), local / text[len(source):].lstrip("/") if text != source else local)
+        return best[1] if best else Path(text)
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,7 @@ class Config:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     video: VideoSettings = field(default_factory=VideoSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(base_url=None))
     insights: InsightSettings = field(default_factory=lambda: insight_settings_from_env({}))
     ffmpeg: str | None = None      # IMAGEAPI_FFMPEG: this binary, not the one on PATH
@@ -247,6 +271,11 @@ def load_config(
             processes=env_int(env, "SERVE_PROCESSES", 1, maximum=64),
             trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         ),
+        worker=WorkerSettings(
+            lease_seconds=env_number(env, "WORKER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, minimum=1.0,
+                                     maximum=86400.0, unit=" of seconds"),
+            path_map=parse_path_map(env.get("LIBRARY_PATH_MAP")),
+        ),
         faces=face_settings_from_env(env),
         insights=insight_settings_from_env(env),
         ffmpeg=tool_setting(env, "IMAGEAPI_FFMPEG"),
@@ -254,6 +283,25 @@ def load_config(
         postgres=postgres,
     )
     return config.with_overrides(**overrides)
+
+
+def parse_path_map(raw: str | None, setting: str = "LIBRARY_PATH_MAP") -> tuple[tuple[str, Path], ...]:
+    """Comma-separated FROM=TO: FROM a library's root as the database holds it (or a folder above
+    it), or a library's name; TO where this host sees it, a readable folder."""
+    out: list[tuple[str, Path]] = []
+    for part in parse_list(raw):
+        source, sep, local = part.partition("=")
+        source, local = source.strip(), local.strip()
+        if not sep or not source or not local or "\x00" in part:
+            raise ConfigError(setting, f"{shown(part)} must be FROM=TO (e.g. /mnt/nas/photos=/Volumes/photos)")
+        if not local.startswith(("/", "~")):
+            raise ConfigError(setting, f"{shown(local)} must be an absolute path")
+        if source in {s for s, _ in out}:
+            raise ConfigError(setting, f"{shown(source)} is mapped twice")
+        target = expand_user(setting, local)
+        check_library_root(setting, target)
+        out.append((source.rstrip("/") or "/" if source.startswith("/") else source, target))
+    return tuple(out)
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:

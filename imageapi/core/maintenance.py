@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection
+from imageapi.core.leases import Fence
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
 from imageapi.core.names import safe_text
@@ -64,6 +65,20 @@ async def backfill_hashes(
         params = (max_rows,)
     async with db.execute(sql, params) as cur:
         rows = [(r[0], abs_path(r[1], r[2])) for r in await cur.fetchall()]
+    counts = await hash_rows(db, pool, rows, progress)
+    counts.remaining = await count_unhashed(db)
+    return counts
+
+
+async def hash_rows(
+    db: Connection,
+    pool: WorkerPool,
+    rows: list[tuple[int, str]],
+    progress: Progress | None = None,
+    fence: Fence | None = None,
+) -> HashBackfillCounts:
+    """Hash (row id, path) in the pool and record each outcome, in batched transactions; with a
+    `fence`, only for the rows whose lease is still held (imageapi.core.leases)."""
     counts = HashBackfillCounts()
     pending: list[tuple[object, ...]] = []
     failures: list[tuple[object, ...]] = []
@@ -72,6 +87,10 @@ async def backfill_hashes(
         nonlocal pending, failures
         if pending or failures:
             async with transaction(db):
+                if fence is not None:
+                    held = await fence.settle(db, [r[1] for r in pending + failures])
+                    pending = [r for r in pending if str(r[1]) in held]
+                    failures = [r for r in failures if str(r[1]) in held]
                 await db.executemany("UPDATE files SET content_hash = ?, error = NULL WHERE id = ?", pending)
                 await db.executemany("UPDATE files SET error = ? WHERE id = ?", failures)
         pending, failures = [], []
@@ -98,7 +117,6 @@ async def backfill_hashes(
         if len(pending) + len(failures) >= WRITE_EVERY:
             await flush()
     await flush()
-    counts.remaining = await count_unhashed(db)
     return counts
 
 
@@ -194,7 +212,7 @@ async def make_missing_thumbnails(
             elif state == "done" and dest.exists():
                 continue
             tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
-    await _make_thumbnails(db, pool, tasks, counts, progress)
+    await make_thumbnails(db, pool, tasks, counts, progress)
     return counts
 
 
@@ -222,21 +240,25 @@ async def retry_new_tools(
                 tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
     counts.checked = counts.retried_new_tools = len(tasks)
     if tasks:  # no progress bar for nothing
-        await _make_thumbnails(db, pool, tasks, counts, progress)
+        await make_thumbnails(db, pool, tasks, counts, progress)
     return counts
 
 
-async def _make_thumbnails(
+async def make_thumbnails(
     db: Connection, pool: WorkerPool, tasks: list[ThumbTask], counts: ThumbCounts,
-    progress: Progress | None,
+    progress: Progress | None, fence: Fence | None = None,
 ) -> None:
-    """Run the tasks in the pool and record each outcome on its row, in batched transactions."""
+    """Run the tasks in the pool and record each outcome on its row, in batched transactions; with
+    a `fence`, only on the rows whose lease is still held (imageapi.core.leases)."""
     updates: list[tuple[object, ...]] = []
 
     async def flush() -> None:
         nonlocal updates
         if updates:
             async with transaction(db):
+                if fence is not None:
+                    held = await fence.settle(db, [u[3] for u in updates])
+                    updates = [u for u in updates if str(u[3]) in held]
                 await db.executemany(
                     "UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?", updates
                 )

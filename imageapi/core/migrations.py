@@ -3,7 +3,8 @@
 Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
-file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases.
+file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases, 14 work leases,
+15 the listing's date order.
 """
 
 from __future__ import annotations
@@ -400,6 +401,23 @@ CREATE TABLE job_leases (
 ) WITHOUT ROWID;
 """
 MIGRATIONS.append(Migration(13, "shared_state", SHARED_STATE))
+
+# 14: leases on backlog items (imageapi.core.leases): `imageapi worker` processes on any host claim
+# thumbnails, hashes, face scans and previews here, so no item is worked by two at once. `item` is the
+# row id (as text) or, for faces, the content hash; `token` grows each time the item is taken over;
+# `expires_at` is unix seconds. A lease whose holder died expires and the item goes back.
+WORK_LEASES = """
+CREATE TABLE work_leases (
+    kind        TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    holder      TEXT NOT NULL,               -- host:pid:random of the worker
+    token       INTEGER NOT NULL,
+    expires_at  REAL NOT NULL,
+    PRIMARY KEY (kind, item)
+) WITHOUT ROWID;
+CREATE INDEX work_leases_by_holder ON work_leases(holder);
+"""
+MIGRATIONS.append(Migration(14, "work_leases", WORK_LEASES))
 
 # /photos sorted by date (the default) walks this index and stops after a page, instead of sorting
 # every file of the library for each page (2.1 s per page at 1,000,000 files; bench_backends). The

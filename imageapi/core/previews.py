@@ -22,17 +22,18 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
-from imageapi.core.database import write
+from imageapi.core.database import transaction, write
 from imageapi.core.db import Connection, Row, dialect
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
+from imageapi.core.leases import Fence
 from imageapi.core.libraries import Library, resolve_in_library
 from imageapi.core.listing import decode_cursor, encode_cursor, subtree_sql
 from imageapi.core.names import safe_text
@@ -301,25 +302,7 @@ async def preview_pass(
     total = status.due if max_items is None else min(status.due, max_items)
     if progress:
         progress("previews", 0, total)
-    slots = asyncio.Semaphore(max(1, jobs))
     after = 0
-
-    async def one(c: Candidate) -> None:
-        async with slots:
-            try:
-                src = resolve_in_library(c.library, c.rel)
-                await make_previews(config, c.library.name, c.rel, src, c.duration, runner)
-            except ImageapiError as exc:
-                await record_failed(db, c, exc.message)
-                report.failed += 1
-                if len(report.errors) < 100:
-                    report.errors.append((f"{c.library.name}/{c.rel}", exc.message))
-                log.info("preview of %s/%s failed: %s", c.library.name, c.rel, exc.message)
-            else:
-                await record_done(db, c)
-                report.made += 1
-            if progress:
-                progress("previews", report.made + report.failed, total)
 
     while max_items is None or report.made + report.failed < max_items:
         room = 64 if max_items is None else min(64, max_items - report.made - report.failed)
@@ -327,10 +310,59 @@ async def preview_pass(
         if not batch:
             break
         after = batch[-1].id
-        await asyncio.gather(*(one(c) for c in batch))
+        await make_due(db, config, batch, report, jobs=jobs, runner=runner, progress=progress, total=total)
     report.remaining = (await preview_status(db, library_ids)).due
     report.seconds = time.monotonic() - started
     return report
+
+
+async def make_due(
+    db: Connection,
+    config: Config,
+    batch: list[Candidate],
+    report: PreviewReport,
+    *,
+    jobs: int = 1,
+    runner: AsyncRunner | None = None,
+    progress: Progress | None = None,
+    total: int | None = None,
+    fence: Fence | None = None,
+    local_root: Callable[[Library], Path] | None = None,
+) -> None:
+    """Make the previews of `batch`, `jobs` at a time, and record each outcome on its row; with a
+    `fence`, only while the lease on the row is still held (imageapi.core.leases). `local_root`:
+    where this host sees a library (LIBRARY_PATH_MAP)."""
+    slots = asyncio.Semaphore(max(1, jobs))
+
+    async def record(c: Candidate, error: str | None) -> bool:
+        async with transaction(db):
+            if fence is not None and not await fence.hold(db, c.id):
+                return False
+            if error is None:
+                await record_done(db, c)
+            else:
+                await record_failed(db, c, error)
+        return True
+
+    async def one(c: Candidate) -> None:
+        async with slots:
+            lib = c.library if local_root is None else replace(c.library, root=local_root(c.library))
+            try:
+                src = resolve_in_library(lib, c.rel)
+                await make_previews(config, c.library.name, c.rel, src, c.duration, runner)
+            except ImageapiError as exc:
+                if await record(c, exc.message):
+                    report.failed += 1
+                    if len(report.errors) < 100:
+                        report.errors.append((f"{c.library.name}/{c.rel}", exc.message))
+                log.info("preview of %s/%s failed: %s", c.library.name, c.rel, exc.message)
+            else:
+                if await record(c, None):
+                    report.made += 1
+            if progress:
+                progress("previews", report.made + report.failed, total)
+
+    await asyncio.gather(*(one(c) for c in batch))
 
 
 # --------------------------------------------------------------------------------------------

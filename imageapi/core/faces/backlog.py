@@ -28,6 +28,7 @@ from imageapi.core.faces.apollo import ApolloClient, ApolloError
 from imageapi.core.faces.people import MeanCache, autobind_photo
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import Candidate, insert_detection, list_unscanned_candidates, record_failure
+from imageapi.core.leases import Fence
 from imageapi.core.maintenance import HashBackfillCounts, Progress, backfill_hashes
 from imageapi.core.pool import WorkerPool
 
@@ -145,11 +146,34 @@ async def process_face_backlog(
         library_ids, limit, now)
 
 
+async def detect_candidates(
+    db: Connection,
+    pool: WorkerPool,
+    client: ApolloClient,
+    settings: FaceSettings,
+    candidates: list[Candidate],
+    fence: Fence,
+    *,
+    state: ServiceState | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> FaceTickReport:
+    """Pass 2 over candidates claimed with leases (imageapi.core.leases): each result (faces or a
+    failure) is stored only while the lease on its hash is still held, else dropped."""
+    tick = _Tick(db, pool, client, settings, state or ServiceState(), on_done, fence)
+    started = time.monotonic()
+    try:
+        await tick.work(candidates)
+    finally:
+        tick.report.seconds = time.monotonic() - started
+    return tick.report
+
+
 class _Tick:
     def __init__(self, db: Connection, pool: WorkerPool, client: ApolloClient, settings: FaceSettings,
-                 state: ServiceState, on_done: Callable[[int], None] | None) -> None:
+                 state: ServiceState, on_done: Callable[[int], None] | None, fence: Fence | None = None) -> None:
         self.db, self.pool, self.client, self.settings, self.state = db, pool, client, settings, state
         self.on_done = on_done
+        self.fence = fence
         self.report = FaceTickReport()
         self.means = MeanCache(db)
         self.connection_failures = 0       # in a row
@@ -166,7 +190,9 @@ class _Tick:
 
     async def _run(self, library_ids: list[int] | None, limit: int | None, now: datetime | None) -> None:
         cap = self.settings.backlog_max_per_tick if limit is None else min(limit, self.settings.backlog_max_per_tick)
-        candidates = await self._candidates(library_ids, cap, now)
+        await self.work(await self._candidates(library_ids, cap, now))
+
+    async def work(self, candidates: list[Candidate]) -> None:
         self.report.candidates = len(candidates)
         if not candidates:
             return
@@ -263,6 +289,9 @@ class _Tick:
                 return
             self.connection_failures = 0
             async with transaction(self.db):
+                if not await self._holds(cand):
+                    self._finished()
+                    return
                 stored = await insert_detection(self.db, cand.content_hash, detection, utcnow())
                 bound = await autobind_photo(self.db, cand.content_hash, self.settings.autobind_min_cos,
                                              self.means) if stored else []
@@ -274,8 +303,16 @@ class _Tick:
         finally:
             sem.release()
 
+    async def _holds(self, cand: Candidate) -> bool:
+        """Inside the result's transaction: whether this worker may still write it (always, unless
+        it works under leases and lost this one)."""
+        return self.fence is None or await self.fence.hold(self.db, cand.content_hash)
+
     async def _failed(self, cand: Candidate, error: str, *, permanent: bool) -> None:
         async with transaction(self.db):
+            if not await self._holds(cand):
+                self._finished()
+                return
             await record_failure(self.db, cand.content_hash, error, permanent=permanent)
         if permanent:
             self.report.permanent_failures += 1

@@ -337,6 +337,19 @@ CREATE TABLE job_leases (
 );
 """)
 
+# Leases on backlog items (imageapi.core.leases).
+WORK_LEASES = _c("""
+CREATE TABLE work_leases (
+    kind        TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    token       BIGINT NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (kind, item)
+);
+CREATE INDEX work_leases_by_holder ON work_leases(holder);
+""")
+
 
 async def _merge_equal_tags(conn: asyncpg.Connection) -> None:
     """Migration 11's step (imageapi.core.tags.merge_equal_tags) with the same Python rule for the
@@ -379,6 +392,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(11, "tag_keys", TAG_KEYS, _merge_equal_tags),
     PgMigration(12, "sessions", SESSIONS),
     PgMigration(13, "shared_state", SHARED_STATE),
+    PgMigration(14, "work_leases", WORK_LEASES),
     PgMigration(15, "listing_order", LISTING_ORDER),
 ]
 
