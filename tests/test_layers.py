@@ -88,8 +88,10 @@ SQL_HOMES = {"repositories", "postgres", "db.py", "database.py", "migrations.py"
 # and the backlogs' workers); they may gain or lose SQL there.
 ELSEWHERE = {"throttle.py", "tokens.py", "sessions.py", "users.py", "lock.py", "maintenance.py",
              "faces/backlog.py", "scan.py", "worker.py", "pool.py"}
+# Migration 11's step, which the SQLite migrations run on their synchronous connection.
+MIGRATION_STEPS = {"tags.py:merge_equal_tags"}
 # Not moved to a repository yet.
-PENDING = {"doctor.py", "faces/crops.py", "files.py", "store.py", "tags.py", "insights/store.py",
+PENDING = {"doctor.py", "faces/crops.py", "files.py", "store.py", "insights/store.py",
            "insights/summaries.py", "insights/tools.py", "libraries.py", "listing.py", "timeline.py",
            "memories.py", "previews.py", "hls.py"}
 
@@ -104,23 +106,46 @@ def core_modules() -> dict[str, Path]:
     return out
 
 
+def _lines_of(source: str, function: str) -> range:
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            return range(node.lineno, (node.end_lineno or node.lineno) + 1)
+    return range(0)
+
+
 def sql_outside_repositories(sources: dict[str, str], allowed: set[str]) -> dict[str, list[str]]:
-    """module -> its SQL sites, for the modules holding SQL that are not allowed to."""
-    found = {name: sql_sites(text) for name, text in sources.items() if name not in allowed}
-    return {name: sites for name, sites in found.items() if sites}
+    """module -> its SQL sites, for the modules holding SQL they are not allowed to. An entry
+    "module" allows the whole module, "module:function" one top-level function of it."""
+    out = {}
+    for name, text in sources.items():
+        if name in allowed:
+            continue
+        spared = [line for entry in allowed if entry.startswith(name + ":")
+                  for line in _lines_of(text, entry.split(":", 1)[1])]
+        sites = [site for site in sql_sites(text) if int(site.split()[1].rstrip(":")) not in spared
+                 or site.split(": ", 1)[1].startswith("imports ")]
+        if sites:
+            out[name] = sites
+    return out
 
 
 def test_the_core_check_finds_sql_in_an_unlisted_module() -> None:
     sources = {"tags.py": 'X = "SELECT id FROM tags"', "names.py": 'Y = "DELETE FROM faces WHERE id = ?"',
                "kinds.py": 'Z = "Select a kind"'}
-    assert sql_outside_repositories(sources, {"tags.py"}) == {"names.py": ["line 1: SQL 'DELETE FROM faces WHERE id = ?'"]}
+    assert sql_outside_repositories(sources, {"tags.py"}) == {
+        "names.py": ["line 1: SQL 'DELETE FROM faces WHERE id = ?'"]}
+    # A function allowed: the rest of its module is not.
+    tags = 'def merge(c):\n    c.execute("DELETE FROM tags")\n\n\nX = "SELECT 1"\n'
+    assert sql_outside_repositories({"tags.py": tags}, {"tags.py:merge"}) == {"tags.py": ["line 5: SQL 'SELECT 1'"]}
+    assert sql_outside_repositories({"tags.py": tags}, {"tags.py:other"}) == {
+        "tags.py": ["line 2: SQL 'DELETE FROM tags'", "line 5: SQL 'SELECT 1'"]}
     assert "repositories/tags.py" not in core_modules() and "db.py" not in core_modules()
     assert {"faces/people.py", "tags.py", "names.py"} <= set(core_modules())
 
 
 def test_no_sql_in_the_core_outside_repositories() -> None:
     sources = {name: path.read_text(encoding="utf-8") for name, path in core_modules().items()}
-    assert sql_outside_repositories(sources, ELSEWHERE | PENDING) == {}, (
+    assert sql_outside_repositories(sources, ELSEWHERE | PENDING | MIGRATION_STEPS) == {}, (
         "SQL outside imageapi/core/repositories: move it into a repository (repositories/<aggregate>.py) "
         "and call that from the service")
 
@@ -129,3 +154,9 @@ def test_no_sql_in_the_core_outside_repositories() -> None:
 def test_pending_modules_still_hold_sql(name: str) -> None:
     """The list only shrinks: a module whose SQL has moved out leaves PENDING."""
     assert sql_sites((CORE / name).read_text(encoding="utf-8")), f"{name} holds no SQL: take it off PENDING"
+
+
+@pytest.mark.parametrize("entry", sorted(MIGRATION_STEPS))
+def test_migration_steps_still_exist(entry: str) -> None:
+    name, function = entry.split(":")
+    assert _lines_of((CORE / name).read_text(encoding="utf-8"), function), f"{entry} is gone: take it off the list"

@@ -55,6 +55,7 @@ class Connection(Protocol):
 Row = Any
 DriverError = sqlite3.Error  # PostgreSQL's errors are raised as its subclasses (postgres/connection.py)
 IntegrityError = sqlite3.IntegrityError  # a constraint broken, on either engine
+SqliteConnection = sqlite3.Connection  # the synchronous one SQLite's migrations run on
 
 
 def dialect(conn: object) -> str:
