@@ -91,8 +91,8 @@ ELSEWHERE = {"throttle.py", "tokens.py", "sessions.py", "users.py", "lock.py", "
 # Migration 11's step, which the SQLite migrations run on their synchronous connection.
 MIGRATION_STEPS = {"tags.py:merge_equal_tags"}
 # Not moved to a repository yet.
-PENDING = {"doctor.py", "faces/crops.py", "files.py", "store.py", "insights/store.py",
-           "insights/summaries.py", "insights/tools.py", "libraries.py", "listing.py", "timeline.py",
+PENDING = {"doctor.py", "faces/crops.py", "files.py", "store.py",
+           "libraries.py", "listing.py", "timeline.py",
            "memories.py", "previews.py", "hls.py"}
 
 
