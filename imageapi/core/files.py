@@ -9,11 +9,7 @@ from imageapi.core.config import Config
 from imageapi.core.db import Connection, Row
 from imageapi.core.errors import NotFoundError
 from imageapi.core.libraries import Library, sentinel_path
-
-# The folder's seen_at (migration 6) beside a file row: `SELECT f.*, {DIR_SEEN_SQL} FROM files f ...`.
-DIR_SEEN_SQL = (
-    "(SELECT d.seen_at FROM dirs d WHERE d.library_id = f.library_id AND d.rel_path = f.dir) AS dir_seen_at"
-)
+from imageapi.core.repositories.files import DIR_SEEN_SQL
 
 
 def last_seen(row: Row) -> str:

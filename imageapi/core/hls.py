@@ -52,8 +52,8 @@ from imageapi.core.errors import (
 )
 from imageapi.core.ffmpeg import AsyncRunner, VideoInfo
 from imageapi.core.libraries import Library, resolve_in_library
-from imageapi.core.listing import subtree_sql
 from imageapi.core.names import safe_text
+from imageapi.core.repositories.files import subtree_sql
 
 log = logging.getLogger(__name__)
 

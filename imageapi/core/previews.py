@@ -34,8 +34,9 @@ from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
 from imageapi.core.libraries import Library, resolve_in_library
-from imageapi.core.listing import decode_cursor, encode_cursor, subtree_sql
+from imageapi.core.listing import decode_cursor, encode_cursor
 from imageapi.core.names import safe_text
+from imageapi.core.repositories.files import subtree_sql
 
 log = logging.getLogger(__name__)
 

@@ -47,3 +47,17 @@ async def set_thumb_state(db: Connection, file_id: int, state: str, reason: str 
     """In the caller's transaction."""
     await db.execute("UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?",
                      (state, reason, tool, file_id))
+
+
+# The folder's seen_at (migration 6) beside a file row: `SELECT f.*, {DIR_SEEN_SQL} FROM files f ...`.
+DIR_SEEN_SQL = (
+    "(SELECT d.seen_at FROM dirs d WHERE d.library_id = f.library_id AND d.rel_path = f.dir) AS dir_seen_at"
+)
+
+
+def subtree_sql(column: str, folder: str) -> tuple[str, tuple[str, ...]]:
+    """A condition: rows of `column` strictly under `folder` ('/' + 1 == '0', so the range is the
+    prefix); with its parameters."""
+    if not folder:
+        return f"{column} != ''", ()
+    return f"{column} >= ? AND {column} < ?", (folder + "/", folder + "0")
