@@ -9,7 +9,7 @@ from imageapi.core.config import Config
 from imageapi.core.db import Connection, Row
 from imageapi.core.errors import NotFoundError
 from imageapi.core.libraries import Library, sentinel_path
-from imageapi.core.repositories.files import DIR_SEEN_SQL
+from imageapi.core.repositories import files as files_repo
 
 
 def last_seen(row: Row) -> str:
@@ -37,10 +37,7 @@ def mtime_iso(mtime_ns: int) -> str:
 
 
 async def get_file_row(db: Connection, lib: Library, rel_path: str) -> Row:
-    async with db.execute(
-        f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE f.library_id = ? AND f.rel_path = ?", (lib.id, rel_path)
-    ) as cur:
-        row = await cur.fetchone()
+    row = await files_repo.file_row(db, lib.id, rel_path)
     if row is None:
         raise NotFoundError(f"{rel_path!r} is not in the index of library {lib.name!r}")
     return row

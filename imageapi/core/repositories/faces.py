@@ -281,3 +281,23 @@ async def count_faces_and_people(db: Connection) -> tuple[int, int]:
     async with db.execute("SELECT (SELECT COUNT(*) FROM faces), (SELECT COUNT(*) FROM persons)") as cur:
         row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+@dataclass(frozen=True)
+class ThumbnailedFace:
+    face_id: int
+    box: tuple[float, float, float, float]
+    library: str        # a library holding a file of the face's content with a thumbnail
+    rel_path: str       # ... and that file
+
+
+async def best_thumbnailed_face(db: Connection, person_id: int) -> ThumbnailedFace | None:
+    """The person's best-scored face of which some file has a stored thumbnail."""
+    async with db.execute(
+        "SELECT fc.id, fc.x, fc.y, fc.w, fc.h, l.name, f.rel_path FROM faces fc "
+        "JOIN files f ON f.content_hash = fc.content_hash AND f.thumb_state = 'done' "
+        "JOIN libraries l ON l.id = f.library_id WHERE fc.person_id = ? "
+        "ORDER BY fc.score DESC, fc.id, f.id LIMIT 1", (person_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return ThumbnailedFace(row[0], (row[1], row[2], row[3], row[4]), row[5], row[6]) if row is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from imageapi.core.db import Connection
 
 
@@ -61,3 +63,12 @@ def subtree_sql(column: str, folder: str) -> tuple[str, tuple[str, ...]]:
     if not folder:
         return f"{column} != ''", ()
     return f"{column} >= ? AND {column} < ?", (folder + "/", folder + "0")
+
+
+async def file_row(db: Connection, library_id: int, rel_path: str) -> dict[str, Any] | None:
+    """The file's row (every column, and its folder's `dir_seen_at`)."""
+    async with db.execute(
+        f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE f.library_id = ? AND f.rel_path = ?", (library_id, rel_path)
+    ) as cur:
+        row = await cur.fetchone()
+    return dict(row) if row is not None else None
