@@ -91,7 +91,7 @@ ELSEWHERE = {"throttle.py", "tokens.py", "sessions.py", "users.py", "lock.py", "
 # Migration 11's step, which the SQLite migrations run on their synchronous connection.
 MIGRATION_STEPS = {"tags.py:merge_equal_tags"}
 # Not moved to a repository yet.
-PENDING = {"doctor.py", "store.py"}
+PENDING = {"doctor.py"}
 
 
 def core_modules() -> dict[str, Path]:

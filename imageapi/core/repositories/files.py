@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from imageapi.core.db import Connection
@@ -72,3 +73,29 @@ async def file_row(db: Connection, library_id: int, rel_path: str) -> dict[str, 
     ) as cur:
         row = await cur.fetchone()
     return dict(row) if row is not None else None
+
+
+# ------------------------------------------------------------------------------- scan results
+
+def file_row_writes(columns: tuple[str, ...], updated: tuple[str, ...]) -> tuple[str, str]:
+    """The upsert of a row (`columns` in order; `updated` replaced on a path already indexed) and
+    the move of a row (`rel_path`, then `updated`, then the id)."""
+    upsert = (
+        f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        "ON CONFLICT (library_id, rel_path) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in updated)
+    )
+    # A moved file keeps its row (and id): only its path and what was read from it change.
+    move = "UPDATE files SET rel_path = ?, " + ", ".join(f"{c} = ?" for c in updated) + " WHERE id = ?"
+    return upsert, move
+
+
+async def write_file_rows(db: Connection, statements: tuple[str, str], upserts: Sequence[Sequence[object]],
+                          moves: Sequence[Sequence[object]]) -> None:
+    """The moves, then the upserts, each one batch (`statements`: file_row_writes'). In the
+    caller's transaction."""
+    upsert_sql, move_sql = statements
+    if moves:
+        await db.executemany(move_sql, moves)
+    if upserts:
+        await db.executemany(upsert_sql, upserts)
