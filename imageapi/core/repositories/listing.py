@@ -93,7 +93,7 @@ async def day_counts(db: Connection, library_ids: Sequence[int]) -> list[tuple[s
     """(YYYY-MM-DD of taken_at, files) of these libraries, newest day first, undated (None) last."""
     cond, params = _libs_sql(library_ids)
     sql = (f"SELECT substr(f.taken_at, 1, 10) AS day, COUNT(*) FROM files f WHERE {cond} "
-           "GROUP BY day ORDER BY day IS NULL, day DESC")
+           "GROUP BY day ORDER BY day DESC NULLS LAST")
     async with db.execute(sql, params) as cur:
         return [(r[0], int(r[1])) for r in await cur.fetchall()]
 
