@@ -15,7 +15,7 @@ from imageapi.core import hls, previews
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, connect, dialect, utcnow
-from imageapi.core.errors import MediaError
+from imageapi.core.errors import MediaError, UsageError
 from imageapi.core.faces import people
 from imageapi.core.faces.apollo import DetectedFace, Detection
 from imageapi.core.faces.store import (
@@ -106,18 +106,22 @@ async def test_faces_people_and_backlog_counts(db: Connection, tmp_path: Path) -
     assert await retry_failed(db) == 1
     assert await count_pending(db) == 1
 
-    # A person tag on a photo with one face binds it (bootstrap); the people list counts it.
-    await people.create_person(db, "Alice")
+    # A person tag on a photo with one face binds it (bootstrap); the people list counts it. Names
+    # match tags and lookups case aside (ASCII), and the list is by name case aside.
+    await people.create_person(db, "alice")
     await people.create_person(db, "Bob")
-    await add_tags(db, ["h1"], ["Alice"])
+    await add_tags(db, ["h1"], ["ALICE"])
     assert await people.autobind_sweep(db, 0.5, incremental=True) == 1
     assert await people.autobind_sweep(db, 0.5, incremental=True) == 0
-    summary = {p.name: (p.faces, p.photos, p.bound_by) for p in await people.list_people(db)}
-    assert summary == {"Alice": (1, 1, {"bootstrap": 1}), "Bob": (0, 0, {})}
-    assert await insights_repo.face_names(db, "h1") == ["Alice"]
+    summary = [(p.name, p.faces, p.photos, p.bound_by) for p in await people.list_people(db)]
+    assert summary == [("alice", 1, 1, {"bootstrap": 1}), ("Bob", 0, 0, {})]
+    assert await insights_repo.face_names(db, "h1") == ["alice"]
 
-    with pytest.raises(Exception, match="already exists"):
-        await people.create_person(db, "Alice")
+    with pytest.raises(UsageError, match="already exists"):
+        await people.create_person(db, "ALICE")
+    with pytest.raises(UsageError, match="already exists"):
+        await people.rename_person(db, "bob", "Alice")
+    assert (await people.get_person(db, "BOB")).name == "Bob"
     await people.rename_person(db, "Alice", "ALICE")
     assert [p.name for p in await people.list_people(db)] == ["ALICE", "Bob"]
 

@@ -48,8 +48,6 @@ def tag_key(name: str) -> str:
     return unicodedata.normalize("NFC", folded)
 
 
-TAG_MATCH_SQL = repo.MATCH_SQL  # params: tag_key(name), name
-
 
 def merge_equal_tags(conn: SqliteConnection) -> None:
     """Migration 11: give every tag its key and merge tags whose keys are equal into the one made

@@ -8,3 +8,13 @@ the handlers.
 
 Writes take no transaction of their own: the caller opens one (`imageapi.core.database.transaction`).
 """
+
+from imageapi.core.db import Connection, dialect
+
+
+def nocase(db: Connection, expr: str) -> str:
+    """`expr` as a `COLLATE NOCASE` column of SQLite compares it (ASCII letters folded). SQLite's
+    NOCASE columns (persons.name, tags.name) fold by themselves in `=` and ORDER BY; PostgreSQL's
+    columns are "C" with a unique index on lower(name), so there both sides are lower()ed (a "C"
+    lower() folds ASCII letters only, as NOCASE does)."""
+    return expr if dialect(db) == "sqlite" else f"lower({expr})"

@@ -10,7 +10,7 @@ from typing import Any
 
 from imageapi.core.db import Connection
 from imageapi.core.repositories.files import DIR_SEEN_SQL, subtree_sql
-from imageapi.core.repositories.tags import MATCH_SQL
+from imageapi.core.repositories.tags import match_sql
 
 FileDict = dict[str, Any]
 
@@ -53,7 +53,7 @@ async def photos_page(db: Connection, q: PageQuery) -> list[FileDict]:
     if q.tag is not None:
         where.append(
             "f.content_hash IN (SELECT ct.content_hash FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-            f"WHERE {MATCH_SQL})"
+            f"WHERE {match_sql(db)})"
         )
         params += list(q.tag)
     if q.person is not None:

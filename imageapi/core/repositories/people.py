@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from imageapi.core.database import insert
 from imageapi.core.db import Connection
+from imageapi.core.repositories import nocase
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,17 @@ class PhotoFace:
 
 
 async def by_name(db: Connection, name: str) -> PersonRow | None:
-    async with db.execute("SELECT id, name FROM persons WHERE name = ?", (name,)) as cur:
+    """The person of this name, case aside (ASCII letters)."""
+    async with db.execute(f"SELECT id, name FROM persons WHERE {nocase(db, 'name')} = {nocase(db, '?')}",
+                          (name,)) as cur:
         row = await cur.fetchone()
     return PersonRow(row[0], row[1]) if row is not None else None
 
 
 async def name_taken(db: Connection, name: str, except_id: int) -> bool:
-    """Whether a person other than `except_id` has this name."""
-    async with db.execute("SELECT id FROM persons WHERE name = ? AND id != ?", (name, except_id)) as cur:
+    """Whether a person other than `except_id` has this name (case aside)."""
+    async with db.execute(f"SELECT id FROM persons WHERE {nocase(db, 'name')} = {nocase(db, '?')} AND id != ?",
+                          (name, except_id)) as cur:
         return await cur.fetchone() is not None
 
 
@@ -49,8 +53,8 @@ async def insert_person(db: Connection, name: str, now: str) -> int:
 
 
 async def all_people(db: Connection) -> list[PersonRow]:
-    """By name."""
-    async with db.execute("SELECT id, name FROM persons ORDER BY name") as cur:
+    """By name, case aside."""
+    async with db.execute(f"SELECT id, name FROM persons ORDER BY {nocase(db, 'name')}") as cur:
         return [PersonRow(r[0], r[1]) for r in await cur.fetchall()]
 
 
@@ -97,10 +101,10 @@ async def embeddings_of(db: Connection, person_id: int) -> AsyncIterator[bytes]:
 
 
 async def person_tags(db: Connection, content_hash: str) -> list[PersonRow]:
-    """The persons whose name is a tag of this content, by id."""
+    """The persons whose name is a tag of this content (case aside), by id."""
     async with db.execute(
         "SELECT DISTINCT p.id, p.name FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-        "JOIN persons p ON p.name = t.name WHERE ct.content_hash = ? ORDER BY p.id",
+        f"JOIN persons p ON {nocase(db, 'p.name')} = {nocase(db, 't.name')} WHERE ct.content_hash = ? ORDER BY p.id",
         (content_hash,),
     ) as cur:
         return [PersonRow(r[0], r[1]) for r in await cur.fetchall()]
@@ -148,7 +152,7 @@ async def photos_to_autobind(db: Connection, since: str | None) -> list[str]:
     only tag links made at or after `since` when given. Oldest link first."""
     sql = (
         "SELECT ct.content_hash, MAX(ct.created_at) FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-        "JOIN persons p ON p.name = t.name "
+        f"JOIN persons p ON {nocase(db, 'p.name')} = {nocase(db, 't.name')} "
         "WHERE EXISTS (SELECT 1 FROM faces f WHERE f.content_hash = ct.content_hash AND f.person_id IS NULL) "
         # Photos where every tagged person already has their face are done.
         "AND NOT EXISTS (SELECT 1 FROM faces b WHERE b.content_hash = ct.content_hash AND b.person_id = p.id)"

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 
 from imageapi.core.database import insert
 from imageapi.core.db import Connection
+from imageapi.core.repositories import nocase
 
-# A row written without a key (by hand, or a tool that predates it) is still found by its name.
-_BY_KEY = "SELECT id FROM tags WHERE key = ? OR (key IS NULL AND name = ?) ORDER BY key IS NULL, id LIMIT 1"
-MATCH_SQL = "(t.key = ? OR (t.key IS NULL AND t.name = ?))"  # a condition on `tags t`; params: key, name
+
+def match_sql(db: Connection, table: str = "t") -> str:
+    """A condition on `tags {table}`: the tag of this key, or a row written without a key (by hand,
+    or by a tool that predates keys) of this name, case aside. Parameters: key, name."""
+    return f"({table}.key = ? OR ({table}.key IS NULL AND {nocase(db, table + '.name')} = {nocase(db, '?')}))"
+
 IN_CHUNK = 500  # values of one `IN (...)`
 
 
@@ -44,7 +48,8 @@ async def names_of(db: Connection, hashes: Sequence[str]) -> list[tuple[str, str
 
 async def by_key(db: Connection, key: str, name: str) -> int | None:
     """The id of the tag with this key (or, for a row without one, this name)."""
-    async with db.execute(_BY_KEY, (key, name)) as cur:
+    async with db.execute(f"SELECT id FROM tags WHERE {match_sql(db, 'tags')} ORDER BY key IS NULL, id LIMIT 1",
+                          (key, name)) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row is not None else None
 
