@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imageapi.core.db import Connection
+from imageapi.core.repositories import as_dicts
 
 
 async def _count(db: Connection, sql: str, params: tuple[object, ...] = ()) -> int:
@@ -72,7 +73,7 @@ async def file_row(db: Connection, library_id: int, rel_path: str) -> dict[str, 
         f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE f.library_id = ? AND f.rel_path = ?", (library_id, rel_path)
     ) as cur:
         row = await cur.fetchone()
-    return dict(row) if row is not None else None
+    return as_dicts([row])[0] if row is not None else None
 
 
 # ------------------------------------------------------------------------------- scan results

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imageapi.core.db import Connection
+from imageapi.core.repositories import as_dicts
 from imageapi.core.repositories.files import DIR_SEEN_SQL, subtree_sql
 from imageapi.core.repositories.tags import match_sql
 
@@ -71,7 +72,7 @@ async def photos_page(db: Connection, q: PageQuery) -> list[FileDict]:
     )
     params.append(q.limit)
     async with db.execute(sql, params) as cur:
-        return [dict(r) for r in await cur.fetchall()]
+        return as_dicts(await cur.fetchall())
 
 
 async def dir_counts(db: Connection, library_id: int, folder: str) -> list[tuple[str, int]]:
@@ -152,4 +153,4 @@ async def files_on_days(db: Connection, library_id: int, last_year: str, *, mont
         f"AND substr(taken_at, 1, 4) <= ? AND {cond}{excl} ORDER BY taken_at, id"
     )
     async with db.execute(sql, [library_id, last_year, *cond_params, *excl_params]) as cur:
-        return [dict(r) for r in await cur.fetchall()]
+        return as_dicts(await cur.fetchall())

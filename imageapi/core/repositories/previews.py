@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imageapi.core.db import Connection, dialect
+from imageapi.core.repositories import as_dicts
 from imageapi.core.repositories.files import subtree_sql
 
 # A video's previews are due when the version they were made (or failed) for is not the row's
@@ -120,7 +121,7 @@ async def wall_page(db: Connection, library_id: int, *, folder: str, recursive: 
            f"WHERE {' AND '.join(where)} ORDER BY {key_sql} DESC, f.id DESC LIMIT ?")
     params.append(limit)
     async with db.execute(sql, params) as cur:
-        return [dict(r) for r in await cur.fetchall()]
+        return as_dicts(await cur.fetchall())
 
 
 # ------------------------------------------------------------------------------------------- HLS
