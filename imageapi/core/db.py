@@ -111,6 +111,27 @@ def database_error(exc: BaseException, path: Path | str | None = None) -> Databa
     return None
 
 
+def probe_writable(path: Path) -> None:
+    """Open the file, read its version and take the write lock for a moment (what every write
+    needs); sqlite3.Error when any of it fails (`imageapi doctor`)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def quick_check(path: Path, limit: int = 20) -> list[str]:
+    """The problems PRAGMA quick_check finds in the file (at most `limit`; none when sound)."""
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute(f"PRAGMA quick_check({int(limit)})") if r[0] != "ok"]
+    finally:
+        conn.close()
+
+
 def check_header(path: Path) -> None:
     """A file that exists and is not empty must be an SQLite database (SQLite would otherwise fail
     later, on some statement, with a less useful message). Asked of SQLite, never by opening the

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from dataclasses import dataclass
 
@@ -77,13 +76,11 @@ def _database(config: Config) -> Check:
                              "set DATABASE_URL to a path in a writable folder")
     if not folder_check.ok:
         return folder_check
+    from imageapi.core.db import DriverError, probe_writable
+
     try:
-        conn = sqlite3.connect(config.database_path)
-        conn.execute("PRAGMA user_version").fetchone()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        conn.close()
-    except sqlite3.Error as exc:
+        probe_writable(config.database_path)
+    except DriverError as exc:
         return Check("database", False, f"{config.database_path}: {exc}",
                      "check the file's permissions or set DATABASE_URL")
     return Check("database", True, f"{config.database_path} is writable")
@@ -97,7 +94,7 @@ DB_FREE_MIN = 16 * 1024 * 1024
 def _database_integrity(config: Config) -> list[Check]:
     """The database file is an SQLite database whose pages are sound (PRAGMA quick_check), and
     its disk has room to grow."""
-    from imageapi.core.db import check_header, database_error, recover_commands
+    from imageapi.core.db import DriverError, check_header, database_error, quick_check, recover_commands
     from imageapi.core.errors import DatabaseCorruptError
 
     path = config.database_path
@@ -108,15 +105,11 @@ def _database_integrity(config: Config) -> list[Check]:
         fix = recover_commands(path)
         try:
             check_header(path)
-            conn = sqlite3.connect(path)
-            try:
-                problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)") if r[0] != "ok"]
-            finally:
-                conn.close()
+            problems = quick_check(path, 20)
         except DatabaseCorruptError as exc:  # the header: not a database at all, nothing to recover
             checks.append(Check("database integrity", False, exc.message,
                                 "set DATABASE_URL to the imageapi database, or restore it from a backup"))
-        except (sqlite3.Error, ImageapiError) as exc:
+        except (DriverError, ImageapiError) as exc:
             corrupt = isinstance(database_error(exc), DatabaseCorruptError)
             detail = f"{path} is damaged: {exc}" if corrupt else f"cannot check {path}: {exc}"
             checks.append(Check("database integrity", False, detail,
