@@ -1,6 +1,6 @@
 """`imageapi worker` as users run it, several at once on one database: real processes, a real
 stand-in Apollo (tests/apollo_standin.py), real thumbnails. What is checked is what the leases
-promise (imageapi.core.leases, imageapi.core.drainer):
+promise (imageapi.core.repositories.leases, imageapi.core.drainer):
 
 - two workers draining one library: every thumbnail written once and every photo sent to Apollo
   once (the stand-in's request log; a trigger logs every thumbnail write);
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from imageapi.core import leases
+from imageapi.core.repositories import leases
 from imageapi.core.database import transaction, write
 from imageapi.core.db import Connection, connect, dialect, utcnow
 from imageapi.core.hashing import hash_file

@@ -54,6 +54,8 @@ class Connection(Protocol):
 
 Row = Any
 DriverError = sqlite3.Error  # PostgreSQL's errors are raised as its subclasses (postgres/connection.py)
+IntegrityError = sqlite3.IntegrityError  # a constraint broken, on either engine
+SqliteConnection = sqlite3.Connection  # the synchronous one SQLite's migrations run on
 
 
 def dialect(conn: object) -> str:
@@ -107,6 +109,27 @@ def database_error(exc: BaseException, path: Path | str | None = None) -> Databa
             primary is None and ("malformed" in text or "not a database" in text)):
         return DatabaseCorruptError(f"{path or 'the database'} is damaged ({text}): {recover_hint()}")
     return None
+
+
+def probe_writable(path: Path) -> None:
+    """Open the file, read its version and take the write lock for a moment (what every write
+    needs); sqlite3.Error when any of it fails (`imageapi doctor`)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def quick_check(path: Path, limit: int = 20) -> list[str]:
+    """The problems PRAGMA quick_check finds in the file (at most `limit`; none when sound)."""
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute(f"PRAGMA quick_check({int(limit)})") if r[0] != "ok"]
+    finally:
+        conn.close()
 
 
 def check_header(path: Path) -> None:

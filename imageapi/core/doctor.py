@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 import tempfile
 from dataclasses import dataclass
 
@@ -78,13 +77,11 @@ def _database(config: Config) -> Check:
                              "set DATABASE_URL to a path in a writable folder")
     if not folder_check.ok:
         return folder_check
+    from imageapi.core.db import DriverError, probe_writable
+
     try:
-        conn = sqlite3.connect(config.database_path)
-        conn.execute("PRAGMA user_version").fetchone()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        conn.close()
-    except sqlite3.Error as exc:
+        probe_writable(config.database_path)
+    except DriverError as exc:
         return Check("database", False, f"{config.database_path}: {exc}",
                      "check the file's permissions or set DATABASE_URL")
     return Check("database", True, f"{config.database_path} is writable")
@@ -98,7 +95,7 @@ DB_FREE_MIN = 16 * 1024 * 1024
 def _database_integrity(config: Config) -> list[Check]:
     """The database file is an SQLite database whose pages are sound (PRAGMA quick_check), and
     its disk has room to grow."""
-    from imageapi.core.db import check_header, database_error, recover_commands
+    from imageapi.core.db import DriverError, check_header, database_error, quick_check, recover_commands
     from imageapi.core.errors import DatabaseCorruptError
 
     path = config.database_path
@@ -109,15 +106,11 @@ def _database_integrity(config: Config) -> list[Check]:
         fix = recover_commands(path)
         try:
             check_header(path)
-            conn = sqlite3.connect(path)
-            try:
-                problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)") if r[0] != "ok"]
-            finally:
-                conn.close()
+            problems = quick_check(path, 20)
         except DatabaseCorruptError as exc:  # the header: not a database at all, nothing to recover
             checks.append(Check("database integrity", False, exc.message,
                                 "set DATABASE_URL to the imageapi database, or restore it from a backup"))
-        except (sqlite3.Error, ImageapiError) as exc:
+        except (DriverError, ImageapiError) as exc:
             corrupt = isinstance(database_error(exc), DatabaseCorruptError)
             detail = f"{path} is damaged: {exc}" if corrupt else f"cannot check {path}: {exc}"
             checks.append(Check("database integrity", False, detail,
@@ -149,42 +142,28 @@ def _postgres(config: Config) -> list[Check]:
     embeddings are kept, and the database's size."""
     import concurrent.futures
 
-    from imageapi.core.postgres.migrations import PG_MIGRATIONS, embedding_type, schema_version
+    from imageapi.core.postgres.migrations import PG_MIGRATIONS
+    from imageapi.core.postgres.probe import ProbeError, probe
 
     assert config.postgres is not None
     shown = config.postgres.shown
     fix = "check DATABASE_URL, that the server runs and that the user may connect (docs/postgresql.md)"
-
-    async def probe() -> list[Check]:
-        import asyncpg
-
-        try:
-            conn = await asyncpg.connect(config.postgres.url, timeout=10, command_timeout=30)  # type: ignore[union-attr]
-        except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return [Check("database", False, f"{shown}: {exc}", fix)]
-        try:
-            version = str(await conn.fetchval("SHOW server_version")).split()[0]
-            async with conn.transaction():
-                await conn.execute("CREATE TEMPORARY TABLE doctor_probe (x int) ON COMMIT DROP")
-            have, latest = await schema_version(conn), max(m.version for m in PG_MIGRATIONS)
-            size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
-            embeddings = await embedding_type(conn, "faces") if have else "made on first use"
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            return [Check("database", False, f"{shown}: {exc}", fix)]
-        finally:
-            await conn.close()
-        checks = [Check("database", True, f"{shown}: PostgreSQL {version}, writable, "
-                        f"{size / 1024 / 1024:,.1f} MB; embeddings as {embeddings}")]
-        if have > latest:
-            checks.append(Check("database schema", False, f"version {have} was made by a newer imageapi (this one "
-                                f"knows {latest})", "upgrade imageapi on this host"))
-        else:
-            state = "current" if have == latest else f"version {have}, migrated to {latest} on the next start"
-            checks.append(Check("database schema", True, state))
-        return checks
-
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:  # doctor may be called inside a running loop
-        return ex.submit(asyncio.run, probe()).result()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:  # doctor may be called inside a running loop
+            found = ex.submit(asyncio.run, probe(config.postgres.url)).result()
+    except ProbeError as exc:
+        return [Check("database", False, f"{shown}: {exc}", fix)]
+    latest = max(m.version for m in PG_MIGRATIONS)
+    checks = [Check("database", True, f"{shown}: PostgreSQL {found.version}, writable, "
+                    f"{found.size_bytes / 1024 / 1024:,.1f} MB; embeddings as {found.embeddings}")]
+    if found.schema > latest:
+        checks.append(Check("database schema", False, f"version {found.schema} was made by a newer imageapi "
+                            f"(this one knows {latest})", "upgrade imageapi on this host"))
+    else:
+        state = ("current" if found.schema == latest
+                 else f"version {found.schema}, migrated to {latest} on the next start")
+        checks.append(Check("database schema", True, state))
+    return checks
 
 
 def run_checks(config: Config) -> list[Check]:

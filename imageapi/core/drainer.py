@@ -1,5 +1,5 @@
 """`imageapi worker`: drain the backlogs (thumbnails, hashes, face scans, previews) from any host
-that sees the libraries and the database, beside other workers, under leases (imageapi.core.leases).
+that sees the libraries and the database, beside other workers, under leases (imageapi.core.repositories.leases).
 
 Each round claims a batch of one kind, runs it through the same code as the one-shot commands and
 the watcher (maintenance.make_thumbnails, maintenance.hash_rows, faces.backlog.detect_candidates,
@@ -23,18 +23,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imageapi.core import leases
 from imageapi.core.config import Config
 from imageapi.core.db import Connection, DriverError, database_error
 from imageapi.core.errors import UsageError
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import ServiceState, detect_candidates
-from imageapi.core.faces.store import _KINDS_SQL, _UNSCANNED_WHERE, Candidate, now_utc, stamp
+from imageapi.core.faces.store import DETECT_KINDS, Candidate, now_utc, stamp
 from imageapi.core.libraries import Library, thumbnail_path
 from imageapi.core.maintenance import ThumbCounts, hash_rows, make_thumbnails
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import Candidate as PreviewCandidate
-from imageapi.core.previews import PreviewReport, due_sql, make_due
+from imageapi.core.previews import PreviewReport, make_due
+from imageapi.core.repositories import leases
+from imageapi.core.repositories import work as work_repo
 from imageapi.core.store import abs_path
 from imageapi.core.worker import ThumbTask
 
@@ -70,17 +71,12 @@ def backlog(kind: str, db: Connection) -> leases.Backlog:
     """Which rows are due, per kind: the same rules as the one-shot commands (a pending thumbnail;
     no hash and no failed hashing yet; hashed image content with no face scan and no failure
     waiting; previews missing or stale)."""
-    if kind == "thumbs":
-        return leases.Backlog(kind, "f.thumb_state = 'pending'")
-    if kind == "hash":
-        # A failed hash is tried again by `imageapi hash backfill`, not in a loop here.
-        return leases.Backlog(kind, "f.content_hash IS NULL AND (f.error IS NULL OR f.error NOT LIKE 'hash:%')")
+    if kind not in KINDS:
+        raise ValueError(kind)
+    where = work_repo.due_where(db, kind, DETECT_KINDS)
     if kind == "faces":
-        return leases.Backlog(kind, _UNSCANNED_WHERE, (stamp(now_utc()),), key="f.content_hash",
-                              locks_files=False)
-    if kind == "previews":
-        return leases.Backlog(kind, due_sql(db))
-    raise ValueError(kind)
+        return leases.Backlog(kind, where, (stamp(now_utc()),), key="f.content_hash", locks_files=False)
+    return leases.Backlog(kind, where)
 
 
 @dataclass
@@ -238,14 +234,11 @@ class Drainer:
         for name, n in counts.items():
             detail[name] = detail.get(name, 0) + n
 
-    async def _rows(self, sql: str, ids: list[int]) -> list[tuple]:
-        async with self.db.execute(sql.format(ids=", ".join("?" * len(ids))), ids) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+    async def _rows(self, kind: str, ids: list[int]) -> list[tuple]:
+        return await work_repo.rows(self.db, kind, ids, DETECT_KINDS)
 
     async def _thumbs(self, ids: list[int], fence: leases.Fence) -> None:
-        rows = await self._rows(
-            "SELECT f.id, l.name, l.root, f.rel_path, f.kind, f.duration FROM files f "
-            "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) ORDER BY f.id", ids)
+        rows = await self._rows("thumbs", ids)
         tasks = [ThumbTask(row_id, abs_path(self.config.worker.local_root(name, root), rel), kind,
                            str(thumbnail_path(self.config, name, rel)), self.config.thumb_size, duration)
                  for row_id, name, root, rel, kind, duration in rows]
@@ -254,9 +247,7 @@ class Drainer:
         self._detail("thumbs", made=counts.made, unsupported=counts.unsupported, failed=counts.failed)
 
     async def _hash(self, ids: list[int], fence: leases.Fence) -> None:
-        rows = await self._rows(
-            "SELECT f.id, l.name, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
-            "WHERE f.id IN ({ids}) ORDER BY f.id", ids)
+        rows = await self._rows("hash", ids)
         counts = await hash_rows(self.db, self.pool, [
             (row_id, abs_path(self.config.worker.local_root(name, root), rel)) for row_id, name, root, rel in rows
         ], None, fence)
@@ -264,10 +255,7 @@ class Drainer:
 
     async def _faces(self, ids: list[int], fence: leases.Fence) -> None:
         assert self.client is not None
-        rows = await self._rows(
-            "SELECT f.id, f.library_id, f.content_hash, f.kind, f.rel_path, l.name, l.root FROM files f "
-            f"JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({{ids}}) AND f.kind IN {_KINDS_SQL} "
-            "ORDER BY f.id", ids)
+        rows = await self._rows("faces", ids)
         candidates = [Candidate(row_id, lib_id, content_hash, kind,
                                 abs_path(self.config.worker.local_root(name, root), rel))
                       for row_id, lib_id, content_hash, kind, rel, name, root in rows]
@@ -291,9 +279,7 @@ class Drainer:
         return True
 
     async def _previews(self, ids: list[int], fence: leases.Fence) -> None:
-        rows = await self._rows(
-            "SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id, l.name, l.root FROM files f "
-            "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) ORDER BY f.id", ids)
+        rows = await self._rows("previews", ids)
         batch = [PreviewCandidate(row_id, Library(lib_id, name, Path(root)), rel, size, mtime_ns, duration)
                  for row_id, rel, size, mtime_ns, duration, lib_id, name, root in rows]
         report = PreviewReport()

@@ -9,11 +9,7 @@ from imageapi.core.config import Config
 from imageapi.core.db import Connection, Row
 from imageapi.core.errors import NotFoundError
 from imageapi.core.libraries import Library, sentinel_path
-
-# The folder's seen_at (migration 6) beside a file row: `SELECT f.*, {DIR_SEEN_SQL} FROM files f ...`.
-DIR_SEEN_SQL = (
-    "(SELECT d.seen_at FROM dirs d WHERE d.library_id = f.library_id AND d.rel_path = f.dir) AS dir_seen_at"
-)
+from imageapi.core.repositories import files as files_repo
 
 
 def last_seen(row: Row) -> str:
@@ -41,10 +37,7 @@ def mtime_iso(mtime_ns: int) -> str:
 
 
 async def get_file_row(db: Connection, lib: Library, rel_path: str) -> Row:
-    async with db.execute(
-        f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE f.library_id = ? AND f.rel_path = ?", (lib.id, rel_path)
-    ) as cur:
-        row = await cur.fetchone()
+    row = await files_repo.file_row(db, lib.id, rel_path)
     if row is None:
         raise NotFoundError(f"{rel_path!r} is not in the index of library {lib.name!r}")
     return row

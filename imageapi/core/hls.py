@@ -40,7 +40,7 @@ from typing import Any
 
 from imageapi.core import ffmpeg, ffmpeg_caps
 from imageapi.core.config import Config
-from imageapi.core.database import write, write_many
+from imageapi.core.database import transaction
 from imageapi.core.db import Connection
 from imageapi.core.errors import (
     ImageapiError,
@@ -52,8 +52,8 @@ from imageapi.core.errors import (
 )
 from imageapi.core.ffmpeg import AsyncRunner, VideoInfo
 from imageapi.core.libraries import Library, resolve_in_library
-from imageapi.core.listing import subtree_sql
 from imageapi.core.names import safe_text
+from imageapi.core.repositories import previews as repo
 
 log = logging.getLogger(__name__)
 
@@ -737,11 +737,9 @@ _FAILURE_TYPES: dict[str, type[ImageapiError]] = {
 
 async def record_failure(db: Connection, library: str, rel: str, key: str, exc: ImageapiError) -> None:
     """Remember on the row that source version `key` cannot be streamed, and why."""
-    await write(
-        db,
-        "UPDATE files SET hls_source = ?, hls_error = ?, hls_error_code = ? "
-        "WHERE library_id = (SELECT id FROM libraries WHERE name = ?) AND rel_path = ?",
-        (key, safe_text(exc.message), exc.code, library, rel))  # may quote a name that is not UTF-8
+    async with transaction(db):
+        # The message may quote a name that is not UTF-8.
+        await repo.set_hls_failure(db, library, rel, key, safe_text(exc.message), exc.code)
 
 
 def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:
@@ -753,8 +751,8 @@ def recorded_failure(row: Mapping[str, Any], key: str) -> ImageapiError | None:
 
 
 async def clear_failures(db: Connection, file_ids: list[int]) -> None:
-    await write_many(db, "UPDATE files SET hls_source = NULL, hls_error = NULL, hls_error_code = NULL WHERE id = ?",
-                     [(i,) for i in file_ids])
+    async with transaction(db):
+        await repo.clear_hls_failures(db, file_ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,17 +776,8 @@ class VideoTarget:
 
 async def indexed_videos(db: Connection, library: Library, under: str = "") -> list[VideoTarget]:
     """The indexed videos of a library: all, one file, or a folder's subtree (by path)."""
-    where, params = "", []
-    if under:
-        cond, extra = subtree_sql("rel_path", under)
-        where, params = f" AND (rel_path = ? OR ({cond}))", [under, *extra]
-    async with db.execute(
-        f"SELECT id, rel_path, hls_source, hls_error, hls_error_code FROM files "
-        f"WHERE library_id = ? AND kind = 'video'{where} ORDER BY rel_path", (library.id, *params)
-    ) as cur:
-        rows = await cur.fetchall()
-    return [VideoTarget(r["id"], library, r["rel_path"], r["hls_source"], r["hls_error"], r["hls_error_code"])
-            for r in rows]
+    return [VideoTarget(r.id, library, r.rel_path, r.hls_source, r.hls_error, r.hls_error_code)
+            for r in await repo.videos(db, library.id, under)]
 
 
 @dataclass

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from imageapi.core.config import Config, check_library_root
-from imageapi.core.database import insert, transaction, write
-from imageapi.core.db import Connection, Row, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import ConfigError, NotFoundError, PathOutsideLibraryError, UsageError
 from imageapi.core.names import check_length, on_disk, safe_text, stored
+from imageapi.core.repositories import libraries as repo
+from imageapi.core.repositories.libraries import LibraryRow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -24,18 +26,16 @@ class Library:
     root: Path
 
 
-def _row(row: Row) -> Library:
-    return Library(id=row["id"], name=row["name"], root=Path(row["root"]))
+def _row(row: LibraryRow) -> Library:
+    return Library(id=row.id, name=row.name, root=Path(row.root))
 
 
 async def list_libraries(db: Connection) -> list[Library]:
-    async with db.execute("SELECT id, name, root FROM libraries ORDER BY name") as cur:
-        return [_row(r) for r in await cur.fetchall()]
+    return [_row(r) for r in await repo.all_libraries(db)]
 
 
 async def get_library(db: Connection, name: str) -> Library:
-    async with db.execute("SELECT id, name, root FROM libraries WHERE name = ?", (name,)) as cur:
-        row = await cur.fetchone()
+    row = await repo.by_name(db, name)
     if row is None:
         known = ", ".join(lib.name for lib in await list_libraries(db)) or "none yet"
         raise NotFoundError(f"no library named {name!r} (known: {known})")
@@ -62,9 +62,7 @@ async def add_library(db: Connection, name: str, path: Path) -> Library:
         for lib in existing.values():
             if _overlaps(lib.root, root):
                 raise UsageError(f"{root} overlaps library {lib.name!r} at {lib.root}")
-        new_id = await insert(
-            db, "INSERT INTO libraries (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), utcnow())
-        )
+        new_id = await repo.insert_library(db, name, str(root), utcnow())
     return Library(id=new_id, name=name, root=root)
 
 
@@ -74,7 +72,8 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 async def remove_library(db: Connection, name: str) -> Library:
     lib = await get_library(db, name)
-    await write(db, "DELETE FROM libraries WHERE id = ?", (lib.id,))
+    async with transaction(db):
+        await repo.delete_library(db, lib.id)
     return lib
 
 
@@ -83,12 +82,12 @@ async def sync_base_path(db: Connection, config: Config) -> None:
     if config.base_path is None:
         return
     root = Path(os.path.abspath(config.base_path))
-    async with db.execute("SELECT id, root FROM libraries WHERE name = 'main'") as cur:
-        row = await cur.fetchone()
+    row = await repo.by_name(db, "main")
     if row is None:
         await add_library(db, "main", root)
-    elif Path(row["root"]) != root:
-        await write(db, "UPDATE libraries SET root = ? WHERE id = ?", (str(root), row["id"]))
+    elif Path(row.root) != root:
+        async with transaction(db):
+            await repo.set_root(db, row.id, str(root))
 
 
 def locate(libraries: list[Library], path: Path) -> tuple[Library, str]:

@@ -13,18 +13,19 @@ from typing import Any
 from imageapi.core.config import Config
 from imageapi.core.db import Connection, Row
 from imageapi.core.errors import UsageError
-from imageapi.core.files import DIR_SEEN_SQL, describe_row
+from imageapi.core.files import describe_row
 from imageapi.core.libraries import Library
-from imageapi.core.tags import TAG_MATCH_SQL, tag_key
+from imageapi.core.repositories import listing as repo
+from imageapi.core.tags import tag_key
 
-# sort name -> (SQL key expression, descending)
-SORTS: dict[str, tuple[str, bool]] = {
-    "taken_desc": ("COALESCE(f.taken_at, '')", True),
-    "taken_asc": ("COALESCE(f.taken_at, '')", False),
-    "name_asc": ("f.rel_path", False),
-    "name_desc": ("f.rel_path", True),
-    "mtime_desc": ("f.mtime_ns", True),
-    "mtime_asc": ("f.mtime_ns", False),
+# sort name -> descending (the keys: taken_at, '' for none; the path; the modification time; then id)
+SORTS: dict[str, bool] = {
+    "taken_desc": True,
+    "taken_asc": False,
+    "name_asc": False,
+    "name_desc": True,
+    "mtime_desc": True,
+    "mtime_asc": False,
 }
 DEFAULT_SORT = "taken_desc"
 MAX_LIMIT = 1000
@@ -104,51 +105,15 @@ def _storable(text: str) -> bool:
     return True
 
 
-def subtree_sql(column: str, folder: str) -> tuple[str, tuple[str, ...]]:
-    """Rows of `column` strictly under `folder` ('/' + 1 == '0', so the range is the prefix)."""
-    if not folder:
-        return f"{column} != ''", ()
-    return f"{column} >= ? AND {column} < ?", (folder + "/", folder + "0")
-
-
 async def list_photos(db: Connection, config: Config, lib: Library, q: PhotoQuery) -> PhotoPage:
     if q.sort not in SORTS:
         raise UsageError(f"sort must be one of {', '.join(SORTS)}")
     if not 1 <= q.limit <= MAX_LIMIT:
         raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
-    key_sql, desc = SORTS[q.sort]
-    where = ["f.library_id = ?"]
-    params: list[object] = [lib.id]
-    if q.recursive:
-        if q.path:
-            where.append("f.rel_path >= ? AND f.rel_path < ?")
-            params += [q.path + "/", q.path + "0"]
-    else:
-        where.append("f.dir = ?")
-        params.append(q.path)
-    if q.tag is not None:
-        where.append(
-            "f.content_hash IN (SELECT ct.content_hash FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-            f"WHERE {TAG_MATCH_SQL})"
-        )
-        params += [tag_key(q.tag), q.tag]
-    if q.person is not None:
-        where.append(
-            "f.content_hash IN (SELECT fc.content_hash FROM faces fc WHERE fc.person_id = ?)"
-        )
-        params.append(q.person)
-    if q.cursor:
-        key, row_id = decode_cursor(q.cursor, q.sort)
-        where.append(f"({key_sql}, f.id) {'<' if desc else '>'} (?, ?)")
-        params += [key, row_id]
-    order = "DESC" if desc else "ASC"
-    sql = (
-        f"SELECT f.*, {DIR_SEEN_SQL}, {key_sql} AS sort_key FROM files f WHERE {' AND '.join(where)} "
-        f"ORDER BY sort_key {order}, f.id {order} LIMIT ?"
-    )
-    params.append(q.limit + 1)
-    async with db.execute(sql, params) as cur:
-        rows = list(await cur.fetchall())
+    rows = await repo.photos_page(db, repo.PageQuery(
+        library_id=lib.id, folder=q.path, recursive=q.recursive, sort=q.sort, descending=SORTS[q.sort],
+        limit=q.limit + 1, tag=(tag_key(q.tag), q.tag) if q.tag is not None else None, person=q.person,
+        after=decode_cursor(q.cursor, q.sort) if q.cursor else None))
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     items = [file_record(config, lib, r) for r in rows]
@@ -162,15 +127,11 @@ async def list_photos(db: Connection, config: Config, lib: Library, q: PhotoQuer
 async def folder_counts(db: Connection, lib: Library, folder: str) -> list[dict[str, Any]]:
     """The direct sub-folders of `folder` that hold indexed files, each with its file count
     (the whole subtree), by name."""
-    cond, params = subtree_sql("dir", folder)
     counts: dict[str, int] = {}
-    async with db.execute(
-        f"SELECT dir, COUNT(*) FROM files WHERE library_id = ? AND {cond} GROUP BY dir", (lib.id, *params)
-    ) as cur:
-        for d, n in await cur.fetchall():
-            rest = d[len(folder) + 1:] if folder else d
-            child = rest.split("/", 1)[0]
-            counts[child] = counts.get(child, 0) + n
+    for d, n in await repo.dir_counts(db, lib.id, folder):
+        rest = d[len(folder) + 1:] if folder else d
+        child = rest.split("/", 1)[0]
+        counts[child] = counts.get(child, 0) + n
     return [
         {"name": name, "path": f"{folder}/{name}" if folder else name, "count": n}
         for name, n in sorted(counts.items())

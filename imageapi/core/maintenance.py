@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection
-from imageapi.core.leases import Fence
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories.leases import Fence
 from imageapi.core.store import abs_path
 from imageapi.core.worker import ThumbTask, hash_batch, thumb_batch
 
@@ -78,7 +78,7 @@ async def hash_rows(
     fence: Fence | None = None,
 ) -> HashBackfillCounts:
     """Hash (row id, path) in the pool and record each outcome, in batched transactions; with a
-    `fence`, only for the rows whose lease is still held (imageapi.core.leases)."""
+    `fence`, only for the rows whose lease is still held (imageapi.core.repositories.leases)."""
     counts = HashBackfillCounts()
     pending: list[tuple[object, ...]] = []
     failures: list[tuple[object, ...]] = []
@@ -249,7 +249,7 @@ async def make_thumbnails(
     progress: Progress | None, fence: Fence | None = None,
 ) -> None:
     """Run the tasks in the pool and record each outcome on its row, in batched transactions; with
-    a `fence`, only on the rows whose lease is still held (imageapi.core.leases)."""
+    a `fence`, only on the rows whose lease is still held (imageapi.core.repositories.leases)."""
     updates: list[tuple[object, ...]] = []
 
     async def flush() -> None:

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from imageapi.core.config import Config
 from imageapi.core.db import Connection
 from imageapi.core.errors import UsageError
-from imageapi.core.files import DIR_SEEN_SQL
 from imageapi.core.libraries import Library
 from imageapi.core.listing import file_record
+from imageapi.core.repositories import listing as repo
 
 SPANS = ("day", "week", "month")
 WEEK_HALF = 3
@@ -72,15 +72,6 @@ def _anchor_year(taken: date, anchor: date) -> int | None:
     return None
 
 
-def _excluded_sql(excluded: tuple[str, ...]) -> tuple[str, list[object]]:
-    parts: list[str] = []
-    params: list[object] = []
-    for d in excluded:
-        parts.append("NOT (rel_path = ? OR (rel_path >= ? AND rel_path < ?))")
-        params += [d, d + "/", d + "0"]
-    return (" AND " + " AND ".join(parts)) if parts else "", params
-
-
 async def memories(
     db: Connection,
     config: Config,
@@ -93,22 +84,12 @@ async def memories(
     year first, oldest picture first within a year; at most `limit` files in all."""
     if span not in SPANS:
         raise UsageError(f"span must be one of {', '.join(SPANS)}")
-    if span == "month":
-        cond, cond_params = "substr(taken_at, 6, 2) = ?", [f"{anchor.month:02d}"]
-    else:
-        mds = _window_month_days(anchor, span)
-        cond, cond_params = f"substr(taken_at, 6, 5) IN ({','.join('?' * len(mds))})", list(mds)
+    month = f"{anchor.month:02d}" if span == "month" else None
+    month_days = _window_month_days(anchor, span) if span != "month" else []
     by_year: dict[int, list[tuple[str, int, dict[str, Any]]]] = {}
     for lib in libraries:
-        excl, excl_params = _excluded_sql(config.excluded_dirs)
-        sql = (
-            f"SELECT f.*, {DIR_SEEN_SQL} FROM files f WHERE library_id = ? AND taken_at IS NOT NULL "
-            "AND kind != 'other' "
-            f"AND substr(taken_at, 1, 4) <= ? AND {cond}{excl} ORDER BY taken_at, id"
-        )
-        params = [lib.id, f"{anchor.year:04d}", *cond_params, *excl_params]
-        async with db.execute(sql, params) as cur:
-            rows = await cur.fetchall()
+        rows = await repo.files_on_days(db, lib.id, f"{anchor.year:04d}", month=month, month_days=month_days,
+                                        excluded=config.excluded_dirs)
         for row in rows:
             try:
                 taken = date.fromisoformat(row["taken_at"][:10])

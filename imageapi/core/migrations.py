@@ -402,7 +402,7 @@ CREATE TABLE job_leases (
 """
 MIGRATIONS.append(Migration(13, "shared_state", SHARED_STATE))
 
-# 14: leases on backlog items (imageapi.core.leases): `imageapi worker` processes on any host claim
+# 14: leases on backlog items (imageapi.core.repositories.leases): `imageapi worker` processes on any host claim
 # thumbnails, hashes, face scans and previews here, so no item is worked by two at once. `item` is the
 # row id (as text) or, for faces, the content hash; `token` grows each time the item is taken over;
 # `expires_at` is unix seconds. A lease whose holder died expires and the item goes back.

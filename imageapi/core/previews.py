@@ -28,15 +28,16 @@ from typing import Any
 
 from imageapi.core import ffmpeg
 from imageapi.core.config import Config, ensure_dir
-from imageapi.core.database import transaction, write
-from imageapi.core.db import Connection, Row, dialect
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError, MediaError
 from imageapi.core.ffmpeg import AsyncRunner
 from imageapi.core.files import taken_at_iso
-from imageapi.core.leases import Fence
 from imageapi.core.libraries import Library, resolve_in_library
-from imageapi.core.listing import decode_cursor, encode_cursor, subtree_sql
+from imageapi.core.listing import decode_cursor, encode_cursor
 from imageapi.core.names import safe_text
+from imageapi.core.repositories import previews as repo
+from imageapi.core.repositories.leases import Fence
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +52,13 @@ CLIP_TIMEOUT = 180.0     # three seeks and decodes of a 4K source on a slow CPU
 GIF_TIMEOUT = 60.0
 WALL_MAX_LIMIT = 1000
 
-# A video's previews are due when the version they were made (or failed) for is not the row's
-# current one. The same expression as the partial index files_preview_due (migration 4), so that
-# SQLite answers from that index.
-PREVIEW_KEY_SQL = "size || ':' || mtime_ns || ':' || rel_path"
-DUE_SQL = f"kind = 'video' AND preview_source IS NOT {PREVIEW_KEY_SQL}"
-# PostgreSQL's form, word for word its partial index's (postgres/migrations.py, migration 4).
-DUE_SQL_PG = ("kind = 'video' AND preview_source IS DISTINCT FROM "
-              "(size::text || ':' || mtime_ns::text || ':' || rel_path)")
-
-
-def due_sql(db: Connection) -> str:
-    return DUE_SQL_PG if dialect(db) == "postgresql" else DUE_SQL
-
 # (stage, done, total) progress callback, as the scan's.
 Progress = Callable[[str, int, int | None], None]
 
 
 def preview_key(size: int, mtime_ns: int, rel_path: str) -> str:
+    """The version of a video its previews are made for: a video's previews are due when the one
+    they were made (or failed) for is not the row's current one."""
     return f"{size}:{mtime_ns}:{rel_path}"
 
 
@@ -210,24 +200,13 @@ class Candidate:
         return preview_key(self.size, self.mtime_ns, self.rel)
 
 
-def _libs_sql(library_ids: list[int] | None, column: str = "f.library_id") -> tuple[str, list[object]]:
-    if not library_ids:
-        return "", []
-    return f" AND {column} IN ({', '.join('?' * len(library_ids))})", list(library_ids)
-
-
 async def due_previews(
     db: Connection, *, library_ids: list[int] | None = None, after_id: int = 0, limit: int = 64,
 ) -> list[Candidate]:
     """Videos whose previews are missing or stale, by id, after `after_id`."""
-    libs, params = _libs_sql(library_ids, "+f.library_id")  # '+': walk the due index, not all videos
-    sql = (f"SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id AS lib_id, l.name, l.root "
-           f"FROM files f JOIN libraries l ON l.id = f.library_id "
-           f"WHERE {due_sql(db)} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # DUE_SQL's columns are files' own
-    async with db.execute(sql, (after_id, *params, limit)) as cur:
-        rows = await cur.fetchall()
-    return [Candidate(r["id"], Library(r["lib_id"], r["name"], Path(r["root"])), r["rel_path"], r["size"],
-                      r["mtime_ns"], r["duration"]) for r in rows]
+    rows = await repo.due_videos(db, library_ids, after_id, limit)
+    return [Candidate(r.id, Library(r.library_id, r.library, Path(r.root)), r.rel_path, r.size, r.mtime_ns,
+                      r.duration) for r in rows]
 
 
 @dataclass
@@ -239,38 +218,30 @@ class PreviewStatus:
 
 
 async def preview_status(db: Connection, library_ids: list[int] | None = None) -> PreviewStatus:
-    libs, params = _libs_sql(library_ids)
-    sql = (f"SELECT COUNT(*), "
-           f"SUM(CASE WHEN f.preview_state = 'done' AND f.preview_source = {PREVIEW_KEY_SQL} THEN 1 ELSE 0 END), "
-           f"SUM(CASE WHEN f.preview_state = 'failed' AND f.preview_source = {PREVIEW_KEY_SQL} THEN 1 ELSE 0 END) "
-           f"FROM files f WHERE f.kind = 'video'{libs}")
-    async with db.execute(sql, params) as cur:
-        row = await cur.fetchone()
-    videos, done, failed = (int(v or 0) for v in (row or (0, 0, 0)))
+    videos, done, failed = await repo.preview_counts(db, library_ids)
     return PreviewStatus(videos, done, failed, videos - done - failed)
 
 
 async def record_done(db: Connection, c: Candidate) -> None:
-    await write(db, "UPDATE files SET preview_state = 'done', preview_source = ?, preview_error = NULL "
-                "WHERE id = ?", (c.key, c.id))
+    async with transaction(db):
+        await repo.set_preview_done(db, c.id, c.key)
 
 
 async def record_failed(db: Connection, c: Candidate, error: str) -> None:
-    await write(db, "UPDATE files SET preview_state = 'failed', preview_source = ?, preview_error = ? "
-                "WHERE id = ?", (c.key, safe_text(error), c.id))  # may quote a name that is not UTF-8
+    async with transaction(db):
+        await repo.set_preview_failed(db, c.id, c.key, safe_text(error))  # may quote a name that is not UTF-8
 
 
 async def mark_missing(db: Connection, file_id: int) -> None:
     """A clip marked done whose file is gone (deleted by hand): due again."""
-    await write(db, "UPDATE files SET preview_state = NULL, preview_source = NULL WHERE id = ?", (file_id,))
+    async with transaction(db):
+        await repo.clear_preview(db, file_id)
 
 
 async def retry_failed(db: Connection, library_ids: list[int] | None = None) -> int:
     """Put videos whose previews failed back in the backlog."""
-    libs, params = _libs_sql(library_ids, "library_id")
-    cur = await write(db, f"UPDATE files SET preview_state = NULL, preview_source = NULL, preview_error = NULL "
-                          f"WHERE kind = 'video' AND preview_state = 'failed'{libs}", params)
-    return cur.rowcount
+    async with transaction(db):
+        return await repo.clear_failed_previews(db, library_ids)
 
 
 @dataclass
@@ -330,7 +301,7 @@ async def make_due(
     local_root: Callable[[Library], Path] | None = None,
 ) -> None:
     """Make the previews of `batch`, `jobs` at a time, and record each outcome on its row; with a
-    `fence`, only while the lease on the row is still held (imageapi.core.leases). `local_root`:
+    `fence`, only while the lease on the row is still held (imageapi.core.repositories.leases). `local_root`:
     where this host sees a library (LIBRARY_PATH_MAP)."""
     slots = asyncio.Semaphore(max(1, jobs))
 
@@ -383,27 +354,9 @@ async def list_wall(
     cursor: str | None = None,
 ) -> WallPage:
     """Videos of a folder (or its subtree), newest first (taken-at, then id), by keyset cursor."""
-    key_sql = "COALESCE(f.taken_at, '')"
-    where = ["f.library_id = ?", "f.kind = 'video'"]
-    params: list[object] = [lib.id]
-    if recursive:
-        if folder:
-            cond, extra = subtree_sql("f.rel_path", folder)
-            where.append(cond)
-            params += extra
-    else:
-        where.append("f.dir = ?")
-        params.append(folder)
-    if cursor:
-        key, row_id = decode_cursor(cursor, _WALL_SORT)
-        # Written so that SQLite walks files_videos_by_taken from the cursor on.
-        where.append(f"{key_sql} <= ? AND ({key_sql} < ? OR f.id < ?)")
-        params += [key, key, row_id]
-    sql = (f"SELECT f.*, {key_sql} AS sort_key, {PREVIEW_KEY_SQL} AS current_key FROM files f "
-           f"WHERE {' AND '.join(where)} ORDER BY {key_sql} DESC, f.id DESC LIMIT ?")
-    params.append(limit + 1)
-    async with db.execute(sql, params) as cur:
-        rows = list(await cur.fetchall())
+    after = decode_cursor(cursor, _WALL_SORT) if cursor else None
+    rows = await repo.wall_page(db, lib.id, folder=folder, recursive=recursive,
+                                after=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     items = [_wall_item(r) for r in rows]
@@ -411,7 +364,7 @@ async def list_wall(
     return WallPage(items, next_cursor)
 
 
-def _wall_item(row: Row) -> dict[str, Any]:
+def _wall_item(row: dict[str, Any]) -> dict[str, Any]:
     current = row["preview_source"] == row["current_key"]
     state = row["preview_state"] if current and row["preview_state"] else "pending"
     return {

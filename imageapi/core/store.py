@@ -12,24 +12,14 @@ from imageapi.core.db import Connection
 from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import METADATA_COLUMNS, FileResult
 from imageapi.core.names import on_disk, safe_text
+from imageapi.core.repositories import files as files_repo
 
 _ROW_COLUMNS = (
     "library_id", "rel_path", "dir", "kind", "size", "mtime_ns", "content_hash",
     *METADATA_COLUMNS, "thumb_state", "thumb_reason", "thumb_tool", "error", "first_seen", "last_seen",
 )
-_UPDATED = [c for c in _ROW_COLUMNS if c not in ("library_id", "rel_path", "first_seen")]
-
-UPSERT_SQL = (
-    f"INSERT INTO files ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))}) "
-    "ON CONFLICT (library_id, rel_path) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
-)
-# A moved file keeps its row (and id): only its path and what was read from it change.
-MOVE_SQL = (
-    "UPDATE files SET rel_path = ?, "
-    + ", ".join(f"{c} = ?" for c in _UPDATED)
-    + " WHERE id = ?"
-)
+_UPDATED = tuple(c for c in _ROW_COLUMNS if c not in ("library_id", "rel_path", "first_seen"))
+_WRITES = files_repo.file_row_writes(_ROW_COLUMNS, _UPDATED)
 
 
 def parent_dir(rel_path: str) -> str:
@@ -78,10 +68,7 @@ async def write_results(
     if not upserts and not moves:
         return
     async with transaction(db):
-        if moves:
-            await db.executemany(MOVE_SQL, moves)
-        if upserts:
-            await db.executemany(UPSERT_SQL, upserts)
+        await files_repo.write_file_rows(db, _WRITES, upserts, moves)
 
 
 def remove_thumbnail_files(config: Config, library: str, rel_paths: Iterable[str]) -> None:

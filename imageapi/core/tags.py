@@ -11,18 +11,18 @@ person names by that spelling).
 
 from __future__ import annotations
 
-import sqlite3
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from imageapi.core.database import insert, transaction
-from imageapi.core.db import Connection, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, SqliteConnection, utcnow
 from imageapi.core.errors import MediaError, UsageError
 from imageapi.core.files import get_file_row
 from imageapi.core.libraries import Library, resolve_in_library
 from imageapi.core.pool import WorkerPool
 from imageapi.core.repositories import files as files_repo
+from imageapi.core.repositories import tags as repo
 from imageapi.core.worker import hash_batch
 
 MAX_TAG_CHARS = 100
@@ -48,12 +48,8 @@ def tag_key(name: str) -> str:
     return unicodedata.normalize("NFC", folded)
 
 
-# A row written without a key (by hand, or a tool that predates it) is still found by its name.
-_BY_KEY = "SELECT id FROM tags WHERE key = ? OR (key IS NULL AND name = ?) ORDER BY key IS NULL, id LIMIT 1"
-TAG_MATCH_SQL = "(t.key = ? OR (t.key IS NULL AND t.name = ?))"  # params: tag_key(name), name
 
-
-def merge_equal_tags(conn: sqlite3.Connection) -> None:
+def merge_equal_tags(conn: SqliteConnection) -> None:
     """Migration 11: give every tag its key and merge tags whose keys are equal into the one made
     first (it keeps its spelling), moving every file's link over; then the key is unique. Runs
     inside the migration's transaction."""
@@ -76,28 +72,14 @@ def merge_equal_tags(conn: sqlite3.Connection) -> None:
 
 async def list_tags(db: Connection) -> list[dict[str, object]]:
     """Every tag with the number of indexed files carrying it, by name."""
-    sql = (
-        "SELECT t.name, COUNT(f.id) FROM tags t "
-        "LEFT JOIN content_tags ct ON ct.tag_id = t.id "
-        "LEFT JOIN files f ON f.content_hash = ct.content_hash "
-        "GROUP BY t.id ORDER BY COALESCE(t.key, t.name), t.id"
-    )
-    async with db.execute(sql) as cur:
-        return [{"name": r[0], "count": r[1]} for r in await cur.fetchall()]
-
+    return [{"name": t.name, "count": t.count} for t in await repo.counts(db)]
 
 async def tags_for_hashes(db: Connection, hashes: Iterable[str]) -> dict[str, list[str]]:
     wanted = sorted(set(hashes))
     out: dict[str, list[str]] = {h: [] for h in wanted}
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
-        async with db.execute(
-            f"SELECT ct.content_hash, t.name FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-            f"WHERE ct.content_hash IN ({','.join('?' * len(chunk))}) ORDER BY COALESCE(t.key, t.name), t.id",
-            chunk,
-        ) as cur:
-            for h, name in await cur.fetchall():
-                out[h].append(name)
+    for i in range(0, len(wanted), repo.IN_CHUNK):
+        for h, name in await repo.names_of(db, wanted[i:i + repo.IN_CHUNK]):
+            out[h].append(name)
     return out
 
 
@@ -110,19 +92,11 @@ async def add_tags(db: Connection, hashes: Iterable[str], names: Iterable[str]) 
     async with transaction(db):
         for tag in tags:
             key = tag_key(tag)
-            async with db.execute(_BY_KEY, (key, tag)) as cur:
-                row = await cur.fetchone()
-            if row is not None:
-                tag_id = row[0]
-            else:
-                tag_id = await insert(db, "INSERT INTO tags (name, key, created_at) VALUES (?, ?, ?)", (tag, key, now))
+            tag_id = await repo.by_key(db, key, tag)
+            if tag_id is None:
+                tag_id = await repo.insert_tag(db, tag, key, now)
             for h in hash_list:
-                cur2 = await db.execute(
-                    "INSERT INTO content_tags (content_hash, tag_id, created_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (h, tag_id, now),
-                )
-                added += max(cur2.rowcount, 0)
+                added += await repo.link(db, h, tag_id, now)
     return added
 
 
@@ -133,19 +107,12 @@ async def remove_tags(db: Connection, hashes: Iterable[str], names: Iterable[str
     removed = 0
     async with transaction(db):
         for tag in tags:
-            async with db.execute(_BY_KEY, (tag_key(tag), tag)) as cur:
-                row = await cur.fetchone()
-            if row is None:
+            tag_id = await repo.by_key(db, tag_key(tag), tag)
+            if tag_id is None:
                 continue
             for h in hash_list:
-                cur2 = await db.execute(
-                    "DELETE FROM content_tags WHERE content_hash = ? AND tag_id = ?", (h, row[0])
-                )
-                removed += max(cur2.rowcount, 0)
-            await db.execute(
-                "DELETE FROM tags WHERE id = ? AND NOT EXISTS (SELECT 1 FROM content_tags WHERE tag_id = ?)",
-                (row[0], row[0]),
-            )
+                removed += await repo.unlink(db, h, tag_id)
+            await repo.delete_if_unused(db, tag_id)
     return removed
 
 

@@ -15,14 +15,11 @@ from imageapi.core.db import Connection
 from imageapi.core.errors import UsageError
 from imageapi.core.files import taken_at_iso
 from imageapi.core.libraries import Library
+from imageapi.core.repositories import listing as repo
 
 UNDATED = "undated"
 MONTH_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 MAX_ITEMS = 5000
-
-
-def _libs_sql(libs: Sequence[Library]) -> tuple[str, list[object]]:
-    return f"f.library_id IN ({','.join('?' * len(libs))})", [lib.id for lib in libs]
 
 
 async def buckets(db: Connection, libs: Sequence[Library]) -> list[dict[str, Any]]:
@@ -30,18 +27,14 @@ async def buckets(db: Connection, libs: Sequence[Library]) -> list[dict[str, Any
     newest month and day first; `undated` (no days) last when there are such files."""
     if not libs:
         return []
-    cond, params = _libs_sql(libs)
-    sql = (f"SELECT substr(f.taken_at, 1, 10) AS day, COUNT(*) FROM files f WHERE {cond} "
-           "GROUP BY day ORDER BY day IS NULL, day DESC")
     months: list[dict[str, Any]] = []
-    async with db.execute(sql, params) as cur:
-        for day, count in await cur.fetchall():
-            month = day[:7] if day else UNDATED
-            if not months or months[-1]["month"] != month:
-                months.append({"month": month, "count": 0, "days": []})
-            months[-1]["count"] += count
-            if day:
-                months[-1]["days"].append({"day": day, "count": count})
+    for day, count in await repo.day_counts(db, [lib.id for lib in libs]):
+        month = day[:7] if day else UNDATED
+        if not months or months[-1]["month"] != month:
+            months.append({"month": month, "count": 0, "days": []})
+        months[-1]["count"] += count
+        if day:
+            months[-1]["days"].append({"day": day, "count": count})
     return months
 
 
@@ -61,22 +54,15 @@ async def month_items(db: Connection, libs: Sequence[Library], month: str,
     if not libs:
         return []
     names = {lib.id: lib.name for lib in libs}
-    cond, params = _libs_sql(libs)
-    if month == UNDATED:
-        cond += " AND f.taken_at IS NULL"
-        order = "f.rel_path, f.id"
-    else:
+    taken = None
+    if month != UNDATED:
         year, mon = int(month[:4]), int(month[5:])
         after = f"{year + 1:04d}-01" if mon == 12 else f"{year:04d}-{mon + 1:02d}"
-        cond += " AND f.taken_at >= ? AND f.taken_at < ?"
-        params += [month, after]
-        order = "f.taken_at DESC, f.id DESC"
-    sql = (f"SELECT f.library_id, f.rel_path, f.kind, f.taken_at, f.taken_at_offset, f.width, f.height, "
-           f"f.orientation, f.rotation, f.duration FROM files f WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?")
-    async with db.execute(sql, [*params, limit, offset]) as cur:
-        rows = await cur.fetchall()
+        taken = (month, after)
+    rows = await repo.timeline_files(db, [lib.id for lib in libs], taken, offset, limit)
     return [{
-        "library": names[r[0]], "path": r[1], "name": r[1].rpartition("/")[2], "kind": r[2],
-        "taken_at": taken_at_iso(r[3], r[4]) if r[3] else None,
-        "width": r[5], "height": r[6], "orientation": r[7], "rotation": r[8], "duration": r[9],
+        "library": names[r.library_id], "path": r.rel_path, "name": r.rel_path.rpartition("/")[2], "kind": r.kind,
+        "taken_at": taken_at_iso(r.taken_at, r.taken_at_offset) if r.taken_at else None,
+        "width": r.width, "height": r.height, "orientation": r.orientation, "rotation": r.rotation,
+        "duration": r.duration,
     } for r in rows]

@@ -28,9 +28,9 @@ from imageapi.core.faces.apollo import ApolloClient, ApolloError
 from imageapi.core.faces.people import MeanCache, autobind_photo
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import Candidate, insert_detection, list_unscanned_candidates, record_failure
-from imageapi.core.leases import Fence
 from imageapi.core.maintenance import HashBackfillCounts, Progress, backfill_hashes
 from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories.leases import Fence
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ async def detect_candidates(
     state: ServiceState | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> FaceTickReport:
-    """Pass 2 over candidates claimed with leases (imageapi.core.leases): each result (faces or a
+    """Pass 2 over candidates claimed with leases (imageapi.core.repositories.leases): each result (faces or a
     failure) is stored only while the lease on its hash is still held, else dropped."""
     tick = _Tick(db, pool, client, settings, state or ServiceState(), on_done, fence)
     started = time.monotonic()

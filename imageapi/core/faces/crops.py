@@ -13,8 +13,9 @@ from PIL import Image
 from imageapi.core.config import Config
 from imageapi.core.db import Connection
 from imageapi.core.errors import MediaError, NotFoundError
-from imageapi.core.faces.people import Person
+from imageapi.core.faces.people import person_by_id as person_by_id
 from imageapi.core.libraries import thumbnail_path
+from imageapi.core.repositories import faces as repo
 
 CROP_SIZE = 160
 MARGIN = 0.25  # of the box's size, on each side
@@ -27,27 +28,13 @@ class FaceSource:
     face_id: int
 
 
-async def person_by_id(db: Connection, person_id: int) -> Person:
-    async with db.execute("SELECT id, name FROM persons WHERE id = ?", (person_id,)) as cur:
-        row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no person with id {person_id}")
-    return Person(row[0], row[1])
-
-
 async def face_source(db: Connection, config: Config, person_id: int) -> FaceSource:
     """The best-scored bound face of the person that has a stored thumbnail to cut it from."""
     await person_by_id(db, person_id)
-    async with db.execute(
-        "SELECT fc.id, fc.x, fc.y, fc.w, fc.h, l.name, f.rel_path FROM faces fc "
-        "JOIN files f ON f.content_hash = fc.content_hash AND f.thumb_state = 'done' "
-        "JOIN libraries l ON l.id = f.library_id WHERE fc.person_id = ? "
-        "ORDER BY fc.score DESC, fc.id, f.id LIMIT 1", (person_id,)
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    found = await repo.best_thumbnailed_face(db, person_id)
+    if found is None:
         raise NotFoundError(f"person {person_id} has no face with a thumbnail yet")
-    return FaceSource(thumbnail_path(config, row[5], row[6]), (row[1], row[2], row[3], row[4]), row[0])
+    return FaceSource(thumbnail_path(config, found.library, found.rel_path), found.box, found.face_id)
 
 
 def crop_face(source: FaceSource, size: int = CROP_SIZE) -> bytes:

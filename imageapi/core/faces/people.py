@@ -12,15 +12,15 @@ that person is in the photo. Two rules bind faces without a human:
 
 from __future__ import annotations
 
-import sqlite3
 from array import array
 from dataclasses import dataclass, field
 
-from imageapi.core.database import insert, transaction
-from imageapi.core.db import Connection, DriverError, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, DriverError, IntegrityError, utcnow
 from imageapi.core.errors import NotFoundError, UsageError
 from imageapi.core.faces.embeddings import cosine, from_blob, normalized
 from imageapi.core.repositories import faces as repo
+from imageapi.core.repositories import people as people_repo
 from imageapi.core.repositories.faces import FaceRow
 
 MAX_NAME = 200
@@ -62,38 +62,32 @@ def _clean_name(name: str) -> str:
 
 
 async def get_person(db: Connection, name: str) -> Person:
-    async with db.execute("SELECT id, name FROM persons WHERE name = ?", (_clean_name(name),)) as cur:
-        row = await cur.fetchone()
+    row = await people_repo.by_name(db, _clean_name(name))
     if row is None:
         raise NotFoundError(f"no person named {name!r}")
-    return Person(row[0], row[1])
+    return Person(row.id, row.name)
 
 
 async def create_person(db: Connection, name: str) -> Person:
     clean = _clean_name(name)
     try:
         async with transaction(db):
-            new_id = await insert(db, "INSERT INTO persons (name, created_at) VALUES (?, ?)", (clean, utcnow()))
-    except sqlite3.IntegrityError:
+            new_id = await people_repo.insert_person(db, clean, utcnow())
+    except IntegrityError:
         raise UsageError(f"a person named {clean!r} already exists") from None
     return Person(new_id, clean)
 
 
 async def list_people(db: Connection) -> list[PersonSummary]:
     people: dict[int, PersonSummary] = {}
-    async with db.execute("SELECT id, name FROM persons ORDER BY name") as cur:
-        for r in await cur.fetchall():
-            people[r[0]] = PersonSummary(r[0], r[1])
-    async with db.execute(
-        "SELECT person_id, bound_by, COUNT(*), COUNT(DISTINCT content_hash) FROM faces "
-        "WHERE person_id IS NOT NULL GROUP BY person_id, bound_by"
-    ) as cur:
-        for person_id, how, n, photos in await cur.fetchall():
-            p = people.get(person_id)
-            if p is not None:
-                p.faces += n
-                p.photos += photos  # a person is in a photo at most once, so these add up
-                p.bound_by[how] = n
+    for r in await people_repo.all_people(db):
+        people[r.id] = PersonSummary(r.id, r.name)
+    for c in await people_repo.bound_counts(db):
+        p = people.get(c.person_id)
+        if p is not None:
+            p.faces += c.faces
+            p.photos += c.photos  # a person is in a photo at most once, so these add up
+            p.bound_by[c.bound_by] = c.faces
     return list(people.values())
 
 
@@ -102,11 +96,10 @@ async def rename_person(db: Connection, old: str, new: str) -> Person:
     against the person's current name."""
     person = await get_person(db, old)
     clean = _clean_name(new)
-    async with db.execute("SELECT id FROM persons WHERE name = ? AND id != ?", (clean, person.id)) as cur:
-        if await cur.fetchone():
-            raise UsageError(f"a person named {clean!r} already exists; use `imageapi people merge`")
+    if await people_repo.name_taken(db, clean, person.id):
+        raise UsageError(f"a person named {clean!r} already exists; use `imageapi people merge`")
     async with transaction(db):
-        await db.execute("UPDATE persons SET name = ? WHERE id = ?", (clean, person.id))
+        await people_repo.rename(db, person.id, clean)
     return Person(person.id, clean)
 
 
@@ -126,15 +119,9 @@ async def merge_people(db: Connection, source: str, target: str) -> MergeResult:
     async with transaction(db):
         # A photo holding a face of each: the target's stays, the source's is unbound (one
         # person, one face per photo).
-        cur = await db.execute(
-            "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL "
-            "WHERE person_id = ? AND content_hash IN (SELECT content_hash FROM faces WHERE person_id = ?)",
-            (src.id, dst.id),
-        )
-        unbound = cur.rowcount
-        cur = await db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (dst.id, src.id))
-        moved = cur.rowcount
-        await db.execute("DELETE FROM persons WHERE id = ?", (src.id,))
+        unbound = await people_repo.unbind_where_both(db, src.id, dst.id)
+        moved = await people_repo.move_faces(db, src.id, dst.id)
+        await people_repo.delete_person(db, src.id)
     return MergeResult(src.name, dst.name, moved, unbound)
 
 
@@ -247,9 +234,8 @@ class MeanCache:
         total: list[float] = []
         count = 0
         # Streamed, so a person with many faces costs time, not memory.
-        async with self.db.execute("SELECT embedding FROM faces WHERE person_id = ?", (person_id,)) as cur:
-            async for (blob,) in cur:
-                count = _accumulate(total, count, from_blob(blob))
+        async for blob in people_repo.embeddings_of(self.db, person_id):
+            count = _accumulate(total, count, from_blob(blob))
         return total, count
 
     def added(self, person_id: int, embedding: array[float]) -> None:
@@ -272,12 +258,7 @@ def _accumulate(total: list[float], count: int, embedding: array[float]) -> int:
 
 
 async def _person_tags(db: Connection, content_hash: str) -> list[Person]:
-    async with db.execute(
-        "SELECT DISTINCT p.id, p.name FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-        "JOIN persons p ON p.name = t.name WHERE ct.content_hash = ? ORDER BY p.id",
-        (content_hash,),
-    ) as cur:
-        return [Person(r[0], r[1]) for r in await cur.fetchall()]
+    return [Person(r.id, r.name) for r in await people_repo.person_tags(db, content_hash)]
 
 
 async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
@@ -286,10 +267,7 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     persons = await _person_tags(db, content_hash)
     if not persons:
         return []
-    async with db.execute(
-        "SELECT id, embedding, person_id FROM faces WHERE content_hash = ? ORDER BY idx", (content_hash,)
-    ) as cur:
-        faces = [(r[0], from_blob(r[1]), r[2]) for r in await cur.fetchall()]
+    faces = [(f.id, from_blob(f.embedding), f.person_id) for f in await people_repo.photo_faces(db, content_hash)]
     if not faces:
         return []
     taken = {person_id for _, _, person_id in faces if person_id is not None}
@@ -325,10 +303,7 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     now = utcnow()
     embeddings = {fid: emb for fid, emb in free_faces}
     for b in chosen:
-        await db.execute(
-            "UPDATE faces SET person_id = ?, bound_by = ?, bound_at = ? WHERE id = ? AND person_id IS NULL",
-            (b.person_id, b.how, now, b.face_id),
-        )
+        await people_repo.bind_if_free(db, b.face_id, b.person_id, b.how, now)
         means.added(b.person_id, embeddings[b.face_id])
     return chosen
 
@@ -342,36 +317,16 @@ async def autobind_sweep(db: Connection, min_cos: float, *, incremental: bool,
     means = means or MeanCache(db)
     mark = None
     if incremental:
-        async with db.execute("SELECT value FROM face_state WHERE key = ?", (SWEEP_MARK,)) as cur:
-            row = await cur.fetchone()
-        mark = row[0] if row else ""
+        mark = await people_repo.face_state(db, SWEEP_MARK) or ""
         # Read before the sweep: a link made while it runs is newer, so the next sweep sees it.
-        async with db.execute("SELECT MAX(created_at) FROM content_tags") as cur:
-            row = await cur.fetchone()
-        newest = row[0] if row and row[0] else mark
-    sql = (
-        "SELECT ct.content_hash, MAX(ct.created_at) FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
-        "JOIN persons p ON p.name = t.name "
-        "WHERE EXISTS (SELECT 1 FROM faces f WHERE f.content_hash = ct.content_hash AND f.person_id IS NULL) "
-        # Photos where every tagged person already has their face are done.
-        "AND NOT EXISTS (SELECT 1 FROM faces b WHERE b.content_hash = ct.content_hash AND b.person_id = p.id)"
-    )
-    params: tuple[object, ...] = ()
-    if mark is not None:
-        sql += " AND ct.created_at >= ?"  # >=: a link made in the same microsecond is not missed
-        params = (mark,)
-    sql += " GROUP BY ct.content_hash ORDER BY MAX(ct.created_at)"
-    async with db.execute(sql, params) as cur:
-        photos = [(r[0], r[1]) for r in await cur.fetchall()]
+        newest = await people_repo.newest_tag_link(db) or mark
+    photos = await people_repo.photos_to_autobind(db, mark)
     bound = 0
     for i in range(0, len(photos), SWEEP_BATCH):
         async with transaction(db):
-            for content_hash, _ in photos[i:i + SWEEP_BATCH]:
+            for content_hash in photos[i:i + SWEEP_BATCH]:
                 bound += len(await autobind_photo(db, content_hash, min_cos, means))
     if mark is not None and newest and newest != mark:
         async with transaction(db):
-            await db.execute(
-                "INSERT INTO face_state (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (SWEEP_MARK, newest),
-            )
+            await people_repo.set_face_state(db, SWEEP_MARK, newest)
     return bound

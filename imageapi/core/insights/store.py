@@ -1,6 +1,7 @@
 """Insights, conversation threads, daily summaries and the geocode cache (tables of migration 5).
 
-Writes go through `InsightStore`, in the connection's transactions (`imageapi.core.database`,
+Writes go through `InsightStore` (its SQL is in imageapi.core.repositories.insights), in the
+connection's transactions (`imageapi.core.database`,
 which serialises them). Everything a model produced is written in one transaction after the model
 finished, so a failure or a cancelled request leaves nothing half-written.
 """
@@ -12,10 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imageapi.core.database import insert, transaction
-from imageapi.core.db import Connection, Row, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import LockedError, NotFoundError, UsageError
 from imageapi.core.insights.providers import Failover, Message, ToolCall
+from imageapi.core.repositories import insights as repo
+from imageapi.core.repositories.insights import InsightRow, MessageRow, NewInsight
 
 MAX_RESULT_CHARS = 20_000  # one tool result as stored and shown (the model saw the same)
 
@@ -100,23 +103,22 @@ class Rendered:
         return out
 
 
-def insight_json(row: Row) -> dict[str, Any]:
+def insight_json(row: InsightRow) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "content_hash": row["content_hash"],
-        "thread_id": row["thread_id"],
-        "amended_from": row["amended_from"],
-        "title": row["title"],
-        "text": row["body"],
-        "tools": json.loads(row["tools"]),
-        "backend": row["backend"],
-        "server": row["server"],
-        "model": row["model"],
-        "failovers": json.loads(row["failovers"]),
-        "timings": json.loads(row["timings"]),
-        "created_at": row["created_at"],
+        "id": row.id,
+        "content_hash": row.content_hash,
+        "thread_id": row.thread_id,
+        "amended_from": row.amended_from,
+        "title": row.title,
+        "text": row.body,
+        "tools": json.loads(row.tools),
+        "backend": row.backend,
+        "server": row.server,
+        "model": row.model,
+        "failovers": json.loads(row.failovers),
+        "timings": json.loads(row.timings),
+        "created_at": row.created_at,
     }
-
 
 def result_text(result: Any) -> str:
     """A tool result as the model sees it (JSON), bounded."""
@@ -135,47 +137,31 @@ class InsightStore:
     def __init__(self, db: Connection) -> None:
         self.db = db
 
-    async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        """Run statements in one transaction; how many rows each one changed."""
-        counts: list[int] = []
-        async with transaction(self.db):
-            for sql, params in statements:
-                cur = await self.db.execute(sql, params)
-                counts.append(cur.rowcount)
-        return counts
-
-    # ------------------------------------------------------------------------------ insights
+    # ------------------------------------------------------------------------------- insights
 
     async def add_insight(self, content_hash: str, draft: InsightDraft, *, transcript: Sequence[NewMessage] = (),
                           thread_id: int | None = None, amended_from: int | None = None) -> dict[str, Any]:
         """Store an insight; a new thread (with `transcript`) unless `thread_id` is given."""
         now = utcnow()
         async with transaction(self.db):
-            new_id = await insert(
-                self.db,
-                "INSERT INTO insights (content_hash, thread_id, amended_from, title, body, tools, backend, server, "
-                "model, failovers, timings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (content_hash, thread_id, amended_from, draft.title, draft.body,
-                 json.dumps([t.public() for t in draft.tools], ensure_ascii=False, default=str),
-                 draft.backend, draft.server, draft.model,
-                 json.dumps([f.to_json() for f in draft.failovers]), json.dumps(draft.timings), now),
-            )
+            new_id = await repo.insert_insight(self.db, NewInsight(
+                content_hash, thread_id, amended_from, draft.title, draft.body,
+                json.dumps([t.public() for t in draft.tools], ensure_ascii=False, default=str),
+                draft.backend, draft.server, draft.model,
+                json.dumps([f.to_json() for f in draft.failovers]), json.dumps(draft.timings), now))
             if thread_id is None:
-                await self.db.execute("UPDATE insights SET thread_id = ? WHERE id = ?", (new_id, new_id))
+                await repo.set_thread(self.db, new_id, new_id)
                 await self._insert_messages(new_id, 0, transcript, now)
         found = await self.get_insight(new_id)
         assert found is not None
         return found
 
     async def get_insight(self, insight_id: int) -> dict[str, Any] | None:
-        async with self.db.execute("SELECT * FROM insights WHERE id = ?", (insight_id,)) as cur:
-            row = await cur.fetchone()
+        row = await repo.insight(self.db, insight_id)
         return insight_json(row) if row is not None else None
 
     async def list_insights(self, content_hash: str, limit: int = 100) -> list[dict[str, Any]]:
-        async with self.db.execute("SELECT * FROM insights WHERE content_hash = ? ORDER BY id DESC LIMIT ?",
-                                   (content_hash, limit)) as cur:
-            return [insight_json(r) for r in await cur.fetchall()]
+        return [insight_json(r) for r in await repo.insights_of(self.db, content_hash, limit)]
 
     async def latest_insight(self, content_hash: str) -> dict[str, Any] | None:
         found = await self.list_insights(content_hash, 1)
@@ -190,39 +176,28 @@ class InsightStore:
     # -------------------------------------------------------------------------------- threads
 
     async def thread(self, thread_id: int) -> list[StoredMessage]:
-        async with self.db.execute(
-            "SELECT seq, role, content, tool_calls, tool_call_id, tool_name, backend, server, model, created_at "
-            "FROM insight_messages WHERE thread_id = ? ORDER BY seq", (thread_id,),
-        ) as cur:
-            rows = await cur.fetchall()
         out = []
-        for r in rows:
-            calls = [ToolCall.from_json(c) for c in json.loads(r["tool_calls"])] if r["tool_calls"] else []
-            msg = Message(r["role"], r["content"], tool_calls=calls, tool_call_id=r["tool_call_id"],
-                          name=r["tool_name"])
-            out.append(StoredMessage(r["seq"], msg, r["backend"], r["server"], r["model"], r["created_at"]))
+        for r in await repo.messages(self.db, thread_id):
+            calls = [ToolCall.from_json(c) for c in json.loads(r.tool_calls)] if r.tool_calls else []
+            msg = Message(r.role, r.content, tool_calls=calls, tool_call_id=r.tool_call_id, name=r.tool_name)
+            out.append(StoredMessage(r.seq, msg, r.backend, r.server, r.model, r.created_at))
         return out
 
     async def _insert_messages(self, thread_id: int, first_seq: int, messages: Iterable[NewMessage], now: str) -> None:
+        rows = []
         for i, m in enumerate(messages):
             msg = m.message
             calls = json.dumps([c.to_json() for c in msg.tool_calls], ensure_ascii=False) if msg.tool_calls else None
-            await self.db.execute(
-                "INSERT INTO insight_messages (thread_id, seq, role, content, tool_calls, tool_call_id, tool_name, "
-                "backend, server, model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (thread_id, first_seq + i, msg.role, msg.content, calls, msg.tool_call_id, msg.name,
-                 m.backend, m.server, m.model, now),
-            )
+            rows.append(MessageRow(first_seq + i, msg.role, msg.content, calls, msg.tool_call_id, msg.name,
+                                   m.backend, m.server, m.model, now))
+        await repo.insert_messages(self.db, thread_id, rows)
 
     async def append(self, thread_id: int, after_seq: int, messages: Sequence[NewMessage]) -> None:
         """Append a turn. ThreadChanged when the thread no longer ends at `after_seq` (another turn or
         a rewind got in while the model was answering)."""
         now = utcnow()
         async with transaction(self.db):
-            async with self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM insight_messages WHERE thread_id = ?",
-                                       (thread_id,)) as cur:
-                last = (await cur.fetchone() or (-1,))[0]
-            if last != after_seq:
+            if await repo.last_seq(self.db, thread_id) != after_seq:
                 raise ThreadChanged("the conversation changed while the model was answering: reload it and "
                                     "send the message again")
             await self._insert_messages(thread_id, after_seq + 1, messages, now)
@@ -236,51 +211,37 @@ class InsightStore:
         if index >= len(rendered):
             raise UsageError(f"no message at index {index} (the conversation has {len(rendered)})")
         cut = rendered[index].start_seq
-        await self._write([("DELETE FROM insight_messages WHERE thread_id = ? AND seq >= ?", (thread_id, cut))])
+        async with transaction(self.db):
+            await repo.cut_thread(self.db, thread_id, cut)
         return rendered[:index]
 
     # ------------------------------------------------------------------------------ summaries
 
     async def summary_done(self, day: str, contact: str) -> bool:
-        async with self.db.execute("SELECT 1 FROM conversation_summaries WHERE day = ? AND contact = ?",
-                                   (day, contact)) as cur:
-            return await cur.fetchone() is not None
+        return await repo.summary_exists(self.db, day, contact)
 
     async def days_done(self, contact: str, first: str, last: str) -> set[str]:
-        async with self.db.execute(
-            "SELECT day FROM conversation_summaries WHERE contact = ? AND day BETWEEN ? AND ?", (contact, first, last),
-        ) as cur:
-            return {r[0] for r in await cur.fetchall()}
+        return await repo.summary_days(self.db, contact, first, last)
 
     async def add_summary(self, *, day: str, contact: str, summary: str, message_count: int, model: str,
                           server: str, embedding: bytes, embedding_model: str) -> bool:
         """Store a summary; False when that day and contact was already done (by another run)."""
-        [changed] = await self._write([(
-            "INSERT INTO conversation_summaries (day, contact, summary, message_count, model, server, "
-            "embedding, embedding_model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (day, contact, summary, message_count, model, server, embedding, embedding_model, utcnow()),
-        )])
-        return changed > 0
+        async with transaction(self.db):
+            return await repo.insert_summary(self.db, day=day, contact=contact, summary=summary,
+                                             message_count=message_count, model=model, server=server,
+                                             embedding=embedding, embedding_model=embedding_model, now=utcnow())
 
     # ------------------------------------------------------------------------------- geocode
 
     async def cached_geocode(self, source: str, lat: float, lon: float, max_age: str) -> Any | None:
         """A cached answer fetched after `max_age` (a utcnow()-style stamp), or None."""
-        async with self.db.execute(
-            "SELECT result FROM geocode_cache WHERE source = ? AND lat_key = ? AND lon_key = ? AND fetched_at >= ?",
-            (source, geo_key(lat), geo_key(lon), max_age),
-        ) as cur:
-            row = await cur.fetchone()
-        return json.loads(row[0]) if row is not None else None
+        found = await repo.cached_geocode(self.db, source, geo_key(lat), geo_key(lon), max_age)
+        return json.loads(found) if found is not None else None
 
     async def cache_geocode(self, source: str, lat: float, lon: float, result: Any) -> None:
-        await self._write([(
-            "INSERT INTO geocode_cache (source, lat_key, lon_key, result, fetched_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (source, lat_key, lon_key) DO UPDATE SET result = excluded.result, "
-            "fetched_at = excluded.fetched_at",
-            (source, geo_key(lat), geo_key(lon), json.dumps(result, ensure_ascii=False), utcnow()),
-        )])
-
+        async with transaction(self.db):
+            await repo.put_geocode(self.db, source, geo_key(lat), geo_key(lon),
+                                   json.dumps(result, ensure_ascii=False), utcnow())
 
 def geo_key(degrees: float) -> int:
     return round(degrees * 10_000)

@@ -28,6 +28,7 @@ from imageapi.core.insights.http import get_json
 from imageapi.core.insights.providers import Backends, Message, ProviderError
 from imageapi.core.insights.settings import InsightSettings
 from imageapi.core.insights.store import InsightStore
+from imageapi.core.repositories import insights as insights_repo
 
 log = logging.getLogger(__name__)
 
@@ -191,24 +192,15 @@ class SummaryIndex:
         self._lock = asyncio.Lock()
 
     async def _signature(self) -> tuple[int, int]:
-        async with self.db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM conversation_summaries") as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1])
+        return await insights_repo.summaries_signature(self.db)
 
     async def _chunks(self, model: str, dim: int, first: date | None, last: date | None
                       ) -> AsyncIterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(ids, day ordinals, unit vectors) of the model's rows of length `dim`, CHUNK_ROWS at a time."""
-        sql = "SELECT id, day, embedding FROM conversation_summaries WHERE embedding_model = ? AND id > ?"
-        params: list[Any] = [model]
-        if first is not None and last is not None:
-            sql += " AND day BETWEEN ? AND ?"
-            params += [first.isoformat(), last.isoformat()]
-        sql += f" ORDER BY id LIMIT {CHUNK_ROWS}"
+        window = (first.isoformat(), last.isoformat()) if first is not None and last is not None else None
         after = 0
         while True:
-            async with self.db.execute(sql, [params[0], after, *params[1:]]) as cur:
-                rows = list(await cur.fetchall())
+            rows = await insights_repo.summary_embeddings(self.db, model, after, CHUNK_ROWS, window)
             if not rows:
                 return
             after = rows[-1][0]
@@ -275,11 +267,8 @@ class SummaryIndex:
         all_ids, all_scores = np.concatenate(best_ids), np.concatenate(best_scores)
         order = np.argsort(-all_scores, kind="stable")[:limit]
         chosen = [(int(all_ids[i]), float(all_scores[i])) for i in order]
-        marks = ",".join("?" * len(chosen))
-        sql = f"SELECT id, day, contact, summary FROM conversation_summaries WHERE id IN ({marks})"
-        async with self.db.execute(sql, [c[0] for c in chosen]) as cur:
-            rows = {r[0]: r for r in await cur.fetchall()}
-        return [Hit(i, rows[i][1], rows[i][2], rows[i][3], s) for i, s in chosen if i in rows]
+        rows = await insights_repo.summaries_by_id(self.db, [c[0] for c in chosen])
+        return [Hit(i, rows[i][0], rows[i][1], rows[i][2], s) for i, s in chosen if i in rows]
 
 
 async def search_summaries(index: SummaryIndex, backends: Backends, query: str, *, around: date | None = None,

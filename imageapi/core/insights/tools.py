@@ -23,6 +23,7 @@ from imageapi.core.insights.providers import Backends, ToolCall
 from imageapi.core.insights.store import ToolRecord
 from imageapi.core.insights.summaries import SummaryIndex, search_summaries
 from imageapi.core.libraries import Library
+from imageapi.core.repositories import insights as insights_repo
 from imageapi.core.tags import tags_for_hashes
 
 RenderImage = Callable[[], Awaitable[bytes]]  # the photo as an upright JPEG, made off the event loop
@@ -136,15 +137,8 @@ class Toolbox:
     # ----------------------------------------------------------------------------------- tools
 
     async def _people(self, content_hash: str) -> tuple[int, list[str]]:
-        async with self.db.execute(
-            "SELECT COUNT(*), GROUP_CONCAT(p.name, '\x1f') FROM faces f LEFT JOIN persons p ON p.id = f.person_id "
-            "WHERE f.content_hash = ?", (content_hash,),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return 0, []
-        names = sorted(set(filter(None, (row[1] or "").split("\x1f"))), key=str.lower)
-        return int(row[0]), names
+        faces = await insights_repo.face_names(self.db, content_hash)
+        return len(faces), sorted(set(filter(None, faces)), key=str.lower)
 
     async def photo_metadata(self, args: dict[str, Any]) -> dict[str, Any]:
         rec = describe_row(self.config, self.photo.library, self.photo.row)
@@ -200,36 +194,31 @@ class Toolbox:
         if day is None:
             return {"date": None, "photos": [], "note": "the photo's date is unknown"}
         nxt = (day + timedelta(days=1)).isoformat()
-        async with self.db.execute(
-            "SELECT rel_path, kind, taken_at, taken_at_offset, gps_lat, gps_lon, content_hash FROM files "
-            "WHERE library_id = ? AND taken_at >= ? AND taken_at < ? AND id != ? AND error IS NULL "
-            "ORDER BY taken_at, id LIMIT ?",
-            (self.photo.library.id, day.isoformat(), nxt, self.photo.row["id"], limit * 3),
-        ) as cur:
-            rows = list(await cur.fetchall())
-        seen = {self.photo.content_hash}
+        rows = await insights_repo.files_taken_between(self.db, self.photo.library.id, day.isoformat(), nxt,
+                                                       self.photo.row["id"], limit * 3)
+        seen: set[str | None] = {self.photo.content_hash}
         picked = []
         for r in rows:  # identical copies of a photo are one photo
-            if r["content_hash"] is not None and r["content_hash"] in seen:
+            if r.content_hash is not None and r.content_hash in seen:
                 continue
-            seen.add(r["content_hash"])
+            seen.add(r.content_hash)
             picked.append(r)
             if len(picked) == limit:
                 break
-        hashes = [r["content_hash"] for r in picked if r["content_hash"]]
+        hashes = [r.content_hash for r in picked if r.content_hash]
         tags = await tags_for_hashes(self.db, hashes) if hashes else {}
         photos = []
         for r in picked:
-            item: dict[str, Any] = {"path": r["rel_path"], "kind": r["kind"],
-                                    "taken_at": taken_at_iso(r["taken_at"], r["taken_at_offset"])}
-            if r["gps_lat"] is not None and r["gps_lon"] is not None:
-                item["gps"] = [r["gps_lat"], r["gps_lon"]]
-            if r["content_hash"]:
-                _, people = await self._people(r["content_hash"])
+            item: dict[str, Any] = {"path": r.rel_path, "kind": r.kind,
+                                    "taken_at": taken_at_iso(r.taken_at, r.taken_at_offset)}
+            if r.gps_lat is not None and r.gps_lon is not None:
+                item["gps"] = [r.gps_lat, r.gps_lon]
+            if r.content_hash:
+                _, people = await self._people(r.content_hash)
                 if people:
                     item["people"] = people
-                if tags.get(r["content_hash"]):
-                    item["tags"] = tags[r["content_hash"]]
+                if tags.get(r.content_hash):
+                    item["tags"] = tags[r.content_hash]
             photos.append(item)
         return {"date": day.isoformat(), "count": len(photos), "photos": photos}
 

@@ -337,7 +337,7 @@ CREATE TABLE job_leases (
 );
 """)
 
-# Leases on backlog items (imageapi.core.leases).
+# Leases on backlog items (imageapi.core.repositories.leases).
 WORK_LEASES = _c("""
 CREATE TABLE work_leases (
     kind        TEXT NOT NULL,

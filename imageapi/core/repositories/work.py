@@ -1,0 +1,41 @@
+"""SQL of `imageapi worker`'s backlogs: which rows of `files f` are due per kind (the same rules
+as the one-shot commands), and the rows a claimed batch is worked from."""
+
+from __future__ import annotations
+
+from imageapi.core.db import Connection, dialect
+from imageapi.core.repositories import faces as faces_repo
+from imageapi.core.repositories import previews as previews_repo
+
+# kind -> the condition on `files f` of a due row (`?`: the parameters due_params gives).
+_DUE = {
+    "thumbs": "f.thumb_state = 'pending'",
+    # A failed hash is tried again by `imageapi hash backfill`, not in a loop by the workers.
+    "hash": "f.content_hash IS NULL AND (f.error IS NULL OR f.error NOT LIKE 'hash:%')",
+}
+
+_ROWS = {
+    "thumbs": "SELECT f.id, l.name, l.root, f.rel_path, f.kind, f.duration FROM files f "
+              "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) ORDER BY f.id",
+    "hash": "SELECT f.id, l.name, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
+            "WHERE f.id IN ({ids}) ORDER BY f.id",
+    "faces": "SELECT f.id, f.library_id, f.content_hash, f.kind, f.rel_path, l.name, l.root FROM files f "
+             "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) AND f.kind IN {kinds} ORDER BY f.id",
+    "previews": "SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id, l.name, l.root FROM files f "
+                "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) ORDER BY f.id",
+}
+
+
+def due_where(db: Connection, kind: str, face_kinds: tuple[str, ...]) -> str:
+    if kind == "faces":
+        return faces_repo._unscanned_where(face_kinds)
+    if kind == "previews":
+        return previews_repo._DUE_SQL[dialect(db)]
+    return _DUE[kind]
+
+
+async def rows(db: Connection, kind: str, ids: list[int], face_kinds: tuple[str, ...] = ()) -> list[tuple]:
+    """The claimed rows `ids` with what working them needs (columns as _ROWS says), by id."""
+    sql = _ROWS[kind].format(ids=", ".join("?" * len(ids)), kinds=faces_repo._kinds_sql(face_kinds))
+    async with db.execute(sql, ids) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
