@@ -4,6 +4,7 @@ through each library's scan lease, taken per scan. Real processes on either data
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -217,3 +218,48 @@ def test_a_scan_leaves_another_hosts_running_scan_of_another_library_alone(
         assert res.returncode == 3 and time.monotonic() < deadline, res.stderr
         time.sleep(0.2)
     assert [s[3] for s in scans(env_dirs) if s[0] == "a"] == ["interrupted", "done"]  # the dead one's row, closed
+
+
+def test_the_watcher_skips_the_passes_while_another_host_drains(
+        env: dict[str, str], env_dirs: dict[str, Path], libraries: dict[str, int]) -> None:
+    holder = hold(env, "drains", "the passes", host="other-host")
+    serve: subprocess.Popen[str] | None = None
+    try:
+        serve, base = start_serve(env)
+        deadline = time.monotonic() + 30
+        while (quick := watcher_status(base)["last"].get("quick", {})).get("drains") != "busy":
+            assert time.monotonic() < deadline, quick
+            time.sleep(0.2)
+        assert f"skipped: busy (imageapi scan --full, pid {holder.pid} on other-host)" in quick["summary"]
+        assert "skipped" not in quick  # both libraries scanned all the same
+        res = run(["hash", "backfill"], env)
+        assert res.returncode == 3 and f"pid {holder.pid} on other-host" in res.stderr, res.stderr
+    finally:
+        holder.kill()
+        holder.communicate()
+        err = stop(serve) if serve is not None else ""
+    assert "Traceback" not in err, err
+
+
+def test_a_lease_taken_over_stops_the_work_under_it_and_only_that(env_dirs: dict[str, Path]) -> None:
+    from imageapi.core.config import load_config
+    from imageapi.core.errors import LeaseLostError
+    from imageapi.core.lock import holding
+
+    async def main() -> float:
+        task = asyncio.current_task()
+        assert task is not None
+        start = time.monotonic()
+        with pytest.raises(LeaseLostError, match="library 'main' was lost"):
+            async with holding(load_config().database, "imageapi serve", [("scan:1", "library 'main'")], lease=0.6):
+                with dbq.connect(env_dirs["data"] / "imageapi.db") as conn:  # another run takes it over
+                    conn.execute("UPDATE job_leases SET holder = 'another run' WHERE name = 'scan:1'")
+                    conn.commit()
+                await asyncio.sleep(20)
+        assert task.cancelling() == 0  # the loop goes on: nothing else is cancelled
+        await asyncio.sleep(0.1)
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < 5
+    with dbq.connect(env_dirs["data"] / "imageapi.db") as conn:  # the new holder's lease is left alone
+        assert conn.execute("SELECT holder FROM job_leases").fetchall() == [("another run",)]
