@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from imageapi.core.config import load_config
-from imageapi.core.lock import JobLock
+from imageapi.core.lock import DRAINS, JobLock, scan_lease
 from tests import dbq
 from tests.media_factory import make_jpeg
 
@@ -95,11 +95,23 @@ def test_exit_codes(env: dict[str, str], photos: Path, env_dirs: dict[str, Path]
 
 
 def test_second_overlapping_run_is_refused(env: dict[str, str], photos: Path, env_dirs: dict[str, Path]) -> None:
-    with JobLock(load_config().database, "imageapi scan --full"):  # the test's database, either kind
+    assert imageapi("scan", "--full", str(photos), env=env).returncode == 0  # makes library main
+    other = env_dirs["tmp"] / "Other"
+    make_jpeg(other / "o.jpg", seed=9)
+    assert imageapi("library", "add", "other", str(other), env=env).returncode == 0
+    # The scan lease of main, held: the test's database, either kind.
+    with JobLock(load_config().database, "imageapi scan --full", [scan_lease(1, "main")]):
         res = imageapi("scan", "--full", str(photos), env=env)
+        assert imageapi("scan", "--full", "--library", "other", env=env).returncode == 0  # another library: free
+        for args in (["thumbs", "--library", "main"], ["library", "remove", "main"]):  # main's files: refused
+            assert imageapi(*args, env=env).returncode == 3, args
+        assert imageapi("hash", "backfill", env=env).returncode == 0  # not a scan's work
     assert res.returncode == 3
-    assert "another imageapi run" in res.stderr and "scan --full" in res.stderr
+    assert "another imageapi run" in res.stderr and "scan --full" in res.stderr and "library 'main'" in res.stderr
     assert imageapi("scan", "--full", str(photos), env=env).returncode == 0
+    with JobLock(load_config().database, "imageapi faces drain", [DRAINS]):
+        assert imageapi("hash", "backfill", env=env).returncode == 3
+        assert imageapi("scan", "--quick", env=env).returncode == 0
 
 
 def test_kill_9_mid_scan_then_rescan_finishes_the_job(env: dict[str, str], env_dirs: dict[str, Path]) -> None:

@@ -191,10 +191,14 @@ HOLD = """
 import sys, time
 from imageapi.core.config import load_config
 from imageapi.core.lock import JobLock
-JobLock(load_config().database, sys.argv[1], lease=float(sys.argv[2]), machine=sys.argv[3] or None).acquire()
+JobLock(load_config().database, sys.argv[1], [("scan:1", "library 'main'")], lease=float(sys.argv[2]),
+        machine=sys.argv[3] or None).acquire()
 print("held", flush=True)
 time.sleep(600)
 """
+
+
+MAIN = ("scan:1", "library 'main'")  # the first library's scan lease
 
 
 def database() -> DatabaseSetting:
@@ -203,7 +207,7 @@ def database() -> DatabaseSetting:
 
 
 def hold(job: str, lease: float, machine: str = "") -> subprocess.Popen[str]:
-    """Another process that takes the job lock and keeps it (renewing) until it is stopped."""
+    """Another process that takes library main's scan lease and keeps it (renewing) until it is stopped."""
     proc = subprocess.Popen([sys.executable, "-c", HOLD, job, str(lease), machine],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -217,7 +221,7 @@ def take_when_free(db: DatabaseSetting, lease: float, within: float) -> float:
     start = time.monotonic()
     while True:
         try:
-            JobLock(db, "imageapi scan --full", lease=lease).acquire().release()
+            JobLock(db, "imageapi scan --full", [MAIN], lease=lease).acquire().release()
             return time.monotonic() - start
         except LockedError as exc:
             assert "another imageapi run (imageapi watch" in exc.message
@@ -231,6 +235,7 @@ def test_a_holder_on_another_host_killed_with_sigkill_loses_the_lock_after_its_l
     photos = env_dirs["tmp"] / "photos"
     make_jpeg(photos / "a.jpg", seed=1)
     env = {**cli_env, "JOB_LEASE_SECONDS": "2"}
+    assert run(["library", "add", "main", str(photos)], env).returncode == 0
     holder = hold("imageapi watch", 2.0, machine="another host")
     try:
         time.sleep(2.5)  # longer than the lease: the heartbeat keeps it
@@ -254,7 +259,7 @@ def test_a_holder_on_this_machine_killed_with_sigkill_loses_the_lock_at_once(env
     db = database()
     holder = hold("imageapi watch", 30.0)
     with pytest.raises(LockedError):
-        JobLock(db, "imageapi scan --full").acquire()
+        JobLock(db, "imageapi scan --full", [MAIN]).acquire()
     holder.kill()
     holder.communicate()
     assert take_when_free(db, 30.0, within=2) < 1
@@ -268,13 +273,13 @@ def test_a_frozen_holder_loses_the_lock_after_its_lease_and_stops_when_it_wakes(
         stopped = time.monotonic()
         take_when_free(db, 30.0, within=10)
         assert time.monotonic() - stopped >= 0.5
-        with JobLock(db, "imageapi scan --full", lease=30.0):
+        with JobLock(db, "imageapi scan --full", [MAIN], lease=30.0):
             os.kill(holder.pid, signal.SIGCONT)
             _, err = holder.communicate(timeout=20)  # it finds the lease gone and stops itself
             assert holder.returncode == -signal.SIGTERM
             assert "the job lock was lost" in err
             with pytest.raises(LockedError):  # the lock stayed with the new holder
-                JobLock(db, "imageapi thumbs").acquire()
+                JobLock(db, "imageapi thumbs", [MAIN]).acquire()
     finally:
         if holder.poll() is None:
             os.kill(holder.pid, signal.SIGCONT)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from imageapi.core.repositories import leases
 from imageapi.core.database import transaction, write
 from imageapi.core.db import Connection, connect, dialect, utcnow
 from imageapi.core.hashing import hash_file
 from imageapi.core.libraries import add_library
 from imageapi.core.postgres.url import parse_postgres_url
+from imageapi.core.repositories import leases
 from tests.apollo_standin import StandIn, make_photo
 from tests.conftest import ON_POSTGRES
 

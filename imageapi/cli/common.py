@@ -29,7 +29,7 @@ from rich.progress import (
 from imageapi.core import errors, ffmpeg
 from imageapi.core.config import Config, ensure_dirs, load_config
 from imageapi.core.db import Connection, DriverError, connect, database_error
-from imageapi.core.libraries import sync_base_path
+from imageapi.core.libraries import Library, sync_base_path
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
 
@@ -39,7 +39,7 @@ T = TypeVar("T")
 EXIT_OK = 0
 EXIT_FAILED = 1          # an unexpected error
 EXIT_USAGE = 2           # bad setting or argument
-EXIT_LOCKED = 3          # another imageapi run holds the job lock
+EXIT_LOCKED = 3          # another imageapi run holds a lease this one needs (a library's scans, the drains)
 EXIT_NOT_FOUND = 4       # unknown library, file not in the index
 EXIT_SERVICE = 5         # an external service (face detection, LLM) cannot be reached
 EXIT_DISK_FULL = 6       # the database or the disk holding it is full (nothing committed is lost)
@@ -214,11 +214,12 @@ class ProgressBars:
 
 
 @contextmanager
-def job_lock(cfg: Config, job: str) -> Iterator[None]:
+def job_lock(cfg: Config, job: str, leases: list[tuple[str, str]]) -> Iterator[None]:
+    """The job lock's leases (imageapi.core.lock) for the body, or exit 3 naming their holder."""
     from imageapi.core.lock import JobLock
 
     try:
-        lock = JobLock(cfg.database, job, lease=cfg.job_lease).acquire()
+        lock = JobLock(cfg.database, job, leases, lease=cfg.job_lease).acquire()
     except errors.ImageapiError as exc:  # LockedError: exit 3; the database unusable: its own code
         fail(exc.message, exit_code_for(exc))
     try:
@@ -229,6 +230,18 @@ def job_lock(cfg: Config, job: str) -> Iterator[None]:
 
 def path_arg(p: Path | None) -> Path | None:
     return p.expanduser() if p is not None else None
+
+
+@asynccontextmanager
+async def scan_leases(cfg: Config, job: str, libraries: list[Library]) -> AsyncIterator[None]:
+    """The scan leases of these libraries, taken inside a command's coroutine (once it knows
+    them); LeaseHeldError (exit 3 through `run`) when another run is scanning one of them."""
+    from imageapi.core.lock import holding, scan_lease
+
+    leases = [scan_lease(lib.id, lib.name) for lib in sorted({lib.id: lib for lib in libraries}.values(),
+                                                             key=lambda lib: lib.id)]
+    async with holding(cfg.database, job, leases, lease=cfg.job_lease):
+        yield
 
 
 @dataclass

@@ -12,6 +12,7 @@ from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
 from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings
 from imageapi.core.faces.store import FaceStatus, face_status, retry_failed
 from imageapi.core.libraries import get_library
+from imageapi.core.lock import DRAINS
 
 app = typer.Typer(help="Face detection (by Apollo): the backlog and its status.", no_args_is_help=True)
 
@@ -51,7 +52,8 @@ def drain_cmd(
                 with common.ProgressBars(not json_out) as bars:
                     return await drain(passes, library_ids=library_ids, max_items=max_items, progress=bars)
 
-    with common.job_lock(cfg, "imageapi faces drain"):
+    # What the watcher's face passes do: the `drains` lease (scans of any library go on).
+    with common.job_lock(cfg, "imageapi faces drain", [DRAINS]):
         report = common.run(go)
     if json_out:
         common.emit_json({

@@ -7,6 +7,7 @@ from dataclasses import asdict
 import typer
 
 from imageapi.cli import common
+from imageapi.core.lock import DRAINS
 from imageapi.core.maintenance import HashBackfillCounts, backfill_hashes
 
 app = typer.Typer(help="Content hashes.", no_args_is_help=True)
@@ -28,7 +29,8 @@ def backfill(
             with common.ProgressBars(not json_out) as bars:
                 return await backfill_hashes(store.db, store.pool, max_rows, progress=bars)
 
-    with common.job_lock(cfg, "imageapi hash backfill"):
+    # The watcher's face passes hash the same rows: the `drains` lease (scans of any library go on).
+    with common.job_lock(cfg, "imageapi hash backfill", [DRAINS]):
         counts = common.run(go)
     if json_out:
         common.emit_json(asdict(counts))

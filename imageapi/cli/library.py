@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import typer
 
 from imageapi.cli import common
-from imageapi.core.libraries import Library, add_library, drop_caches, remove_library
+from imageapi.core.libraries import Library, add_library, drop_caches, get_library, remove_library
 from imageapi.core.status import libraries_with_counts
 
 app = typer.Typer(help="Manage libraries (named folders to index).", no_args_is_help=True)
@@ -56,9 +57,11 @@ def remove(name: str) -> None:
 
     async def go() -> Library:
         async with common.open_store(cfg) as store:
-            return await remove_library(store.db, name)
+            # Not while the library is being scanned (on any host): its scan lease.
+            async with common.scan_leases(cfg, "imageapi library remove", [await get_library(store.db, name)]):
+                lib = await remove_library(store.db, name)
+                await asyncio.to_thread(drop_caches, cfg, lib.name)
+                return lib
 
-    with common.job_lock(cfg, "imageapi library remove"):
-        lib = common.run(go)
-        drop_caches(cfg, lib.name)
+    lib = common.run(go)
     common.out_console.print(f"removed library [bold]{lib.name}[/] ({lib.root})", highlight=False)

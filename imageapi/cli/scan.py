@@ -37,11 +37,13 @@ def scan(
     async def go() -> list[ScanReport]:
         async with common.open_store(cfg) as store:
             targets = await resolve_targets(store.db, library, common.path_arg(path))
-            with common.ProgressBars(not json_out) as bars:
-                return await run_scan(store.db, cfg, targets, mode, store.pool, bars)
+            # One scan per library at a time, on any host: a watcher or a cron scan of another
+            # library goes on beside this one.
+            async with common.scan_leases(cfg, f"imageapi scan --{mode}", [t.library for t in targets]):
+                with common.ProgressBars(not json_out) as bars:
+                    return await run_scan(store.db, cfg, targets, mode, store.pool, bars)
 
-    with common.job_lock(cfg, f"imageapi scan --{mode}"):
-        reports = common.run(go)
+    reports = common.run(go)
     total = ScanCounts()
     for r in reports:
         total.add(r.counts)

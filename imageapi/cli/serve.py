@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
 
 import typer
 
@@ -52,14 +51,12 @@ def serve(
     from imageapi.server.app import create_app
 
     watch = not no_watch
-    with ExitStack() as stack:
-        if watch:
-            # The watcher is a long-running writer: one per database (a cron scan must wait).
-            stack.enter_context(common.job_lock(cfg, "imageapi serve"))
-        try:
-            runner.serve(lambda w: create_app(cfg, watch=w), host, port, cfg, processes=count, watch=watch)
-        except ImageapiError as exc:
-            common.fail(exc.message, common.exit_code_for(exc))
-        except OSError as exc:
-            common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", common.EXIT_USAGE)
+    # No lock for the server's life: its watcher takes a library's scan lease per scan and the
+    # `drains` lease per pass (imageapi.core.lock), so several hosts and a cron scan share the work.
+    try:
+        runner.serve(lambda w: create_app(cfg, watch=w), host, port, cfg, processes=count, watch=watch)
+    except ImageapiError as exc:
+        common.fail(exc.message, common.exit_code_for(exc))
+    except OSError as exc:
+        common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", common.EXIT_USAGE)
 

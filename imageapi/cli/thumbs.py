@@ -7,7 +7,7 @@ from dataclasses import asdict
 import typer
 
 from imageapi.cli import common
-from imageapi.core.libraries import get_library
+from imageapi.core.libraries import get_library, list_libraries
 from imageapi.core.maintenance import ThumbCounts, make_missing_thumbnails
 
 
@@ -29,13 +29,16 @@ def thumbs(
 
     async def go() -> ThumbCounts:
         async with common.open_store(cfg) as store:
-            lib_id = (await get_library(store.db, library)).id if library else None
-            with common.ProgressBars(not json_out) as bars:
-                return await make_missing_thumbnails(
-                    store.db, cfg, store.pool, retry_unsupported=retry_unsupported, library_id=lib_id, progress=bars)
+            libs = [await get_library(store.db, library)] if library else await list_libraries(store.db)
+            # Scans make these thumbnails too (and this sweeps their half-written files): the
+            # scan leases of the libraries it works on.
+            async with common.scan_leases(cfg, "imageapi thumbs", libs):
+                with common.ProgressBars(not json_out) as bars:
+                    return await make_missing_thumbnails(
+                        store.db, cfg, store.pool, retry_unsupported=retry_unsupported,
+                        library_id=libs[0].id if library else None, progress=bars)
 
-    with common.job_lock(cfg, "imageapi thumbs"):
-        counts = common.run(go)
+    counts = common.run(go)
     if json_out:
         common.emit_json(asdict(counts))
     else:

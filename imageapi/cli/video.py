@@ -18,6 +18,7 @@ from imageapi.core.config import Config, ensure_dir
 from imageapi.core.db import Connection, connect
 from imageapi.core.errors import ImageapiError, NotFoundError
 from imageapi.core.libraries import Library, get_library, list_libraries, locate, sync_base_path
+from imageapi.core.lock import DRAINS
 from imageapi.core.names import shown
 
 app = typer.Typer(help="Videos: HLS playlists ahead of time, and the video wall's preview clips and GIFs.",
@@ -170,7 +171,8 @@ def previews_cmd(
                                                   progress=bars)
             return requeued, rep
 
-    with common.job_lock(cfg, "imageapi video previews"):
+    # What the watcher's preview pass does: the `drains` lease (scans of any library go on).
+    with common.job_lock(cfg, "imageapi video previews", [DRAINS]):
         requeued, rep = _run(go)
     if json_out:
         common.emit_json({"made": rep.made, "failed": rep.failed, "remaining": rep.remaining, "requeued": requeued,

@@ -59,5 +59,6 @@ def watch(
             else:
                 await watcher.run(stop)
 
-    with common.job_lock(cfg, "imageapi watch"):
-        common.run(go)
+    # No lock for the watcher's life: it takes a library's scan lease per scan and the `drains`
+    # lease per pass, skipping what another run (a server's watcher, a cron scan) holds.
+    common.run(go)

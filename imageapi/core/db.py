@@ -1,8 +1,9 @@
 """SQLite: connections, pragmas and migrations.
 
-One writer per database: long jobs take the job lock (`imageapi.core.lock`) and write in batched
-transactions. WAL lets readers (the server's requests) go on while a job writes. Every write and
-transaction on an aiosqlite connection goes through `imageapi.core.database.Database`.
+Long jobs take the job lock's leases for the work they do (`imageapi.core.lock`: one scan per
+library, one run of the drains) and write in batched transactions. WAL lets readers (the server's
+requests) go on while a job writes. Every write and transaction on an aiosqlite connection goes
+through `imageapi.core.database.Database`.
 
 Failures that come from the disk or the file, not from a bug, become the core's own errors: a full
 disk (SQLITE_FULL) is DatabaseFullError, with the transaction rolled back and everything committed

@@ -51,6 +51,20 @@ class LockedError(ImageapiError):
     code = "locked"
 
 
+class LeaseHeldError(LockedError):
+    """A lease of the job lock (a library's scans, the drains) is held by another live run:
+    its job, pid and host."""
+
+    def __init__(self, message: str, job: str, pid: int, host: str) -> None:
+        super().__init__(message)
+        self.job, self.pid, self.host = job, pid, host
+
+
+class LeaseLostError(LockedError):
+    """The lease a job was working under was taken over (it could not be renewed for longer than
+    the lease): the job was stopped."""
+
+
 class MediaError(ImageapiError):
     """A file could not be read, decoded or converted."""
 

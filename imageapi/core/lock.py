@@ -1,17 +1,24 @@
-"""The job lock: one long-running writer (scan, thumbs, drain, watch, serve) per database.
+"""The job lock: leases in the database, one per piece of work that must not run twice at once.
 
-A second run (cron firing while the last one is still going, or the same command on another host)
-fails at once with LockedError instead of both working.
+Work is locked by what it would duplicate, not by database, so `imageapi serve` on several hosts
+(each with its watcher) and a cron `imageapi scan` share one database:
+- `scan:<library id>` (scan_lease): a library's scans, and whatever rewrites that library's files
+  (`imageapi scan`, `thumbs`, `library remove`, each watcher tick's scan of it). The watcher skips
+  a library whose lease another run holds for that tick; the CLI is refused (LockedError, exit 3).
+- `drains` (DRAINS): the passes working through the whole database's backlogs (hashes, faces,
+  video previews): `faces drain`, `hash backfill`, `video previews`, each watcher tick's passes.
+A second run wanting a held lease fails at once with LeaseHeldError naming the holder.
 
-The lock is a lease row in the database (`job_leases`), so it holds across processes and hosts,
-on SQLite as on PostgreSQL: the holder (its host, pid and a random id) and when the lease runs out.
+Each lease is a row in `job_leases`, so it holds across processes and hosts, on SQLite as on
+PostgreSQL: the holder (its host, pid and a random id) and when the lease runs out.
 A heartbeat thread pushes the expiry on every third of the lease while the lock is held; release
 deletes the row. A holder that is killed (kill -9) or cut off from the database stops renewing, and
 the next run takes the lock over once the lease has run out (`JOB_LEASE_SECONDS`, 30 s by default).
 A holder on this same machine whose process is gone is taken over at once (as the kernel dropped a
 flock at a kill -9): "this machine" is the same kernel boot and pid namespace, where its pid means
 the same process. A holder that finds its lease taken over (it was cut off for longer than the
-lease) has lost the right to write: `on_lost` is called, by default stopping the process (SIGTERM).
+lease) has lost the right to write: `on_lost` is called, by default stopping the process (SIGTERM);
+the watcher cancels the step instead (`holding`).
 
 Expiry times are wall-clock unix seconds: hosts sharing a database keep their clocks in sync
 (NTP); a skew well under the lease does no harm.
@@ -27,21 +34,24 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from imageapi.core.database import Database
 from imageapi.core.db import Connection, connect
-from imageapi.core.errors import LockedError
+from imageapi.core.errors import LeaseHeldError, LeaseLostError
 from imageapi.core.postgres.url import DatabaseSetting
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
-JOBS = "jobs"  # the one lease every long-running writer of a database takes
+# A lease: its row's name, and what it guards (for the message when it is held).
+LeaseName = tuple[str, str]
+DRAINS: LeaseName = ("drains", "the hash, face and video preview passes of this database")
 START_TIMEOUT = 60.0  # seconds to open the database and take (or be refused) the lease
 
 
@@ -53,6 +63,10 @@ class Holder:
     pid: int
     job: str
     expires_at: float
+
+
+def scan_lease(library_id: int, library_name: str) -> LeaseName:
+    return f"scan:{library_id}", f"library {library_name!r}"
 
 
 def machine_id() -> str:
@@ -100,9 +114,11 @@ class Lease:
     """The lease `name` in a database, taken and renewed through one connection (async)."""
 
     def __init__(self, conn: Connection, name: str, job: str, lease: float, *, host: str | None = None,
-                 machine: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 machine: str | None = None, clock: Callable[[], float] = time.time,
+                 what: str = "this database") -> None:
         self.conn = conn
         self.name = name
+        self.what = what
         self.job = job
         self.lease = lease
         self.me = Holder(secrets.token_hex(16), host or socket.gethostname(), machine or machine_id(), os.getpid(),
@@ -140,8 +156,8 @@ class Lease:
         if now_held is None or now_held.holder != me.holder:
             raise self._busy(now_held or found or me)
         if found is not None and found.holder != me.holder:
-            log.warning("took over the job lock from %s (pid %d on %s), whose lease had run out or whose "
-                        "process is gone", found.job, found.pid, found.host)
+            log.warning("took over the job lock of %s from %s (pid %d on %s), whose lease had run out or whose "
+                        "process is gone", self.what, found.job, found.pid, found.host)
         self.expires_at = expires
 
     async def renew(self) -> bool:
@@ -160,25 +176,26 @@ class Lease:
         await Database.of(self.conn).write("DELETE FROM job_leases WHERE name = ? AND holder = ?",
                                            (self.name, self.me.holder))
 
-    def _busy(self, found: Holder) -> LockedError:
-        return LockedError(
+    def _busy(self, found: Holder) -> LeaseHeldError:
+        return LeaseHeldError(
             f"another imageapi run ({found.job}, pid {found.pid} on {found.host}) is already working on "
-            f"this database; try again when it has finished")
+            f"{self.what}; try again when it has finished", found.job, found.pid, found.host)
 
 
 class JobLock:
-    """The job lock of a database (sync, for the CLI): `acquire` takes the lease or raises
-    LockedError; while held, a thread renews it; `release` gives it back. See the module doc.
-    `host` and `machine` default to this one's (a test passes another to stand in for a second
-    host, whose pids mean nothing here)."""
+    """Leases of a database's job lock (sync, for the CLI): `acquire` takes them all or raises
+    LeaseHeldError (giving back those it took); while held, a thread renews them; `release` gives
+    them back. See the module doc. `host` and `machine` default to this one's (a test passes
+    another to stand in for a second host, whose pids mean nothing here)."""
 
-    def __init__(self, database: Path | DatabaseSetting, job: str, *, lease: float = LEASE_SECONDS, name: str = JOBS,
-                 on_lost: Callable[[], None] = _stop_process, host: str | None = None,
-                 machine: str | None = None) -> None:
+    def __init__(self, database: Path | DatabaseSetting, job: str, leases: Sequence[LeaseName], *,
+                 lease: float = LEASE_SECONDS, on_lost: Callable[[], None] = _stop_process,
+                 host: str | None = None, machine: str | None = None) -> None:
         self.database = database
         self.job = job
         self.lease = lease
-        self.name = name
+        self.leases = list(leases)
+        self.name = ", ".join(name for name, _ in self.leases)
         self.on_lost = on_lost
         self._host, self._machine = host, machine
         self._thread: threading.Thread | None = None
@@ -228,15 +245,31 @@ class JobLock:
         self._stop = asyncio.Event()
         conn = await connect(self.database)
         try:
-            lease = Lease(conn, self.name, self.job, self.lease, host=self._host, machine=self._machine)
-            await lease.take()
+            taken: list[Lease] = []
+            try:
+                for name, what in self.leases:
+                    lease = Lease(conn, name, self.job, self.lease, host=self._host, machine=self._machine, what=what)
+                    await lease.take()
+                    taken.append(lease)
+            except BaseException:
+                for lease in taken:  # all or none
+                    with suppress(Exception):
+                        await lease.give_back()
+                raise
             started.set_result(None)
-            if await self._heartbeat(lease):
-                await lease.give_back()
+            if await self._heartbeat(taken):
+                for lease in taken:
+                    await lease.give_back()
         finally:
             await conn.close()
 
-    async def _heartbeat(self, lease: Lease) -> bool:
+    async def _renew(self, leases: list[Lease]) -> bool:
+        held = True
+        for lease in leases:
+            held = await lease.renew() and held
+        return held
+
+    async def _heartbeat(self, leases: list[Lease]) -> bool:
         """Renew every third of the lease until released (True) or the lease is lost (False).
         A renewal that fails (the database out of reach) is tried again each second until the
         lease has run out."""
@@ -250,10 +283,11 @@ class JobLock:
             except TimeoutError:
                 pass
             try:
-                held = await asyncio.wait_for(lease.renew(), max(0.1, lease.expires_at - time.time()))
+                expires_at = min(lease.expires_at for lease in leases)
+                held = await asyncio.wait_for(self._renew(leases), max(0.1, expires_at - time.time()))
                 wait = every
             except Exception as exc:  # out of reach (or timed out): try again while the lease lasts
-                held = time.time() < lease.expires_at
+                held = time.time() < min(lease.expires_at for lease in leases)
                 log.warning("could not renew the job lock (%s): %s", self.job, str(exc) or type(exc).__name__)
                 wait = min(1.0, every)
             if not held:
@@ -269,3 +303,52 @@ class JobLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+@asynccontextmanager
+async def holding(database: Path | DatabaseSetting, job: str, leases: Sequence[LeaseName], *,
+                  lease: float = LEASE_SECONDS) -> AsyncIterator[None]:
+    """The leases held (from an event loop) for the body, which is cancelled if they are lost:
+    then LeaseLostError is raised instead of the cancellation. LeaseHeldError when another run
+    holds one. The lock's thread and connection are its own, so the body's work never delays a
+    renewal."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    lost = threading.Event()
+    inside = False  # read and written on the loop only: a late loss cancels nothing after the body
+
+    def cancel_body() -> None:
+        if inside:
+            task.cancel()
+
+    def on_lost() -> None:
+        lost.set()
+        loop.call_soon_threadsafe(cancel_body)
+
+    lock = JobLock(database, job, leases, lease=lease, on_lost=on_lost)
+    await _finish_in_thread(lock.acquire, lock)
+    inside = True
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not lost.is_set() or task.uncancel() > 0:
+            raise  # not (only) our cancellation: the caller's stands
+        raise LeaseLostError(f"the lease of {', '.join(what for _, what in leases)} was lost (the database could "
+                             f"not be reached for longer than the lease); the work was stopped") from None
+    finally:
+        inside = False
+        await _finish_in_thread(lock.release, None)
+
+
+async def _finish_in_thread(fn: Callable[[], object], undo: JobLock | None) -> None:
+    """Run fn in a thread to its end even when cancelled (then `undo` is released after it)."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with suppress(Exception):
+            await fut
+            if undo is not None:
+                await asyncio.to_thread(undo.release)
+        raise

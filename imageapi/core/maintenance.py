@@ -149,13 +149,14 @@ def _tools_changed(kind: str, recorded: str | None, tools: dict[str, str | None]
     return recorded is not None and kind in tools and recorded != tools[kind]
 
 
-def sweep_temp_files(config: Config) -> int:
-    """Delete temporary thumbnail files left by a process killed mid-write. The caller holds the
-    job lock, so no writer of ours is running."""
+def sweep_temp_files(config: Config, library: str | None = None) -> int:
+    """Delete temporary thumbnail files left by a process killed mid-write, in one library's
+    thumbnails or in all. The caller holds the scan leases of those libraries, so no writer of
+    ours is making their thumbnails."""
     from imageapi.core.thumbs import is_temp_name
 
     removed = 0
-    for folder, _dirs, names in os.walk(config.thumbnails):
+    for folder, _dirs, names in os.walk(config.thumbnails / library if library else config.thumbnails):
         for name in names:
             if is_temp_name(name):
                 try:
@@ -186,11 +187,15 @@ async def make_missing_thumbnails(
         "FROM files f JOIN libraries l ON l.id = f.library_id"
     )
     params: tuple[object, ...] = ()
+    library: str | None = None
     if library_id is not None:
         sql += " WHERE f.library_id = ?"
         params = (library_id,)
+        async with db.execute("SELECT name FROM libraries WHERE id = ?", (library_id,)) as cur:
+            row = await cur.fetchone()
+        library = str(row[0]) if row is not None else None
     sql += " ORDER BY f.id"
-    counts = ThumbCounts(temp_files_removed=await asyncio.to_thread(sweep_temp_files, config))
+    counts = ThumbCounts(temp_files_removed=await asyncio.to_thread(sweep_temp_files, config, library))
     tools = await current_tools(db)
     tasks: list[ThumbTask] = []
     async with db.execute(sql, params) as cur:
@@ -218,12 +223,19 @@ async def make_missing_thumbnails(
 
 async def retry_new_tools(
     db: Connection, config: Config, pool: WorkerPool, progress: Progress | None = None,
+    library_ids: list[int] | None = None,
 ) -> ThumbCounts:
     """Try again, by themselves, the files marked unsupported with other tools (or versions) than
     the ones there now: a new ffmpeg, exiftool installed. Cheap when there are none (an index of
     the unsupported rows answers, and no tool is run), so scans and the watcher run it first
-    every time."""
+    every time. `library_ids`: only those libraries' files (the ones whose scan leases the caller
+    holds)."""
+    if library_ids is not None and not library_ids:
+        return ThumbCounts()
     tools = await current_tools(db)
+    only = ""
+    if library_ids is not None:
+        only = " AND f.library_id IN (" + ", ".join(str(int(i)) for i in library_ids) + ")"
     counts = ThumbCounts()
     tasks: list[ThumbTask] = []
     for kind, now in tools.items():
@@ -231,7 +243,7 @@ async def retry_new_tools(
             "SELECT f.id, l.name, l.root, f.rel_path, f.duration FROM files f "
             "JOIN libraries l ON l.id = f.library_id "
             "WHERE f.thumb_state = 'unsupported' AND f.kind = ? AND f.thumb_tool IS NOT NULL "
-            "AND f.thumb_tool <> COALESCE(?, '') ORDER BY f.id", (kind, now),
+            "AND f.thumb_tool <> COALESCE(?, '')" + only + " ORDER BY f.id", (kind, now),
         ) as cur:
             async for row_id, lib_name, root, rel, duration in cur:
                 dest = thumbnail_path(config, lib_name, rel)

@@ -127,9 +127,12 @@ async def resolve_targets(
     return [ScanTarget(lib) for lib in libraries]
 
 
-async def mark_interrupted(db: Connection) -> None:
-    """Scans left 'running' by a killed process (the caller holds the job lock, so none is live)."""
-    await write(db, "UPDATE scans SET status = 'interrupted', finished_at = ? WHERE status = 'running'", (utcnow(),))
+async def mark_interrupted(db: Connection, library_ids: list[int]) -> None:
+    """Scans of these libraries left 'running' by a killed process (the caller holds their scan
+    leases, so none is live; another library's may be, on another host)."""
+    for library_id in library_ids:
+        await write(db, "UPDATE scans SET status = 'interrupted', finished_at = ? "
+                        "WHERE status = 'running' AND library_id = ?", (utcnow(), library_id))
 
 
 class _Known:
@@ -436,13 +439,14 @@ async def run_scan(
     progress: Progress | None = None,
 ) -> list[ScanReport]:
     """Scan each target in turn, after trying again the files that other tools than the ones
-    there now found unsupported. The caller holds the job lock.
+    there now found unsupported. The caller holds the scan leases of the targets' libraries.
 
     One library's trouble never stops another's: a scan that fails (a missing root, an unreadable
     folder, a bug) is logged, recorded on its `scans` row and in its report's `failed`, and the
     next library is scanned."""
-    await mark_interrupted(db)
-    retried = await retry_new_tools(db, config, pool, progress)
+    library_ids = sorted({t.library.id for t in targets})
+    await mark_interrupted(db, library_ids)
+    retried = await retry_new_tools(db, config, pool, progress, library_ids=library_ids)
     if retried.retried_new_tools:
         log.info("tried %d unsupported files again with the tools there now: %d thumbnails made, "
                  "%d still unsupported, %d failed", retried.retried_new_tools, retried.made,

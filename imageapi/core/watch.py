@@ -5,7 +5,12 @@ then the video previews of at most VIDEO_PREVIEWS_MAX_PER_TICK new or changed vi
 WATCH_FULL_INTERVAL_SECONDS the scan is a full one instead. The face passes work straight
 from the database, so a backlog left by a restart drains on every tick whatever the scan saw; while
 a backlog remains and Apollo answers, further face-only ticks follow until the next scan is due.
-One log line per tick says what it did. The caller holds the job lock.
+One log line per tick says what it did.
+
+Several watchers may share one database (`imageapi serve` on several hosts): each library's scan
+runs under that library's scan lease and the passes under the `drains` lease (imageapi.core.lock),
+taken per tick. A library whose lease another run holds is skipped for that tick (said once at info
+per holder, and in the tick's `skipped`), as are the passes, so the libraries spread over the hosts.
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from imageapi.core.config import Config
 from imageapi.core.db import Connection
-from imageapi.core.errors import ImageapiError
+from imageapi.core.errors import ImageapiError, LeaseHeldError
 from imageapi.core.faces.backlog import FacePasses, PassesReport
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
+from imageapi.core.lock import DRAINS, LeaseName, holding, scan_lease
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import PreviewReport, preview_pass
 from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
@@ -43,6 +49,9 @@ class TickResult:
     pending: int | None = None             # face candidates due after the tick
     more_face_work: bool = False           # worth another face-only tick now
     previews: PreviewReport | None = None  # video previews made in the tick
+    # Libraries not scanned because another run (another host) held their scan lease: name -> holder.
+    skipped: dict[str, LeaseHeldError] | None = None
+    drains_busy: LeaseHeldError | None = None  # the passes skipped: another run holds `drains`
 
 
 class Watcher:
@@ -56,8 +65,11 @@ class Watcher:
         library_names: list[str] | None = None,
         passes: FacePasses | None = None,
         clock: Callable[[], float] = time.monotonic,
+        job: str = "imageapi watch",
     ) -> None:
         self.db, self.config, self.pool = db, config, pool
+        self.job = job
+        self.busy_seen: dict[str, tuple[str, int]] = {}  # lease name -> holder last logged
         self.library_names = library_names or []
         self.clock = clock
         self.ticks = 0
@@ -73,16 +85,26 @@ class Watcher:
     # -- ticks, callable one by one ---------------------------------------------------------------
 
     async def scan_tick(self, mode: str) -> TickResult:
-        """A quick or full scan of every library, then the face passes."""
+        """A quick or full scan of every library (each under its scan lease), then the face passes."""
         self.ticks += 1
         parts: list[str] = []
         counts = None
-        reports = None
+        reports: list[ScanReport] | None = None
+        skipped: dict[str, LeaseHeldError] = {}
         try:
             targets = await resolve_targets(self.db, self.library_names, None)
-            # Each library on its own: one that fails (an unmounted share) is reported, the others
-            # are scanned.
-            reports = await run_scan(self.db, self.config, targets, mode, self.pool)
+            # Each library on its own: one that fails (an unmounted share) is reported, one that
+            # another run is scanning is skipped, the others are scanned.
+            reports = []
+            for target in targets:
+                lib = target.library
+                try:
+                    async with self._holding(scan_lease(lib.id, lib.name)):
+                        reports.extend(await run_scan(self.db, self.config, [target], mode, self.pool))
+                except LeaseHeldError as exc:
+                    skipped[lib.name] = exc
+                except ImageapiError as exc:  # the lease lost mid-scan (LeaseLostError), the database
+                    reports.append(ScanReport(library=lib.name, mode=mode, subtree=target.subtree, failed=exc.message))
             counts = ScanCounts()
             for r in reports:
                 counts.add(r.counts)
@@ -93,20 +115,55 @@ class Watcher:
                 f"moved {counts.moved}, {counts.errors} errors ({seconds:.1f} s)"
             )
             parts.extend(f"library {r.library} failed: {r.failed}" for r in reports if r.failed)
+            parts.extend(f"library {name} skipped: busy ({exc.job}, pid {exc.pid} on {exc.host})"
+                         for name, exc in skipped.items())
             parts.extend(w for r in reports for w in r.warnings)
         except ImageapiError as exc:
             parts.append(f"{mode} scan skipped: {exc.message}")
-        result = TickResult(self.ticks, mode, "", scan=counts, reports=reports)
-        await self._face_part(result, parts, sweep="full" if mode == "full" else "incremental")
-        await self._video_part(result, parts)
+        result = TickResult(self.ticks, mode, "", scan=counts, reports=reports, skipped=skipped)
+        await self._drains(result, parts, sweep="full" if mode == "full" else "incremental", videos=True)
         return self._log(result, parts)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, lease: LeaseName) -> AsyncIterator[None]:
+        """The lease for the body; LeaseHeldError (said once at info per holder) when another run has it."""
+        name, what = lease
+        try:
+            async with holding(self.config.database, self.job, [lease], lease=self.config.job_lease):
+                self.busy_seen.pop(name, None)
+                yield
+        except LeaseHeldError as exc:
+            if self.busy_seen.get(name) != (exc.host, exc.pid):
+                self.busy_seen[name] = (exc.host, exc.pid)
+                log.info("skipping %s while another run works on it: %s, pid %d on %s", what, exc.job, exc.pid,
+                         exc.host)
+            raise
+
+    async def _drains(self, result: TickResult, parts: list[str], sweep: str, videos: bool) -> None:
+        """The face passes (and the video previews) under the `drains` lease; skipped when another
+        run holds it."""
+        if self.passes is None and (not videos or self.previews_per_tick == 0):
+            parts.append("faces disabled")
+            return
+        try:
+            async with self._holding(DRAINS):
+                await self._face_part(result, parts, sweep=sweep)
+                if videos:
+                    await self._video_part(result, parts)
+        except LeaseHeldError as exc:
+            result.drains_busy = exc
+            result.more_face_work = False
+            parts.append(f"face passes and video previews skipped: busy ({exc.job}, pid {exc.pid} on {exc.host})")
+        except ImageapiError as exc:  # the lease lost mid-pass
+            result.more_face_work = False
+            parts.append(f"face passes and video previews stopped: {exc.message}")
 
     async def face_tick(self) -> TickResult:
         """Both face passes alone."""
         self.ticks += 1
         parts: list[str] = []
         result = TickResult(self.ticks, "faces", "")
-        await self._face_part(result, parts, sweep="incremental")
+        await self._drains(result, parts, sweep="incremental", videos=False)
         return self._log(result, parts)
 
     async def _face_part(self, result: TickResult, parts: list[str], sweep: str) -> None:

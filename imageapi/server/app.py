@@ -150,7 +150,7 @@ def _background(watch: bool, factory: WatcherFactory | None) -> Callable[[web.Ap
                 else:
                     from imageapi.server.watching import ServerWatcher
 
-                    watcher = ServerWatcher(wdb, config, app[POOL], config.faces)
+                    watcher = ServerWatcher(wdb, config, app[POOL], config.faces, job="imageapi serve")
                 close = getattr(watcher, "aclose", None)
                 if close is not None:
                     stack.push_async_callback(close)

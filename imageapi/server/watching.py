@@ -16,7 +16,8 @@ def _now() -> str:
 class ServerWatcher(Watcher):
     """Watcher + what /status shows: the last tick of each kind (quick, full, faces), the last
     error, how many ticks ran, and per library whether its last scan worked and its last failure
-    (message and time), so an unmounted share shows while the other libraries go on."""
+    (message and time), so an unmounted share shows while the other libraries go on. A library
+    another run (another host) was scanning shows `state: busy` with that run, not a failure."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,13 +41,25 @@ class ServerWatcher(Watcher):
                                  "seconds": round(time.monotonic() - started, 3), "summary": result.line}
         if result.pending is not None:
             entry["faces_pending"] = result.pending
+        if result.skipped:
+            entry["skipped"] = sorted(result.skipped)
+        if result.drains_busy is not None:
+            entry["drains"] = "busy"
         self.last[kind] = entry
         for report in result.reports or ():
-            lib = self.libraries.setdefault(report.library, {"last_error": None, "last_error_at": None})
-            lib.update(last_scan=kind, last_scan_at=entry["finished_at"], ok=report.failed is None)
+            lib = self._library(report.library)
+            lib.update(last_scan=kind, last_scan_at=entry["finished_at"], ok=report.failed is None,
+                       state="ok" if report.failed is None else "failed", busy=None)
             if report.failed is not None:
                 lib.update(last_error=report.failed, last_error_at=entry["finished_at"])
+        for name, held in (result.skipped or {}).items():
+            self._library(name).update(state="busy", busy={"job": held.job, "pid": held.pid, "host": held.host,
+                                                           "at": entry["finished_at"]})
         return result
+
+    def _library(self, name: str) -> dict[str, Any]:
+        return self.libraries.setdefault(name, {"last_error": None, "last_error_at": None, "state": None,
+                                                "busy": None})
 
     async def scan_tick(self, mode: str) -> TickResult:
         return await self._record(mode, super().scan_tick(mode))
