@@ -63,8 +63,12 @@ async def photos_page(db: Connection, q: PageQuery) -> list[FileDict]:
         )
         params.append(q.person)
     if q.after is not None:
-        where.append(f"({key_sql}, f.id) {'<' if q.descending else '>'} (?, ?)")
-        params += list(q.after)
+        # (key, id) after the cursor, said so that an index on (library, key, id) is read as a range
+        # from the cursor on (SQLite does not for the row value `(key, id) < (?, ?)`).
+        op = "<" if q.descending else ">"
+        key, row_id = q.after
+        where.append(f"{key_sql} {op}= ? AND ({key_sql} {op} ? OR f.id {op} ?)")
+        params += [key, key, row_id]
     order = "DESC" if q.descending else "ASC"
     sql = (
         f"SELECT f.*, {DIR_SEEN_SQL}, {key_sql} AS sort_key FROM files f WHERE {' AND '.join(where)} "
