@@ -153,5 +153,11 @@ async def test_embeddings_are_float32_bytes_both_ways(pg_url: str, use_vector: b
         async with conn.execute("SELECT embedding FROM faces WHERE id = ?", (face_id,)) as cur:
             (blob,) = await cur.fetchone()
         assert blob == vec.tobytes()
+        # A box drawn by hand has no embedding: stored (NULL in a vector column) and read back empty.
+        drawn = await insert(
+            conn, "INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ("h", 1, 0.5, 0.5, 0.2, 0.2, 1.0, b"", "manual", "t"))
+        async with conn.execute("SELECT id, embedding FROM faces ORDER BY id") as cur:
+            assert [tuple(r) for r in await cur.fetchall()] == [(face_id, vec.tobytes()), (drawn, b"")]
     finally:
         await conn.close()

@@ -14,7 +14,7 @@ import pytest
 from imageapi.core import hls, previews
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
-from imageapi.core.db import Connection, connect, dialect, utcnow
+from imageapi.core.db import Connection, connect, utcnow
 from imageapi.core.errors import MediaError, UsageError
 from imageapi.core.faces import people
 from imageapi.core.faces.apollo import DetectedFace, Detection
@@ -127,12 +127,6 @@ async def test_faces_people_and_backlog_counts(db: Connection, tmp_path: Path) -
 
 
 async def test_drawn_faces_and_merging(db: Connection, tmp_path: Path) -> None:
-    if dialect(db) == "postgresql":
-        async with db.execute("SELECT udt_name FROM information_schema.columns "
-                              "WHERE table_name = 'faces' AND column_name = 'embedding'") as cur:
-            if (await cur.fetchone())[0] == "vector":
-                pytest.xfail("a face drawn by hand has no embedding, and a pgvector column holds no empty "
-                             "vector (faces.embedding is NOT NULL)")
     lib = await _library(db, tmp_path)
     await _file(db, lib, "a.jpg", content_hash="h1")
     async with transaction(db):

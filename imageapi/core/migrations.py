@@ -4,7 +4,7 @@ Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
 file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases, 14 work leases,
-15 the listing's date order.
+15 the listing's date order, 16 faces drawn by hand in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -426,3 +426,7 @@ LISTING_ORDER = """
 CREATE INDEX files_by_library_taken ON files(library_id, COALESCE(taken_at, ''), id);
 """
 MIGRATIONS.append(Migration(15, "listing_order", LISTING_ORDER))
+
+# A face box drawn by hand has no embedding: an empty BLOB here, which SQLite holds as it is.
+# PostgreSQL's vector column cannot hold zero dimensions, so there it becomes NULL (the twin).
+MIGRATIONS.append(Migration(16, "manual_faces", ""))

@@ -157,20 +157,39 @@ def _float32_list(value: object) -> object:
     return value
 
 
-def _float32_bytes(value: object) -> object:
-    if isinstance(value, list):
-        return np.asarray(value, dtype="<f4").tobytes()
+def _vector_param(value: object) -> object:
+    """A face box drawn by hand has no embedding (b"" in SQLite); a vector holds at least one
+    dimension, so it is NULL here (migration 16) and b"" again when read."""
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 0:
+        return None
     return value
 
 
+def _embedding_out(value: object) -> object:
+    if isinstance(value, list):
+        return np.asarray(value, dtype="<f4").tobytes()
+    return b"" if value is None else value
+
+
+_ARRAY_TYPES = ("_float4", "float4[]")
+
+
 class _Plan:
-    """What a statement's parameters and columns need beyond asyncpg's own codecs (real[])."""
+    """What a statement's parameters and columns need beyond asyncpg's own codecs: real[] and
+    vector embeddings."""
 
-    __slots__ = ("array_params", "array_columns")
+    __slots__ = ("array_params", "vector_params", "embedding_columns", "prepared")
 
-    def __init__(self, array_params: tuple[int, ...], array_columns: tuple[int, ...]) -> None:
+    def __init__(self, array_params: tuple[int, ...] = (), vector_params: tuple[int, ...] = (),
+                 embedding_columns: tuple[int, ...] = (), prepared: bool = False) -> None:
+        self.prepared = prepared  # found from the statement's types (else: nothing to convert, by its text)
         self.array_params = array_params
-        self.array_columns = array_columns
+        self.vector_params = vector_params
+        self.embedding_columns = embedding_columns
+
+    @property
+    def converts_params(self) -> bool:
+        return bool(self.array_params or self.vector_params)
 
 
 # -- the cursor ------------------------------------------------------------------------------------
@@ -267,7 +286,7 @@ class PgConnection:
         try:
             async with self._connection() as conn:
                 plan = await self._plan(conn, text, batch[0])
-                if plan.array_params:
+                if plan.converts_params:
                     batch = [self._encode(plan, r) for r in batch]
                 await conn.executemany(text, batch)
         except Exception as exc:
@@ -294,18 +313,21 @@ class PgConnection:
         return _Use(self)
 
     async def _plan(self, conn: Any, text: str, params: Sequence[object]) -> _Plan:
-        """Which parameters and columns are real[] (found once per statement, only when a
-        statement passes bytes or returns arrays at all)."""
+        """Which parameters and columns are embeddings (real[] or vector), found from the prepared
+        statement's types once per statement, when it passes bytes or names an embedding."""
         plan = self._plans.get(text)
-        if plan is None:
-            if not any(isinstance(p, (bytes, bytearray, memoryview)) for p in params) and "embedding" not in text:
-                plan = _Plan((), ())
+        has_bytes = any(isinstance(p, (bytes, bytearray, memoryview)) for p in params)
+        if plan is None or (has_bytes and not plan.prepared):
+            if not has_bytes and "embedding" not in text:
+                plan = _Plan()
             else:
                 statement = await conn.prepare(text)
+                kinds = [t.name for t in statement.get_parameters()]
                 plan = _Plan(
-                    tuple(i for i, t in enumerate(statement.get_parameters()) if t.name in ("_float4", "float4[]")),
+                    tuple(i for i, t in enumerate(kinds) if t in _ARRAY_TYPES),
+                    tuple(i for i, t in enumerate(kinds) if t == "vector"),
                     tuple(i for i, a in enumerate(statement.get_attributes())
-                          if a.type.name in ("_float4", "float4[]")))
+                          if a.type.name in (*_ARRAY_TYPES, "vector")), prepared=True)
             self._plans[text] = plan
         return plan
 
@@ -314,6 +336,8 @@ class PgConnection:
         out = list(params)
         for i in plan.array_params:
             out[i] = _float32_list(out[i])
+        for i in plan.vector_params:
+            out[i] = _vector_param(out[i])
         return tuple(out)
 
     async def _run(self, sql: str, params: Sequence[object]) -> PgCursor:
@@ -325,11 +349,11 @@ class PgConnection:
         try:
             async with self._connection() as conn:
                 plan = await self._plan(conn, text, params)
-                args = self._encode(plan, params) if plan.array_params else tuple(params)
+                args = self._encode(plan, params) if plan.converts_params else tuple(params)
                 if _returns_rows(text):
                     rows = await conn.fetch(text, *args)
-                    if plan.array_columns:
-                        rows = [tuple(_float32_bytes(v) if i in plan.array_columns else v for i, v in enumerate(r))
+                    if plan.embedding_columns:
+                        rows = [tuple(_embedding_out(v) if i in plan.embedding_columns else v for i, v in enumerate(r))
                                 for r in rows]
                     return PgCursor(list(rows), len(rows))
                 status = await conn.execute(text, *args)

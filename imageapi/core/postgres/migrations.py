@@ -394,6 +394,9 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(13, "shared_state", SHARED_STATE),
     PgMigration(14, "work_leases", WORK_LEASES),
     PgMigration(15, "listing_order", LISTING_ORDER),
+    # A face drawn by hand has no embedding: NULL here (a vector has at least one dimension), read
+    # back as the empty embedding SQLite stores (postgres/connection.py).
+    PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
