@@ -174,7 +174,10 @@ class Database:
                 await self.conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT" or time.monotonic() >= deadline:
+                # SQLITE_BUSY comes back at once too, without the busy timeout's wait, when waiting
+                # could deadlock with the read this connection has open.
+                busy = getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY")
+                if not busy or time.monotonic() >= deadline:
                     raise
             await asyncio.sleep(0.005)
 
