@@ -275,7 +275,7 @@ async def insert_rows(db: Any, library_id: int, root: Any, rel_paths: list[str],
     """Index files as the scan would (kind from the name, blake3 of the content), without a walk."""
     import os
 
-    from imageapi.core.database import transaction
+    from imageapi.core.database import insert, transaction
     from imageapi.core.db import utcnow
     from imageapi.core.hashing import hash_file
     from imageapi.core.kinds import kind_of
@@ -286,13 +286,13 @@ async def insert_rows(db: Any, library_id: int, root: Any, rel_paths: list[str],
         for rel in rel_paths:
             path = os.path.join(root, rel)
             st = os.stat(path)
-            cur = await db.execute(
+            ids.append(await insert(
+                db,
                 "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, content_hash, first_seen, "
                 "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (library_id, rel, rel.rpartition("/")[0], kind_of(rel) or "other", st.st_size, st.st_mtime_ns,
                  hash_file(path) if hashed else None, now, now),
-            )
-            ids.append(cur.lastrowid)
+            ))
     return ids
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from imageapi.core.config import load_config
 from imageapi.core.database import write
 from imageapi.core.db import connect
 from imageapi.core.libraries import add_library
@@ -197,7 +198,7 @@ def test_watch_once_drains_a_backlog_left_in_the_database(env: dict[str, str], s
     assert imageapi("scan", str(root), env=env).returncode == 0
 
     async def forget() -> None:
-        db = await connect(db_path(env_dirs))
+        db = await connect(load_config().database)  # the SQLite file, or PostgreSQL's DATABASE_URL
         await write(db, "UPDATE files SET content_hash = NULL")     # as if hashing never happened
         await db.close()
 
@@ -224,7 +225,7 @@ def test_watch_runs_ticks_and_stops_on_sigterm(env: dict[str, str], standin: Sta
         other = env_dirs["tmp"] / "Other"
         for i in range(4):
             make_photo(other / f"b_{i}.jpg", 500 + i)
-        db = await connect(db_path(env_dirs))
+        db = await connect(load_config().database)
         lib = await add_library(db, "other", other)
         await insert_rows(db, lib.id, other, [f"b_{i}.jpg" for i in range(4)], hashed=False)
         await db.close()

@@ -119,6 +119,7 @@ def indexed(env_dirs: dict[str, Path], corpus: Path) -> tuple[Path, dict[str, st
     for sub in ("jpeg", "heic", "video", "tiff"):
         shutil.copytree(corpus / sub, pictures / sub)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DATABASE_URL", None)  # the source is an SQLite index, also when the suite runs on PostgreSQL
     done = imageapi("scan", "--full", str(pictures), "--json", env=env)
     assert done.returncode == 0, done.stderr
     db = env_dirs["data"] / "imageapi.db"
