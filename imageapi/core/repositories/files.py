@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from imageapi.core.db import Connection
 from imageapi.core.repositories import as_dicts
@@ -139,6 +139,60 @@ async def unsupported_with_other_tools(db: Connection, kind: str, tools: str | N
 async def record_thumb_states(db: Connection, updates: Sequence[Sequence[object]]) -> None:
     """(thumb_state, thumb_reason, thumb_tool, id) rows, one batch. In the caller's transaction."""
     await db.executemany("UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?", updates)
+
+
+# ------------------------------------------------------------------------------------- the scan
+# Plain tuples (row_factory None on SQLite): much cheaper than Row objects for 100,000 rows.
+
+def _under(subtree: str) -> tuple[str, tuple[str, ...]]:
+    """` AND rel_path` strictly under `subtree` ('/' + 1 == '0': every path that starts with
+    'subtree/'), nothing for the whole library; with its parameters."""
+    if not subtree:
+        return "", ()
+    return " AND rel_path >= ? AND rel_path < ?", (subtree + "/", subtree + "0")
+
+
+async def fetch_plain(db: Connection, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+    async with db.execute(sql, params) as cur:
+        cur.row_factory = None
+        return cast(list[tuple[Any, ...]], await cur.fetchall())
+
+
+_KNOWN = "SELECT rel_path, id, size, mtime_ns, content_hash FROM files WHERE library_id = ?"
+
+
+async def known_in_dir(db: Connection, library_id: int, folder: str) -> list[tuple[Any, ...]]:
+    """(rel_path, id, size, mtime_ns, content_hash) of the files right in `folder`."""
+    return await fetch_plain(db, _KNOWN + " AND dir = ?", (library_id, folder))
+
+
+async def known_under(db: Connection, library_id: int, subtree: str) -> list[tuple[Any, ...]]:
+    """(rel_path, id, size, mtime_ns, content_hash) of the files under `subtree` ('': all)."""
+    where, params = _under(subtree)
+    return await fetch_plain(db, _KNOWN + where, (library_id, *params))
+
+
+async def rows_under(db: Connection, library_id: int, folder: str) -> list[tuple[Any, ...]]:
+    """(id, rel_path, size, mtime_ns, content_hash) of the files under `folder`."""
+    where, params = _under(folder)
+    async with db.execute("SELECT id, rel_path, size, mtime_ns, content_hash FROM files WHERE library_id = ?" + where,
+                          (library_id, *params)) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+async def dirs_with_rows(db: Connection, library_id: int, subtree: str) -> set[str]:
+    """Every folder that holds file rows (within subtree): the index on (library_id, dir) answers it."""
+    sql = "SELECT DISTINCT dir FROM files WHERE library_id = ?"
+    params: tuple[object, ...] = (library_id,)
+    if subtree:
+        sql += " AND (dir = ? OR (dir >= ? AND dir < ?))"
+        params += (subtree, subtree + "/", subtree + "0")
+    return {r[0] for r in await fetch_plain(db, sql, params)}
+
+
+async def delete_files(db: Connection, ids: Sequence[Sequence[object]]) -> None:
+    """(id,) rows, one batch. In the caller's transaction."""
+    await db.executemany("DELETE FROM files WHERE id = ?", ids)
 
 
 # The folder's seen_at (migration 6) beside a file row: `SELECT f.*, {DIR_SEEN_SQL} FROM files f ...`.
