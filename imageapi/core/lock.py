@@ -45,6 +45,7 @@ from imageapi.core.database import Database
 from imageapi.core.db import Connection, connect
 from imageapi.core.errors import LeaseHeldError, LeaseLostError
 from imageapi.core.postgres.url import DatabaseSetting
+from imageapi.core.repositories import job_leases
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,10 @@ def _stop_process() -> None:
 
 
 async def holder_of(conn: Connection, name: str) -> Holder | None:
-    async with conn.execute("SELECT holder, host, machine, pid, job, expires_at FROM job_leases WHERE name = ?",
-                            (name,)) as cur:
-        row = await cur.fetchone()
+    row = await job_leases.lease_row(conn, name)
     if row is None:
         return None
-    return Holder(str(row[0]), str(row[1]), str(row[2]), int(row[3]), str(row[4]), float(row[5]))
+    return Holder(row.holder, row.host, row.machine, row.pid, row.job, row.expires_at)
 
 
 class Lease:
@@ -143,15 +142,11 @@ class Lease:
                 assert found is not None
                 raise self._busy(found)
             expires = now + self.lease
-            values = (self.name, me.holder, me.host, me.machine, me.pid, me.job, expires)
+            row = job_leases.LeaseRow(me.holder, me.host, me.machine, me.pid, me.job, expires)
             if found is None:
-                await self.conn.execute(
-                    "INSERT INTO job_leases (name, holder, host, machine, pid, job, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING", values)
+                await job_leases.insert_lease(self.conn, self.name, row)
             else:
-                await self.conn.execute(
-                    "UPDATE job_leases SET holder = ?, host = ?, machine = ?, pid = ?, job = ?, expires_at = ? "
-                    "WHERE name = ? AND holder = ?", (*values[1:], self.name, found.holder))
+                await job_leases.replace_lease(self.conn, self.name, row, found.holder)
             now_held = await holder_of(self.conn, self.name)
         if now_held is None or now_held.holder != me.holder:
             raise self._busy(now_held or found or me)
@@ -164,8 +159,7 @@ class Lease:
         """Push the expiry on; False when the lease is no longer this holder's."""
         async with Database.of(self.conn).transaction():
             expires = self._clock() + self.lease
-            await self.conn.execute("UPDATE job_leases SET expires_at = ? WHERE name = ? AND holder = ?",
-                                    (expires, self.name, self.me.holder))
+            await job_leases.extend_lease(self.conn, self.name, self.me.holder, expires)
             found = await holder_of(self.conn, self.name)
         if found is None or found.holder != self.me.holder:
             return False
@@ -173,8 +167,8 @@ class Lease:
         return True
 
     async def give_back(self) -> None:
-        await Database.of(self.conn).write("DELETE FROM job_leases WHERE name = ? AND holder = ?",
-                                           (self.name, self.me.holder))
+        async with Database.of(self.conn).transaction():
+            await job_leases.delete_lease(self.conn, self.name, self.me.holder)
 
     def _busy(self, found: Holder) -> LeaseHeldError:
         return LeaseHeldError(

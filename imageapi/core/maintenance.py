@@ -16,6 +16,7 @@ from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import ThumbResult
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories import files
 from imageapi.core.repositories.leases import Fence
 from imageapi.core.store import abs_path
 from imageapi.core.worker import ThumbTask, hash_batch, thumb_batch
@@ -32,14 +33,7 @@ class HashBackfillCounts:
 
 
 async def count_unhashed(db: Connection, library_id: int | None = None) -> int:
-    sql = "SELECT COUNT(*) FROM files WHERE content_hash IS NULL"
-    params: tuple[object, ...] = ()
-    if library_id is not None:
-        sql += " AND library_id = ?"
-        params = (library_id,)
-    async with db.execute(sql, params) as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return await files.count_unhashed(db, library_id)
 
 
 async def backfill_hashes(
@@ -53,18 +47,7 @@ async def backfill_hashes(
     Straight from the database: a quick scan that sees only recent files never starves this
     backlog. A file that cannot be read keeps its NULL hash and gets the reason in `error`.
     """
-    sql = (
-        "SELECT f.id, l.root, f.rel_path FROM files f JOIN libraries l ON l.id = f.library_id "
-        # Rows whose hashing already failed go last, so a block of unreadable files at low ids
-        # cannot starve the rest of the backlog tick after tick.
-        "WHERE f.content_hash IS NULL ORDER BY CASE WHEN f.error LIKE 'hash:%' THEN 1 ELSE 0 END, f.id"
-    )
-    params: tuple[object, ...] = ()
-    if max_rows is not None:
-        sql += " LIMIT ?"
-        params = (max_rows,)
-    async with db.execute(sql, params) as cur:
-        rows = [(r[0], abs_path(r[1], r[2])) for r in await cur.fetchall()]
+    rows = [(row_id, abs_path(root, rel)) for row_id, root, rel in await files.unhashed_rows(db, max_rows)]
     counts = await hash_rows(db, pool, rows, progress)
     counts.remaining = await count_unhashed(db)
     return counts
@@ -91,8 +74,7 @@ async def hash_rows(
                     held = await fence.settle(db, [r[1] for r in pending + failures])
                     pending = [r for r in pending if str(r[1]) in held]
                     failures = [r for r in failures if str(r[1]) in held]
-                await db.executemany("UPDATE files SET content_hash = ?, error = NULL WHERE id = ?", pending)
-                await db.executemany("UPDATE files SET error = ? WHERE id = ?", failures)
+                await files.record_hashes(db, pending, failures)
         pending, failures = [], []
 
     batches = [rows[i:i + 8] for i in range(0, len(rows), 8)]
@@ -137,11 +119,7 @@ async def current_tools(db: Connection) -> dict[str, str | None]:
     Asked in a thread, since the first question runs the tools."""
     from imageapi.core.ffmpeg_caps import TOOL_KINDS, thumb_tools
 
-    async with db.execute(
-        f"SELECT DISTINCT kind FROM files WHERE thumb_state = 'unsupported' "
-        f"AND kind IN ({', '.join('?' * len(TOOL_KINDS))}) AND thumb_tool IS NOT NULL", TOOL_KINDS,
-    ) as cur:
-        kinds = [row[0] for row in await cur.fetchall()]
+    kinds = await files.unsupported_kinds_with_tools(db, TOOL_KINDS)
     return {kind: await asyncio.to_thread(thumb_tools, kind) for kind in kinds}
 
 
@@ -182,41 +160,28 @@ async def make_missing_thumbnails(
     removes the sentinels and tries them again; those found unsupported with other tools than the
     ones there now (a new ffmpeg, exiftool installed) are tried again in any case.
     """
-    sql = (
-        "SELECT f.id, l.name, l.root, f.rel_path, f.kind, f.thumb_state, f.duration, f.thumb_tool "
-        "FROM files f JOIN libraries l ON l.id = f.library_id"
-    )
-    params: tuple[object, ...] = ()
-    library: str | None = None
-    if library_id is not None:
-        sql += " WHERE f.library_id = ?"
-        params = (library_id,)
-        async with db.execute("SELECT name FROM libraries WHERE id = ?", (library_id,)) as cur:
-            row = await cur.fetchone()
-        library = str(row[0]) if row is not None else None
-    sql += " ORDER BY f.id"
+    library = await files.library_name(db, library_id) if library_id is not None else None
     counts = ThumbCounts(temp_files_removed=await asyncio.to_thread(sweep_temp_files, config, library))
     tools = await current_tools(db)
     tasks: list[ThumbTask] = []
-    async with db.execute(sql, params) as cur:
-        async for r in cur:
-            counts.checked += 1
-            row_id, lib_name, root, rel, kind, state, duration, tool = tuple(r)
-            dest = thumbnail_path(config, lib_name, rel)
-            if state == "unsupported":
-                if retry_unsupported:
-                    counts.retried_unsupported += 1
-                elif _tools_changed(kind, tool, tools):
-                    counts.retried_new_tools += 1
-                else:
-                    continue
-                try:
-                    os.unlink(sentinel_path(dest))
-                except FileNotFoundError:
-                    pass
-            elif state == "done" and dest.exists():
+    async for r in files.thumb_rows(db, library_id):
+        counts.checked += 1
+        row_id, lib_name, root, rel, kind, state, duration, tool = r
+        dest = thumbnail_path(config, lib_name, rel)
+        if state == "unsupported":
+            if retry_unsupported:
+                counts.retried_unsupported += 1
+            elif _tools_changed(kind, tool, tools):
+                counts.retried_new_tools += 1
+            else:
                 continue
-            tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
+            try:
+                os.unlink(sentinel_path(dest))
+            except FileNotFoundError:
+                pass
+        elif state == "done" and dest.exists():
+            continue
+        tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
     await make_thumbnails(db, pool, tasks, counts, progress)
     return counts
 
@@ -233,23 +198,15 @@ async def retry_new_tools(
     if library_ids is not None and not library_ids:
         return ThumbCounts()
     tools = await current_tools(db)
-    only = ""
-    if library_ids is not None:
-        only = " AND f.library_id IN (" + ", ".join(str(int(i)) for i in library_ids) + ")"
     counts = ThumbCounts()
     tasks: list[ThumbTask] = []
     for kind, now in tools.items():
-        async with db.execute(
-            "SELECT f.id, l.name, l.root, f.rel_path, f.duration FROM files f "
-            "JOIN libraries l ON l.id = f.library_id "
-            "WHERE f.thumb_state = 'unsupported' AND f.kind = ? AND f.thumb_tool IS NOT NULL "
-            "AND f.thumb_tool <> COALESCE(?, '')" + only + " ORDER BY f.id", (kind, now),
-        ) as cur:
-            async for row_id, lib_name, root, rel, duration in cur:
-                dest = thumbnail_path(config, lib_name, rel)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(sentinel_path(dest))
-                tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
+        async for row_id, lib_name, root, rel, duration in files.unsupported_with_other_tools(db, kind, now,
+                                                                                             library_ids):
+            dest = thumbnail_path(config, lib_name, rel)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sentinel_path(dest))
+            tasks.append(ThumbTask(row_id, abs_path(root, rel), kind, str(dest), config.thumb_size, duration))
     counts.checked = counts.retried_new_tools = len(tasks)
     if tasks:  # no progress bar for nothing
         await make_thumbnails(db, pool, tasks, counts, progress)
@@ -271,9 +228,7 @@ async def make_thumbnails(
                 if fence is not None:
                     held = await fence.settle(db, [u[3] for u in updates])
                     updates = [u for u in updates if str(u[3]) in held]
-                await db.executemany(
-                    "UPDATE files SET thumb_state = ?, thumb_reason = ?, thumb_tool = ? WHERE id = ?", updates
-                )
+                await files.record_thumb_states(db, updates)
         updates = []
 
     batches = [tasks[i:i + 4] for i in range(0, len(tasks), 4)]

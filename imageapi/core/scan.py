@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
 
 from imageapi.core.config import Config
-from imageapi.core.database import insert, transaction, write
+from imageapi.core.database import transaction
 from imageapi.core.db import Connection, database_error, db_path, utcnow
 from imageapi.core.errors import DatabaseError, ImageapiError, NotFoundError, UsageError
 from imageapi.core.kinds import IgnoreRules
@@ -34,6 +33,7 @@ from imageapi.core.maintenance import retry_new_tools
 from imageapi.core.media import FileResult, ThumbResult
 from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories import files, scans
 from imageapi.core.store import (
     abs_path,
     move_params,
@@ -131,8 +131,8 @@ async def mark_interrupted(db: Connection, library_ids: list[int]) -> None:
     """Scans of these libraries left 'running' by a killed process (the caller holds their scan
     leases, so none is live; another library's may be, on another host)."""
     for library_id in library_ids:
-        await write(db, "UPDATE scans SET status = 'interrupted', finished_at = ? "
-                        "WHERE status = 'running' AND library_id = ?", (utcnow(), library_id))
+        async with transaction(db):
+            await scans.mark_interrupted(db, library_id, utcnow())
 
 
 class _Known:
@@ -142,24 +142,15 @@ class _Known:
         self.rows: dict[str, tuple[int, int, int, str | None]] = {}  # rel -> (id, size, mtime, hash)
 
 
-def _in_subtree_sql(subtree: str) -> tuple[str, tuple[str, ...]]:
-    if not subtree:
-        return "", ()
-    # '/' + 1 == '0': every path that starts with 'subtree/'.
-    return " AND rel_path >= ? AND rel_path < ?", (subtree + "/", subtree + "0")
-
-
 async def _load_known(
     db: Connection, lib: Library, subtree: str, dirs: set[str] | None
 ) -> _Known:
     known = _Known()
-    where, params = _in_subtree_sql(subtree)
-    sql = "SELECT rel_path, id, size, mtime_ns, content_hash FROM files WHERE library_id = ?"
     if dirs is not None and len(dirs) <= 200:
         for d in dirs:
-            known.rows.update((r[0], r[1:]) for r in await _fetch_plain(db, sql + " AND dir = ?", (lib.id, d)))
+            known.rows.update((r[0], r[1:]) for r in await files.known_in_dir(db, lib.id, d))
         return known
-    rows = await _fetch_plain(db, sql + where, (lib.id, *params))
+    rows = await files.known_under(db, lib.id, subtree)
     if dirs is None:
         known.rows = {r[0]: r[1:] for r in rows}
     else:
@@ -167,39 +158,17 @@ async def _load_known(
     return known
 
 
-async def _fetch_plain(db: Connection, sql: str, params: tuple[object, ...]) -> list[tuple]:
-    async with db.execute(sql, params) as cur:
-        cur.row_factory = None  # plain tuples: much cheaper than Row objects for 100,000 rows
-        return cast(list[tuple], await cur.fetchall())
-
-
 async def _rows_under(db: Connection, lib: Library, folders: set[str]) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for folder in folders:
-        where, params = _in_subtree_sql(folder)
-        async with db.execute(
-            "SELECT id, rel_path, size, mtime_ns, content_hash FROM files WHERE library_id = ?" + where,
-            (lib.id, *params),
-        ) as cur:
-            for r in await cur.fetchall():
-                out[r[1]] = (r[0], r[2], r[3], r[4])
+        for r in await files.rows_under(db, lib.id, folder):
+            out[r[1]] = (r[0], r[2], r[3], r[4])
     return out
 
 
 async def _known_dirs(db: Connection, lib: Library) -> dict[str, tuple[int, int | None]]:
     """Folders as the last scan that listed them left them: rel -> (mtime_ns, fingerprint)."""
-    rows = await _fetch_plain(db, "SELECT rel_path, mtime_ns, fingerprint FROM dirs WHERE library_id = ?", (lib.id,))
-    return {r[0]: (r[1], r[2]) for r in rows}
-
-
-async def _dirs_with_rows(db: Connection, lib: Library, subtree: str) -> set[str]:
-    """Every folder that holds file rows (within subtree): the index on (library_id, dir) answers it."""
-    sql = "SELECT DISTINCT dir FROM files WHERE library_id = ?"
-    params: tuple[object, ...] = (lib.id,)
-    if subtree:
-        sql += " AND (dir = ? OR (dir >= ? AND dir < ?))"
-        params += (subtree, subtree + "/", subtree + "0")
-    return {r[0] for r in await _fetch_plain(db, sql, params)}
+    return {r[0]: (r[1], r[2]) for r in await scans.known_dirs(db, lib.id)}
 
 
 def _batches(tasks: list[Task], size: int) -> Iterator[list[Task]]:
@@ -221,10 +190,7 @@ async def scan_library(
     started = time.monotonic()
     report = ScanReport(library=lib.name, mode=mode, subtree=subtree)
     counts = report.counts
-    scan_id = await insert(
-        db, "INSERT INTO scans (library_id, mode, subtree, started_at) VALUES (?, ?, ?, ?)",
-        (lib.id, mode, subtree, utcnow()),
-    )
+    scan_id = await scans.insert_scan(db, lib.id, mode, subtree, utcnow())
     try:
         await _scan(db, config, lib, subtree, mode, pool, progress, report)
     except BaseException as exc:
@@ -245,11 +211,8 @@ async def scan_library(
 
 async def _finish(db: Connection, scan_id: int | None, counts: ScanCounts, status: str,
                   error: str | None) -> None:
-    sets = ", ".join(f"{k} = ?" for k in asdict(counts))
-    await write(
-        db, f"UPDATE scans SET {sets}, status = ?, finished_at = ?, error = ? WHERE id = ?",
-        (*asdict(counts).values(), status, utcnow(), error, scan_id),
-    )
+    async with transaction(db):
+        await scans.finish_scan(db, scan_id, asdict(counts), status, utcnow(), error)
 
 
 async def _scan(
@@ -290,7 +253,7 @@ async def _scan(
     stale = {d for d in walk.listed if known_dirs.get(d, (0, None))[1] != walk.fingerprints.get(d)}
     if mode == "full":
         vanished = {
-            d for d in await _dirs_with_rows(db, lib, subtree)
+            d for d in await files.dirs_with_rows(db, lib.id, subtree)
             if d not in walk.listed and not within_any(d, error_dirs)
         }
         known = await _load_known(db, lib, subtree, stale | vanished)
@@ -371,23 +334,15 @@ async def _scan(
     # 4. Removals and folder mtimes, last, in one transaction.
     async with transaction(db):
         gone_ids = [(row[0],) for row in gone_rows.values()]
-        await db.executemany("DELETE FROM files WHERE id = ?", gone_ids)
+        await files.delete_files(db, gone_ids)
         if mode == "full":
-            where, params = _in_subtree_sql(subtree)
-            await db.execute("DELETE FROM dirs WHERE library_id = ?" + where, (lib.id, *params))
-            if subtree:
-                await db.execute("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", (lib.id, subtree))
+            await scans.delete_dirs_under(db, lib.id, subtree)
         else:
             dropped = [(lib.id, d) for d in known_dirs if within_any(d, walk.gone_dirs)]
-            await db.executemany("DELETE FROM dirs WHERE library_id = ? AND rel_path = ?", dropped)
+            await scans.delete_dirs(db, dropped)
         # A listed folder had all its files seen now (see migration 6).
         seen = utcnow()
-        await db.executemany(
-            "INSERT INTO dirs (library_id, rel_path, mtime_ns, seen_at, fingerprint) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (library_id, rel_path) DO UPDATE SET mtime_ns = excluded.mtime_ns, "
-            "seen_at = excluded.seen_at, fingerprint = excluded.fingerprint",
-            [(lib.id, d, m, seen, walk.fingerprints.get(d)) for d, m in walk.dirs.items()],
-        )
+        await scans.upsert_dirs(db, [(lib.id, d, m, seen, walk.fingerprints.get(d)) for d, m in walk.dirs.items()])
     counts.removed = len(gone_rows)
     remove_thumbnail_files(config, lib.name, gone_rows)
 

@@ -12,8 +12,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from imageapi.core.database import transaction, write
+from imageapi.core.database import transaction
 from imageapi.core.db import Connection
+from imageapi.core.repositories import users
 
 SECRET_BYTES = 32
 MAX_SECRET_CHARS = 128  # a cookie value longer than this is not one of ours
@@ -41,9 +42,8 @@ async def create_session(db: Connection, user_id: int, token_key: str, ttl: floa
     expires = start + max(1, int(ttl))
     secret = secrets.token_urlsafe(SECRET_BYTES)
     async with transaction(db):
-        await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (start,))
-        await db.execute("INSERT INTO sessions (id, user_id, token_key, created_at, expires_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (session_id(secret), user_id, token_key, start, expires))
+        await users.drop_expired_sessions(db, start)
+        await users.insert_session(db, session_id(secret), user_id, token_key, start, expires)
     return secret, expires
 
 
@@ -53,17 +53,14 @@ async def find_session(db: Connection, secret: str, now: float | None = None) ->
     if not secret or len(secret) > MAX_SECRET_CHARS:
         return None
     at = time.time() if now is None else now
-    async with db.execute(
-        "SELECT s.user_id, u.name, s.created_at, s.expires_at, u.tokens_valid_after, u.token_key FROM sessions s "
-        "JOIN users u ON u.id = s.user_id AND u.token_key = s.token_key WHERE s.id = ?", (session_id(secret),)
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None or row[3] <= at or row[2] < row[4]:
+    row = await users.session_of(db, session_id(secret))
+    if row is None or row.expires_at <= at or row.created_at < row.tokens_valid_after:
         return None
-    return Session(user_id=row[0], name=row[1], created_at=row[2], expires_at=row[3], key=row[5])
+    return Session(user_id=row.user_id, name=row.name, created_at=row.created_at, expires_at=row.expires_at,
+                   key=row.token_key)
 
 
 async def revoke_session(db: Connection, secret: str) -> bool:
     """End a session; whether there was one."""
-    cur = await write(db, "DELETE FROM sessions WHERE id = ?", (session_id(secret),))
-    return (cur.rowcount or 0) > 0
+    async with transaction(db):
+        return await users.delete_session(db, session_id(secret))

@@ -84,6 +84,6 @@ def remove_thumbnail_files(config: Config, library: str, rel_paths: Iterable[str
                 pass  # a read-only cache is not worth failing a scan for
 
 
-def abs_path(root: Path, rel_path: str) -> str:
+def abs_path(root: Path | str, rel_path: str) -> str:
     """The file's path on disk from its stored relative path (imageapi.core.names)."""
     return os.path.join(root, on_disk(rel_path))

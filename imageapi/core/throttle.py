@@ -34,8 +34,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from imageapi.core.database import Database
-from imageapi.core.db import Connection, dialect
+from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError
+from imageapi.core.repositories import login_counts
 
 # Password checks cost ~50 ms of CPU each: at most this many at once, in threads.
 CHECK_SLOTS = 2
@@ -129,26 +130,16 @@ class DatabaseCounts:
     async def change(self, keys: tuple[str, ...], now: float, forget_after: float, change: Change) -> None:
         conn = self._conn()
         async with Database.of(conn).transaction():
-            if dialect(conn) == "postgresql":
-                await conn.execute(f"SELECT pg_advisory_xact_lock({THROTTLE_LOCK})")
-            # Forget what nobody has failed for a while (the index on last_failure finds it).
-            await conn.execute("DELETE FROM login_counts WHERE last_failure <= ? AND not_before <= ?",
-                               (now - forget_after, now))
-            marks = ", ".join("?" * len(keys))
-            async with conn.execute(f"SELECT id, failures, not_before, last_failure FROM login_counts "
-                                    f"WHERE id IN ({marks})", keys) as cur:
-                rows = await cur.fetchall()
-            current = {str(r[0]): Count(int(r[1]), float(r[2]), float(r[3])) for r in rows}
+            await login_counts.lock_counts(conn, THROTTLE_LOCK)
+            # Forget what nobody has failed for a while.
+            await login_counts.forget(conn, now - forget_after, now)
+            current = {key: Count(failures, not_before, last)
+                       for key, failures, not_before, last in await login_counts.read(conn, keys)}
             for key, new in change(current).items():
                 if new is None:
-                    await conn.execute("DELETE FROM login_counts WHERE id = ?", (key,))
+                    await login_counts.delete(conn, key)
                 else:
-                    await conn.execute(
-                        "INSERT INTO login_counts (id, failures, not_before, last_failure) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET failures = excluded.failures, "
-                        "not_before = excluded.not_before, last_failure = excluded.last_failure",
-                        (key, new.failures, new.not_before, new.last))
-
+                    await login_counts.store(conn, key, new.failures, new.not_before, new.last)
 
 def count_keys(addr: str, name: str) -> tuple[str, str, str]:
     """The counts an attempt goes to: (address, name), address, name. JSON inside: no separator a

@@ -21,9 +21,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from imageapi.core.database import insert, transaction
-from imageapi.core.db import Connection, Row, utcnow
+from imageapi.core.database import transaction
+from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import ImageapiError, NotFoundError, UsageError
+from imageapi.core.repositories import users
 from imageapi.core.throttle import LoginThrottle
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # fullmatch: '$' would let a final '\n' in
@@ -117,46 +118,34 @@ def new_token_key() -> str:
     return secrets.token_hex(16)
 
 
-def _user(row: Row) -> User:
-    return User(id=row["id"], name=row["name"], created_at=row["created_at"],
-                tokens_valid_after=row["tokens_valid_after"], token_key=row["token_key"])
-
-
-_COLUMNS = "id, name, created_at, tokens_valid_after, token_key"
+def _user(row: users.UserRow) -> User:
+    return User(id=row.id, name=row.name, created_at=row.created_at, tokens_valid_after=row.tokens_valid_after,
+                token_key=row.token_key)
 
 
 async def get_user(db: Connection, name: str) -> User:
-    async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE lower(name) = lower(?)", (name,)) as cur:
-        row = await cur.fetchone()
+    row = await users.by_name(db, name)
     if row is None:
         raise NotFoundError(f"no user named {name!r}")
     return _user(row)
 
 
 async def get_user_by_id(db: Connection, user_id: int) -> User | None:
-    async with db.execute(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)) as cur:
-        row = await cur.fetchone()
+    row = await users.by_id(db, user_id)
     return _user(row) if row is not None else None
 
 
 async def list_users(db: Connection) -> list[User]:
-    async with db.execute(f"SELECT {_COLUMNS} FROM users ORDER BY lower(name), name") as cur:
-        return [_user(r) for r in await cur.fetchall()]
+    return [_user(r) for r in await users.all_users(db)]
 
 
 async def add_user(db: Connection, name: str, password_hash: str) -> User:
     """Store a user with an already computed hash (`hash_password`)."""
     check_name(name)
-    async with db.execute("SELECT 1 FROM users WHERE lower(name) = lower(?)", (name,)) as cur:
-        if await cur.fetchone() is not None:
-            raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
+    if await users.name_exists(db, name):
+        raise UsageError(f"user {name!r} already exists (use `imageapi user passwd`)")
     async with transaction(db):
-        user_id = await insert(
-            db,
-            "INSERT INTO users (name, password_hash, created_at, tokens_valid_after, token_key) "
-            "VALUES (?, ?, ?, 0, ?)",
-            (name, password_hash, utcnow(), new_token_key()),
-        )
+        user_id = await users.insert_user(db, name, password_hash, utcnow(), new_token_key())
     user = await get_user_by_id(db, user_id)
     assert user is not None
     return user
@@ -165,7 +154,7 @@ async def add_user(db: Connection, name: str, password_hash: str) -> User:
 async def remove_user(db: Connection, name: str) -> User:
     user = await get_user(db, name)
     async with transaction(db):
-        await db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+        await users.delete_user(db, user.id)
     return user
 
 
@@ -174,10 +163,7 @@ async def set_password(db: Connection, name: str, password_hash: str) -> User:
     (`tokens_valid_after` alone, in whole seconds, spares a token issued in the same second)."""
     user = await get_user(db, name)
     async with transaction(db):
-        await db.execute(
-            "UPDATE users SET password_hash = ?, tokens_valid_after = ?, token_key = ? WHERE id = ?",
-            (password_hash, int(time.time()), new_token_key(), user.id),
-        )
+        await users.set_password(db, user.id, password_hash, int(time.time()), new_token_key())
     return await get_user(db, name)
 
 
@@ -185,11 +171,10 @@ async def stored_hash(db: Connection, name: str) -> tuple[User | None, str]:
     """The user and their stored hash, or (None, a dummy hash) so callers check something either way."""
     if not NAME_RE.fullmatch(name):  # cannot be a user's (and SQLite cannot bind lone surrogates)
         return None, _DUMMY_HASH
-    async with db.execute(f"SELECT {_COLUMNS}, password_hash FROM users WHERE lower(name) = lower(?)", (name,)) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    found = await users.with_hash(db, name)
+    if found is None:
         return None, _DUMMY_HASH
-    return _user(row), row["password_hash"]
+    return _user(found[0]), found[1]
 
 
 async def login(db: Connection, throttle: LoginThrottle, addr: str, name: str, password: str) -> User:

@@ -30,6 +30,7 @@ from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import Candidate, insert_detection, list_unscanned_candidates, record_failure
 from imageapi.core.maintenance import HashBackfillCounts, Progress, backfill_hashes
 from imageapi.core.pool import WorkerPool
+from imageapi.core.repositories import libraries
 from imageapi.core.repositories.leases import Fence
 
 log = logging.getLogger(__name__)
@@ -237,8 +238,7 @@ class _Tick:
 
     async def _candidates(self, library_ids: list[int] | None, cap: int, now: datetime | None) -> list[Candidate]:
         if library_ids is None:
-            async with self.db.execute("SELECT id FROM libraries ORDER BY id") as cur:
-                library_ids = [r[0] for r in await cur.fetchall()]
+            library_ids = await libraries.all_ids(self.db)
         out: list[Candidate] = []
         seen: set[str] = set()
         for lib_id in library_ids:

@@ -21,6 +21,12 @@ async def all_libraries(db: Connection) -> list[LibraryRow]:
         return [LibraryRow(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
 
+async def all_ids(db: Connection) -> list[int]:
+    """Every library's id, in id order."""
+    async with db.execute("SELECT id FROM libraries ORDER BY id") as cur:
+        return [r[0] for r in await cur.fetchall()]
+
+
 async def by_name(db: Connection, name: str) -> LibraryRow | None:
     async with db.execute("SELECT id, name, root FROM libraries WHERE name = ?", (name,)) as cur:
         row = await cur.fetchone()
