@@ -327,6 +327,56 @@ def test_two_workers_make_every_preview_once(env: dict[str, str], env_dirs: dict
     assert all((env_dirs["data"] / "gifs" / "videos" / f"{name}.gif").is_file() for name in names)
 
 
+def test_two_workers_make_every_hls_playlist_once_and_record_failures(env: dict[str, str],
+                                                                     env_dirs: dict[str, Path]) -> None:
+    from imageapi.core.config import load_config
+    from imageapi.core.hls import cache_folder
+    from tests.test_video_support import make_video
+
+    root = env_dirs["tmp"] / "Videos"
+    names = [f"clip{i}.mp4" for i in range(3)]
+    for i, name in enumerate(names):
+        make_video(root / name, 2.0 + i, size="160x120", audio=None)
+    (root / "broken.mp4").write_bytes(b"not a video at all" * 100)
+
+    async def index() -> None:
+        db = await open_db(env_dirs)
+        try:
+            lib = await add_library(db, "videos", root)
+            now = utcnow()
+            for name in [*names, "broken.mp4"]:
+                st = (root / name).stat()
+                await write(db, "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, duration, "
+                                "thumb_state, first_seen, last_seen) VALUES (?, ?, '', 'video', ?, ?, ?, 'done', ?, ?)",
+                            (lib.id, name, st.st_size, st.st_mtime_ns, 2.0, now, now))
+        finally:
+            await db.close()
+
+    asyncio.run(index())
+    # Not a default kind: playlists made ahead of time take room for every video.
+    default = finish(start(env, "--until-empty"))
+    assert "hls" not in default["kinds"]
+    reports = [finish(w) for w in [start(env, "--kinds", "hls", "--until-empty") for _ in range(2)]]
+    assert sum(r["kinds"]["hls"]["done"] for r in reports) == 4
+    assert sum(r["kinds"]["hls"]["made"] for r in reports) == 3
+    assert sum(r["kinds"]["hls"]["failed"] for r in reports) == 1
+    assert all(r["kinds"]["hls"]["dropped"] == 0 for r in reports)
+    config = load_config()
+    for name in names:
+        assert list(cache_folder(config, "videos", name).rglob("*.m3u8")), name
+    rows = dict(query(env_dirs, "SELECT rel_path, hls_error FROM files"))
+    assert rows["broken.mp4"] and all(rows[name] is None for name in names)
+    # Every version has its outcome: nothing is due, nothing is made again.
+    again = finish(start(env, "--kinds", "hls", "--until-empty"))
+    assert again["kinds"]["hls"]["claimed"] == 0
+    # A changed video is due again.
+    make_video(root / names[0], 4.0, size="160x120", audio=None)
+    st = (root / names[0]).stat()
+    query(env_dirs, f"UPDATE files SET size = {st.st_size}, mtime_ns = {st.st_mtime_ns} WHERE rel_path = '{names[0]}'")
+    again = finish(start(env, "--kinds", "hls", "--until-empty"))
+    assert (again["kinds"]["hls"]["claimed"], again["kinds"]["hls"]["made"]) == (1, 1)
+
+
 def test_sigterm_stops_and_gives_the_leases_back(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
     library(env_dirs, 6, seed=300)
     with StandIn(delay=5.0) as slow:

@@ -23,14 +23,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imageapi.core import hls
 from imageapi.core.config import Config
+from imageapi.core.database import transaction
 from imageapi.core.db import Connection, DriverError, database_error
-from imageapi.core.errors import UsageError
+from imageapi.core.errors import ImageapiError, UsageError
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import ServiceState, detect_candidates
 from imageapi.core.faces.store import DETECT_KINDS, Candidate, now_utc, stamp
-from imageapi.core.libraries import Library, thumbnail_path
+from imageapi.core.libraries import Library, resolve_in_library, thumbnail_path
 from imageapi.core.maintenance import ThumbCounts, hash_rows, make_thumbnails
+from imageapi.core.names import safe_text
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import Candidate as PreviewCandidate
 from imageapi.core.previews import PreviewReport, make_due
@@ -41,22 +44,25 @@ from imageapi.core.worker import ThumbTask
 
 log = logging.getLogger(__name__)
 
-KINDS = ("thumbs", "hash", "faces", "previews")
+KINDS = ("thumbs", "hash", "faces", "previews", "hls")
 # What each kind counts as it works (the summary shows every one, zeros included).
 DETAIL = {
     "thumbs": ("made", "unsupported", "failed"),
     "hash": ("hashed", "failed"),
     "faces": ("detected", "faces_found", "bound", "transient_failures", "permanent_failures"),
     "previews": ("made", "failed"),
+    "hls": ("made", "cached", "failed"),
 }
 IDLE_POLL = 2.0          # seconds between looks at an empty backlog
 Progress = Callable[[str, int, int | None], None]
 
 
 def parse_kinds(raw: str | None, faces_enabled: bool) -> tuple[str, ...]:
-    """`--kinds thumbs,hash,...`; by default every kind (faces only when enabled)."""
+    """`--kinds thumbs,hash,...`; by default every kind (faces only when enabled) but hls: playlists
+    made ahead of time take disk space for every video, so they are asked for, as with
+    `imageapi video hls`."""
     if raw is None:
-        return tuple(k for k in KINDS if k != "faces" or faces_enabled)
+        return tuple(k for k in KINDS if k != "hls" and (k != "faces" or faces_enabled))
     kinds = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -116,10 +122,14 @@ class Drainer:
             self.client = ApolloClient(config.faces.base_url, timeout=config.faces.detect_timeout,
                                        concurrency=config.faces.detect_concurrency)
         self.face_state = ServiceState()
+        # HLS playlists ahead of time, as `imageapi video hls` makes them (H.264 for every client).
+        self.hls = hls.HlsManager(config, transcodes=config.video.max_transcodes) if "hls" in self.kinds else None
 
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+        if self.hls is not None:
+            await self.hls.aclose()
 
     def local_root(self, lib: Library) -> Path:
         return self.config.worker.local_root(lib.name, lib.root)
@@ -200,8 +210,8 @@ class Drainer:
         if kind == "faces" and self.face_state.down and not await self._apollo_back():
             return False
         # A batch is what keeps this worker busy for a while: more would only wait, leased.
-        size = {"faces": self.config.faces.detect_concurrency * 4, "previews": self.pool.workers}.get(
-            kind, self.batch)
+        size = {"faces": self.config.faces.detect_concurrency * 4, "previews": self.pool.workers,
+                "hls": self.config.video.max_transcodes}.get(kind, self.batch)
         try:
             claimed = await leases.claim(self.db, backlog(kind, self.db), self.holder, size, self.lease_seconds,
                                          library_ids=self.library_ids)
@@ -219,7 +229,8 @@ class Drainer:
         fence = leases.Fence(kind, self.holder, locks_files=kind != "faces")
         fence.add(claimed)
         try:
-            work = {"thumbs": self._thumbs, "hash": self._hash, "faces": self._faces, "previews": self._previews}[kind]
+            work = {"thumbs": self._thumbs, "hash": self._hash, "faces": self._faces, "previews": self._previews,
+                    "hls": self._hls}[kind]
             await work([c.file_id for c in claimed], fence)
         finally:
             # Whatever was not finished (stopped, the service went down) is due again at once.
@@ -277,6 +288,35 @@ class Drainer:
             return False
         self.face_state.down, self.face_state.reason, self.report.service_down = False, None, None
         return True
+
+    async def _hls(self, ids: list[int], fence: leases.Fence) -> None:
+        """Each claimed video's playlist made (or found made) for the row's version, and the outcome
+        recorded on the row while the lease is held; a failure is not tried again until the file
+        changes (or `imageapi video hls --retry-failed`), as with previews."""
+        assert self.hls is not None
+        manager = self.hls
+
+        async def one(row_id: int, rel: str, size: int, mtime_ns: int, lib_id: int, name: str, root: str) -> None:
+            key = f"{size}-{mtime_ns}"  # the row's version, as hls.source_key says it
+            lib = Library(lib_id, name, Path(self.config.worker.local_root(name, root)))
+            error: ImageapiError | None = None
+            made = False
+            try:
+                made = (await manager.prepare(name, rel, resolve_in_library(lib, rel))).made
+            except ImageapiError as exc:
+                error = exc
+                log.info("HLS of %s/%s failed: %s", name, rel, exc.message)
+            async with transaction(self.db):
+                if not await fence.hold(self.db, row_id):
+                    return
+                await work_repo.set_hls_outcome(self.db, row_id, key, None if error is None else safe_text(
+                    error.message), None if error is None else error.code)
+            if error is not None:
+                self._detail("hls", failed=1)
+            else:
+                self._detail("hls", **{"made" if made else "cached": 1})
+
+        await asyncio.gather(*(one(*row) for row in await self._rows("hls", ids)))
 
     async def _previews(self, ids: list[int], fence: leases.Fence) -> None:
         rows = await self._rows("previews", ids)

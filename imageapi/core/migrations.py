@@ -4,7 +4,7 @@ Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
 file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases, 14 work leases,
-15 the listing's date order, 16 faces drawn by hand in PostgreSQL.
+15 the listing's date order, 16 faces drawn by hand in PostgreSQL, 17 the HLS backlog.
 """
 
 from __future__ import annotations
@@ -430,3 +430,11 @@ MIGRATIONS.append(Migration(15, "listing_order", LISTING_ORDER))
 # A face box drawn by hand has no embedding: an empty BLOB here, which SQLite holds as it is.
 # PostgreSQL's vector column cannot hold zero dimensions, so there it becomes NULL (the twin).
 MIGRATIONS.append(Migration(16, "manual_faces", ""))
+
+# 17: the HLS backlog `imageapi worker --kinds hls` drains: videos whose playlist was neither made
+# nor failed for the row's version ("size-mtime_ns", the key hls_source holds; migration 4). The
+# same expression as repositories/work.py's, so the partial index answers.
+HLS_DUE = """
+CREATE INDEX files_hls_due ON files(id) WHERE kind = 'video' AND hls_source IS NOT size || '-' || mtime_ns;
+"""
+MIGRATIONS.append(Migration(17, "hls_due", HLS_DUE))

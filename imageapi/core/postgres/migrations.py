@@ -378,6 +378,11 @@ LISTING_ORDER = """
 CREATE INDEX files_by_library_taken ON files (library_id, (COALESCE(taken_at, '')), id);
 """
 
+HLS_DUE = """
+CREATE INDEX files_hls_due ON files(id)
+    WHERE kind = 'video' AND hls_source IS DISTINCT FROM (size::text || '-' || mtime_ns::text);
+"""
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -397,6 +402,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     # A face drawn by hand has no embedding: NULL here (a vector has at least one dimension), read
     # back as the empty embedding SQLite stores (postgres/connection.py).
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
+    PgMigration(17, "hls_due", HLS_DUE),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).

@@ -23,10 +23,28 @@ _ROWS = {
              "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) AND f.kind IN {kinds} ORDER BY f.id",
     "previews": "SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id, l.name, l.root FROM files f "
                 "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) ORDER BY f.id",
+    "hls": "SELECT f.id, f.rel_path, f.size, f.mtime_ns, l.id, l.name, l.root FROM files f "
+           "JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({ids}) ORDER BY f.id",
+}
+
+
+async def set_hls_outcome(db: Connection, file_id: int, key: str, error: str | None, code: str | None) -> None:
+    """The playlist of version `key` was made (no error) or cannot be. In the caller's transaction."""
+    await db.execute("UPDATE files SET hls_source = ?, hls_error = ?, hls_error_code = ? WHERE id = ?",
+                     (key, error, code, file_id))
+
+
+# A video's HLS playlist is due when no outcome is recorded for the row's version (migration 17's
+# partial index, word for word per database).
+_HLS_DUE = {
+    "sqlite": "f.kind = 'video' AND f.hls_source IS NOT f.size || '-' || f.mtime_ns",
+    "postgresql": "f.kind = 'video' AND f.hls_source IS DISTINCT FROM (f.size::text || '-' || f.mtime_ns::text)",
 }
 
 
 def due_where(db: Connection, kind: str, face_kinds: tuple[str, ...]) -> str:
+    if kind == "hls":
+        return _HLS_DUE[dialect(db)]
     if kind == "faces":
         return faces_repo._unscanned_where(face_kinds)
     if kind == "previews":
