@@ -21,6 +21,9 @@ ON_POSTGRES = os.environ.get("IMAGEAPI_TEST_DATABASE", "sqlite") == "postgresql"
 # Modules that never open the index (parsers, decoders, ffmpeg): run once, on the SQLite pass.
 DATABASE_FREE = {"test_exif.py", "test_ffmpeg.py", "test_raw.py", "test_raw_formats.py", "test_raw_fuzz.py",
                  "test_thumbs.py", "test_video_doctor.py", "test_walk.py"}
+# The browser tests build one SQLite index per module (and look into it with sqlite3); the server
+# API they drive is tested against PostgreSQL by the server test modules.
+OWN_SQLITE = {"test_web_browser.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,11 +33,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     sqlite_file = pytest.mark.skip(reason="about the SQLite file itself (IMAGEAPI_TEST_DATABASE=postgresql)")
     no_database = pytest.mark.skip(reason="never opens the index: run on the SQLite pass")
+    own_sqlite = pytest.mark.skip(reason="serves an SQLite index of its own: run on the SQLite pass")
     for item in items:
         if item.get_closest_marker("sqlite_only"):
             item.add_marker(sqlite_file)
         elif item.path.name in DATABASE_FREE:
             item.add_marker(no_database)
+        elif item.path.name in OWN_SQLITE:
+            item.add_marker(own_sqlite)
 
 
 def find_corpus() -> Path | None:
