@@ -213,6 +213,26 @@ def test_watch_once_drains_a_backlog_left_in_the_database(env: dict[str, str], s
     assert query(env_dirs, "SELECT COUNT(*) FROM face_scans") == [(6,)]
 
 
+def test_watch_drains_false_leaves_the_face_passes_to_workers(env: dict[str, str], standin: StandIn,
+                                                              env_dirs: dict[str, Path]) -> None:
+    """WATCH_DRAINS=false: the watcher scans (and hashes), but detects nothing: `imageapi worker`
+    processes drain the faces under their leases, which the watcher's passes do not take."""
+    root = env_dirs["tmp"] / "Pictures"
+    for i in range(3):
+        make_photo(root / f"p_{i}.jpg", 700 + i)
+    e = {**env, "BASE_PATH": str(root), "APOLLO_FACE_API_BASE_URL": standin.url, "LOG_LEVEL": "info",
+         "WATCH_DRAINS": "false"}
+    res = imageapi("watch", "--once", env=e)
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "tick 1" in ln)
+    assert "left to workers" in line, line
+    assert standin.total == 0 and query(env_dirs, "SELECT COUNT(*) FROM face_scans") == [(0,)]
+    assert query(env_dirs, "SELECT COUNT(*) FROM files WHERE content_hash IS NOT NULL") == [(3,)]
+    res = imageapi("worker", "--kinds", "faces", "--until-empty", "--json", env=e)
+    assert res.returncode == 0, res.stderr
+    assert standin.total == 3 and query(env_dirs, "SELECT COUNT(*) FROM face_scans") == [(3,)]
+
+
 def test_watch_runs_ticks_and_stops_on_sigterm(env: dict[str, str], standin: StandIn,
                                                env_dirs: dict[str, Path]) -> None:
     root = env_dirs["tmp"] / "Pictures"

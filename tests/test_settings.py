@@ -44,6 +44,7 @@ BAD: dict[str, list[str]] = {
     "RUST_LOG": ["imageapi=loud"],
     "WATCH_QUICK_INTERVAL_SECONDS": ["nan", "1e-9", "0.5", *SECONDS_BAD],
     "WATCH_FULL_INTERVAL_SECONDS": ["0", "1e-300", "inf", *SECONDS_BAD],
+    "WATCH_DRAINS": ["maybe", "2", "nope", "t"],
     "THUMBNAIL_SIZE": ["big", "0", "100000", *INT_BAD],
     "WORKERS": ["0", "many", "100000", *INT_BAD],
     "VIDEO_MAX_TRANSCODES": ["abc", "0", "1000", *INT_BAD],
@@ -116,6 +117,7 @@ HANGS = [
     (["watch"], "WATCH_QUICK_INTERVAL_SECONDS", "nan"),
     (["watch"], "WATCH_QUICK_INTERVAL_SECONDS", "1e-9"),
     (["serve"], "WATCH_FULL_INTERVAL_SECONDS", "nan"),
+    (["serve"], "WATCH_DRAINS", "maybe"),
     (["video", "hls"], "VIDEO_MAX_TRANSCODES", "0"),
 ]
 

@@ -27,6 +27,7 @@ from imageapi.core.faces.settings import FaceSettings, face_settings_from_env
 from imageapi.core.insights.settings import InsightSettings, insight_settings_from_env
 from imageapi.core.parsers import (
     env_duration,
+    env_flag,
     env_int,
     env_number,
     parse_bind,
@@ -111,6 +112,9 @@ class Config:
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     watch_quick_interval: float = 60.0
     watch_full_interval: float = 3600.0
+    # WATCH_DRAINS=false: the watcher scans but leaves the face passes and video previews to
+    # `imageapi worker` processes (whose row leases it does not take).
+    watch_drains: bool = True
     job_lease: float = 30.0  # JOB_LEASE_SECONDS: a dead job lock holder's lock is free after this
     thumb_size: int = 400
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -259,6 +263,7 @@ def load_config(
         ignore_patterns=parse_list(ignore_raw, strip="/") if ignore_raw is not None else DEFAULT_IGNORE,
         watch_quick_interval=_interval(env, "WATCH_QUICK_INTERVAL_SECONDS", 60.0),
         watch_full_interval=_interval(env, "WATCH_FULL_INTERVAL_SECONDS", 3600.0),
+        watch_drains=env_flag(env, "WATCH_DRAINS", True),
         job_lease=env_number(env, "JOB_LEASE_SECONDS", 30.0, minimum=1.0, maximum=3600.0, unit=" of seconds"),
         thumb_size=env_int(env, "THUMBNAIL_SIZE", 400, maximum=MAX_THUMB_SIZE),
         workers=env_int(env, "WORKERS", os.cpu_count() or 1, maximum=MAX_WORKERS),

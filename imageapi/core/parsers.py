@@ -48,6 +48,22 @@ def _bounds(minimum: float, maximum: float) -> str:
     return f"from {_num(minimum)} to {_num(maximum)}"
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off (any case); unset or empty: `default`."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(name, f"must be true or false (1/0, yes/no, on/off), got {shown(raw)}")
+
+
 def parse_int(name: str, raw: str, *, minimum: int, maximum: int) -> int:
     text = raw.strip()
     if not _INT.match(text):

@@ -141,7 +141,10 @@ class Watcher:
 
     async def _drains(self, result: TickResult, parts: list[str], sweep: str, videos: bool) -> None:
         """The face passes (and the video previews) under the `drains` lease; skipped when another
-        run holds it."""
+        run holds it, and not run at all with WATCH_DRAINS=false (workers drain them)."""
+        if not self.config.watch_drains:
+            parts.append("face passes and video previews left to workers (WATCH_DRAINS=false)")
+            return
         if self.passes is None and (not videos or self.previews_per_tick == 0):
             parts.append("faces disabled")
             return
