@@ -37,7 +37,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -56,14 +55,8 @@ DRAINS: LeaseName = ("drains", "the hash, face and video preview passes of this 
 START_TIMEOUT = 60.0  # seconds to open the database and take (or be refused) the lease
 
 
-@dataclass(frozen=True)
-class Holder:
-    holder: str
-    host: str
-    machine: str
-    pid: int
-    job: str
-    expires_at: float
+# Who holds a lease (random id, host, machine, pid, job) and until when: the lease row itself.
+Holder = job_leases.LeaseRow
 
 
 def scan_lease(library_id: int, library_name: str) -> LeaseName:
@@ -103,10 +96,7 @@ def _stop_process() -> None:
 
 
 async def holder_of(conn: Connection, name: str) -> Holder | None:
-    row = await job_leases.lease_row(conn, name)
-    if row is None:
-        return None
-    return Holder(row.holder, row.host, row.machine, row.pid, row.job, row.expires_at)
+    return await job_leases.lease_row(conn, name)
 
 
 class Lease:
