@@ -31,36 +31,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_web import USER, build, cli, env_for, free_port  # noqa: E402
+from bench.bench_web import USER, build, cli, env_for, serve  # noqa: E402
 from bench.common import base_parser, median, print_header, work_dir  # noqa: E402
 
 LIB = "big"
 PAGE = 200
 DEEP_PAGES = 25
 CONCURRENCY = 16
-
-
-def serve(work: Path, database_url: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    import urllib.request
-
-    env = env_for(work)
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch",
-                             "--processes", "1"], env=env, cwd=work, stdout=subprocess.DEVNULL,
-                            stderr=open(work / "serve.log", "ab"))  # noqa: SIM115 (the child keeps it)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                return proc, base
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                sys.exit(f"imageapi serve did not start (see {work / 'serve.log'})")
-            time.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -160,7 +137,7 @@ def run(args: Any, work: Path) -> int:
         rounds: dict[str, list[dict[str, float]]] = {"sqlite": [], "postgresql": []}
         for r in range(args.rounds):
             for name, db_url in (("sqlite", None), ("postgresql", url)):
-                proc, base = serve(work, db_url)
+                proc, base = serve(work, {"DATABASE_URL": db_url} if db_url else None)
                 try:
                     got = asyncio.run(measure(base, token, thumbs, args.requests, args.seconds))
                 finally:

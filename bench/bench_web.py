@@ -169,10 +169,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(work: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`imageapi serve --no-watch` (one process) on a free port; `extra_env`: on top of env_for's."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
-                            env=env_for(work), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch",
+                             "--processes", "1"], env={**env_for(work), **(extra_env or {})}, cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

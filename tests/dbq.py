@@ -24,8 +24,9 @@ def postgres_url() -> str | None:
     return url if is_postgres_url(url) else None
 
 
-def connect(path: Path | str, timeout: float = 30) -> Any:
-    url = postgres_url()
+def connect(path: Path | str, timeout: float = 30, *, url: str | None = None) -> Any:
+    """`url`: this PostgreSQL database (default: DATABASE_URL's, when it is one)."""
+    url = url or postgres_url()
     if url is None:
         return sqlite3.connect(path, timeout=timeout)
     return PgSync(url)

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from imageapi.core.hashing import hash_file
 from imageapi.core.libraries import add_library
 from imageapi.core.postgres.url import parse_postgres_url
 from imageapi.core.repositories import leases
+from tests import dbq
 from tests.apollo_standin import StandIn, make_photo
 from tests.conftest import ON_POSTGRES
 
@@ -91,28 +91,31 @@ def _url(env_dirs: dict[str, Path]) -> str | None:
 
 
 def query(env_dirs: dict[str, Path], sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
-    url = _url(env_dirs)
-    if url is None:
-        conn = sqlite3.connect(db_path(env_dirs), timeout=30)
+    conn = dbq.connect(db_path(env_dirs), url=_url(env_dirs))
+    try:
+        rows = conn.execute(sql, params).fetchall()
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def index_videos(env_dirs: dict[str, Path], root: Path, names: list[str]) -> None:
+    """Library `videos` at `root` with these files indexed as 2 s videos, thumbnails done."""
+    async def index() -> None:
+        db = await open_db(env_dirs)
         try:
-            rows = conn.execute(sql, params).fetchall()
-            conn.commit()
-            return rows
+            lib = await add_library(db, "videos", root)
+            now = utcnow()
+            for name in names:
+                st = (root / name).stat()
+                await write(db, "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, duration, "
+                                "thumb_state, first_seen, last_seen) VALUES (?, ?, '', 'video', ?, ?, ?, 'done', ?, ?)",
+                            (lib.id, name, st.st_size, st.st_mtime_ns, 2.0, now, now))
         finally:
-            conn.close()
+            await db.close()
 
-    async def go() -> list[tuple]:
-        import asyncpg
-
-        from imageapi.core.postgres.connection import translate
-
-        conn = await asyncpg.connect(url)
-        try:
-            return [tuple(r) for r in await conn.fetch(translate(sql), *params)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    asyncio.run(index())
 
 
 async def open_db(env_dirs: dict[str, Path]) -> Connection:
@@ -304,20 +307,7 @@ def test_two_workers_make_every_preview_once(env: dict[str, str], env_dirs: dict
     for i, name in enumerate(names):
         make_video(root / name, 2.0 + i, size="160x120", audio=None)
 
-    async def index() -> None:
-        db = await open_db(env_dirs)
-        try:
-            lib = await add_library(db, "videos", root)
-            now = utcnow()
-            for name in names:
-                st = (root / name).stat()
-                await write(db, "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, duration, "
-                                "thumb_state, first_seen, last_seen) VALUES (?, ?, '', 'video', ?, ?, ?, 'done', ?, ?)",
-                            (lib.id, name, st.st_size, st.st_mtime_ns, 2.0, now, now))
-        finally:
-            await db.close()
-
-    asyncio.run(index())
+    index_videos(env_dirs, root, names)
     reports = [finish(w) for w in [start(env, "--kinds", "previews", "--until-empty") for _ in range(2)]]
     assert sum(r["kinds"]["previews"]["done"] for r in reports) == 4
     assert sum(r["kinds"]["previews"]["made"] for r in reports) == 4
@@ -339,20 +329,7 @@ def test_two_workers_make_every_hls_playlist_once_and_record_failures(env: dict[
         make_video(root / name, 2.0 + i, size="160x120", audio=None)
     (root / "broken.mp4").write_bytes(b"not a video at all" * 100)
 
-    async def index() -> None:
-        db = await open_db(env_dirs)
-        try:
-            lib = await add_library(db, "videos", root)
-            now = utcnow()
-            for name in [*names, "broken.mp4"]:
-                st = (root / name).stat()
-                await write(db, "INSERT INTO files (library_id, rel_path, dir, kind, size, mtime_ns, duration, "
-                                "thumb_state, first_seen, last_seen) VALUES (?, ?, '', 'video', ?, ?, ?, 'done', ?, ?)",
-                            (lib.id, name, st.st_size, st.st_mtime_ns, 2.0, now, now))
-        finally:
-            await db.close()
-
-    asyncio.run(index())
+    index_videos(env_dirs, root, [*names, "broken.mp4"])
     # Not a default kind: playlists made ahead of time take room for every video.
     default = finish(start(env, "--until-empty"))
     assert "hls" not in default["kinds"]

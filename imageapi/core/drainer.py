@@ -297,7 +297,7 @@ class Drainer:
         manager = self.hls
 
         async def one(row_id: int, rel: str, size: int, mtime_ns: int, lib_id: int, name: str, root: str) -> None:
-            key = f"{size}-{mtime_ns}"  # the row's version, as hls.source_key says it
+            key = hls.version_key(size, mtime_ns)  # the row's version
             lib = Library(lib_id, name, Path(self.config.worker.local_root(name, root)))
             error: ImageapiError | None = None
             made = False

@@ -240,9 +240,14 @@ def _read_playlist(folder: Path) -> Playlist | None:
 # The cache on disk
 
 
+def version_key(size: int, mtime_ns: int) -> str:
+    """A source version: its size and mtime (what the cache marker, the segment URLs and the row's
+    hls_source name)."""
+    return f"{size}-{mtime_ns}"
+
+
 def source_key(st: os.stat_result) -> str:
-    """A source version: its size and mtime (what the cache marker and the segment URLs name)."""
-    return f"{st.st_size}-{st.st_mtime_ns}"
+    return version_key(st.st_size, st.st_mtime_ns)
 
 
 def stat_key(src: Path) -> str:

@@ -104,15 +104,15 @@ async def person_by_id(db: Connection, person_id: int) -> tuple[int, str] | None
 # a content. `kinds` are the file kinds sent to detection (code constants, written into the SQL).
 
 
-def _kinds_sql(kinds: tuple[str, ...]) -> str:
+def kinds_sql(kinds: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{k}'" for k in kinds) + ")"
 
 
-def _unscanned_where(kinds: tuple[str, ...]) -> str:
+def unscanned_where(kinds: tuple[str, ...]) -> str:
     """Hashed rows of these kinds whose content has no scan mark and is not waiting (permanent
     failure, or a transient one not yet due). `?`: now."""
     return f"""
-    f.content_hash IS NOT NULL AND f.kind IN {_kinds_sql(kinds)}
+    f.content_hash IS NOT NULL AND f.kind IN {kinds_sql(kinds)}
     AND NOT EXISTS (SELECT 1 FROM face_scans s WHERE s.content_hash = f.content_hash)
     AND NOT EXISTS (SELECT 1 FROM face_failures x WHERE x.content_hash = f.content_hash
                     AND (x.permanent = 1 OR x.next_attempt_at > ?))
@@ -138,7 +138,7 @@ async def unscanned_rows(db: Connection, kinds: tuple[str, ...], library_id: int
         "FROM files f JOIN libraries l ON l.id = f.library_id "
         # `+f.library_id`: walk files in id order (no index on library_id, no sort of the whole
         # library first), so the scan stops as soon as `limit` hashes are found.
-        f"WHERE +f.library_id = ? AND {_unscanned_where(kinds)} ORDER BY f.id"
+        f"WHERE +f.library_id = ? AND {unscanned_where(kinds)} ORDER BY f.id"
     )
     async with db.execute(sql, (library_id, now)) as cur:
         async for r in cur:
@@ -147,7 +147,7 @@ async def unscanned_rows(db: Connection, kinds: tuple[str, ...], library_id: int
 
 async def count_unscanned(db: Connection, kinds: tuple[str, ...], library_id: int | None, now: str) -> int:
     """Distinct contents `unscanned_rows` would give (of every library when None)."""
-    sql = f"SELECT COUNT(DISTINCT f.content_hash) FROM files f WHERE {_unscanned_where(kinds)}"
+    sql = f"SELECT COUNT(DISTINCT f.content_hash) FROM files f WHERE {unscanned_where(kinds)}"
     params: tuple[object, ...] = (now,)
     if library_id is not None:
         sql += " AND f.library_id = ?"
@@ -158,7 +158,7 @@ async def count_unscanned(db: Connection, kinds: tuple[str, ...], library_id: in
 
 
 async def count_unhashed(db: Connection, kinds: tuple[str, ...], library_id: int | None) -> int:
-    sql = f"SELECT COUNT(*) FROM files WHERE content_hash IS NULL AND kind IN {_kinds_sql(kinds)}"
+    sql = f"SELECT COUNT(*) FROM files WHERE content_hash IS NULL AND kind IN {kinds_sql(kinds)}"
     params: tuple[object, ...] = ()
     if library_id is not None:
         sql += " AND library_id = ?"
@@ -241,7 +241,7 @@ async def file_counts(db: Connection, kinds: tuple[str, ...], library_id: int | 
     lib_sql, lib_params = ("WHERE library_id = ?", (library_id,)) if library_id is not None else ("", ())
     async with db.execute(
         f"SELECT COUNT(*), COUNT(content_hash), "
-        f"SUM(CASE WHEN content_hash IS NULL AND kind IN {_kinds_sql(kinds)} THEN 1 ELSE 0 END) "
+        f"SUM(CASE WHEN content_hash IS NULL AND kind IN {kinds_sql(kinds)} THEN 1 ELSE 0 END) "
         f"FROM files {lib_sql}", lib_params
     ) as cur:
         row = await cur.fetchone()
@@ -251,7 +251,7 @@ async def file_counts(db: Connection, kinds: tuple[str, ...], library_id: int | 
 
 
 async def scan_counts(db: Connection, kinds: tuple[str, ...], library_id: int | None, now: str) -> ScanCounts:
-    hashes_where = f"content_hash IS NOT NULL AND kind IN {_kinds_sql(kinds)}"
+    hashes_where = f"content_hash IS NOT NULL AND kind IN {kinds_sql(kinds)}"
     lib_params: tuple[object, ...] = ()
     if library_id is not None:
         hashes_where += " AND library_id = ?"

@@ -18,7 +18,7 @@ _KEY_SQL = {
     "sqlite": "size || ':' || mtime_ns || ':' || rel_path",
     "postgresql": "(size::text || ':' || mtime_ns::text || ':' || rel_path)",
 }
-_DUE_SQL = {
+DUE_SQL = {
     "sqlite": f"kind = 'video' AND preview_source IS NOT {_KEY_SQL['sqlite']}",
     "postgresql": f"kind = 'video' AND preview_source IS DISTINCT FROM {_KEY_SQL['postgresql']}",
 }
@@ -52,7 +52,7 @@ async def due_videos(db: Connection, library_ids: Sequence[int] | None, after_id
     libs, params = _libs_sql(library_ids, "+f.library_id")  # '+': walk the due index, not all videos
     sql = (f"SELECT f.id, f.rel_path, f.size, f.mtime_ns, f.duration, l.id AS lib_id, l.name, l.root "
            f"FROM files f JOIN libraries l ON l.id = f.library_id "
-           f"WHERE {_DUE_SQL[dialect(db)]} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # its columns are files'
+           f"WHERE {DUE_SQL[dialect(db)]} AND f.id > ?{libs} ORDER BY f.id LIMIT ?")  # its columns are files'
     async with db.execute(sql, (after_id, *params, limit)) as cur:
         return [DueVideo(*r) for r in await cur.fetchall()]
 

@@ -46,14 +46,14 @@ def due_where(db: Connection, kind: str, face_kinds: tuple[str, ...]) -> str:
     if kind == "hls":
         return _HLS_DUE[dialect(db)]
     if kind == "faces":
-        return faces_repo._unscanned_where(face_kinds)
+        return faces_repo.unscanned_where(face_kinds)
     if kind == "previews":
-        return previews_repo._DUE_SQL[dialect(db)]
+        return previews_repo.DUE_SQL[dialect(db)]
     return _DUE[kind]
 
 
 async def rows(db: Connection, kind: str, ids: list[int], face_kinds: tuple[str, ...] = ()) -> list[tuple]:
     """The claimed rows `ids` with what working them needs (columns as _ROWS says), by id."""
-    sql = _ROWS[kind].format(ids=", ".join("?" * len(ids)), kinds=faces_repo._kinds_sql(face_kinds))
+    sql = _ROWS[kind].format(ids=", ".join("?" * len(ids)), kinds=faces_repo.kinds_sql(face_kinds))
     async with db.execute(sql, ids) as cur:
         return [tuple(r) for r in await cur.fetchall()]
