@@ -178,11 +178,10 @@ class _Plan:
     """What a statement's parameters and columns need beyond asyncpg's own codecs: real[] and
     vector embeddings."""
 
-    __slots__ = ("array_params", "vector_params", "embedding_columns", "prepared")
+    __slots__ = ("array_params", "vector_params", "embedding_columns")
 
     def __init__(self, array_params: tuple[int, ...] = (), vector_params: tuple[int, ...] = (),
-                 embedding_columns: tuple[int, ...] = (), prepared: bool = False) -> None:
-        self.prepared = prepared  # found from the statement's types (else: nothing to convert, by its text)
+                 embedding_columns: tuple[int, ...] = ()) -> None:
         self.array_params = array_params
         self.vector_params = vector_params
         self.embedding_columns = embedding_columns
@@ -190,6 +189,9 @@ class _Plan:
     @property
     def converts_params(self) -> bool:
         return bool(self.array_params or self.vector_params)
+
+
+_NOTHING = _Plan()
 
 
 # -- the cursor ------------------------------------------------------------------------------------
@@ -316,19 +318,17 @@ class PgConnection:
         """Which parameters and columns are embeddings (real[] or vector), found from the prepared
         statement's types once per statement, when it passes bytes or names an embedding."""
         plan = self._plans.get(text)
-        has_bytes = any(isinstance(p, (bytes, bytearray, memoryview)) for p in params)
-        if plan is None or (has_bytes and not plan.prepared):
-            if not has_bytes and "embedding" not in text:
-                plan = _Plan()
-            else:
-                statement = await conn.prepare(text)
-                kinds = [t.name for t in statement.get_parameters()]
-                plan = _Plan(
-                    tuple(i for i, t in enumerate(kinds) if t in _ARRAY_TYPES),
-                    tuple(i for i, t in enumerate(kinds) if t == "vector"),
-                    tuple(i for i, a in enumerate(statement.get_attributes())
-                          if a.type.name in (*_ARRAY_TYPES, "vector")), prepared=True)
-            self._plans[text] = plan
+        if plan is not None:
+            return plan
+        if "embedding" not in text and not any(isinstance(p, (bytes, bytearray, memoryview)) for p in params):
+            return _NOTHING  # found from the text each time: only statements about embeddings are kept
+        statement = await conn.prepare(text)
+        kinds = [t.name for t in statement.get_parameters()]
+        plan = _Plan(
+            tuple(i for i, t in enumerate(kinds) if t in _ARRAY_TYPES),
+            tuple(i for i, t in enumerate(kinds) if t == "vector"),
+            tuple(i for i, a in enumerate(statement.get_attributes()) if a.type.name in (*_ARRAY_TYPES, "vector")))
+        self._plans[text] = plan
         return plan
 
     @staticmethod
