@@ -4,7 +4,9 @@ Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 2 faces backlog and people, 3 users and auth, 4 video caches, 5 insights, 6 folder seen_at, 7 folder fingerprint,
 8 the tools behind an unsupported thumbnail, 9 users never reuse ids, token keys, 10 stored form of
 file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases, 14 work leases,
-15 the listing's date order, 16 faces drawn by hand in PostgreSQL, 17 the HLS backlog.
+15 the listing's date order, 16 faces drawn by hand in PostgreSQL, 17 the HLS backlog,
+18 face clusters, 19 places and time zones from GPS, 20 search, 21 perceptual hashes, 22 the map,
+23 face models (reindex).
 """
 
 from __future__ import annotations
@@ -438,3 +440,21 @@ HLS_DUE = """
 CREATE INDEX files_hls_due ON files(id) WHERE kind = 'video' AND hls_source IS NOT size || '-' || mtime_ns;
 """
 MIGRATIONS.append(Migration(17, "hls_due", HLS_DUE))
+
+# 19: places and time zones from GPS, offline (core/places.py). The place of a file with GPS:
+# city or town, region, country and its ISO 3166 code; place_key is the GPS it was computed from
+# and the dataset's version ("<lat>,<lon>@<version>"), NULL when not computed yet, so a new
+# position or a new dataset makes the row due again. taken_at_offset_source says where
+# taken_at_offset came from: 'exif' (the camera recorded it), 'gps' (the time zone of where it
+# was taken, at that date), 'none' (unknown; NULL on rows indexed before this migration).
+PLACES = """
+ALTER TABLE files ADD COLUMN place_city TEXT;
+ALTER TABLE files ADD COLUMN place_region TEXT;
+ALTER TABLE files ADD COLUMN place_country TEXT;
+ALTER TABLE files ADD COLUMN place_cc TEXT;
+ALTER TABLE files ADD COLUMN place_key TEXT;
+ALTER TABLE files ADD COLUMN taken_at_offset_source TEXT;
+CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE place_cc IS NOT NULL;
+CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
+"""
+MIGRATIONS.append(Migration(19, "places", PLACES))

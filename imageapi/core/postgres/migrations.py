@@ -383,6 +383,17 @@ CREATE INDEX files_hls_due ON files(id)
     WHERE kind = 'video' AND hls_source IS DISTINCT FROM (size::text || '-' || mtime_ns::text);
 """
 
+PLACES = _c("""
+ALTER TABLE files ADD COLUMN place_city TEXT;
+ALTER TABLE files ADD COLUMN place_region TEXT;
+ALTER TABLE files ADD COLUMN place_country TEXT;
+ALTER TABLE files ADD COLUMN place_cc TEXT;
+ALTER TABLE files ADD COLUMN place_key TEXT;
+ALTER TABLE files ADD COLUMN taken_at_offset_source TEXT;
+CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE place_cc IS NOT NULL;
+CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
+""")
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -403,6 +414,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     # back as the empty embedding SQLite stores (postgres/connection.py).
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
     PgMigration(17, "hls_due", HLS_DUE),
+    PgMigration(19, "places", PLACES),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
