@@ -291,7 +291,7 @@ async function facesTab(box, me, status, title) {
     const li = h('li', { class: 'face-card', dataset: { face: String(f.id) } },
       h('a', { href: location.pathname + '?' + view.toString(), 'data-nav': '', title: where, 'aria-label': `Photo ${where}` },
         h('img', { src: `/faces/${f.id}/crop`, alt: `Face in ${where}`, loading: 'lazy', onerror: (ev) => ev.target.classList.add('broken') })),
-      h('button', { type: 'button', class: 'btn small', text: 'Not this person', 'aria-label': `Not ${label(me)}: the face in ${where}`,
+      h('button', { type: 'button', class: 'btn small', text: 'Not this person', 'aria-label': `Not this person: the face in ${where}`,
         onclick: () => notThem(f, li) }));
     return li;
   };
