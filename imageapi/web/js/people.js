@@ -167,7 +167,7 @@ async function listPage(main) {
       return;
     }
     box.append(bar);
-    if (known.length) box.append(section(`People · ${known.length}`, null, h('ul', { class: 'people' }, known.map(card)), null));
+    if (known.length) box.append(section(`Named · ${known.length}`, null, h('ul', { class: 'people' }, known.map(card)), null));
     if (groups.length) {
       const list = h('ul', { class: 'people' });
       let shown = 0;
