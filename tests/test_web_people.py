@@ -480,3 +480,27 @@ def test_an_unnamed_groups_page_shows_its_faces_to_unbind_and_names_it(page: Any
     page.reload()
     page.wait_for_selector("a.tile")  # named now: the photos first
     assert page.locator("a.tile").count() == 2
+
+
+def test_the_viewer_names_a_face_of_an_unnamed_group_and_binds_others_by_name(page: Any, served: Served) -> None:
+    _need_clusters(served)
+    path = _paths(served, 26, 1)[0]
+    group = _group(served, [path])
+    with sqlite3.connect(served.db) as db:
+        free = _face(db, dict(_contents(served))[path], None, b"\0\0\0\0", "test")
+    _login(page, served.base)
+    page.goto(served.base + "/web/people/" + str(group))
+    page.locator(".face-card a").first.click()
+    labels = page.locator(".viewer .faces .face span")
+    page.wait_for_function("() => document.querySelectorAll('.viewer .faces .face span').length === 2")
+    assert sorted(labels.all_text_contents()) == ["?", f"Unnamed person {group}"]
+    assert page.locator(".face-list button", has_text="Unbind").get_attribute("aria-label") == \
+        f"Unbind face 1 from Unnamed person {group}"
+    page.fill(".face-list input", "Olga V")
+    page.press(".face-list input", "Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('.viewer .faces .face span')]"
+                           ".some((s) => s.textContent === 'Olga V')")
+    with sqlite3.connect(served.db) as db:
+        assert db.execute("SELECT p.name FROM faces f JOIN persons p ON p.id = f.person_id WHERE f.id = ?",
+                          (free,)).fetchone() == ("Olga V",)
+    assert not page.errors and page.locator("#error").is_hidden()
