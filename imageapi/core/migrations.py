@@ -441,6 +441,37 @@ CREATE INDEX files_hls_due ON files(id) WHERE kind = 'video' AND hls_source IS N
 """
 MIGRATIONS.append(Migration(17, "hls_due", HLS_DUE))
 
+# 18: face clusters. A person may be an unnamed cluster of faces (name NULL; names stay unique,
+# case aside, among named persons: UNIQUE lets NULLs repeat). "Not this person": a face the user
+# unbound from a person, never bound to them again by a rule (autobind, clustering, merge).
+# SQLite cannot drop a NOT NULL, so persons is rebuilt; DROP TABLE's implicit delete would set
+# faces.person_id to NULL (ON DELETE SET NULL), so the bindings are kept aside and put back.
+FACE_CLUSTERS = """
+CREATE TEMP TABLE faces_bound_18 AS SELECT id, person_id, bound_by, bound_at FROM faces WHERE person_id IS NOT NULL;
+CREATE TABLE persons_18 (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT UNIQUE COLLATE NOCASE,            -- NULL: an unnamed cluster
+    created_at  TEXT NOT NULL
+);
+INSERT INTO persons_18 (id, name, created_at) SELECT id, name, created_at FROM persons;
+DROP TABLE persons;
+ALTER TABLE persons_18 RENAME TO persons;
+UPDATE faces SET person_id = (SELECT k.person_id FROM faces_bound_18 k WHERE k.id = faces.id),
+                 bound_by = (SELECT k.bound_by FROM faces_bound_18 k WHERE k.id = faces.id),
+                 bound_at = (SELECT k.bound_at FROM faces_bound_18 k WHERE k.id = faces.id)
+    WHERE id IN (SELECT id FROM faces_bound_18);
+DROP TABLE faces_bound_18;
+CREATE TABLE face_rejections (
+    face_id     INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id   INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (face_id, person_id)
+) WITHOUT ROWID;
+CREATE INDEX face_rejections_by_person ON face_rejections(person_id);
+CREATE INDEX faces_unbound_by_model ON faces(model, id) WHERE person_id IS NULL;
+"""
+MIGRATIONS.append(Migration(18, "face_clusters", FACE_CLUSTERS))
+
 # 19: places and time zones from GPS, offline (core/places.py). The place of a file with GPS:
 # city or town, region, country and its ISO 3166 code; place_key is the GPS it was computed from
 # and the dataset's version ("<lat>,<lon>@<version>"), NULL when not computed yet, so a new

@@ -27,6 +27,7 @@ from imageapi.core.config import Config
 from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError, LeaseHeldError
 from imageapi.core.faces.backlog import FacePasses, PassesReport
+from imageapi.core.faces.cluster import run_nightly
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.lock import DRAINS, LeaseName, holding, scan_lease
@@ -192,6 +193,10 @@ class Watcher:
                 f"{f.bound + rep.swept_bound} bound, {f.transient_failures} transient and "
                 f"{f.permanent_failures} permanent failures, {result.pending} pending"
             )
+        with contextlib.suppress(ImageapiError):  # a failed pass waits for tomorrow (marked done first)
+            clustered = await run_nightly(self.db, self.passes.settings)  # FACE_CLUSTER_HOUR, once a day
+            if clustered is not None:
+                parts.append(f"nightly clustering: {clustered.bound} bound, {clustered.new_persons} new persons")
         # Another face-only tick is worth it when this one worked and work is left.
         result.more_face_work = (not f.service_down and (result.pending > 0 or h.remaining > 0)
                                  and rep.did_something)

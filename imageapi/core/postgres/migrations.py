@@ -394,6 +394,20 @@ CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE p
 CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
 """)
 
+# 18: unnamed persons (name NULL; the unique index on lower(name) lets NULLs repeat) and "not this
+# person" (imageapi.core.migrations FACE_CLUSTERS).
+FACE_CLUSTERS = _c("""
+ALTER TABLE persons ALTER COLUMN name DROP NOT NULL;
+CREATE TABLE face_rejections (
+    face_id     BIGINT NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id   BIGINT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (face_id, person_id)
+);
+CREATE INDEX face_rejections_by_person ON face_rejections(person_id);
+CREATE INDEX faces_unbound_by_model ON faces(model, id) WHERE person_id IS NULL;
+""")
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -414,6 +428,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     # back as the empty embedding SQLite stores (postgres/connection.py).
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
     PgMigration(17, "hls_due", HLS_DUE),
+    PgMigration(18, "face_clusters", FACE_CLUSTERS),
     PgMigration(19, "places", PLACES),
 ]
 
