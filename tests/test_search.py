@@ -25,7 +25,7 @@ from imageapi.core.database import insert, transaction
 from imageapi.core.db import Connection, connect
 from imageapi.core.errors import UsageError
 from imageapi.core.faces.people import create_person, draw_face, rename_person
-from imageapi.core.libraries import add_library, sync_base_path
+from imageapi.core.libraries import add_library, remove_library, sync_base_path
 from imageapi.core.tags import add_tags, remove_tags
 from imageapi.core.tokens import TokenService
 from imageapi.core.users import add_user, hash_password
@@ -270,6 +270,43 @@ async def test_index_follows_rename_retag_delete_and_people(ctx: Ctx) -> None:
     await ctx.sql("UPDATE files SET taken_at = '1999-12-31T23:59:59' WHERE rel_path = 'k/copy/IMG_1.jpg'")
     assert await ctx.find("dora", date_to="1999-12-31") == ["k/copy/IMG_1.jpg"]
     assert (await core.status(ctx.db)).dirty == 0
+
+
+async def test_scans_keep_the_index(ctx: Ctx) -> None:
+    """A real scan: new files are found by name and camera, a renamed file by its new name only,
+    a deleted one no more."""
+    from imageapi.core.libraries import get_library
+    from imageapi.core.pool import WorkerPool
+    from imageapi.core.scan import ScanTarget, run_scan
+    from tests.media_factory import make_jpeg
+
+    root = ctx.tmp / "lib"
+    make_jpeg(root / "Açores" / "ponta.jpg", (64, 48), taken="2021:05:01 10:00:00", seed=1)
+    make_jpeg(root / "Açores" / "furnas.jpg", (64, 48), taken="2021:05:02 10:00:00", seed=2)
+    lib = await get_library(ctx.db, "main")
+    pool = WorkerPool(1)
+    try:
+        await run_scan(ctx.db, ctx.config, [ScanTarget(lib)], "full", pool)
+        assert await ctx.find("acores") == ["Açores/furnas.jpg", "Açores/ponta.jpg"]
+        (root / "Açores" / "ponta.jpg").rename(root / "Açores" / "sete cidades.jpg")
+        (root / "Açores" / "furnas.jpg").unlink()
+        await run_scan(ctx.db, ctx.config, [ScanTarget(lib)], "full", pool)
+    finally:
+        pool.close()
+    assert await ctx.find("acores") == ["Açores/sete cidades.jpg"]
+    assert await ctx.find("ponta") == []
+    assert await ctx.find("furnas") == []
+
+
+async def test_removing_a_library_removes_its_documents(ctx: Ctx) -> None:
+    (ctx.tmp / "lib2").mkdir()
+    other = await add_library(ctx.db, "other", ctx.tmp / "lib2")
+    await ctx.add("r/Faro.jpg", lib=other.id)
+    await ctx.add("r/Faro.jpg")
+    assert len(await ctx.find("faro")) == 2
+    await remove_library(ctx.db, "other")
+    assert await ctx.find("faro") == ["r/Faro.jpg"]
+    assert (await core.status(ctx.db)).documents == 1
 
 
 async def test_rebuild_fixes_a_drifted_index(ctx: Ctx) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -58,13 +59,21 @@ MAX_DOCID = 2**63 - 1
 
 def fold(text: str) -> str:
     """Case and accents folded: casefold, NFKD, combining marks dropped."""
+    if text.isascii():
+        return text.lower()  # the same, faster: most names are ASCII
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in decomposed if not unicodedata.category(c).startswith("M"))
 
 
 def tokens(text: str) -> list[str]:
     """The folded words of `text` (letters and digits; everything else separates)."""
-    return [t[:MAX_TOKEN] for t in _TOKEN.findall(fold(text))]
+    return list(_tokens(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokens(text: str) -> tuple[str, ...]:
+    # Cached: places, cameras, lenses, folders, tags and names repeat across a library's files.
+    return tuple(t[:MAX_TOKEN] for t in _TOKEN.findall(fold(text)))
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -98,7 +107,10 @@ def make_doc(row: dict[str, Any], tags: Sequence[tuple[int, str]], persons: Sequ
     for col in ("place_city", "place_region", "place_country", "place_cc", "make", "model", "lens"):
         if row.get(col):
             words += tokens(str(row[col]))
-    words += tokens(row["rel_path"].replace("/", " "))
+    folder, _, name = row["rel_path"].rpartition("/")
+    for part in folder.split("/") if folder else ():
+        words += _tokens(part)
+    words += tokens(name)
     for _, name in tags:
         words += tokens(name)
     for _, name in persons:
@@ -121,6 +133,8 @@ async def refresh(db: Connection, batch: int = REFRESH_BATCH) -> int:
     transaction of its own: reading the sources, writing the documents and clearing the marks."""
     done = 0
     while True:
+        if not await repo.any_dirty(db):  # the usual case: no write transaction at all
+            return done
         async with transaction(db):
             await repo.lock(db)
             marks = await repo.dirty_batch(db, batch)

@@ -33,6 +33,11 @@ async def dirty_batch(db: Connection, limit: int) -> list[tuple[int, int]]:
         return [(int(r[0]), int(r[1])) for r in await cur.fetchall()]
 
 
+async def any_dirty(db: Connection) -> bool:
+    async with db.execute("SELECT 1 FROM search_dirty LIMIT 1") as cur:
+        return await cur.fetchone() is not None
+
+
 async def count_dirty(db: Connection) -> int:
     async with db.execute("SELECT COUNT(*) FROM search_dirty") as cur:
         row = await cur.fetchone()
