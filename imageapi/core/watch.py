@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from imageapi.core import search
 from imageapi.core.config import Config
 from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError, LeaseHeldError
@@ -119,6 +120,10 @@ class Watcher:
             parts.extend(f"library {name} skipped: busy ({exc.job}, pid {exc.pid} on {exc.host})"
                          for name, exc in skipped.items())
             parts.extend(w for r in reports for w in r.warnings)
+            # What the scan changed is indexed for search now, not by the first search after it.
+            indexed = await search.refresh(self.db)
+            if indexed:
+                parts.append(f"search: {indexed} files indexed")
         except ImageapiError as exc:
             parts.append(f"{mode} scan skipped: {exc.message}")
         result = TickResult(self.ticks, mode, "", scan=counts, reports=reports, skipped=skipped)

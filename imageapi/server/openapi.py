@@ -332,6 +332,29 @@ def _spec() -> J:
                     "next_cursor": _nullable(STR),
                 }}),
                 **_errors(400, 401, 404)}}},
+        "/search": {"get": {
+            "summary": "files found by words (place, camera, lens, file and folder names, tags, people, "
+                       "insight titles; prefixes, case and accents folded) and filters",
+            "security": BEARER,
+            "parameters": [
+                _q("q", STR, "words (at most 500 characters); empty with a filter lists by the filters"),
+                _q("from", STR, "taken on or after: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"),
+                _q("to", STR, "taken on or before (a bare date: the whole day)"),
+                _q("kind", STR, "photo, video, raw or other; several (repeated or commas): any of them"),
+                _q("library", STR, "a library's name; several: any of them"),
+                _q("person", STR, "a person's id or name; repeated: all of them in the photo"),
+                _q("tag", STR, "a tag; repeated: all of them"),
+                _q("camera", STR, "words of the camera's make and model"),
+                _q("gps", BOOL, "only files with (true) or without (false) GPS"),
+                _q("bbox", STR, "south,west,north,east in degrees; west > east crosses the antimeridian"),
+                _q("sort", {"type": "string", "enum": ["newest", "oldest", "relevance"]}, "default newest"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)"),
+                _q("cursor", STR, "next_cursor of the previous page"),
+            ],
+            "responses": {"200": _json(_obj({
+                "q": STR, "sort": STR, "limit": INT, "items": {"type": "array", "items": _ref("File")},
+                "next_cursor": _nullable(STR)})),
+                **_errors(400, 401)}}},
         "/image": {"get": {
             "summary": "thumb: the stored thumbnail (made if missing); preview: a large JPEG; "
                        "full: the original bytes (Range supported)",
