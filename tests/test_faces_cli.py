@@ -183,9 +183,9 @@ def test_people_commands(env: dict[str, str], env_dirs: dict[str, Path]) -> None
     assert res.returncode == 0 and json.loads(res.stdout) == {"source": "Robert", "target": "Ann", "moved": 0,
                                                                "unbound": 0}
     listed = json.loads(imageapi("people", "list", "--json", env=env).stdout)
-    assert listed == [{"name": "Ann", "faces": 0, "photos": 0, "bound_by": {}}]
+    assert listed == [{"id": 1, "name": "Ann", "named": True, "faces": 0, "photos": 0, "bound_by": {}}]
     # Faces disabled or not, people commands work: they only read the database.
-    assert "Ann: 0 faces" in imageapi("people", "list", env=env).stdout
+    assert "Ann: 0 faces in 0 photos" in imageapi("people", "list", env=env).stdout
 
 
 def test_watch_once_drains_a_backlog_left_in_the_database(env: dict[str, str], standin: StandIn,

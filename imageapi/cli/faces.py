@@ -1,4 +1,4 @@
-"""`imageapi faces drain|status|retry-failed`."""
+"""`imageapi faces drain|status|retry-failed|cluster`."""
 
 from __future__ import annotations
 
@@ -76,6 +76,35 @@ def drain_cmd(
         common.fail(f"Apollo at {settings.base_url} stopped answering ({report.down_reason}); "
                     f"{report.remaining} photos remain, run `imageapi faces drain` again later",
                     common.EXIT_SERVICE)
+
+
+@app.command("cluster")
+def cluster_cmd(
+    full: bool = typer.Option(False, "--full", help="Recluster every face but manual binds (else: unbound faces)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Group faces into persons: unbound faces join their nearest person or start unnamed ones;
+    --full reclusters everything not bound by hand (named persons keep their names)."""
+    from imageapi.core.faces.cluster import ClusterReport, cluster_all, cluster_unbound
+
+    cfg = common.config_with_dirs()
+    settings = settings_or_exit(cfg, json_out)
+
+    async def go() -> ClusterReport:
+        async with common.open_store(cfg) as store:
+            return await (cluster_all if full else cluster_unbound)(store.db, settings)
+
+    with common.job_lock(cfg, "imageapi faces cluster", [DRAINS]):
+        rep = common.run(go)
+    if json_out:
+        common.emit_json({"faces": rep.faces, "bound": rep.bound, "unbound": rep.unbound,
+                          "new_persons": rep.new_persons, "named": rep.named, "removed": rep.removed,
+                          "seconds": round(rep.seconds, 3)})
+    else:
+        common.out_console.print(
+            f"{rep.faces} faces: {rep.bound} bound, {rep.unbound} unbound, {rep.new_persons} new unnamed persons, "
+            f"{rep.named} named by people tags, {rep.removed} empty ones removed in {rep.seconds:.1f} s",
+            highlight=False)
 
 
 @app.command("status")

@@ -25,6 +25,7 @@ from imageapi.core.database import transaction
 from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import MediaError, ToolError, UnsupportedMediaError
 from imageapi.core.faces.apollo import ApolloClient, ApolloError
+from imageapi.core.faces.cluster import cluster_new_faces
 from imageapi.core.faces.people import MeanCache, autobind_photo
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import Candidate, insert_detection, list_unscanned_candidates, record_failure
@@ -180,6 +181,7 @@ class _Tick:
         self.connection_failures = 0       # in a row
         self.stopped = False
         self.finished = 0
+        self.stored: list[str] = []        # content hashes whose faces this tick stored
 
     async def run(self, library_ids: list[int] | None, limit: int | None, now: datetime | None) -> FaceTickReport:
         started = time.monotonic()
@@ -228,6 +230,8 @@ class _Tick:
                     await aclose()
             if tasks:
                 await asyncio.gather(*list(tasks))
+            # The batch's new faces join persons (or start unnamed ones): imageapi.core.faces.cluster.
+            self.report.bound += (await cluster_new_faces(self.db, self.settings, self.stored)).bound
         finally:
             for task in list(tasks):
                 task.cancel()
@@ -296,6 +300,7 @@ class _Tick:
                 bound = await autobind_photo(self.db, cand.content_hash, self.settings.autobind_min_cos,
                                              self.means) if stored else []
             if stored:
+                self.stored.append(cand.content_hash)
                 self.report.detected += 1
                 self.report.faces_found += len(detection.faces)
                 self.report.bound += len(bound)
