@@ -506,3 +506,17 @@ def test_the_viewer_names_a_face_of_an_unnamed_group_and_binds_others_by_name(pa
         assert db.execute("SELECT p.name FROM faces f JOIN persons p ON p.id = f.person_id WHERE f.id = ?",
                           (free,)).fetchone() == ("Olga V",)
     assert not page.errors and page.locator("#error").is_hidden()
+
+
+def test_a_named_person_merged_into_a_group_gives_it_their_name(page: Any, served: Served) -> None:
+    _need_clusters(served)
+    pia, group = _person(served, "Pia N", _paths(served, 1, 1)), _group(served, _paths(served, 2, 1))
+    _login(page, served.base)
+    page.goto(served.base + "/web/people")
+    page.locator(f'[data-id="{pia}"] input.pick').check()
+    page.locator(".merge-bar select").select_option(value=str(group))
+    page.locator(".merge-bar button[type=submit]").click()
+    page.wait_for_selector(f".people-status:has-text('Merged Pia N into Unnamed person {group}, now named Pia N.')")
+    page.wait_for_selector(f'.person:not(.unnamed)[data-id="{group}"] .name:text-is("Pia N")')
+    assert page.locator(f'[data-id="{pia}"]').count() == 0
+    assert _name_of(served, group) == "Pia N" and len(_faces_of(served, group)) == 2

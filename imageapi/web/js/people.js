@@ -34,8 +34,11 @@ const statusLine = () => h('p', { class: 'people-status', role: 'status' });
 // A merge target for a <select>: named people by name, then the unnamed groups.
 const option = (p) => h('option', { value: String(p.id), text: named(p) ? p.name : `${label(p)} (${counts(p)})` });
 
+// Merge each into `into`; the person they make (an unnamed target takes a merged one's name).
 async function mergeInto(ids, into) {
-  for (const id of ids) await api(`/persons/${id}/merge`, { method: 'POST', body: { into: Number(into) } });
+  let res = null;
+  for (const id of ids) res = await api(`/persons/${id}/merge`, { method: 'POST', body: { into: Number(into) } });
+  return res && res.person;
 }
 
 // Name a person; when another already has the name, offer to merge into them instead (409).
@@ -89,11 +92,13 @@ async function listPage(main) {
   const bar = h('form', { class: 'tag-add merge-bar', hidden: true, 'aria-label': 'Merge', onsubmit: async (ev) => {
     ev.preventDefault();
     if (!into.value || !selected.size) return;
-    const ids = [...selected], target = everyone.find((p) => String(p.id) === into.value);
+    const ids = [...selected];
+    let target = everyone.find((p) => String(p.id) === into.value);
     try {
-      await mergeInto(ids, into.value);
+      const before = label(target);
+      target = (await mergeInto(ids, into.value)) || target;
       const what = ids.length === 1 ? label(everyone.find((p) => p.id === ids[0])) : plural(ids.length, 'person', 'people');
-      status.textContent = `Merged ${what} into ${label(target)}.`;
+      status.textContent = `Merged ${what} into ${before}` + (label(target) === before ? '.' : `, now named ${label(target)}.`);
     } catch (e) { showError(e); }
     selected.clear();
     await draw();
