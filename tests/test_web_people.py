@@ -520,3 +520,26 @@ def test_a_named_person_merged_into_a_group_gives_it_their_name(page: Any, serve
     page.wait_for_selector(f'.person:not(.unnamed)[data-id="{group}"] .name:text-is("Pia N")')
     assert page.locator(f'[data-id="{pia}"]').count() == 0
     assert _name_of(served, group) == "Pia N" and len(_faces_of(served, group)) == 2
+
+
+def test_faces_selected_on_a_groups_page_are_moved_to_another_person(page: Any, served: Served) -> None:
+    _need_clusters(served)
+    quin = _person(served, "Quin N", _paths(served, 4, 1))
+    group = _group(served, _paths(served, 5, 3))
+    moving = _faces_of(served, group)[:2]
+    _login(page, served.base)
+    page.goto(served.base + f"/web/people/{group}?tab=faces")
+    page.wait_for_function("() => document.querySelectorAll('.face-card').length === 3")
+    bar = page.locator(".merge-bar")
+    assert bar.is_hidden()
+    for face in moving:
+        page.locator(f'.face-card[data-face="{face}"] input.pick').check()
+    assert bar.locator(".count").text_content() == "2 selected"
+    bar.locator("select").select_option(label="Quin N")
+    bar.locator("button[type=submit]").click()
+    page.wait_for_selector(".people-status:has-text('Moved 2 faces to Quin N.')")
+    assert page.locator(".face-card").count() == 1 and bar.is_hidden()
+    assert sorted(_faces_of(served, quin))[-2:] == sorted(moving) and len(_faces_of(served, group)) == 1
+    with sqlite3.connect(served.db) as db:
+        assert {r[0] for r in db.execute(f"SELECT bound_by FROM faces WHERE id IN ({moving[0]}, {moving[1]})")} == \
+            {"manual"}

@@ -260,7 +260,7 @@ async function personPage(main, { person, query: q, navigate, openViewer }) {
       h('span', { class: 'count', text: counts(me) })));
   const box = h('div', { class: 'folder-page' });
   main.append(box);
-  if (tab === 'faces') return facesTab(box, me, status, title);
+  if (tab === 'faces') return facesTab(box, me, everyone, status, title);
   const { libraries } = await api('/libraries');
   const g = pagedGrid(box, acrossLibraries(libraries, (library, cursor) =>
     api(`/persons/${me.id}/photos` + query({ library, limit: 200, cursor }))), openViewer);
@@ -269,17 +269,53 @@ async function personPage(main, { person, query: q, navigate, openViewer }) {
   return g;
 }
 
-// A person's faces, page after page, each with its photo and "Not this person".
-async function facesTab(box, me, status, title) {
+// A person's faces, page after page, each with its photo and "Not this person"; the ticked ones
+// can be moved to another person.
+async function facesTab(box, me, everyone, status, title) {
   const items = [];   // {library, path} of each face's photo, for the viewer
   const list = h('ul', { class: 'face-grid', 'aria-label': `Faces of ${label(me)}` });
   const more = h('button', { type: 'button', class: 'btn more', text: 'More faces', hidden: true });
-  box.append(list, more);
+  const ticked = new Map();   // face id -> its card
+  const count = h('span', { class: 'count' });
+  const to = h('select', { 'aria-label': 'Move the selected faces to' }, h('option', { value: '', text: 'Move to…' }),
+    everyone.filter((p) => p.id !== me.id).map(option));
+  const bar = h('form', { class: 'tag-add merge-bar', hidden: true, 'aria-label': 'Move faces', onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!to.value || !ticked.size) return;
+    const target = everyone.find((p) => String(p.id) === to.value);
+    let moved = 0, last = null;
+    for (const [id, li] of [...ticked]) {
+      try {
+        await api(`/faces/${id}`, { method: 'PATCH', body: { person_id: Number(to.value) } });
+      } catch (e) { showError(e); break; }
+      moved++;
+      last = li;
+      drop(id, li);
+    }
+    status.textContent = `Moved ${plural(moved, 'face')} to ${label(target)}.`;
+    tick();
+    focusAfter(last);
+  } }, count, to, h('button', { type: 'submit', class: 'btn', text: 'Move' }));
+  const tick = () => {
+    bar.hidden = !ticked.size;
+    count.textContent = `${ticked.size} selected`;
+  };
+  // A face taken off this person: its card goes, and so does its photo from the viewer's list.
+  let after = null;
+  const drop = (id, li) => {
+    ticked.delete(id);
+    after = li.nextElementSibling || li.previousElementSibling;
+    const at = items.findIndex((it) => it.face === id);
+    if (at >= 0) items.splice(at, 1);
+    li.remove();
+  };
+  const focusAfter = (li) => { if (li) (after && after.isConnected ? after.querySelector('button') : title).focus(); };
+  box.append(bar, list, more);
   let cursor = null, done = false, busy = null, shown = 0;
   const load = () => {
     if (done || busy) return busy;
     busy = api(`/persons/${me.id}/faces` + query({ limit: FACES_PAGE, cursor })).then((page) => {
-      for (const f of page.faces) { items.push({ library: f.library, path: f.path, name: f.path.split('/').pop() }); list.append(faceCard(f)); }
+      for (const f of page.faces) { items.push({ library: f.library, path: f.path, name: f.path.split('/').pop(), face: f.id }); list.append(faceCard(f)); }
       shown += page.faces.length;
       cursor = page.next_cursor;
       done = !cursor;
@@ -298,18 +334,21 @@ async function facesTab(box, me, status, title) {
         h('img', { src: `/faces/${f.id}/crop`, alt: `Face in ${where}`, loading: 'lazy', onerror: (ev) => ev.target.classList.add('broken') })),
       h('button', { type: 'button', class: 'btn small', text: 'Not this person', 'aria-label': `Not this person: the face in ${where}`,
         onclick: () => notThem(f, li) }));
+    const check = h('input', { type: 'checkbox', class: 'pick', 'aria-label': `Select the face in ${where}`, onchange: () => {
+      if (check.checked) ticked.set(f.id, li); else ticked.delete(f.id);
+      tick();
+    } });
+    li.append(check);
     return li;
   };
   const notThem = async (f, li) => {
     try {
       await api(`/faces/${f.id}`, { method: 'PATCH', body: { person: null } });
     } catch (e) { showError(e); return; }
-    const next = li.nextElementSibling || li.previousElementSibling;
-    const at = items.findIndex((it) => it.library === f.library && it.path === f.path);
-    if (at >= 0) items.splice(at, 1);
-    li.remove();
+    drop(f.id, li);
+    tick();
     status.textContent = `That face is no longer ${label(me)}.`;
-    (next ? next.querySelector('button') : title).focus();
+    focusAfter(li);
   };
   more.addEventListener('click', load);
   const io = new IntersectionObserver((es) => { if (es.some((e) => e.isIntersecting)) load(); }, { rootMargin: '800px' });
