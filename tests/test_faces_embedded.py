@@ -26,6 +26,7 @@ from imageapi.core.faces.apollo import DetectedFace, Detection
 from imageapi.core.faces.backlog import FacePasses, Prepared
 from imageapi.core.faces.detectors import EmbeddedDetector
 from imageapi.core.faces.embedded import MODEL, available
+from imageapi.core.faces.embeddings import from_blob
 from imageapi.core.faces.people import create_person, draw_face
 from imageapi.core.faces.reindex import iou, mark_for_reindex
 from imageapi.core.faces.settings import FaceSettings, face_settings_from_env
@@ -179,8 +180,8 @@ async def test_the_backlog_finds_the_portrait_faces_and_binds_them_by_tags(
     assert [f[2:] for f in await faces_of(db, h["obama_and_biden_side_by_side.jpg"])] == [
         ("Barack Obama", "auto"), ("Joe Biden", "auto")]
     assert [f[2:] for f in await faces_of(db, h["obama2.jpg"])] == [(None, None)]   # not tagged
-    async with db.execute("SELECT LENGTH(embedding) FROM faces") as cur:
-        assert {r[0] for r in await cur.fetchall()} == {128 * 4}
+    async with db.execute("SELECT embedding FROM faces") as cur:
+        assert {len(from_blob(r[0])) for r in await cur.fetchall()} == {128}
 
 
 async def test_undecodable_is_permanent_and_a_crashed_worker_is_transient(

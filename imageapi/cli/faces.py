@@ -1,4 +1,4 @@
-"""`imageapi faces drain|status|retry-failed`."""
+"""`imageapi faces drain|status|retry-failed|reindex`."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def drain_cmd(
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per core)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
-    """Hash what has no hash, then send every photo not yet scanned for faces to Apollo, until none
-    is left. Exits 0 when the backlog is empty or only items backing off after a failure remain."""
+    """Hash what has no hash, then detect the faces of every photo not yet scanned (FACE_BACKEND:
+    the embedded detector or Apollo), until none is left. Exits 0 when the backlog is empty or only
+    items backing off after a failure remain."""
     cfg = common.config_with_dirs()
     settings = settings_or_exit(cfg, json_out)
     if workers:
