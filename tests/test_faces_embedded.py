@@ -339,3 +339,56 @@ def test_reindex_command(env: dict[str, str], env_dirs: dict[str, Path], corpus:
     assert json.loads(res.stdout)["detected"] == 1
     status = json.loads(imageapi(env, "faces", "status", "--json").stdout)
     assert (status["pending"], status["scanned"], status["faces"]) == (0, 1, 1)
+
+
+def test_kill_9_mid_reindex_loses_no_face_and_no_name(env: dict[str, str], env_dirs: dict[str, Path],
+                                                      corpus: Path) -> None:
+    """Killed while re-detecting, every photo holds either its old faces (still queued) or its new
+    ones with their scan mark, and every name; the next drain finishes the rest."""
+    import signal
+    import time
+
+    from bench.synth import with_comment
+    from tests import dbq
+
+    root = env_dirs["tmp"] / "Pictures"
+    root.mkdir()
+    portrait = (corpus / "faces" / "obama_1080p.jpg").read_bytes()
+    n = 10
+    for i in range(n):
+        (root / f"obama{i:02d}.jpg").write_bytes(with_comment(portrait, f"copy {i}".encode()))
+    assert imageapi(env, "scan", str(root)).returncode == 0
+    assert json.loads(imageapi(env, "faces", "drain", "--json").stdout)["faces_found"] == n
+    assert imageapi(env, "people", "add", "Barack Obama").returncode == 0
+
+    def query(sql: str) -> list[tuple]:
+        conn = dbq.connect(env_dirs["data"] / "imageapi.db")
+        try:
+            rows = conn.execute(sql).fetchall()
+            conn.commit()
+            return [tuple(r) for r in rows]
+        finally:
+            conn.close()
+
+    query("UPDATE faces SET person_id = (SELECT id FROM persons), bound_by = 'manual', "
+          "bound_at = '2020-01-01T00:00:00.000000Z'")
+    res = imageapi(env, "faces", "reindex", "--model", MODEL, "--json")
+    assert json.loads(res.stdout)["queued"] == n
+    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "faces", "drain"], env={**env, "WORKERS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and query("SELECT COUNT(*) FROM face_scans")[0][0] < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    marked = query("SELECT COUNT(*) FROM face_scans")[0][0]
+    assert 2 <= marked < n
+    # Every content: one face, bound to Obama by hand; the re-detected ones are the new rows.
+    per_content = query("SELECT content_hash, COUNT(*), MIN(person_id), MIN(bound_by) FROM faces "
+                        "GROUP BY content_hash")
+    assert len(per_content) == n and all(c == 1 and p is not None and b == "manual" for _, c, p, b in per_content)
+    res = imageapi(env, "faces", "drain", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["detected"] == n - marked
+    assert query("SELECT COUNT(*), COUNT(DISTINCT content_hash), MIN(bound_by), MAX(bound_at) FROM faces "
+                 "WHERE person_id IS NOT NULL") == [(n, n, "manual", "2020-01-01T00:00:00.000000Z")]
+    assert query("SELECT COUNT(*) FROM face_scans")[0][0] == n
