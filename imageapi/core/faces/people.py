@@ -8,6 +8,8 @@ that person is in the photo. Two rules bind faces without a human:
   similarity between its embedding and the mean of that person's bound faces is at least
   FACE_AUTOBIND_MIN_COS; each face to at most one person and, never, two faces of one photo to
   one person (the best match wins). A unique index on faces(content_hash, person_id) backs this.
+Embeddings are only compared within one model: a face is matched against the mean of the person's
+faces of its own model (another backend's embeddings live in another space).
 """
 
 from __future__ import annotations
@@ -290,33 +292,33 @@ async def person_by_id(db: Connection, person_id: int) -> Person:
 
 
 class MeanCache:
-    """Each person's mean face direction, read once and updated as faces are bound to them."""
+    """Each person's mean face direction per model, read once and updated as faces are bound to them."""
 
     def __init__(self, db: Connection) -> None:
         self.db = db
-        self._sums: dict[int, tuple[list[float], int]] = {}
+        self._sums: dict[tuple[int, str], tuple[list[float], int]] = {}
 
-    async def mean(self, person_id: int) -> list[float] | None:
-        entry = self._sums.get(person_id)
+    async def mean(self, person_id: int, model: str) -> list[float] | None:
+        entry = self._sums.get((person_id, model))
         if entry is None:
-            entry = await self._load(person_id)
-            self._sums[person_id] = entry
+            entry = await self._load(person_id, model)
+            self._sums[(person_id, model)] = entry
         total, count = entry
         return [x / count for x in total] if count else None
 
-    async def _load(self, person_id: int) -> tuple[list[float], int]:
+    async def _load(self, person_id: int, model: str) -> tuple[list[float], int]:
         total: list[float] = []
         count = 0
         # Streamed, so a person with many faces costs time, not memory.
-        async for blob in people_repo.embeddings_of(self.db, person_id):
+        async for blob in people_repo.embeddings_of(self.db, person_id, model):
             count = _accumulate(total, count, from_blob(blob))
         return total, count
 
-    def added(self, person_id: int, embedding: array[float]) -> None:
-        entry = self._sums.get(person_id)
+    def added(self, person_id: int, model: str, embedding: array[float]) -> None:
+        entry = self._sums.get((person_id, model))
         if entry is not None:
             total, count = entry
-            self._sums[person_id] = (total, _accumulate(total, count, embedding))
+            self._sums[(person_id, model)] = (total, _accumulate(total, count, embedding))
 
 
 def _accumulate(total: list[float], count: int, embedding: array[float]) -> int:
@@ -341,10 +343,12 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     persons = await _person_tags(db, content_hash)
     if not persons:
         return []
-    faces = [(f.id, from_blob(f.embedding), f.person_id) for f in await people_repo.photo_faces(db, content_hash)]
-    if not faces:
+    rows = await people_repo.photo_faces(db, content_hash)
+    if not rows:
         return []
     rejected = await people_repo.rejections_in_content(db, content_hash)
+    faces = [(f.id, from_blob(f.embedding), f.person_id) for f in rows]
+    models = {f.id: f.model for f in rows}
     taken = {person_id for _, _, person_id in faces if person_id is not None}
     free_faces = [(fid, emb) for fid, emb, person_id in faces if person_id is None]
     free_persons = [p for p in persons if p.id not in taken]
@@ -358,12 +362,13 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     else:
         pairs: list[tuple[float, int, int]] = []
         for p in free_persons:
-            m = await means.mean(p.id)
-            if m is None:
-                continue  # no bound face yet: nothing to compare with
             for fid, emb in free_faces:
                 if not emb or (fid, p.id) in rejected:
                     continue  # drawn by hand: nothing to compare; or the user said it is not them
+                # Only with the person's faces of this face's model.
+                m = await means.mean(p.id, models[fid])
+                if m is None:
+                    continue  # no bound face of this model yet: nothing to compare with
                 sim = cosine(emb, m)
                 if sim >= min_cos:
                     pairs.append((sim, fid, p.id))
@@ -380,7 +385,7 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     embeddings = {fid: emb for fid, emb in free_faces}
     for b in chosen:
         await people_repo.bind_if_free(db, b.face_id, b.person_id, b.how, now)
-        means.added(b.person_id, embeddings[b.face_id])
+        means.added(b.person_id, models[b.face_id], embeddings[b.face_id])
     return chosen
 
 

@@ -30,6 +30,7 @@ class PhotoFace:
     id: int
     embedding: bytes
     person_id: int | None
+    model: str
 
 
 async def by_id(db: Connection, person_id: int) -> PersonRow | None:
@@ -195,9 +196,9 @@ async def delete_person(db: Connection, person_id: int) -> None:
     await db.execute("DELETE FROM persons WHERE id = ?", (person_id,))
 
 
-async def embeddings_of(db: Connection, person_id: int) -> AsyncIterator[bytes]:
-    """The embeddings of the person's faces, streamed."""
-    async with db.execute("SELECT embedding FROM faces WHERE person_id = ?", (person_id,)) as cur:
+async def embeddings_of(db: Connection, person_id: int, model: str) -> AsyncIterator[bytes]:
+    """The embeddings of the person's faces of one model, streamed."""
+    async with db.execute("SELECT embedding FROM faces WHERE person_id = ? AND model = ?", (person_id, model)) as cur:
         async for (blob,) in cur:
             yield blob
 
@@ -215,9 +216,9 @@ async def person_tags(db: Connection, content_hash: str) -> list[PersonRow]:
 async def photo_faces(db: Connection, content_hash: str) -> list[PhotoFace]:
     """The content's faces in order, with their embeddings and persons."""
     async with db.execute(
-        "SELECT id, embedding, person_id FROM faces WHERE content_hash = ? ORDER BY idx", (content_hash,)
+        "SELECT id, embedding, person_id, model FROM faces WHERE content_hash = ? ORDER BY idx", (content_hash,)
     ) as cur:
-        return [PhotoFace(r[0], r[1], r[2]) for r in await cur.fetchall()]
+        return [PhotoFace(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
 
 
 async def bind_if_free(db: Connection, face_id: int, person_id: int, how: str, now: str) -> None:
