@@ -20,8 +20,8 @@ const counts = (p) => [p.photos !== undefined ? plural(p.photos, 'photo') : null
 const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
 
 function facesOff() {
-  return empty('Faces are off', 'This server does not look for faces. `imageapi faces status` on the server says why '
-    + 'and how to turn them on.');
+  return empty('Faces are off', 'This server does not look for faces (FACE_BACKEND is off, or no detector is installed '
+    + 'or reachable). `imageapi faces status` on the server says why and how to turn them on.');
 }
 
 function toolbar(title, status, ...more) {
