@@ -1,4 +1,4 @@
-"""`imageapi faces drain|status|retry-failed`."""
+"""`imageapi faces drain|status|retry-failed|serve`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import asdict
 import typer
 
 from imageapi.cli import common
-from imageapi.core.config import Config
+from imageapi.core import parsers
+from imageapi.core.config import Config, read_env
+from imageapi.core.errors import ImageapiError
 from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
 from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings
 from imageapi.core.faces.store import FaceStatus, face_status, retry_failed
@@ -122,3 +124,41 @@ def retry_failed_cmd(
         common.emit_json({"requeued": n})
     else:
         common.out_console.print(f"{n} photos back in the face queue", highlight=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    bind: str = typer.Option("127.0.0.1:8000", "--bind", help="HOST:PORT to listen on."),
+    workers: int | None = typer.Option(None, "--workers", min=1, max=256,
+                                       help="Detector processes (default: WORKERS, else one per core)."),
+) -> None:
+    """Serve the embedded face detector over Apollo's protocol (POST /api/faces/detect, GET /api/health),
+    for other imageapi hosts: set their APOLLO_FACE_API_BASE_URL to this address (or several, with commas)."""
+    import logging
+
+    from imageapi.core.faces import embedded
+    from imageapi.core.faces.faceserve import serve_settings_from_env
+
+    cfg = common.config()
+    try:
+        host, port = parsers.parse_bind("--bind", bind)
+        settings = serve_settings_from_env(read_env(None, None), workers=workers, default_workers=cfg.workers)
+    except ImageapiError as exc:
+        common.fail(exc.message, common.exit_code_for(exc))
+    missing = embedded.available()
+    if missing is not None:
+        common.fail(missing, common.EXIT_USAGE)
+
+    from imageapi.server import faceserver
+
+    log = logging.getLogger("imageapi.server")
+
+    def started() -> None:
+        log.warning("imageapi faces serve on http://%s:%d (%d workers, queue %d, model %s)", host, port,
+                    settings.workers, settings.queue_limit, embedded.MODEL)
+
+    try:
+        faceserver.run(settings, host, port, on_started=started)
+    except OSError as exc:
+        common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", common.EXIT_USAGE)
+    log.warning("imageapi faces serve stopped")
