@@ -175,7 +175,7 @@ def test_without_the_faces_extra_it_says_the_pip_command() -> None:
 def test_health_says_model_workers_and_queue(server: Server) -> None:
     health = server.health()
     assert health["status"] == "ok" and health["model"] == "dlib-hog-resnet128"
-    assert (health["workers"], health["busy"], health["queue"], health["queue_limit"]) == (2, 0, 0, 8)
+    assert (health["workers"], health["busy"], health["queue"], health["queue_limit"]) == (2, 0, 0, 16)
     assert len(health["pids"]) == 2
 
 
@@ -377,6 +377,29 @@ def test_detection_past_the_timeout_is_a_504_and_the_worker_is_replaced(slow_pic
             time.sleep(0.1)
         assert health["replaced"] == 1 and health["pids"] != before and before[0] not in descendants(server.proc.pid)
         assert server.detect(jpeg(Image.new("RGB", (32, 32)))).status_code == 200
+        code, err = server.stop()
+        assert code == 0, err
+    finally:
+        server.kill()
+
+
+def test_the_client_waits_out_a_short_retry_after(corpus: Path) -> None:
+    import asyncio
+
+    from imageapi.core.faces.apollo import ApolloClient
+
+    picture = (corpus / "faces" / "obama.jpg").read_bytes()
+    server = Server(1, FACE_SERVE_QUEUE_PER_WORKER="1")
+    try:
+        async def burst() -> list[int]:
+            async with ApolloClient(server.url, timeout=120, concurrency=6) as client:
+                found = await asyncio.gather(*(client.detect(picture, f"{i:02x}" * 32) for i in range(6)))
+            return [len(d.faces) for d in found]
+
+        # 1 running + 1 waiting: the other 4 get 429s with a Retry-After of a second or two, and
+        # come back after it instead of failing.
+        assert asyncio.run(burst()) == [1] * 6
+        assert server.health()["detected"] == 6
         code, err = server.stop()
         assert code == 0, err
     finally:

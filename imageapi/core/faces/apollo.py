@@ -30,6 +30,7 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # 1000 faces x 4096 floats as JSON fit we
 MAX_FACES = 1000
 CONNECT_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 10.0
+RETRY_AFTER_MAX = 10.0  # a busy service's Retry-After the client waits out itself (longer: backoff)
 
 # httpx logs every request at INFO: a drain would write one line per photo.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -125,31 +126,41 @@ class ApolloClient:
         return sorted(rotated, key=lambda e: e.down_until)
 
     async def detect(self, jpeg: bytes, content_hash: str) -> Detection:
-        """POST the image; the parsed answer, or ApolloError."""
+        """POST the image; the parsed answer, or ApolloError. When every address is busy (429)
+        and one says when to come back (Retry-After, at most RETRY_AFTER_MAX s) within this
+        call's deadline, the call waits that long and tries again."""
         files = {"image": (f"{content_hash}.jpg", jpeg, "image/jpeg")}
         data = {"content_hash": content_hash}
-        error: ApolloError | None = None
-        for endpoint in self._order():
-            endpoint.in_flight += 1
-            try:
-                status, body = await self._call(endpoint, "POST", DETECT_PATH, self.timeout,
-                                                files=files, data=data)
-            except ApolloError as exc:
-                if not exc.connection:
-                    raise
-                # Keep a busy answer from another address over a refusal: the service is up.
-                error = error if error is not None and not error.connection else exc
-                continue
-            finally:
-                endpoint.in_flight -= 1
-            if status == 429 and len(self._endpoints) > 1:
-                error = _status_error(status, body)
-                continue
-            if status >= 400:
-                raise _status_error(status, body)
-            return parse_detection(body)
-        assert error is not None
-        raise error
+        deadline = time.monotonic() + self.timeout
+        while True:
+            error: ApolloError | None = None
+            wait: float | None = None
+            for endpoint in self._order():
+                endpoint.in_flight += 1
+                try:
+                    status, body, headers = await self._call(endpoint, "POST", DETECT_PATH, self.timeout,
+                                                             files=files, data=data)
+                except ApolloError as exc:
+                    if not exc.connection:
+                        raise
+                    # Keep a busy answer from another address over a refusal: the service is up.
+                    error = error if error is not None and not error.connection else exc
+                    continue
+                finally:
+                    endpoint.in_flight -= 1
+                if status == 429:
+                    error = _status_error(status, body)
+                    after = _retry_after(headers.get("retry-after"))
+                    if after is not None:
+                        wait = after if wait is None else min(wait, after)
+                    continue
+                if status >= 400:
+                    raise _status_error(status, body)
+                return parse_detection(body)
+            assert error is not None
+            if error.status != 429 or wait is None or wait > RETRY_AFTER_MAX or time.monotonic() + wait > deadline:
+                raise error
+            await asyncio.sleep(wait)
 
     async def health(self) -> dict[str, Any]:
         """GET /api/health of every address: any HTTP answer means that one is reachable (and no
@@ -169,7 +180,7 @@ class ApolloClient:
                 continue
             endpoint.down_until = 0.0
             if answered is None:
-                status, body = probe
+                status, body, _ = probe
                 try:
                     value = json.loads(body) if body else {}
                 except ValueError:
@@ -187,7 +198,7 @@ class ApolloClient:
         return answered
 
     async def _call(self, endpoint: _Endpoint, method: str, path: str, deadline: float,
-                    **kwargs: Any) -> tuple[int, bytes]:
+                    **kwargs: Any) -> tuple[int, bytes, httpx.Headers]:
         url = endpoint.url + path
         try:
             async with asyncio.timeout(deadline + CONNECT_TIMEOUT):
@@ -198,7 +209,7 @@ class ApolloClient:
                         if len(body) > MAX_RESPONSE_BYTES:
                             raise ApolloError(f"{url}: answer larger than {MAX_RESPONSE_BYTES} bytes")
                     endpoint.down_until = 0.0
-                    return resp.status_code, bytes(body)
+                    return resp.status_code, bytes(body), resp.headers
         except ApolloError:
             raise
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -215,6 +226,13 @@ class ApolloClient:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "..."
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is not waited for)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _status_error(status: int, body: bytes) -> ApolloError:

@@ -29,7 +29,7 @@ from imageapi.core.pool import WorkerPool
 
 log = logging.getLogger("imageapi.core.faces.faceserve")
 
-DEFAULT_QUEUE_PER_WORKER = 4
+DEFAULT_QUEUE_PER_WORKER = 8   # a client's default 8 requests in flight fit one worker's queue
 DEFAULT_MAX_BODY_MB = 20      # the pictures imageapi sends are <=1600 px JPEGs: well under 2 MiB
 DEFAULT_TIMEOUT_SEC = 60.0    # waiting for a worker plus detection
 MAX_PIXELS = 40_000_000       # larger pictures are refused (415), not decoded
