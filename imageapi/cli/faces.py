@@ -8,7 +8,7 @@ import typer
 
 from imageapi.cli import common
 from imageapi.core import parsers
-from imageapi.core.config import Config, read_env
+from imageapi.core.config import Config
 from imageapi.core.errors import ImageapiError
 from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
 from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings
@@ -135,14 +135,14 @@ def serve_cmd(
     """Serve the embedded face detector over Apollo's protocol (POST /api/faces/detect, GET /api/health),
     for other imageapi hosts: set their APOLLO_FACE_API_BASE_URL to this address (or several, with commas)."""
     import logging
+    from dataclasses import replace
 
     from imageapi.core.faces import embedded
-    from imageapi.core.faces.faceserve import serve_settings_from_env
 
     cfg = common.config()
+    settings = replace(cfg.face_serve, workers=workers or cfg.workers)
     try:
         host, port = parsers.parse_bind("--bind", bind)
-        settings = serve_settings_from_env(read_env(None, None), workers=workers, default_workers=cfg.workers)
     except ImageapiError as exc:
         common.fail(exc.message, common.exit_code_for(exc))
     missing = embedded.available()

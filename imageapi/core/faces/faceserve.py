@@ -16,52 +16,21 @@ import io
 import logging
 import math
 import time
-from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Any
 
 from imageapi.core.errors import ServiceError
 from imageapi.core.faces import embedded
 from imageapi.core.faces.apollo import Detection
-from imageapi.core.parsers import env_int, env_number
+from imageapi.core.faces.serve_settings import ServeSettings
 from imageapi.core.pool import WorkerPool
 
 log = logging.getLogger("imageapi.core.faces.faceserve")
 
-DEFAULT_QUEUE_PER_WORKER = 8   # a client's default 8 requests in flight fit one worker's queue
-DEFAULT_MAX_BODY_MB = 20      # the pictures imageapi sends are <=1600 px JPEGs: well under 2 MiB
-DEFAULT_TIMEOUT_SEC = 60.0    # waiting for a worker plus detection
 MAX_PIXELS = 40_000_000       # larger pictures are refused (415), not decoded
 
 # Picture formats the detector reads (by their first bytes); anything else is refused at once.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    workers: int = 1
-    queue_per_worker: int = DEFAULT_QUEUE_PER_WORKER
-    max_body: int = DEFAULT_MAX_BODY_MB * 1024 * 1024
-    timeout: float = DEFAULT_TIMEOUT_SEC
-
-    @property
-    def queue_limit(self) -> int:
-        return self.workers * self.queue_per_worker
-
-
-def serve_settings_from_env(env: Mapping[str, str], *, workers: int | None = None,
-                            default_workers: int = 1) -> ServeSettings:
-    """FACE_SERVE_QUEUE_PER_WORKER, FACE_SERVE_MAX_BODY_MB, FACE_SERVE_TIMEOUT_SEC (and the
-    --workers option). Raises ConfigError naming the first bad one."""
-    return ServeSettings(
-        workers=workers or default_workers,
-        queue_per_worker=env_int(env, "FACE_SERVE_QUEUE_PER_WORKER", DEFAULT_QUEUE_PER_WORKER,
-                                 minimum=0, maximum=10_000),
-        max_body=env_int(env, "FACE_SERVE_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, maximum=1024) * 1024 * 1024,
-        timeout=env_number(env, "FACE_SERVE_TIMEOUT_SEC", DEFAULT_TIMEOUT_SEC, minimum=0.0, maximum=86400.0,
-                           above=True, unit=" of seconds"),
-    )
 
 
 class DetectorBusy(ServiceError):
