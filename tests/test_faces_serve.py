@@ -102,11 +102,11 @@ class Server:
         return httpx.post(self.url + "/api/faces/detect", files={"image": (f"{HASH}.jpg", image, "image/jpeg")},
                           data={"content_hash": HASH}, timeout=timeout)
 
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM; the exit code and stderr. Asserts that no process it started is left."""
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """SIGTERM (or `sig`); the exit code and stderr. Asserts that no process it started is left."""
         below = descendants(self.proc.pid)
         assert below, "the server has worker processes"
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         _, err = self.proc.communicate(timeout=90)
         deadline = time.monotonic() + 10
         while any(alive(p) for p in below) and time.monotonic() < deadline:
@@ -387,7 +387,7 @@ def test_detection_past_the_timeout_is_a_504_and_the_worker_is_replaced(slow_pic
             time.sleep(0.1)
         assert health["replaced"] == 1 and health["pids"] != before and before[0] not in descendants(server.proc.pid)
         assert server.detect(jpeg(Image.new("RGB", (32, 32)))).status_code == 200
-        code, err = server.stop()
+        code, err = server.stop(signal.SIGINT)  # Ctrl-C: the same clean stop
         assert code == 0, err
     finally:
         server.kill()
@@ -412,5 +412,20 @@ def test_the_client_waits_out_a_short_retry_after(corpus: Path) -> None:
         assert server.health()["detected"] == 6
         code, err = server.stop()
         assert code == 0, err
+    finally:
+        server.kill()
+
+
+def test_kill_9_of_the_server_leaves_no_worker_behind() -> None:
+    server = Server(2)
+    try:
+        below = descendants(server.proc.pid)
+        assert len(server.health()["pids"]) == 2 and set(server.health()["pids"]) <= below
+        server.proc.kill()
+        server.proc.communicate()
+        deadline = time.monotonic() + 15
+        while any(alive(p) for p in below) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in below if alive(p)], "worker processes outlived a kill -9 of the server"
     finally:
         server.kill()
