@@ -23,6 +23,7 @@ from typing import Any
 from dotenv import dotenv_values, find_dotenv
 
 from imageapi.core.errors import ConfigError
+from imageapi.core.faces.serve_settings import ServeSettings, serve_settings_from_env
 from imageapi.core.faces.settings import FaceSettings, face_settings_from_env
 from imageapi.core.insights.settings import InsightSettings, insight_settings_from_env
 from imageapi.core.parsers import (
@@ -122,6 +123,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(base_url=None))
+    face_serve: ServeSettings = field(default_factory=ServeSettings)  # imageapi faces serve
     insights: InsightSettings = field(default_factory=lambda: insight_settings_from_env({}))
     ffmpeg: str | None = None      # IMAGEAPI_FFMPEG: this binary, not the one on PATH
     ffprobe: str | None = None     # IMAGEAPI_FFPROBE: this binary, or "none" to read ffmpeg's banner
@@ -282,6 +284,7 @@ def load_config(
             path_map=parse_path_map(env.get("LIBRARY_PATH_MAP")),
         ),
         faces=face_settings_from_env(env),
+        face_serve=serve_settings_from_env(env),
         insights=insight_settings_from_env(env),
         ffmpeg=tool_setting(env, "IMAGEAPI_FFMPEG"),
         ffprobe=tool_setting(env, "IMAGEAPI_FFPROBE", allow_none=True),
