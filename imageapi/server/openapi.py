@@ -11,6 +11,7 @@ from imageapi import __version__
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS
 from imageapi.core.memories import SPANS
 from imageapi.core.timeline import MAX_ITEMS as TIMELINE_MAX
+from imageapi.server import routes_places
 
 J = dict[str, Any]
 
@@ -424,6 +425,7 @@ def _spec() -> J:
     }
     paths.update(INSIGHT_PATHS)
     paths.update(VIDEO_PATHS)
+    paths.update(routes_places.openapi_paths(BEARER))
     return {
         "openapi": "3.1.0",
         "info": {"title": "imageapi", "version": __version__,
