@@ -394,6 +394,11 @@ CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE p
 CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
 """)
 
+PLACES_BY_LIBRARY = """
+CREATE INDEX files_by_library_place ON files(library_id, place_cc, place_region, place_city, id)
+    WHERE place_cc IS NOT NULL;
+"""
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -415,6 +420,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
     PgMigration(17, "hls_due", HLS_DUE),
     PgMigration(19, "places", PLACES),
+    PgMigration(24, "places_by_library", PLACES_BY_LIBRARY),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
