@@ -221,6 +221,9 @@ def test_scan_offsets_from_gps_across_dst_and_exif_offsets_kept(library: dict[st
     # (0, 0) is what a receiver without a fix writes: no GPS, no place.
     assert got["nowhere.jpg"]["gps_lat"] is None and got["nowhere.jpg"]["place_key"] is None
     # The video's UTC time is shown at New York's wall clock: the timeline puts it on 4 July.
+    info = json.loads(imageapi("info", str(library["root"] / "lis" / "a.jpg"), "--json").stdout)
+    assert info["place"] == {"city": "Lisbon", "region": "Lisbon", "country": "Portugal", "cc": "PT"}
+    assert (info["taken_at"], info["taken_at_offset_source"]) == ("2020-08-01T10:00:00+01:00", "gps")
     video = got["ny/evening.mp4"]
     assert (video["taken_at"], video["taken_at_offset"], video["taken_at_offset_source"]) == (
         "2021-07-04T23:30:00", -240, "gps")
