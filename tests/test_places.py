@@ -125,6 +125,21 @@ def test_places_far_from_any_town_and_across_the_date_line() -> None:
     assert lisbon == places.Place("Lisbon", "Lisbon", "Portugal", "PT")
 
 
+def test_places_cache_answers_as_the_package_and_refuses_stale_or_cut_files(tmp_path: Path) -> None:
+    cache = tmp_path / "places-cache.bin"
+    built = places._Cities.from_package()
+    built.save(cache)
+    loaded = places._Cities.load(cache)
+    assert loaded is not None
+    for lat, lon in (LISBON, NEW_YORK, SYDNEY, (35.68, 139.76), (-16.80, -179.99), (64.1, -21.9), (0.5, -30.0)):
+        assert loaded.nearest(lat, lon) == built.nearest(lat, lon)
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) // 2])
+    assert places._Cities.load(cache) is None
+    cache.write_bytes(data.replace(places.dataset_version().encode(), b"0:old", 1))
+    assert places._Cities.load(cache) is None
+
+
 coordinate = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-1000, 1000),
                        st.text(max_size=12), st.none(), st.booleans())
 

@@ -12,6 +12,7 @@ from imageapi.cli import common
 from imageapi.core.libraries import get_library
 from imageapi.core.place_fill import PlaceCounts, backfill
 from imageapi.core.place_tree import place_tree
+from imageapi.core.places import cache_file
 
 app = typer.Typer(help="Places: where the files were taken, from their GPS, offline.")
 
@@ -73,7 +74,8 @@ def backfill_cmd(
         async with common.open_store(cfg) as store:
             ids = [(await get_library(store.db, name)).id for name in library] or None
             with common.ProgressBars(not json_out) as bars:
-                return await backfill(store.db, store.pool, max_rows, library_ids=ids, progress=bars)
+                return await backfill(store.db, store.pool, max_rows, cache=cache_file(cfg.data_dir),
+                                      library_ids=ids, progress=bars)
 
     # No lease: a row is written only while still due, so a watcher or worker filling the same
     # rows at the same time costs some work twice, never a wrong row.

@@ -35,6 +35,7 @@ from imageapi.core.libraries import Library, resolve_in_library, thumbnail_path
 from imageapi.core.maintenance import ThumbCounts, hash_rows, make_thumbnails
 from imageapi.core.names import safe_text
 from imageapi.core.place_fill import PlaceCounts, fill_rows
+from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import Candidate as PreviewCandidate
 from imageapi.core.previews import PreviewReport, make_due
@@ -283,7 +284,8 @@ class Drainer:
 
     async def _places(self, ids: list[int], fence: leases.Fence) -> None:
         counts = PlaceCounts()
-        await fill_rows(self.db, self.pool, await places_repo.rows(self.db, ids), counts, fence)
+        await fill_rows(self.db, self.pool, await places_repo.rows(self.db, ids), counts,
+                        cache_file(self.config.data_dir), fence)
         self._detail("places", placed=counts.placed, no_place=counts.no_place, failed=counts.failed)
 
     async def _apollo_back(self) -> bool:

@@ -10,8 +10,10 @@ worker --kinds places` (under item leases).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from imageapi.core.database import transaction
@@ -37,10 +39,11 @@ class PlaceCounts:
     remaining: int = 0   # due after the run
 
 
-def compute(rows: list[tuple[Any, ...]]) -> list[tuple[object, ...]]:
+def compute(rows: list[tuple[Any, ...]], cache: str | None = None) -> list[tuple[object, ...]]:
     """In a worker process: due rows (repositories.places.due's columns) -> write_places values."""
-    from imageapi.core.places import locate
+    from imageapi.core.places import locate, use_cache
 
+    use_cache(cache)
     out: list[tuple[object, ...]] = []
     for row_id, kind, lat, lon, taken_at, offset, taken_source, offset_source in rows:
         found = locate(lat, lon, taken_at, offset, taken_source, kind, previous_source=offset_source)
@@ -52,8 +55,8 @@ def compute(rows: list[tuple[Any, ...]]) -> list[tuple[object, ...]]:
 
 
 async def fill_rows(db: Connection, pool: WorkerPool, rows: Sequence[tuple[Any, ...]], counts: PlaceCounts,
-                    fence: Fence | None = None, progress: Progress | None = None, done: int = 0,
-                    total: int | None = None) -> int:
+                    cache: Path | None = None, fence: Fence | None = None, progress: Progress | None = None,
+                    done: int = 0, total: int | None = None) -> int:
     """Compute `rows` in the pool and write them in batches; with a `fence`, only the rows whose
     lease is still held. Returns `done` plus the rows worked."""
     pending: list[tuple[object, ...]] = []
@@ -69,7 +72,8 @@ async def fill_rows(db: Connection, pool: WorkerPool, rows: Sequence[tuple[Any, 
         pending = []
 
     batches = [list(rows[i:i + PER_CALL]) for i in range(0, len(rows), PER_CALL)]
-    async for batch, results, _failure in pool.map_batches(compute, batches):
+    work = functools.partial(compute, cache=str(cache) if cache is not None else None)
+    async for batch, results, _failure in pool.map_batches(work, batches):
         if results is None:
             counts.failed += len(batch)
         else:
@@ -89,8 +93,8 @@ async def fill_rows(db: Connection, pool: WorkerPool, rows: Sequence[tuple[Any, 
 
 
 async def backfill(db: Connection, pool: WorkerPool, max_rows: int | None = None, *,
-                   library_ids: Sequence[int] | None = None, progress: Progress | None = None,
-                   forget_stale: bool = True) -> PlaceCounts:
+                   cache: Path | None = None, library_ids: Sequence[int] | None = None,
+                   progress: Progress | None = None, forget_stale: bool = True) -> PlaceCounts:
     """Fill the due rows in id order, at most `max_rows`; first, with `forget_stale`, make the rows
     computed with another dataset version due again."""
     from imageapi.core.places import dataset_version
@@ -111,6 +115,6 @@ async def backfill(db: Connection, pool: WorkerPool, max_rows: int | None = None
         if not rows:
             break
         after = int(rows[-1][0])
-        done = await fill_rows(db, pool, rows, counts, progress=progress, done=done, total=total)
+        done = await fill_rows(db, pool, rows, counts, cache, progress=progress, done=done, total=total)
     counts.remaining = await repo.count_due(db)
     return counts

