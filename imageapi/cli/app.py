@@ -16,6 +16,7 @@ from imageapi.cli import (
     info,
     library,
     people,
+    places,
     scan,
     search,
     serve,
@@ -75,6 +76,7 @@ app.add_typer(library.app, name="library")
 app.add_typer(hashcmd.app, name="hash")
 app.add_typer(faces.app, name="faces")
 app.add_typer(people.app, name="people")
+app.add_typer(places.app, name="places")
 app.add_typer(summaries.app, name="summaries")
 app.add_typer(video.app, name="video")
 watch.register(app)

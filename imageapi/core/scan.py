@@ -32,6 +32,7 @@ from imageapi.core.libraries import (
 from imageapi.core.maintenance import retry_new_tools
 from imageapi.core.media import FileResult, ThumbResult
 from imageapi.core.names import safe_text
+from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.repositories import files, scans
 from imageapi.core.store import (
@@ -354,6 +355,7 @@ def _task(config: Config, lib: Library, rel: str, entry: Entry) -> Task:
         kind=entry.kind,
         thumb_dest=str(thumbnail_path(config, lib.name, rel)),
         box=config.thumb_size,
+        places_cache=str(cache_file(config.data_dir)),
     )
 
 

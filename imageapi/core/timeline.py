@@ -60,9 +60,14 @@ async def month_items(db: Connection, libs: Sequence[Library], month: str,
         after = f"{year + 1:04d}-01" if mon == 12 else f"{year:04d}-{mon + 1:02d}"
         taken = (month, after)
     rows = await repo.timeline_files(db, [lib.id for lib in libs], taken, offset, limit)
-    return [{
-        "library": names[r.library_id], "path": r.rel_path, "name": r.rel_path.rpartition("/")[2], "kind": r.kind,
+    return [item(names[r.library_id], r) for r in rows]
+
+
+def item(library: str, r: repo.TimelineFile) -> dict[str, Any]:
+    """A file as a grid shows it (the timeline's items, the places' covers)."""
+    return {
+        "library": library, "path": r.rel_path, "name": r.rel_path.rpartition("/")[2], "kind": r.kind,
         "taken_at": taken_at_iso(r.taken_at, r.taken_at_offset) if r.taken_at else None,
         "width": r.width, "height": r.height, "orientation": r.orientation, "rotation": r.rotation,
         "duration": r.duration,
-    } for r in rows]
+    }

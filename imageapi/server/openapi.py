@@ -11,6 +11,7 @@ from imageapi import __version__
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS
 from imageapi.core.memories import SPANS
 from imageapi.core.timeline import MAX_ITEMS as TIMELINE_MAX
+from imageapi.server import routes_places
 
 J = dict[str, Any]
 
@@ -74,7 +75,10 @@ FILE_RECORD = {
         "id": INT, "library": STR, "path": STR, "name": STR,
         "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},
         "size": INT, "mtime": STR, "content_hash": _nullable(STR), "taken_at": _nullable(STR),
-        "taken_at_source": _nullable(STR), "make": _nullable(STR), "model": _nullable(STR),
+        "taken_at_source": _nullable(STR), "taken_at_offset_source": _nullable(STR),
+        "place": _nullable(_obj({"city": _nullable(STR), "region": _nullable(STR), "country": _nullable(STR),
+                                 "cc": STR})),
+        "make": _nullable(STR), "model": _nullable(STR),
         "lens": _nullable(STR), "orientation": _nullable(INT), "width": _nullable(INT),
         "height": _nullable(INT), "gps_lat": _nullable(NUM), "gps_lon": _nullable(NUM),
         "gps_alt": _nullable(NUM), "exposure_time": _nullable(NUM), "f_number": _nullable(NUM),
@@ -474,6 +478,7 @@ def _spec() -> J:
     }
     paths.update(INSIGHT_PATHS)
     paths.update(VIDEO_PATHS)
+    paths.update(routes_places.openapi_paths(BEARER))
     return {
         "openapi": "3.1.0",
         "info": {"title": "imageapi", "version": __version__,

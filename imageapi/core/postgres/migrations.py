@@ -407,6 +407,10 @@ CREATE TABLE face_rejections (
 CREATE INDEX face_rejections_by_person ON face_rejections(person_id);
 CREATE INDEX faces_unbound_by_model ON faces(model, id) WHERE person_id IS NULL;
 """)
+PLACES_BY_LIBRARY = """
+CREATE INDEX files_by_library_place ON files(library_id, place_cc, place_region, place_city, id)
+    WHERE place_cc IS NOT NULL;
+"""
 
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
@@ -430,6 +434,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(17, "hls_due", HLS_DUE),
     PgMigration(18, "face_clusters", FACE_CLUSTERS),
     PgMigration(19, "places", PLACES),
+    PgMigration(24, "places_by_library", PLACES_BY_LIBRARY),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from imageapi.core.db import Connection, dialect
 from imageapi.core.repositories import faces as faces_repo
+from imageapi.core.repositories import places as places_repo
 from imageapi.core.repositories import previews as previews_repo
 
 # kind -> the condition on `files f` of a due row (`?`: the parameters due_params gives).
@@ -43,6 +44,8 @@ _HLS_DUE = {
 
 
 def due_where(db: Connection, kind: str, face_kinds: tuple[str, ...]) -> str:
+    if kind == "places":
+        return places_repo.DUE_SQL
     if kind == "hls":
         return _HLS_DUE[dialect(db)]
     if kind == "faces":
