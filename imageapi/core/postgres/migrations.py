@@ -394,6 +394,17 @@ CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE p
 CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
 """)
 
+# Perceptual hashes per content (the SQLite migration 21).
+PERCEPTUAL_HASHES = _c("""
+CREATE TABLE perceptual_hashes (
+    content_hash TEXT PRIMARY KEY,
+    phash        TEXT,
+    fine         TEXT,
+    error        TEXT,
+    computed_at  TEXT NOT NULL
+);
+""")
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -415,6 +426,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
     PgMigration(17, "hls_due", HLS_DUE),
     PgMigration(19, "places", PLACES),
+    PgMigration(21, "perceptual_hashes", PERCEPTUAL_HASHES),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
