@@ -25,6 +25,7 @@ from imageapi.core.tokens import TokenService, check_secret
 from imageapi.server import (
     auth,
     openapi,
+    routes_duplicates,
     routes_faces,
     routes_insights,
     routes_media,
@@ -84,7 +85,7 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, routes_video, openapi,
+                 routes_faces, routes_insights, routes_video, openapi, routes_duplicates,
                  sessions, routes_timeline, routes_people, webapp):  # browser sessions and the web client
         area.setup(app)
     contexts = list(app.cleanup_ctx)
