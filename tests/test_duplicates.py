@@ -25,8 +25,8 @@ from PIL import Image, ImageEnhance
 
 from imageapi.core.config import load_config
 from imageapi.core.db import connect
-from imageapi.core.duplicates import best_to_keep, near_groups_of
-from imageapi.core.phash import distance, hashes_of
+from imageapi.core.duplicates import NEAR_FINE, NEAR_PHASH, best_to_keep, near_groups_of
+from imageapi.core.phash import distance, hashes_of, inner
 from imageapi.core.repositories.duplicates import MemberRow
 from imageapi.core.tokens import TokenService
 from imageapi.core.users import add_user, get_user, hash_password
@@ -154,8 +154,8 @@ def test_burst_frames_are_not_near_duplicates(libs: Libs) -> None:
     finally:
         conn.close()
     assert len(rows) == 3
-    assert distance(rows[0][1], rows[1][1]) <= 12
-    assert distance(rows[0][2], rows[1][2]) > 40
+    assert distance(rows[0][1], rows[1][1]) <= NEAR_PHASH
+    assert distance(rows[0][2], rows[1][2]) > NEAR_FINE
 
 
 def test_backfill_and_worker_kind_fill_missing_hashes(libs: Libs) -> None:
@@ -204,15 +204,23 @@ def test_best_to_keep_rule() -> None:
 def test_near_groups_are_transitive_and_need_the_fine_hash(corpus: Path) -> None:
     with Image.open(corpus / ORIGINAL) as im:
         img = im.convert("RGB")
-    a = hashes_of(img)
-    b = hashes_of(ImageEnhance.Brightness(img).enhance(1.1))
-    c = hashes_of(img.resize((320, 240)))
-    other = hashes_of(Image.open(corpus / OTHERS[0]).convert("RGB"))
-    groups = near_groups_of([("a", *a), ("b", *b), ("c", *c), ("x", *other)])
-    assert groups == [["a", "b", "c"]]
+
+    def of(picture: Image.Image) -> tuple[str, str, str, str]:
+        return (*hashes_of(picture), *hashes_of(inner(picture)))
+
+    a = of(img)
+    b = of(ImageEnhance.Brightness(img).enhance(1.1))
+    c = of(img.resize((320, 240)))
+    w, h = img.size
+    cropped = of(img.crop((16, 12, w - 16, h - 12)))     # 5% of each side's length cut off
+    other = of(Image.open(corpus / OTHERS[0]).convert("RGB"))
+    groups = near_groups_of([("a", *a), ("b", *b), ("c", *c), ("d", *cropped), ("x", *other)])
+    assert groups == [["a", "b", "c", "d"]]
+    # The crop is found through the centre of the whole picture, not through the whole ones.
+    assert near_groups_of([("a", a[0], a[1], a[0], a[1]), ("d", *cropped)]) == []
     # The same coarse hash with a far finer one: not a near-duplicate.
     flipped = f"{int(a[1], 16) ^ ((1 << 200) - 1):064x}"
-    assert near_groups_of([("a", *a), ("z", a[0], flipped)]) == []
+    assert near_groups_of([("a", *a), ("z", a[0], flipped, a[2], flipped)]) == []
 
 
 # ------------------------------------------------------------------------------------ the server

@@ -229,7 +229,7 @@ class Drainer:
             return False
         report = self.report.kinds[kind]
         report.claimed += len(claimed)
-        fence = leases.Fence(kind, self.holder, locks_files=kind != "faces")
+        fence = leases.Fence(kind, self.holder, locks_files=kind not in ("faces", "phash"))  # keyed on content
         fence.add(claimed)
         try:
             work = {"thumbs": self._thumbs, "hash": self._hash, "phash": self._phash, "faces": self._faces,

@@ -40,7 +40,8 @@ from imageapi.core.repositories.duplicates import MemberRow
 from imageapi.core.repositories.leases import Fence
 
 NEAR_PHASH = 10     # bits of 64
-NEAR_FINE = 40      # bits of 256
+NEAR_FINE = 26      # bits of 256
+NEAR_FINE_INNER = 18  # bits of 256, between a picture's centre and a whole picture (a cropped copy)
 CAMERA_DATES = ("exif_original", "exif_digitized", "xmp")
 MAX_LIMIT = 500
 WRITE_EVERY = 64
@@ -62,7 +63,7 @@ async def hash_rows(db: Connection, config: Config, pool: WorkerPool, rows: Sequ
     in the pool, recorded in batched transactions; with a `fence`, only for contents whose lease is
     still held. An unreadable thumbnail records its reason (the content is not tried again)."""
     counts = HashCounts()
-    pending: list[tuple[str, str | None, str | None, str | None, str]] = []
+    pending: list[repo.HashRow] = []
 
     async def flush() -> None:
         nonlocal pending
@@ -81,9 +82,9 @@ async def hash_rows(db: Connection, config: Config, pool: WorkerPool, rows: Sequ
         progress("phash", 0, len(items))
     async for batch, results, failure in pool.map_batches(hash_batch, batches):
         now = utcnow()
-        for key, phash, fine, error in results or [(k, None, None, failure) for k, _ in batch]:
-            pending.append((key, phash, fine, error, now))
-            if phash is not None:
+        for key, hashes, error in results or [(k, None, failure) for k, _ in batch]:
+            pending.append((key, *(hashes or (None, None, None, None)), error, now))
+            if hashes is not None:
                 counts.hashed += 1
             else:
                 counts.failed += 1
@@ -121,18 +122,28 @@ def _fine_words(fines: list[str]) -> np.ndarray:
     return np.array([[int(f[i:i + 16], 16) for i in range(0, 64, 16)] for f in fines], dtype=np.uint64).reshape(-1, 4)
 
 
-def near_groups_of(hashes: Sequence[tuple[str, str, str]], max_phash: int = NEAR_PHASH,
-                   max_fine: int = NEAR_FINE) -> list[list[str]]:
-    """Groups of content hashes from (content hash, phash, fine) rows."""
-    if len(hashes) < 2:
+def near_groups_of(hashes: Sequence[tuple[str, str, str, str | None, str | None]], max_phash: int = NEAR_PHASH,
+                   max_fine: int = NEAR_FINE, max_fine_inner: int = NEAR_FINE_INNER) -> list[list[str]]:
+    """Groups of content hashes from (content hash, phash, fine, phash_inner, fine_inner) rows.
+
+    Each picture is indexed twice, whole and by its centre: two whole pictures are copies when both
+    their hashes are close; the centre of one and the whole of the other (a copy cropped by about
+    5%) when their coarse hashes are close and their fine ones very close."""
+    n = len(hashes)
+    if n < 2:
         return []
-    coarse = dupmatch.to_array([h[1] for h in hashes])
-    fine = _fine_words([h[2] for h in hashes])
+    coarse = dupmatch.to_array([h[1] for h in hashes] + [h[3] or h[1] for h in hashes])
+    fine = _fine_words([h[2] for h in hashes] + [h[4] or h[2] for h in hashes])
 
     def accept(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return dupmatch.popcount(fine[i] ^ fine[j]).sum(axis=1) <= max_fine
+        bits = dupmatch.popcount(fine[i] ^ fine[j]).sum(axis=1)
+        inner_i, inner_j = i >= n, j >= n
+        whole = ~inner_i & ~inner_j & (bits <= max_fine)
+        cropped = (inner_i ^ inner_j) & (bits <= max_fine_inner)
+        return whole | cropped
 
-    return [[hashes[k][0] for k in g] for g in dupmatch.group(coarse, max_phash, accept)]
+    owners = np.concatenate([np.arange(n), np.arange(n)])
+    return [[hashes[k][0] for k in g] for g in dupmatch.group(coarse, max_phash, accept, owners)]
 
 
 # The near groups of the last database asked, until its perceptual hashes change.

@@ -90,14 +90,20 @@ class UnionFind:
 
 
 def group(h: np.ndarray, max_distance: int,
-          accept: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> list[list[int]]:
-    """Groups (of 2 or more indexes into `h`, each sorted, by first index) of hashes joined by
-    candidate pairs within `max_distance` that `accept(i, j)` (a boolean array) keeps."""
+          accept: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+          owners: np.ndarray | None = None) -> list[list[int]]:
+    """Groups (of 2 or more indexes, each sorted, by first index) of hashes joined by candidate
+    pairs within `max_distance` that `accept(i, j)` (a boolean array) keeps. With `owners`, several
+    hashes belong to one item (owners[k] is hash k's item) and the groups are of items."""
     i, j = candidate_pairs(h, max_distance)
     if accept is not None and len(i):
         keep = accept(i, j)
         i, j = i[keep], j[keep]
-    uf = UnionFind(len(h))
+    if owners is not None:
+        i, j = owners[i], owners[j]
+        keep = i != j
+        i, j = i[keep], j[keep]
+    uf = UnionFind(len(h) if owners is None else int(owners.max()) + 1)
     for a, b in zip(i.tolist(), j.tolist(), strict=True):
         uf.union(a, b)
     groups: dict[int, list[int]] = {}

@@ -460,14 +460,17 @@ CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_ke
 MIGRATIONS.append(Migration(19, "places", PLACES))
 
 # 21: perceptual hashes (core/phash.py), keyed on content like faces and tags: the 64-bit DCT hash
-# near-duplicates are found by and the 256-bit one that tells copies from burst frames, as hex;
-# both NULL with the reason in `error` when the thumbnail could not be read. A content with no row
+# near-duplicates are found by and the 256-bit one that tells copies from burst frames, as hex,
+# and both of the picture's centre (_inner: what a 5% crop keeps); NULL with the reason in `error`
+# when the thumbnail could not be read. A content with no row
 # and a thumbnail made is due (repositories/duplicates.py).
 PERCEPTUAL_HASHES = """
 CREATE TABLE perceptual_hashes (
     content_hash TEXT PRIMARY KEY,
     phash        TEXT,
     fine         TEXT,
+    phash_inner  TEXT,
+    fine_inner   TEXT,
     error        TEXT,
     computed_at  TEXT NOT NULL
 );

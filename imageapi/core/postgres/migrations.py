@@ -400,6 +400,8 @@ CREATE TABLE perceptual_hashes (
     content_hash TEXT PRIMARY KEY,
     phash        TEXT,
     fine         TEXT,
+    phash_inner  TEXT,
+    fine_inner   TEXT,
     error        TEXT,
     computed_at  TEXT NOT NULL
 );

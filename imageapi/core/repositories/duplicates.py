@@ -61,12 +61,15 @@ async def count_due(db: Connection, library_ids: Sequence[int] | None = None) ->
     return int(row[0]) if row else 0
 
 
-async def record(db: Connection, rows: Sequence[tuple[str, str | None, str | None, str | None, str]]) -> None:
-    """(content hash, phash, fine, error, computed_at) rows; a content already hashed keeps its row.
-    In the caller's transaction."""
+HashRow = tuple[str, str | None, str | None, str | None, str | None, str | None, str]
+
+
+async def record(db: Connection, rows: Sequence[HashRow]) -> None:
+    """(content hash, phash, fine, phash_inner, fine_inner, error, computed_at) rows; a content
+    already hashed keeps its row. In the caller's transaction."""
     for r in rows:
-        await db.execute("INSERT INTO perceptual_hashes (content_hash, phash, fine, error, computed_at) "
-                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (content_hash) DO NOTHING", r)
+        await db.execute("INSERT INTO perceptual_hashes (content_hash, phash, fine, phash_inner, fine_inner, error, "
+                         "computed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (content_hash) DO NOTHING", r)
 
 
 async def state(db: Connection) -> tuple[int, str | None]:
@@ -76,13 +79,15 @@ async def state(db: Connection) -> tuple[int, str | None]:
     return (int(row[0]), row[1]) if row else (0, None)
 
 
-async def all_hashes(db: Connection) -> list[tuple[str, str, str]]:
-    """(content hash, phash, fine) of every content still indexed that has them, by content hash."""
+async def all_hashes(db: Connection) -> list[tuple[str, str, str, str, str]]:
+    """(content hash, phash, fine, phash_inner, fine_inner) of every content still indexed that has
+    them, by content hash."""
     async with db.execute(
-        "SELECT p.content_hash, p.phash, p.fine FROM perceptual_hashes p WHERE p.phash IS NOT NULL "
-        "AND EXISTS (SELECT 1 FROM files f WHERE f.content_hash = p.content_hash) ORDER BY p.content_hash",
+        "SELECT p.content_hash, p.phash, p.fine, p.phash_inner, p.fine_inner FROM perceptual_hashes p "
+        "WHERE p.phash IS NOT NULL AND EXISTS (SELECT 1 FROM files f WHERE f.content_hash = p.content_hash) "
+        "ORDER BY p.content_hash",
     ) as cur:
-        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in await cur.fetchall()]
 
 
 async def exact_contents(db: Connection, library_id: int | None) -> list[str]:
