@@ -17,9 +17,11 @@ camera), then the oldest file. imageapi reports groups; it never deletes or chan
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,15 +150,20 @@ def near_groups_of(hashes: Sequence[tuple[str, str, str, str | None, str | None]
 
 # The near groups of the last database asked, until its perceptual hashes change.
 _near_cache: dict[str, Any] = {}
+_near_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def near_map(db: Connection) -> dict[str, list[str]]:
-    """content hash -> the contents of its near group (itself included), for grouped contents."""
-    key = (id(db), await repo.state(db))
-    if _near_cache.get("key") != key:
-        groups = near_groups_of(await repo.all_hashes(db))
-        _near_cache.update(key=key, map={c: g for g in groups for c in g})
-    result: dict[str, list[str]] = _near_cache["map"]
+    """content hash -> the contents of its near group (itself included), for grouped contents.
+    Grouped in a thread (numpy lets go of the interpreter lock for the heavy parts), once per
+    change of the stored hashes: the server's event loop goes on meanwhile."""
+    lock = _near_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())  # one grouping at a time
+    async with lock:
+        key = (id(db), await repo.state(db))
+        if _near_cache.get("key") != key:
+            groups = await asyncio.to_thread(near_groups_of, await repo.all_hashes(db))
+            _near_cache.update(key=key, map={c: g for g in groups for c in g})
+        result: dict[str, list[str]] = _near_cache["map"]
     return result
 
 

@@ -3,17 +3,20 @@
 Candidates come from multi-index hashing (Norouzi et al., 2012): the 64-bit hash is cut into 4
 bands of 16 bits; two hashes within Hamming distance 3 agree exactly on at least one band
 (pigeonhole), so the hashes that share a band value are the candidates. Copies of one photo
-differ by a few more bits now and then, so the bands are taken a second time from the hash with
-its bits permuted (a fixed permutation): 8 tables, and a pair up to distance 7 or so is found
-unless its differing bits hit every band of both cuts. What a band table misses is measured by
-bench/dups_quality.py (recall), not assumed.
+differ by a few more bits now and then, so the bands are taken twice more from the hash with its
+bits permuted (fixed permutations): 12 tables, and a pair further apart is found unless its
+differing bits hit every band of the three cuts (of copies 0-8 bits apart, 93% are found;
+bench/bench_dups.py). What the tables miss on real copies is measured by bench/dups_quality.py
+(recall), not assumed.
 
 Per table: sort the n band values (n log n), then pair each hash with the ones after it in its
-run of equal values. With uniformly random hashes a 16-bit value is shared by n/65536 hashes, so a
-table yields about n^2/131072 candidate pairs: 7.6 million at n = 1,000,000, 61 million for the 8
-tables, each checked by one XOR and popcount (vectorized). Photos are not uniform (dark frames,
-sky, documents crowd some values), so runs longer than MAX_RUN are checked only against their
-MAX_RUN neighbours in the sort order (by full hash within the run, so close hashes stay close).
+run of equal values, one distance at a time over the positions whose run is that long. With
+uniformly random hashes a 16-bit value is shared by n/65536 hashes, so a table yields about
+n^2/131072 candidate pairs: 7.6 million at n = 1,000,000 (30 million at the 2,000,000 hashes of
+1,000,000 pictures, whole and centre), each checked by one XOR and popcount (vectorized). Photos
+are not uniform (dark frames, sky, documents crowd some values), so runs longer than MAX_RUN are
+checked only against their MAX_RUN neighbours in the sort order (by full hash within the run, so
+close hashes stay close).
 
 Each candidate pair that passes `accept` is joined in a union-find: a group is a connected set.
 """
@@ -26,9 +29,10 @@ import numpy as np
 
 BANDS = 4
 MAX_RUN = 64
-# A fixed permutation of the 64 bit positions (the second cut): bit i goes to (i * 29) % 64, which
-# spreads neighbouring (correlated) low-frequency bits across bands.
-PERMUTATION = np.array([(i * 29) % 64 for i in range(64)], dtype=np.uint64)
+# Fixed permutations of the 64 bit positions (the further cuts): bit i goes to (i * m) % 64 (m odd),
+# which spreads neighbouring (correlated) low-frequency bits across bands.
+CUTS = (29, 45)
+PERMUTATIONS = [np.array([(i * m) % 64 for i in range(64)], dtype=np.uint64) for m in CUTS]
 
 
 def to_array(hexes: list[str]) -> np.ndarray:
@@ -39,11 +43,11 @@ def popcount(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).astype(np.int64)
 
 
-def _permute(h: np.ndarray) -> np.ndarray:
+def _permute(h: np.ndarray, permutation: np.ndarray) -> np.ndarray:
     out = np.zeros_like(h)
     one = np.uint64(1)
     for i in range(64):
-        out |= ((h >> np.uint64(i)) & one) << PERMUTATION[i]
+        out |= ((h >> np.uint64(i)) & one) << permutation[i]
     return out
 
 
@@ -51,16 +55,20 @@ def candidate_pairs(h: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
     """Index pairs (i < j) found in a shared band of either cut, within `max_distance` bits."""
     found_i: list[np.ndarray] = []
     found_j: list[np.ndarray] = []
-    for hashes in (h, _permute(h)):
+    for hashes in (h, *(_permute(h, p) for p in PERMUTATIONS)):
         for band in range(BANDS):
             values = (hashes >> np.uint64(16 * band)) & np.uint64(0xFFFF)
             order = np.lexsort((h, values))  # by band value, then by the full hash
             v = values[order]
+            # Positions i whose value recurs k places on: those with i + k still in the run. They
+            # only shrink as k grows, so each step looks at the pairs of that distance alone.
+            at = np.arange(len(v) - 1)
             for k in range(1, MAX_RUN + 1):
-                same = v[k:] == v[:-k]
-                if not same.any():
+                at = at[at + k < len(v)]
+                at = at[v[at] == v[at + k]]
+                if not len(at):
                     break
-                a, b = order[:-k][same], order[k:][same]
+                a, b = order[at], order[at + k]
                 close = popcount(h[a] ^ h[b]) <= max_distance
                 a, b = a[close], b[close]
                 found_i.append(np.minimum(a, b))
