@@ -171,6 +171,8 @@ def test_backfill_and_worker_kind_fill_missing_hashes(libs: Libs) -> None:
     finally:
         conn.close()
     assert ok("duplicates", "--near", "--json", env=libs.env)["groups"] == []
+    ok("scan", "--quick", "--json", env=libs.env)   # made no thumbnail: does not look for due hashes
+    assert ok("duplicates", "--near", "--json", env=libs.env)["groups"] == []
     assert ok("duplicates", "backfill", "--max", "4", "--json", env=libs.env) == \
         {"hashed": 4, "failed": 0, "remaining": 6}
     report = ok("worker", "--kinds", "phash", "--until-empty", "--json", env=libs.env)
