@@ -19,27 +19,33 @@ app = typer.Typer(help="Duplicates and near-duplicates (nothing is ever deleted)
 def list_cmd(
     ctx: typer.Context,
     near: bool = typer.Option(False, "--near", help="Near-duplicates (resized, recompressed, edited copies)."),
+    similar: bool = typer.Option(False, "--similar", help="Pictures of one moment that are not copies (bursts)."),
     library: str | None = typer.Option(None, "--library", "-l", help="Only groups with a file in this library."),
     json_out: bool = typer.Option(False, "--json", help="Print the groups as JSON."),
 ) -> None:
     """Groups of duplicates: the same content at several paths, or with --near copies of one
-    picture. Each member with its path, size, dimensions and date; the best one to keep marked,
-    with the reason. Nothing is deleted or changed."""
+    picture, or with --similar pictures of one moment that are not copies (bursts). Each member
+    with its path, size, dimensions and date; the best one to keep marked, with the reason.
+    Nothing is deleted or changed."""
     if ctx.invoked_subcommand is not None:
         return
+    if near and similar:
+        common.fail("--near and --similar: ask for one kind of group at a time", common.EXIT_USAGE)
+    kind = "similar" if similar else "near" if near else "exact"
     cfg = common.config_with_dirs()
 
     async def go() -> list[Group]:
         async with common.open_store(cfg) as store:
             lib_id = (await get_library(store.db, library)).id if library else None
-            return (await duplicates.find_groups(store.db, near=near, library_id=lib_id)).groups
+            return (await duplicates.find_groups(store.db, kind=kind, library_id=lib_id)).groups
 
     groups = common.run(go)
     if json_out:
-        common.emit_json({"near": near, "groups": [g.record() for g in groups]})
+        common.emit_json({"kind": kind, "groups": [g.record() for g in groups]})
         return
     if not groups:
-        common.out_console.print("no duplicates" if not near else "no near-duplicates", highlight=False)
+        common.out_console.print({"exact": "no duplicates", "near": "no near-duplicates",
+                                  "similar": "no similar pictures"}[kind], highlight=False)
         return
     for g in groups:
         common.out_console.print(f"{g.kind} group of {len(g.members)}, keep: {g.reason}", highlight=False)

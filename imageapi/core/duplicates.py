@@ -44,6 +44,11 @@ from imageapi.core.repositories.leases import Fence
 NEAR_PHASH = 10     # bits of 64
 NEAR_FINE = 26      # bits of 256
 NEAR_FINE_INNER = 18  # bits of 256, between a picture's centre and a whole picture (a cropped copy)
+# Similar (a burst, the same scene shot again): coarse hashes as close as copies', finer ones
+# far from copies' but short of unrelated pictures' (about 128 of 256 bits differ).
+SIMILAR_PHASH = 12
+SIMILAR_FINE = 90
+KINDS = ("exact", "near", "similar")
 CAMERA_DATES = ("exif_original", "exif_digitized", "xmp")
 MAX_LIMIT = 500
 WRITE_EVERY = 64
@@ -148,22 +153,26 @@ def near_groups_of(hashes: Sequence[tuple[str, str, str, str | None, str | None]
     return [[hashes[k][0] for k in g] for g in dupmatch.group(coarse, max_phash, accept, owners)]
 
 
-# The near groups of the last database asked, until its perceptual hashes change.
-_near_cache: dict[str, Any] = {}
+# The near (and similar) groups of the last database asked, until its perceptual hashes change.
+_near_cache: dict[bool, dict[str, Any]] = {False: {}, True: {}}
 _near_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def near_map(db: Connection) -> dict[str, list[str]]:
-    """content hash -> the contents of its near group (itself included), for grouped contents.
-    Grouped in a thread (numpy lets go of the interpreter lock for the heavy parts), once per
-    change of the stored hashes: the server's event loop goes on meanwhile."""
+async def near_map(db: Connection, similar: bool = False) -> dict[str, list[str]]:
+    """content hash -> the contents of its near group (with `similar`: its group of near and
+    similar pictures), itself included, for grouped contents. Grouped in a thread (numpy lets go
+    of the interpreter lock for the heavy parts), once per change of the stored hashes: the
+    server's event loop goes on meanwhile."""
     lock = _near_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())  # one grouping at a time
+    cache = _near_cache[similar]
     async with lock:
         key = (id(db), await repo.state(db))
-        if _near_cache.get("key") != key:
-            groups = await asyncio.to_thread(near_groups_of, await repo.all_hashes(db))
-            _near_cache.update(key=key, map={c: g for g in groups for c in g})
-        result: dict[str, list[str]] = _near_cache["map"]
+        if cache.get("key") != key:
+            hashes = await repo.all_hashes(db)
+            limits = (SIMILAR_PHASH, SIMILAR_FINE) if similar else (NEAR_PHASH, NEAR_FINE)
+            groups = await asyncio.to_thread(near_groups_of, hashes, *limits)
+            cache.update(key=key, map={c: g for g in groups for c in g})
+        result: dict[str, list[str]] = cache["map"]
     return result
 
 
@@ -186,7 +195,7 @@ class Member:
 
 @dataclass
 class Group:
-    kind: str                  # exact or near
+    kind: str                  # exact, near or similar
     key: str                   # the smallest content hash of the group: its place in the order
     members: list[Member] = field(default_factory=list)
     reason: str = ""           # why the kept one
@@ -238,24 +247,24 @@ def _build(kind: str, key: str, rows: list[MemberRow]) -> Group:
     return Group(kind, key, members, reason)
 
 
-def encode_cursor(near: bool, key: str) -> str:
-    raw = json.dumps(["dups", near, key], separators=(",", ":")).encode()
+def encode_cursor(kind: str, key: str) -> str:
+    raw = json.dumps(["dups", kind, key], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 _BAD_CURSOR = "bad cursor: pass back the next_cursor of the previous page unchanged"
 
 
-def decode_cursor(cursor: str, near: bool) -> str:
+def decode_cursor(cursor: str, kind: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        tag, got_near, key = json.loads(raw)
+        tag, got_kind, key = json.loads(raw)
     except (ValueError, TypeError, binascii.Error, RecursionError):
         raise UsageError(_BAD_CURSOR) from None
-    if tag != "dups" or not isinstance(key, str) or not isinstance(got_near, bool):
+    if tag != "dups" or not isinstance(key, str) or got_kind not in KINDS:
         raise UsageError(_BAD_CURSOR)
-    if got_near != near:
-        raise UsageError("bad cursor: it was made for the other kind of listing (near)")
+    if got_kind != kind:
+        raise UsageError(f"bad cursor: it was made for the {got_kind} groups, not the {kind} ones")
     return key
 
 
@@ -265,19 +274,27 @@ class GroupPage:
     next_cursor: str | None
 
 
-async def find_groups(db: Connection, *, near: bool = False, library_id: int | None = None,
+async def find_groups(db: Connection, *, kind: str = "exact", library_id: int | None = None,
                       after: str | None = None, limit: int | None = None) -> GroupPage:
     """Groups of duplicates in key order, the page after the key `after`, at most `limit`. Exact:
     one content at several paths (in any library; with `library_id`, groups with a member there).
     Near: contents whose pictures are near-duplicates, with all their paths (exact copies of a
-    content that has no near twin are listed as exact only)."""
+    content that has no near twin are listed as exact only). Similar: pictures of one moment that
+    are not copies of each other (frames of a burst), joined with their copies: groups that hold
+    two or more near groups (or lone pictures)."""
+    if kind not in KINDS:
+        raise UsageError(f"kind must be one of {', '.join(KINDS)}")
+    near = kind != "exact"
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
         raise UsageError(f"limit must be between 1 and {MAX_LIMIT}")
     candidates: list[tuple[str, list[str]]]
     if near:
         by_key: dict[str, list[str]] = {}
-        for group_contents in (await near_map(db)).values():
+        for group_contents in (await near_map(db, similar=kind == "similar")).values():
             by_key[group_contents[0]] = group_contents
+        if kind == "similar":  # not one near group (those are near-duplicates, listed as such)
+            copies = await near_map(db)
+            by_key = {k: g for k, g in by_key.items() if len({copies.get(c, [c])[0] for c in g}) > 1}
         candidates = sorted(by_key.items())
     else:
         candidates = [(c, [c]) for c in await repo.exact_contents(db, library_id)]
@@ -301,10 +318,10 @@ async def find_groups(db: Connection, *, near: bool = False, library_id: int | N
             if limit is not None and len(groups) == limit:
                 more = True
                 break
-            groups.append(_build("near" if near else "exact", key, members))
+            groups.append(_build(kind, key, members))
         if more:
             break
-    return GroupPage(groups, encode_cursor(near, groups[-1].key) if more and groups else None)
+    return GroupPage(groups, encode_cursor(kind, groups[-1].key) if more and groups else None)
 
 
 # ------------------------------------------------------------------------------------ stacking

@@ -269,13 +269,15 @@ DUPLICATES_PATHS: J = {
                    "picture), each member with the one to keep marked; nothing is ever deleted",
         "security": BEARER,
         "parameters": [_q("near", BOOL, "near-duplicates (default false: exact)"),
+                       _q("similar", BOOL, "pictures of one moment that are not copies: bursts (default false)"),
                        _q("library", STR, "only groups with a file in this library"),
                        _q("limit", {"type": "integer", "minimum": 1, "maximum": DUP_MAX}, "groups (default 50)"),
                        _q("cursor", STR, "next_cursor of the previous page")],
         "responses": {"200": _json(_obj({
-            "near": BOOL, "library": _nullable(STR), "next_cursor": _nullable(STR),
+            "kind": {"type": "string", "enum": ["exact", "near", "similar"]}, "library": _nullable(STR),
+            "next_cursor": _nullable(STR),
             "groups": {"type": "array", "items": _obj({
-                "kind": {"type": "string", "enum": ["exact", "near"]}, "key": STR, "count": INT,
+                "kind": {"type": "string", "enum": ["exact", "near", "similar"]}, "key": STR, "count": INT,
                 "keep_reason": STR, "members": {"type": "array", "items": DUP_MEMBER}})}})),
             **_errors(400, 401, 404)}}},
 }
