@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imageapi.core import hls
+from imageapi.core import duplicates, hls
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, DriverError, database_error
@@ -48,11 +48,12 @@ from imageapi.core.worker import ThumbTask
 
 log = logging.getLogger(__name__)
 
-KINDS = ("thumbs", "hash", "faces", "previews", "hls", "places")
+KINDS = ("thumbs", "hash", "phash", "faces", "previews", "hls", "places")
 # What each kind counts as it works (the summary shows every one, zeros included).
 DETAIL = {
     "thumbs": ("made", "unsupported", "failed"),
     "hash": ("hashed", "failed"),
+    "phash": ("hashed", "failed"),
     "faces": ("detected", "faces_found", "bound", "transient_failures", "permanent_failures"),
     "previews": ("made", "failed"),
     "hls": ("made", "cached", "failed"),
@@ -88,6 +89,8 @@ def backlog(kind: str, db: Connection) -> leases.Backlog:
     where = work_repo.due_where(db, kind, DETECT_KINDS)
     if kind == "faces":
         return leases.Backlog(kind, where, (stamp(now_utc()),), key="f.content_hash", locks_files=False)
+    if kind == "phash":  # perceptual hashes are kept per content, as faces
+        return leases.Backlog(kind, where, key="f.content_hash", locks_files=False)
     return leases.Backlog(kind, where)
 
 
@@ -231,11 +234,11 @@ class Drainer:
             return False
         report = self.report.kinds[kind]
         report.claimed += len(claimed)
-        fence = leases.Fence(kind, self.holder, locks_files=kind != "faces")
+        fence = leases.Fence(kind, self.holder, locks_files=kind not in ("faces", "phash"))  # keyed on content
         fence.add(claimed)
         try:
-            work = {"thumbs": self._thumbs, "hash": self._hash, "faces": self._faces, "previews": self._previews,
-                    "hls": self._hls, "places": self._places}[kind]
+            work = {"thumbs": self._thumbs, "hash": self._hash, "phash": self._phash, "faces": self._faces,
+                    "previews": self._previews, "hls": self._hls, "places": self._places}[kind]
             await work([c.file_id for c in claimed], fence)
         finally:
             # Whatever was not finished (stopped, the service went down) is due again at once.
@@ -268,6 +271,11 @@ class Drainer:
             (row_id, abs_path(self.config.worker.local_root(name, root), rel)) for row_id, name, root, rel in rows
         ], None, fence)
         self._detail("hash", hashed=counts.hashed, failed=counts.failed)
+
+    async def _phash(self, ids: list[int], fence: leases.Fence) -> None:
+        rows = await duplicates.due_rows_of(self.db, ids)
+        counts = await duplicates.hash_rows(self.db, self.config, self.pool, rows, None, fence)
+        self._detail("phash", hashed=counts.hashed, failed=counts.failed)
 
     async def _faces(self, ids: list[int], fence: leases.Fence) -> None:
         assert self.client is not None

@@ -601,3 +601,21 @@ CREATE INDEX files_by_library_place ON files(library_id, place_cc, place_region,
     WHERE place_cc IS NOT NULL;
 """
 MIGRATIONS.append(Migration(24, "places_by_library", PLACES_BY_LIBRARY))
+
+# 21: perceptual hashes (core/phash.py), keyed on content like faces and tags: the 64-bit DCT hash
+# near-duplicates are found by and the 256-bit one that tells copies from burst frames, as hex,
+# and both of the picture's centre (_inner: what a 5% crop keeps); NULL with the reason in `error`
+# when the thumbnail could not be read. A content with no row
+# and a thumbnail made is due (repositories/duplicates.py).
+PERCEPTUAL_HASHES = """
+CREATE TABLE perceptual_hashes (
+    content_hash TEXT PRIMARY KEY,
+    phash        TEXT,
+    fine         TEXT,
+    phash_inner  TEXT,
+    fine_inner   TEXT,
+    error        TEXT,
+    computed_at  TEXT NOT NULL
+);
+"""
+MIGRATIONS.append(Migration(21, "perceptual_hashes", PERCEPTUAL_HASHES))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from imageapi.core import duplicates
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, database_error, db_path, utcnow
@@ -427,4 +428,11 @@ async def run_scan(
             continue
         log.info("%s scan of %s: %s in %.1f s", mode, where, asdict(report.counts), report.seconds)
         reports.append(report)
+    # The perceptual hashes of the pictures whose thumbnails were just made (and, on a full scan, of
+    # any left before): from the thumbnails, in the pool. A quick scan that made no thumbnail
+    # does not look (at a million files the look costs a second).
+    if mode == "full" or retried.made or any(r.counts.thumbs_made for r in reports):
+        phashes = await duplicates.hash_pass(db, config, pool, library_ids=library_ids, progress=progress)
+        if phashes.hashed or phashes.failed:
+            log.info("perceptual hashes: %d computed, %d thumbnails unreadable", phashes.hashed, phashes.failed)
     return reports

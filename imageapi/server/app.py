@@ -25,6 +25,7 @@ from imageapi.core.tokens import TokenService, check_secret
 from imageapi.server import (
     auth,
     openapi,
+    routes_duplicates,
     routes_faces,
     routes_insights,
     routes_media,
@@ -86,7 +87,8 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, routes_video, routes_search, routes_places, openapi,
+                 routes_faces, routes_insights, routes_video, routes_search, routes_places,
+                 routes_duplicates, openapi,
                  sessions, routes_timeline, routes_people, webapp):  # browser sessions and the web client
         area.setup(app)
     contexts = list(app.cleanup_ctx)

@@ -412,6 +412,19 @@ CREATE INDEX files_by_library_place ON files(library_id, place_cc, place_region,
     WHERE place_cc IS NOT NULL;
 """
 
+# Perceptual hashes per content (the SQLite migration 21).
+PERCEPTUAL_HASHES = _c("""
+CREATE TABLE perceptual_hashes (
+    content_hash TEXT PRIMARY KEY,
+    phash        TEXT,
+    fine         TEXT,
+    phash_inner  TEXT,
+    fine_inner   TEXT,
+    error        TEXT,
+    computed_at  TEXT NOT NULL
+);
+""")
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -435,6 +448,8 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(18, "face_clusters", FACE_CLUSTERS),
     PgMigration(19, "places", PLACES),
     PgMigration(24, "places_by_library", PLACES_BY_LIBRARY),
+
+    PgMigration(21, "perceptual_hashes", PERCEPTUAL_HASHES),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
