@@ -458,3 +458,10 @@ CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE p
 CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
 """
 MIGRATIONS.append(Migration(19, "places", PLACES))
+
+# 22: the map's in-memory index (core/mapindex.py) is reloaded per library when this number moves:
+# the scan bumps it in the transaction that writes or deletes rows with GPS (repositories/mapindex.py).
+MAP_GENERATION = """
+ALTER TABLE libraries ADD COLUMN map_generation INTEGER NOT NULL DEFAULT 0;
+"""
+MIGRATIONS.append(Migration(22, "map_generation", MAP_GENERATION))

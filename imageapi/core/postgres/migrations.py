@@ -415,6 +415,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
     PgMigration(17, "hls_due", HLS_DUE),
     PgMigration(19, "places", PLACES),
+    PgMigration(22, "map_generation", "ALTER TABLE libraries ADD COLUMN map_generation BIGINT NOT NULL DEFAULT 0"),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).
