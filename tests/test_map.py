@@ -258,3 +258,19 @@ def test_the_tile_setting(tmp_path: Path) -> None:
     for bad in ("ftp://x/{z}/{x}/{y}", "https://x.org/tiles.png", "not a url"):
         with pytest.raises(ConfigError, match="MAP_TILE_URL"):
             load_config(environ={**env, "MAP_TILE_URL": bad}, cwd=tmp_path)
+
+
+def test_the_web_client_may_show_the_tiles_and_nothing_else_from_elsewhere() -> None:
+    from imageapi.server.webapp import security_headers
+
+    def img_src(url: str | None) -> str:
+        csp = security_headers(url)["Content-Security-Policy"]
+        return next(d for d in csp.split("; ") if d.startswith("img-src"))
+
+    assert img_src(None) == "img-src 'self' data: blob:"
+    assert img_src("https://tile.openstreetmap.org/{z}/{x}/{y}.png") == \
+        "img-src 'self' data: blob: https://tile.openstreetmap.org"
+    assert img_src("https://{s}.tiles.example.org:8443/{z}/{x}/{y}.png") == \
+        "img-src 'self' data: blob: https://*.tiles.example.org:8443"
+    assert "tile" not in security_headers("https://tile.openstreetmap.org/{z}/{x}/{y}.png")["Content-Security-Policy"] \
+        .split("img-src")[0]
