@@ -222,53 +222,63 @@ def _ref(row: tuple[Any, ...], file_id: int) -> dict[str, Any]:
 
 async def answer(db: Connection, libs: list[Points], bbox: BBox, zoom: int) -> Answer:
     """Clusters and single photos in `bbox` at `zoom` (CPU work off the event loop)."""
-    grid, cells, covers, spread = await asyncio.to_thread(_plan, libs, bbox, zoom)
-    wanted = sorted({i for i in covers.values()} | {i for ids in spread.values() for i in ids})
+    plan = await asyncio.to_thread(_plan, libs, bbox, zoom)
+    wanted = sorted({i for i in plan.covers if i >= 0} | {i for ids in plan.spread for i in ids})
     # Rows deleted, or whose position went, since the arrays were read are left out.
     rows = {k: v for k, v in (await repo.file_refs(db, wanted)).items() if v[4] is not None and v[5] is not None}
-    clusters: list[dict[str, Any]] = []
-    photos: list[dict[str, Any]] = []
-    for c in np.flatnonzero(cells.count).tolist():
-        members = [i for i in spread.get(c, ()) if i in rows]
-        if c in spread:
-            photos.extend(_ref(rows[i], i) for i in members)
-            continue
-        n = int(cells.count[c])
-        x, y = int(grid.xs[c]), int(grid.ys[c])
-        cover = covers.get(c)
-        clusters.append({
-            "count": n,
-            "lat": round(float(cells.sum_lat[c]) / n, 7),
-            "lon": round(float(cells.sum_lon[c]) / n, 7),
-            "bounds": [round(float(_tile_lat(y + 1, grid.level)), 7), round(float(_tile_lon(x, grid.level)), 7),
-                       round(float(_tile_lat(y, grid.level)), 7), round(float(_tile_lon(x + 1, grid.level)), 7)],
-            "cover": _ref(rows[cover], cover) if cover in rows else None,
-        })
-    return Answer(grid.level, clusters, photos, int(cells.count.sum()))
+    photos = [_ref(rows[i], i) for ids in plan.spread for i in ids if i in rows]
+    clusters = [{"count": n, "lat": lat, "lon": lon, "bounds": bounds,
+                 "cover": _ref(rows[cover], cover) if cover in rows else None}
+                for n, lat, lon, bounds, cover in zip(plan.counts, plan.lats, plan.lons, plan.bounds, plan.covers,
+                                                      strict=True)]
+    return Answer(plan.level, clusters, photos, plan.total)
 
 
-def _plan(libs: list[Points], bbox: BBox, zoom: int) -> tuple[Grid, Cells, dict[int, int], dict[int, list[int]]]:
-    """The grid, its counts, each cluster's cover id and the cells shown as photos (their ids)."""
+@dataclass(frozen=True)
+class Plan:
+    """What an answer holds, before the rows it names are read: per cluster its count, centroid,
+    bounds and cover id (-1: none); the ids of the cells shown as photos."""
+    level: int
+    total: int
+    counts: list[int]
+    lats: list[float]
+    lons: list[float]
+    bounds: list[list[float]]
+    covers: list[int]
+    spread: list[list[int]]
+
+
+def _plan(libs: list[Points], bbox: BBox, zoom: int) -> Plan:
     grid = grid_for(bbox, zoom)
     cells = count_cells(grid, libs)
     limit = SPREAD_MAX if zoom >= SPREAD_ZOOM else 1
-    covers: dict[int, int] = {}
-    spread: dict[int, list[int]] = {}
-    budget = MAX_PHOTOS
-    for c in np.flatnonzero(cells.count).tolist():
-        n = int(cells.count[c])
-        if n <= limit and n <= budget:
-            ids: list[int] = []
-            for p, (lo, hi) in zip(libs, cells.ranges, strict=True):
-                ids.extend(p.ids[int(lo[c]):int(hi[c])].tolist())
-            spread[c] = ids
-            budget -= n
-            continue
-        # The cover: the middle of the cell's Z-order range in the library holding most of it.
-        best = max(range(len(libs)), key=lambda k: int(cells.ranges[k][1][c] - cells.ranges[k][0][c]))
-        lo, hi = int(cells.ranges[best][0][c]), int(cells.ranges[best][1][c])
-        covers[c] = int(libs[best].ids[lo + (hi - lo) // 2])
-    return grid, cells, covers, spread
+    nonzero = np.flatnonzero(cells.count)
+    counts = cells.count[nonzero]
+    # Cells shown as photos: few enough, in order, while the budget lasts.
+    small = counts <= limit
+    small &= np.cumsum(np.where(small, counts, 0)) <= MAX_PHOTOS
+    spread: list[list[int]] = []
+    for c in nonzero[small].tolist():
+        ids: list[int] = []
+        for p, (lo, hi) in zip(libs, cells.ranges, strict=True):
+            ids.extend(p.ids[lo[c]:hi[c]].tolist())
+        spread.append(ids)
+    big = nonzero[~small]
+    n = cells.count[big]
+    # The cover: the middle of the cell's Z-order range in the library holding most of it.
+    covers = np.full(len(big), -1, dtype=np.int64)
+    if len(big) and libs:
+        sizes = np.stack([hi[big] - lo[big] for lo, hi in cells.ranges])
+        best = np.argmax(sizes, axis=0)
+        for k, p in enumerate(libs):
+            mine = best == k
+            lo, hi = cells.ranges[k][0][big][mine], cells.ranges[k][1][big][mine]
+            covers[mine] = p.ids[lo + (hi - lo) // 2]
+    xs, ys = grid.xs[big], grid.ys[big]
+    bounds = np.round(np.stack([_tile_lat(ys + np.uint64(1), grid.level), _tile_lon(xs, grid.level),
+                                _tile_lat(ys, grid.level), _tile_lon(xs + np.uint64(1), grid.level)], axis=1), 7)
+    return Plan(grid.level, int(cells.count.sum()), n.tolist(), np.round(cells.sum_lat[big] / n, 7).tolist(),
+                np.round(cells.sum_lon[big] / n, 7).tolist(), bounds.tolist(), covers.tolist(), spread)
 
 
 def _concat(parts: list[Any], dtype: Any) -> Any:

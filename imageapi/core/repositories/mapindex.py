@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from imageapi.core.db import Connection
+from imageapi.core.db import Connection, dialect
 
 
 async def generations(db: Connection) -> dict[int, int]:
@@ -26,9 +26,10 @@ async def bump(db: Connection, library_ids: Iterable[int]) -> None:
 
 async def gps_rows(db: Connection, library_id: int, after_id: int, limit: int) -> list[tuple[Any, ...]]:
     """(id, lat, lon) of a library's files with GPS, by id, after `after_id` (a page, so that a
-    million rows are read in steps other queries can come between)."""
+    million rows are read in steps other queries can come between). `+library_id`: SQLite walks
+    the rows in id order instead of sorting a library's rows for every page."""
     async with db.execute(
-        "SELECT id, gps_lat, gps_lon FROM files WHERE library_id = ? AND id > ? "
+        "SELECT id, gps_lat, gps_lon FROM files WHERE +library_id = ? AND id > ? "
         "AND gps_lat IS NOT NULL AND gps_lon IS NOT NULL ORDER BY id LIMIT ?", (library_id, after_id, limit),
     ) as cur:
         return [tuple(r) for r in await cur.fetchall()]
@@ -36,14 +37,17 @@ async def gps_rows(db: Connection, library_id: int, after_id: int, limit: int) -
 
 async def file_refs(db: Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
     """id -> (library name, rel_path, kind, taken_at, gps_lat, gps_lon) of the rows that still exist."""
+    select = ("SELECT f.id, l.name, f.rel_path, f.kind, f.taken_at, f.gps_lat, f.gps_lon FROM files f "
+              "JOIN libraries l ON l.id = f.library_id WHERE ")
     out: dict[int, tuple[Any, ...]] = {}
+    postgres = dialect(db) == "postgresql"
     for start in range(0, len(ids), 500):
-        chunk = list(ids[start:start + 500])
-        marks = ", ".join("?" * len(chunk))
-        async with db.execute(
-            "SELECT f.id, l.name, f.rel_path, f.kind, f.taken_at, f.gps_lat, f.gps_lon FROM files f "
-            f"JOIN libraries l ON l.id = f.library_id WHERE f.id IN ({marks})", chunk,
-        ) as cur:
+        chunk = [int(i) for i in ids[start:start + 500]]
+        # PostgreSQL: one array parameter, one statement whatever the count (an IN list of each
+        # length would be parsed and planned anew).
+        sql, params = ((select + "f.id = ANY(?::bigint[])", (chunk,)) if postgres
+                       else (select + f"f.id IN ({', '.join('?' * len(chunk))})", tuple(chunk)))
+        async with db.execute(sql, params) as cur:
             for r in await cur.fetchall():
                 out[int(r[0])] = tuple(r[1:])
     return out
