@@ -182,7 +182,8 @@ def test_doctor_reports_tools_and_folders(env: dict[str, Path], env_dirs: dict[s
     assert report["ok"] is True
     database = ({"database", "database schema"} if dbq.postgres_url()
                 else {"database", "database integrity", "database disk"})
-    assert set(checks) == {"ffmpeg", "ffprobe", "video smoke test", "HEIF support", "exiftool", "thumbnails", *database}
+    assert set(checks) == {"ffmpeg", "ffprobe", "video smoke test", "HEIF support", "exiftool", "thumbnails",
+                           "face detection", *database}
     assert checks["ffmpeg"]["ok"] and checks["HEIF support"]["ok"] and checks["database"]["ok"]
     assert checks["video smoke test"]["ok"], checks["video smoke test"]
     assert not checks["exiftool"]["required"] and not checks["ffprobe"]["required"]

@@ -26,8 +26,9 @@ def standin() -> Iterator[StandIn]:
 
 
 def test_settings_defaults_fallback_and_validation() -> None:
-    off = face_settings_from_env({})
-    assert off == FaceSettings(base_url=None) and not off.enabled
+    off = face_settings_from_env({"FACE_BACKEND": "off"})
+    assert off.base_url is None and off.active == "off" and not off.enabled
+    assert not FaceSettings(base_url=None).enabled
     assert (off.hash_backfill_max_per_tick, off.backlog_max_per_tick, off.detect_concurrency,
             off.detect_timeout, off.autobind_min_cos) == (2000, 64, 8, 60.0, 0.4)
     fallback = face_settings_from_env({"APOLLO_API_BASE_URL": "http://apollo:8000/"})

@@ -65,6 +65,7 @@ def query(env_dirs: dict[str, Path], sql: str) -> list[tuple]:
 
 
 def test_faces_disabled_says_so_and_exits_0(env: dict[str, str], photos: Path) -> None:
+    env = {**env, "FACE_BACKEND": "off"}
     for args in (["faces", "drain"], ["faces", "status"], ["faces", "retry-failed"]):
         res = imageapi(*args, env=env)
         assert res.returncode == 0, res.stderr
@@ -72,9 +73,11 @@ def test_faces_disabled_says_so_and_exits_0(env: dict[str, str], photos: Path) -
         assert "APOLLO_FACE_API_BASE_URL" in res.stdout
     res = imageapi("faces", "drain", "--json", env=env)
     assert res.returncode == 0 and json.loads(res.stdout)["enabled"] is False
-    # The fallback variable enables them.
+    # The fallback variable enables them (FACE_BACKEND unset).
+    del env["FACE_BACKEND"]
     res = imageapi("faces", "status", "--json", env={**env, "APOLLO_API_BASE_URL": closed_port_url()})
-    assert res.returncode == 0 and set(json.loads(res.stdout)) == STATUS_KEYS
+    assert res.returncode == 0 and set(json.loads(res.stdout)) == STATUS_KEYS | {"backend", "backend_reason"}
+    assert json.loads(res.stdout)["backend"] == "apollo"
     res = imageapi("faces", "status", env={**env, "APOLLO_FACE_API_BASE_URL": "ftp://x"})
     assert res.returncode == 2 and "APOLLO_FACE_API_BASE_URL" in res.stderr
 
@@ -84,6 +87,7 @@ def test_drain_status_and_json(env: dict[str, str], photos: Path, standin: Stand
     assert imageapi("scan", str(photos), env=env).returncode == 0
     env = {**env, "APOLLO_FACE_API_BASE_URL": standin.url}
     before = json.loads(imageapi("faces", "status", "--json", env=env).stdout)
+    assert before.pop("backend") == "apollo" and standin.url in before.pop("backend_reason")
     assert before == {"files": 10, "hashed": 10, "scanned": 0, "pending": 10, "backing_off": 0, "failed": 0,
                       "faces": 0, "people": 0}
     res = imageapi("faces", "drain", "--max", "4", "--json", env=env)
@@ -183,9 +187,9 @@ def test_people_commands(env: dict[str, str], env_dirs: dict[str, Path]) -> None
     assert res.returncode == 0 and json.loads(res.stdout) == {"source": "Robert", "target": "Ann", "moved": 0,
                                                                "unbound": 0}
     listed = json.loads(imageapi("people", "list", "--json", env=env).stdout)
-    assert listed == [{"name": "Ann", "faces": 0, "photos": 0, "bound_by": {}}]
+    assert listed == [{"id": 1, "name": "Ann", "named": True, "faces": 0, "photos": 0, "bound_by": {}}]
     # Faces disabled or not, people commands work: they only read the database.
-    assert "Ann: 0 faces" in imageapi("people", "list", env=env).stdout
+    assert "Ann: 0 faces in 0 photos" in imageapi("people", "list", env=env).stdout
 
 
 def test_watch_once_drains_a_backlog_left_in_the_database(env: dict[str, str], standin: StandIn,

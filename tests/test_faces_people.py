@@ -74,7 +74,8 @@ async def bindings(db: aiosqlite.Connection) -> dict[tuple[str, int], tuple[str 
 
 
 def passes(db: aiosqlite.Connection, pool: WorkerPool, url: str, min_cos: float = 0.4) -> FacePasses:
-    return FacePasses(db, pool, FaceSettings(base_url=url, autobind_min_cos=min_cos))
+    # The tag rules alone: clustering (tests/test_faces_cluster.py) would also bind untagged faces.
+    return FacePasses(db, pool, FaceSettings(base_url=url, autobind_min_cos=min_cos, cluster_enabled=False))
 
 
 async def test_bootstrap_then_autobind_on_the_corpus_portraits(

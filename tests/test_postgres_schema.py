@@ -16,7 +16,8 @@ def sqlite_columns(path: Path) -> dict[str, list[str]]:
     conn = connect_sync(path)
     try:
         tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name NOT LIKE 'search_fts%'")]  # FTS5's tables: PostgreSQL's index is a GIN
         return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
     finally:
         conn.close()

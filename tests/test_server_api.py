@@ -213,7 +213,8 @@ async def test_faces_enabled(aiohttp_client: AiohttpClient, template: Template, 
     body = await get(srv, "/faces", path="dup.jpg")  # same content, same faces
     assert [f["id"] for f in body["faces"]] == [face["id"]] and body["enabled"] is True
     persons = (await get(srv, "/persons"))["persons"]
-    assert persons == [{"id": ann["id"], "name": "Ann", "faces": 1, "photos": 1}]
+    assert persons == [{"id": ann["id"], "name": "Ann", "named": True, "faces": 1, "photos": 1,
+                        "cover_face_id": face["id"]}]
     photos = await get(srv, f"/persons/{ann['id']}/photos")
     assert {i["path"] for i in photos["items"]} == {"2020/a.jpg", "dup.jpg"}
     assert {i["path"] for i in (await get(srv, "/photos", person=ann["id"]))["items"]} == {"2020/a.jpg", "dup.jpg"}

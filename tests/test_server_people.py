@@ -38,9 +38,10 @@ async def faces_on(aiohttp_client: AiohttpClient, template: Template, env_dirs: 
 async def test_rename_a_person(faces_on: Server) -> None:
     s = faces_on
     resp = await s.client.patch("/persons/1", json={"name": "  Anna   Maria "}, headers=s.auth)
-    assert resp.status == 200 and (await resp.json())["person"] == {"id": 1, "name": "Anna Maria"}
+    assert resp.status == 200 and (await resp.json())["person"] == {"id": 1, "name": "Anna Maria",
+                                                                                "named": True}
     taken = await s.client.patch("/persons/1", json={"name": "ben"}, headers=s.auth)
-    assert taken.status == 400 and "merge" in (await taken.json())["error"]["message"]
+    assert taken.status == 409 and "merge" in (await taken.json())["error"]["message"]
     assert (await s.client.patch("/persons/99", json={"name": "X"}, headers=s.auth)).status == 404
     assert (await s.client.patch("/persons/1", json={"name": 3}, headers=s.auth)).status == 400
     assert (await s.client.patch("/persons/1", json={"name": "X"})).status == 401
@@ -50,8 +51,8 @@ async def test_merge_moves_faces_and_unbinds_where_the_target_is_already_in_the_
     s = faces_on
     resp = await s.client.post("/persons/2/merge", json={"into": 1}, headers=s.auth)
     body = await resp.json()
-    assert resp.status == 200 and body == {"enabled": True, "person": {"id": 1, "name": "Ann"}, "moved": 0,
-                                           "unbound": 1}
+    assert resp.status == 200 and body == {"enabled": True, "person": {"id": 1, "name": "Ann", "named": True},
+                                           "moved": 0, "unbound": 1}
     with s.db() as db:
         assert [r[0] for r in db.execute("SELECT name FROM persons")] == ["Ann"]
     assert (await s.client.post("/persons/1/merge", json={"into": 1}, headers=s.auth)).status == 400

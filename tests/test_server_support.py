@@ -67,7 +67,10 @@ def _make_library(root: Path, outside: Path) -> None:
 
 
 def environ(tpl: Template, data: Path, **extra: str) -> dict[str, str]:
+    # Faces off unless asked for (the embedded detector, when installed, is otherwise the default).
+    faces = {} if any(k.startswith(("APOLLO_", "FACE_BACKEND")) for k in extra) else {"FACE_BACKEND": "off"}
     return {
+        **faces,
         "IMAGEAPI_DATA_DIR": str(data),
         "BASE_PATH": str(tpl.root),
         "SECRET_KEY": SECRET,

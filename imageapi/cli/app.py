@@ -17,6 +17,7 @@ from imageapi.cli import (
     library,
     people,
     scan,
+    search,
     serve,
     summaries,
     thumbs,
@@ -82,6 +83,7 @@ serve.register(app)
 app.add_typer(user.app, name="user")
 app.add_typer(db.app, name="db")
 token.register(app)
+search.register(app)
 
 
 def main() -> None:

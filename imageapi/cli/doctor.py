@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import typer
+from rich.markup import escape
 
 from imageapi.cli import common
 from imageapi.core.doctor import run_checks
@@ -24,8 +25,9 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print the checks
     else:
         for c in checks:
             mark = "[green]ok[/]" if c.ok else ("[red]missing[/]" if c.required else "[yellow]optional[/]")
-            common.out_console.print(f"{mark:>20} [bold]{c.name}[/]: {c.detail}", highlight=False)
+            # escape: a detail or fix may hold brackets (pip install 'imageapi[faces]').
+            common.out_console.print(f"{mark:>20} [bold]{c.name}[/]: {escape(c.detail)}", highlight=False)
             if not c.ok and c.fix:
-                common.out_console.print(f"{'':>10} fix: {c.fix}", highlight=False)
+                common.out_console.print(f"{'':>10} fix: {escape(c.fix)}", highlight=False)
     if failed:
         raise typer.Exit(common.EXIT_FAILED)

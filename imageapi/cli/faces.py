@@ -1,4 +1,4 @@
-"""`imageapi faces drain|status|retry-failed`."""
+"""`imageapi faces drain|status|retry-failed|cluster|reindex`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import typer
 from imageapi.cli import common
 from imageapi.core.config import Config
 from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
-from imageapi.core.faces.settings import DISABLED_MESSAGE, FaceSettings
+from imageapi.core.faces.reindex import mark_for_reindex
+from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import FaceStatus, face_status, retry_failed
 from imageapi.core.libraries import get_library
 from imageapi.core.lock import DRAINS
 
-app = typer.Typer(help="Face detection (by Apollo): the backlog and its status.", no_args_is_help=True)
+app = typer.Typer(help="Face detection (embedded or by Apollo): the backlog and its status.", no_args_is_help=True)
 
 STATUS_KEYS = ("files", "hashed", "scanned", "pending", "backing_off", "failed", "faces", "people")
 
@@ -24,9 +25,9 @@ def settings_or_exit(cfg: Config, json_out: bool) -> FaceSettings:
     settings = cfg.faces
     if not settings.enabled:
         if json_out:
-            common.emit_json({"enabled": False, "message": DISABLED_MESSAGE})
+            common.emit_json({"enabled": False, "message": settings.disabled_message})
         else:
-            common.out_console.print(DISABLED_MESSAGE, highlight=False, soft_wrap=True)
+            common.out_console.print(settings.disabled_message, highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(common.EXIT_OK)
     return settings
 
@@ -38,8 +39,9 @@ def drain_cmd(
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per core)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
-    """Hash what has no hash, then send every photo not yet scanned for faces to Apollo, until none
-    is left. Exits 0 when the backlog is empty or only items backing off after a failure remain."""
+    """Hash what has no hash, then detect the faces of every photo not yet scanned (FACE_BACKEND:
+    the embedded detector or Apollo), until none is left. Exits 0 when the backlog is empty or only
+    items backing off after a failure remain."""
     cfg = common.config_with_dirs()
     settings = settings_or_exit(cfg, json_out)
     if workers:
@@ -78,6 +80,35 @@ def drain_cmd(
                     common.EXIT_SERVICE)
 
 
+@app.command("cluster")
+def cluster_cmd(
+    full: bool = typer.Option(False, "--full", help="Recluster every face but manual binds (else: unbound faces)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Group faces into persons: unbound faces join their nearest person or start unnamed ones;
+    --full reclusters everything not bound by hand (named persons keep their names)."""
+    from imageapi.core.faces.cluster import ClusterReport, cluster_all, cluster_unbound
+
+    cfg = common.config_with_dirs()
+    settings = settings_or_exit(cfg, json_out)
+
+    async def go() -> ClusterReport:
+        async with common.open_store(cfg) as store:
+            return await (cluster_all if full else cluster_unbound)(store.db, settings)
+
+    with common.job_lock(cfg, "imageapi faces cluster", [DRAINS]):
+        rep = common.run(go)
+    if json_out:
+        common.emit_json({"faces": rep.faces, "bound": rep.bound, "unbound": rep.unbound,
+                          "new_persons": rep.new_persons, "named": rep.named, "removed": rep.removed,
+                          "seconds": round(rep.seconds, 3)})
+    else:
+        common.out_console.print(
+            f"{rep.faces} faces: {rep.bound} bound, {rep.unbound} unbound, {rep.new_persons} new unnamed persons, "
+            f"{rep.named} named by people tags, {rep.removed} empty ones removed in {rep.seconds:.1f} s",
+            highlight=False)
+
+
 @app.command("status")
 def status_cmd(
     library: str | None = typer.Option(None, "--library", "-l", help="Only this library's photos."),
@@ -95,12 +126,14 @@ def status_cmd(
     st = common.run(go)
     values = asdict(st)
     if json_out:
-        common.emit_json({k: values[k] for k in STATUS_KEYS})
+        common.emit_json({**{k: values[k] for k in STATUS_KEYS}, "backend": cfg.faces.active,
+                          "backend_reason": cfg.faces.backend_reason})
         return
     common.out_console.print(
+        f"backend {cfg.faces.active}: {cfg.faces.backend_reason}\n"
         f"files {st.files} ({st.hashed} hashed, {st.unhashed_images} photos not yet hashed)\n"
         f"photos scanned for faces {st.scanned}, pending {st.pending}, backing off {st.backing_off}, "
-        f"failed {st.failed}\nfaces {st.faces}, people {st.people}", highlight=False,
+        f"failed {st.failed}\nfaces {st.faces}, people {st.people}", highlight=False, markup=False,
     )
 
 
@@ -122,3 +155,27 @@ def retry_failed_cmd(
         common.emit_json({"requeued": n})
     else:
         common.out_console.print(f"{n} photos back in the face queue", highlight=False)
+
+
+@app.command("reindex")
+def reindex_cmd(
+    model: str = typer.Option(..., "--model", help="The model whose faces are detected again (e.g. "
+                              "dlib-hog-resnet128, or the model Apollo reports)."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Detect again, in the background (watcher, `faces drain`, `worker`), with the current backend,
+    every photo whose faces were found by MODEL; names and drawn boxes pass to the new faces by box
+    overlap."""
+    cfg = common.config_with_dirs()
+    settings = settings_or_exit(cfg, json_out)
+
+    async def go() -> int:
+        async with common.open_store(cfg) as store:
+            return await mark_for_reindex(store.db, model.strip())
+
+    n = common.run(go)
+    if json_out:
+        common.emit_json({"queued": n, "model": model.strip(), "backend": settings.active})
+    else:
+        common.out_console.print(f"{n} photos queued for detection by {settings.active} "
+                                 f"(their {model.strip()} faces stay until then)", highlight=False)

@@ -1,4 +1,4 @@
-"""`imageapi people list|add|rename|merge`."""
+"""`imageapi people list|add|name|rename|merge`."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from imageapi.core.faces.people import (
     create_person,
     list_people,
     merge_people,
+    name_person,
     rename_person,
 )
 
-app = typer.Typer(help="People: named persons that faces are bound to.", no_args_is_help=True)
+app = typer.Typer(help="People: named persons and unnamed clusters that faces are bound to.", no_args_is_help=True)
 T = TypeVar("T")
 
 
@@ -34,18 +35,21 @@ def _with_db(fn: Callable[..., Awaitable[T]], *args: object) -> T:
 
 @app.command("list")
 def list_cmd(json_out: bool = typer.Option(False, "--json")) -> None:
-    """People with their bound faces and photos."""
+    """People with their bound faces and photos: named ones by name, then unnamed clusters
+    ("unnamed #ID"), largest first."""
     people: list[PersonSummary] = _with_db(list_people)
     if json_out:
         common.emit_json([
-            {"name": p.name, "faces": p.faces, "photos": p.photos, "bound_by": p.bound_by} for p in people
+            {"id": p.id, "name": p.name, "named": p.named, "faces": p.faces, "photos": p.photos,
+             "bound_by": p.bound_by} for p in people
         ])
         return
     if not people:
         common.out_console.print("no people yet: `imageapi people add NAME`, then tag photos with that name")
     for p in people:
         how = ", ".join(f"{n} {k}" for k, n in sorted(p.bound_by.items()))
-        common.out_console.print(f"[bold]{p.name}[/]: {p.faces} faces" + (f" ({how})" if how else ""),
+        label = f"[bold]{p.label}[/]" if p.named else p.label
+        common.out_console.print(f"{label}: {p.faces} faces in {p.photos} photos" + (f" ({how})" if how else ""),
                                  highlight=False)
 
 
@@ -57,6 +61,17 @@ def add_cmd(name: str, json_out: bool = typer.Option(False, "--json")) -> None:
         common.emit_json({"id": person.id, "name": person.name})
     else:
         common.out_console.print(f"person [bold]{person.name}[/] added", highlight=False)
+
+
+@app.command("name")
+def name_cmd(person_id: int, name: str, json_out: bool = typer.Option(False, "--json")) -> None:
+    """Name person ID (an unnamed cluster, as `people list` shows it). A name another person has:
+    merge instead (`imageapi people merge ID NAME`)."""
+    person: Person = _with_db(name_person, person_id, name)
+    if json_out:
+        common.emit_json({"id": person.id, "name": person.name})
+    else:
+        common.out_console.print(f"#{person_id} is now [bold]{person.name}[/]", highlight=False)
 
 
 @app.command("rename")
@@ -71,7 +86,8 @@ def rename_cmd(old: str, new: str, json_out: bool = typer.Option(False, "--json"
 
 @app.command("merge")
 def merge_cmd(source: str, target: str, json_out: bool = typer.Option(False, "--json")) -> None:
-    """Merge person SOURCE into TARGET: SOURCE's faces go to TARGET and SOURCE is removed."""
+    """Merge person SOURCE into TARGET: SOURCE's faces go to TARGET and SOURCE is removed. Each is
+    a name or an id (`#12` or `12`, for unnamed clusters)."""
     res: MergeResult = _with_db(merge_people, source, target)
     if json_out:
         common.emit_json({"source": res.source, "target": res.target, "moved": res.moved, "unbound": res.unbound})

@@ -44,7 +44,7 @@ def worker(
     if concurrency:
         cfg = cfg.with_overrides(workers=concurrency)
     try:
-        chosen = parse_kinds(kinds, cfg.faces.enabled)
+        chosen = parse_kinds(kinds, cfg.faces.enabled, cfg.faces.disabled_message)
     except ImageapiError as exc:
         common.fail(exc.message, common.exit_code_for(exc))
 

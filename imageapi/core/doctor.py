@@ -166,6 +166,19 @@ def _postgres(config: Config) -> list[Check]:
     return checks
 
 
+def _faces(config: Config) -> Check:
+    """Which face backend runs and why (FACE_BACKEND, or the default it fell to)."""
+    from imageapi.core.faces.embedded import available
+
+    faces = config.faces
+    fix = None
+    if not faces.enabled:
+        missing = available()
+        fix = ("optional: pip install 'imageapi[faces]' (the embedded detector) or set APOLLO_FACE_API_BASE_URL"
+               if missing is not None else "optional: unset FACE_BACKEND (the embedded detector is installed)")
+    return Check("face detection", faces.enabled, f"{faces.active}: {faces.backend_reason}", fix, required=False)
+
+
 def run_checks(config: Config) -> list[Check]:
     database = _postgres(config) if config.postgres is not None else [_database(config), *_database_integrity(config)]
     return [
@@ -174,4 +187,5 @@ def run_checks(config: Config) -> list[Check]:
         _exiftool(),
         *database,
         _writable("thumbnails", config.thumbnails, "set THUMBNAILS to a writable folder"),
+        _faces(config),
     ]

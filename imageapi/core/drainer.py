@@ -30,6 +30,7 @@ from imageapi.core.db import Connection, DriverError, database_error
 from imageapi.core.errors import ImageapiError, UsageError
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import ServiceState, detect_candidates
+from imageapi.core.faces.detectors import Detector, make_detector
 from imageapi.core.faces.store import DETECT_KINDS, Candidate, now_utc, stamp
 from imageapi.core.libraries import Library, resolve_in_library, thumbnail_path
 from imageapi.core.maintenance import ThumbCounts, hash_rows, make_thumbnails
@@ -57,7 +58,7 @@ IDLE_POLL = 2.0          # seconds between looks at an empty backlog
 Progress = Callable[[str, int, int | None], None]
 
 
-def parse_kinds(raw: str | None, faces_enabled: bool) -> tuple[str, ...]:
+def parse_kinds(raw: str | None, faces_enabled: bool, faces_off: str | None = None) -> tuple[str, ...]:
     """`--kinds thumbs,hash,...`; by default every kind (faces only when enabled) but hls: playlists
     made ahead of time take disk space for every video, so they are asked for, as with
     `imageapi video hls`."""
@@ -68,8 +69,8 @@ def parse_kinds(raw: str | None, faces_enabled: bool) -> tuple[str, ...]:
     if unknown or not kinds:
         raise UsageError(f"--kinds: unknown kind {unknown[0] if unknown else raw!r} (kinds: {', '.join(KINDS)})")
     if "faces" in kinds and not faces_enabled:
-        raise UsageError("--kinds faces: face detection is disabled: set APOLLO_FACE_API_BASE_URL "
-                         "(or APOLLO_API_BASE_URL) to Apollo's address")
+        raise UsageError("--kinds faces: " + (faces_off or "face detection is disabled: set APOLLO_FACE_API_BASE_URL "
+                                              "(or APOLLO_API_BASE_URL) to Apollo's address"))
     return kinds
 
 
@@ -106,7 +107,7 @@ class WorkerReport:
 class Drainer:
     def __init__(self, db: Connection, pool: WorkerPool, config: Config, kinds: Sequence[str], *,
                  library_ids: Sequence[int] | None = None, batch: int | None = None,
-                 progress: Progress | None = None, client: ApolloClient | None = None) -> None:
+                 progress: Progress | None = None, client: ApolloClient | Detector | None = None) -> None:
         self.db, self.pool, self.config = db, pool, config
         self.kinds = tuple(kinds)
         self.library_ids = list(library_ids) if library_ids else None
@@ -117,10 +118,9 @@ class Drainer:
         self.report = WorkerReport(self.holder, {
             k: KindReport(detail=dict.fromkeys(DETAIL[k], 0)) for k in self.kinds})
         self.totals: dict[str, int] = {}
-        self.client = client
-        if "faces" in self.kinds and client is None and config.faces.base_url is not None:
-            self.client = ApolloClient(config.faces.base_url, timeout=config.faces.detect_timeout,
-                                       concurrency=config.faces.detect_concurrency)
+        self.client: Detector | None = None
+        if "faces" in self.kinds and (client is not None or config.faces.enabled):
+            self.client = make_detector(config.faces, client)
         self.face_state = ServiceState()
         # HLS playlists ahead of time, as `imageapi video hls` makes them (H.264 for every client).
         self.hls = hls.HlsManager(config, transcodes=config.video.max_transcodes) if "hls" in self.kinds else None

@@ -33,6 +33,12 @@ class UsageError(ImageapiError):
     code = "bad_request"
 
 
+class ConflictError(UsageError):
+    """A request that clashes with what is stored (e.g. a person's name that another person has)."""
+
+    code = "conflict"
+
+
 class NotFoundError(ImageapiError):
     """A library, file or row that does not exist."""
 

@@ -441,6 +441,37 @@ CREATE INDEX files_hls_due ON files(id) WHERE kind = 'video' AND hls_source IS N
 """
 MIGRATIONS.append(Migration(17, "hls_due", HLS_DUE))
 
+# 18: face clusters. A person may be an unnamed cluster of faces (name NULL; names stay unique,
+# case aside, among named persons: UNIQUE lets NULLs repeat). "Not this person": a face the user
+# unbound from a person, never bound to them again by a rule (autobind, clustering, merge).
+# SQLite cannot drop a NOT NULL, so persons is rebuilt; DROP TABLE's implicit delete would set
+# faces.person_id to NULL (ON DELETE SET NULL), so the bindings are kept aside and put back.
+FACE_CLUSTERS = """
+CREATE TEMP TABLE faces_bound_18 AS SELECT id, person_id, bound_by, bound_at FROM faces WHERE person_id IS NOT NULL;
+CREATE TABLE persons_18 (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT UNIQUE COLLATE NOCASE,            -- NULL: an unnamed cluster
+    created_at  TEXT NOT NULL
+);
+INSERT INTO persons_18 (id, name, created_at) SELECT id, name, created_at FROM persons;
+DROP TABLE persons;
+ALTER TABLE persons_18 RENAME TO persons;
+UPDATE faces SET person_id = (SELECT k.person_id FROM faces_bound_18 k WHERE k.id = faces.id),
+                 bound_by = (SELECT k.bound_by FROM faces_bound_18 k WHERE k.id = faces.id),
+                 bound_at = (SELECT k.bound_at FROM faces_bound_18 k WHERE k.id = faces.id)
+    WHERE id IN (SELECT id FROM faces_bound_18);
+DROP TABLE faces_bound_18;
+CREATE TABLE face_rejections (
+    face_id     INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id   INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (face_id, person_id)
+) WITHOUT ROWID;
+CREATE INDEX face_rejections_by_person ON face_rejections(person_id);
+CREATE INDEX faces_unbound_by_model ON faces(model, id) WHERE person_id IS NULL;
+"""
+MIGRATIONS.append(Migration(18, "face_clusters", FACE_CLUSTERS))
+
 # 19: places and time zones from GPS, offline (core/places.py). The place of a file with GPS:
 # city or town, region, country and its ISO 3166 code; place_key is the GPS it was computed from
 # and the dataset's version ("<lat>,<lon>@<version>"), NULL when not computed yet, so a new
@@ -458,6 +489,110 @@ CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE p
 CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
 """
 MIGRATIONS.append(Migration(19, "places", PLACES))
+
+# 20: the search index (imageapi.core.search). search_docs holds each file's text, folded by Python
+# (NFKD, marks dropped, casefold) so both engines index the same tokens: `body` the words (places,
+# camera, lens, file and folder names, tags, named persons, insight titles), `facets` the filters
+# ('_l<library>', '_k<kind>', '_g' with GPS, '_p<person>', '_t<tag>', '_c<camera word>'). docid
+# orders by taken_at (seconds since year 1, shifted left 24 bits, plus the file id's low bits), so
+# a date range is a docid range and newest-first is docid order: search_fts walks it without a
+# sort. search_fts is FTS5 over search_docs (external content). The triggers mark a file dirty in
+# the transaction that changes what it is found by (its row, its content's tags, faces bound to a
+# named person, insights, a person's or tag's name); the search service refreshes dirty files.
+# `gen` grows with each mark, so a refresh that read a file before a newer change keeps it dirty.
+SEARCH = """
+CREATE TABLE search_docs (
+    docid    INTEGER PRIMARY KEY,
+    file_id  INTEGER NOT NULL UNIQUE,
+    body     TEXT NOT NULL,
+    facets   TEXT NOT NULL
+);
+CREATE VIRTUAL TABLE search_fts USING fts5(
+    body, facets, content='search_docs', content_rowid='docid', prefix='2 3',
+    tokenize="unicode61 remove_diacritics 0 tokenchars '_'"
+);
+CREATE TABLE search_dirty (
+    file_id  INTEGER PRIMARY KEY,
+    gen      INTEGER NOT NULL
+);
+CREATE TRIGGER search_files_insert AFTER INSERT ON files BEGIN
+    INSERT INTO search_dirty (file_id, gen) VALUES (new.id, 1)
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_files_update AFTER UPDATE ON files
+WHEN old.rel_path IS NOT new.rel_path OR old.library_id IS NOT new.library_id OR old.kind IS NOT new.kind
+    OR old.taken_at IS NOT new.taken_at OR old.make IS NOT new.make OR old.model IS NOT new.model
+    OR old.lens IS NOT new.lens OR old.gps_lat IS NOT new.gps_lat OR old.gps_lon IS NOT new.gps_lon
+    OR old.content_hash IS NOT new.content_hash OR old.place_city IS NOT new.place_city
+    OR old.place_region IS NOT new.place_region OR old.place_country IS NOT new.place_country
+    OR old.place_cc IS NOT new.place_cc
+BEGIN
+    INSERT INTO search_dirty (file_id, gen) VALUES (new.id, 1)
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_files_delete AFTER DELETE ON files BEGIN
+    INSERT INTO search_dirty (file_id, gen) VALUES (old.id, 1)
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_tag_insert AFTER INSERT ON content_tags BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = new.content_hash
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_tag_delete AFTER DELETE ON content_tags BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = old.content_hash
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_tag_update AFTER UPDATE ON content_tags BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files
+        WHERE content_hash IN (old.content_hash, new.content_hash)
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_tag_rename AFTER UPDATE OF name ON tags WHEN old.name IS NOT new.name BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT f.id, 1 FROM content_tags ct
+        JOIN files f ON f.content_hash = ct.content_hash WHERE ct.tag_id = new.id
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_face_insert AFTER INSERT ON faces WHEN new.person_id IS NOT NULL BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = new.content_hash
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_face_update AFTER UPDATE ON faces
+WHEN old.person_id IS NOT new.person_id OR old.content_hash IS NOT new.content_hash BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files
+        WHERE content_hash IN (old.content_hash, new.content_hash)
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_face_delete AFTER DELETE ON faces WHEN old.person_id IS NOT NULL BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = old.content_hash
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_person_rename AFTER UPDATE ON persons WHEN old.name IS NOT new.name BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT f.id, 1 FROM faces fc
+        JOIN files f ON f.content_hash = fc.content_hash WHERE fc.person_id = new.id
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_person_delete BEFORE DELETE ON persons BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT f.id, 1 FROM faces fc
+        JOIN files f ON f.content_hash = fc.content_hash WHERE fc.person_id = old.id
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_insight_insert AFTER INSERT ON insights BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = new.content_hash
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_insight_update AFTER UPDATE ON insights
+WHEN old.title IS NOT new.title OR old.content_hash IS NOT new.content_hash BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files
+        WHERE content_hash IN (old.content_hash, new.content_hash)
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+CREATE TRIGGER search_insight_delete AFTER DELETE ON insights BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = old.content_hash
+        ON CONFLICT (file_id) DO UPDATE SET gen = gen + 1;
+END;
+INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files;
+"""
+MIGRATIONS.append(Migration(20, "search", SEARCH))
 
 # 22: the map's in-memory index (core/mapindex.py) is reloaded per library when this number moves:
 # the scan bumps it in the transaction that writes or deletes rows with GPS (repositories/mapindex.py).

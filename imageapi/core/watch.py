@@ -23,10 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from imageapi.core import search
 from imageapi.core.config import Config
 from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError, LeaseHeldError
 from imageapi.core.faces.backlog import FacePasses, PassesReport
+from imageapi.core.faces.cluster import run_nightly
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.lock import DRAINS, LeaseName, holding, scan_lease
@@ -118,6 +120,10 @@ class Watcher:
             parts.extend(f"library {name} skipped: busy ({exc.job}, pid {exc.pid} on {exc.host})"
                          for name, exc in skipped.items())
             parts.extend(w for r in reports for w in r.warnings)
+            # What the scan changed is indexed for search now, not by the first search after it.
+            indexed = await search.refresh(self.db)
+            if indexed:
+                parts.append(f"search: {indexed} files indexed")
         except ImageapiError as exc:
             parts.append(f"{mode} scan skipped: {exc.message}")
         result = TickResult(self.ticks, mode, "", scan=counts, reports=reports, skipped=skipped)
@@ -192,6 +198,10 @@ class Watcher:
                 f"{f.bound + rep.swept_bound} bound, {f.transient_failures} transient and "
                 f"{f.permanent_failures} permanent failures, {result.pending} pending"
             )
+        with contextlib.suppress(ImageapiError):  # a failed pass waits for tomorrow (marked done first)
+            clustered = await run_nightly(self.db, self.passes.settings)  # FACE_CLUSTER_HOUR, once a day
+            if clustered is not None:
+                parts.append(f"nightly clustering: {clustered.bound} bound, {clustered.new_persons} new persons")
         # Another face-only tick is worth it when this one worked and work is left.
         result.more_face_work = (not f.service_down and (result.pending > 0 or h.remaining > 0)
                                  and rep.did_something)

@@ -32,6 +32,7 @@ from imageapi.server import (
     routes_memories,
     routes_people,
     routes_photos,
+    routes_search,
     routes_status,
     routes_tags,
     routes_timeline,
@@ -85,7 +86,7 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, routes_video, openapi,
+                 routes_faces, routes_insights, routes_video, routes_search, openapi,
                  sessions, routes_timeline, routes_people, routes_map, webapp):  # browser sessions and the web client
         area.setup(app)
     contexts = list(app.cleanup_ctx)

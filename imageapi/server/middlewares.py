@@ -81,6 +81,7 @@ _CORE_STATUS: list[tuple[type[errors.ImageapiError], int]] = [
     (TokenError, 401),
     (errors.PathOutsideLibraryError, 400),
     (errors.NotFoundError, 404),
+    (errors.ConflictError, 409),
     (errors.UsageError, 400),
     (errors.LockedError, 409),
     (errors.UnsupportedMediaError, 415),

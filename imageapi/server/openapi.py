@@ -91,7 +91,7 @@ FACE = _obj({
     "id": INT,
     "box": _obj({"x": NUM, "y": NUM, "w": NUM, "h": NUM}),
     "score": NUM, "model": STR,
-    "person": _nullable(_obj({"id": INT, "name": STR})),
+    "person": _nullable(_obj({"id": INT, "name": _nullable(STR)})),
     "bound_by": _nullable(STR),
 })
 
@@ -193,14 +193,36 @@ INSIGHT_PATHS: J = {
 
 # --- People: rename, merge, a face crop (imageapi/server/routes_people.py)
 PERSON_ID: J = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-PERSON_OR_NULL: J = _nullable(_obj({"id": INT, "name": STR}))
+PERSON_OR_NULL: J = _nullable(_obj({"id": INT, "name": _nullable(STR), "named": BOOL}))
+JPEG: J = {"type": "string", "format": "binary"}
 PEOPLE_PATHS: J = {
     "/persons/{id}": {
         "parameters": [PERSON_ID],
-        "patch": {"summary": "rename a person (a name another person has: merge instead)", "security": BEARER,
+        "patch": {"summary": "name an unnamed person, or rename one (a name another person has: 409, merge instead)",
+                  "security": BEARER,
                   "requestBody": _body(_obj({"name": STR})),
                   "responses": {"200": _json(_obj({"enabled": BOOL, "person": PERSON_OR_NULL})),
-                                **_errors(*JSON_BODY_ERRORS)}},
+                                **_errors(*JSON_BODY_ERRORS, 409)}},
+    },
+    "/persons/{id}/faces": {
+        "parameters": [PERSON_ID],
+        "get": {"summary": "a page of the person's faces, by id", "security": BEARER,
+                "parameters": [_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (100)"),
+                               _q("cursor", STR, "next_cursor of the previous page")],
+                "responses": {"200": _json({"type": "object", "required": ["enabled", "faces", "next_cursor"],
+                                            "properties": {
+                    "enabled": BOOL, "next_cursor": _nullable(STR),
+                    "faces": {"type": "array", "items": _obj({
+                        "id": INT, "library": _nullable(STR), "path": _nullable(STR),
+                        "box": _obj({"x": NUM, "y": NUM, "w": NUM, "h": NUM}), "score": NUM,
+                        "bound_by": _nullable(STR)})}}}),
+                              **_errors(400, 401, 404)}},
+    },
+    "/faces/{id}/crop": {
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}],
+        "get": {"summary": "one face, cut from a stored thumbnail (a small square JPEG)", "security": BEARER,
+                "responses": {"200": {"description": "the face", "content": {"image/jpeg": {"schema": JPEG}}},
+                              **_errors(401, 404, 422)}},
     },
     "/persons/{id}/merge": {
         "parameters": [PERSON_ID],
@@ -312,6 +334,29 @@ def _spec() -> J:
                     "next_cursor": _nullable(STR),
                 }}),
                 **_errors(400, 401, 404)}}},
+        "/search": {"get": {
+            "summary": "files found by words (place, camera, lens, file and folder names, tags, people, "
+                       "insight titles; prefixes, case and accents folded) and filters",
+            "security": BEARER,
+            "parameters": [
+                _q("q", STR, "words (at most 500 characters); empty with a filter lists by the filters"),
+                _q("from", STR, "taken on or after: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"),
+                _q("to", STR, "taken on or before (a bare date: the whole day)"),
+                _q("kind", STR, "photo, video, raw or other; several (repeated or commas): any of them"),
+                _q("library", STR, "a library's name; several: any of them"),
+                _q("person", STR, "a person's id or name; repeated: all of them in the photo"),
+                _q("tag", STR, "a tag; repeated: all of them"),
+                _q("camera", STR, "words of the camera's make and model"),
+                _q("gps", BOOL, "only files with (true) or without (false) GPS"),
+                _q("bbox", STR, "south,west,north,east in degrees; west > east crosses the antimeridian"),
+                _q("sort", {"type": "string", "enum": ["newest", "oldest", "relevance"]}, "default newest"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)"),
+                _q("cursor", STR, "next_cursor of the previous page"),
+            ],
+            "responses": {"200": _json(_obj({
+                "q": STR, "sort": STR, "limit": INT, "items": {"type": "array", "items": _ref("File")},
+                "next_cursor": _nullable(STR)})),
+                **_errors(400, 401)}}},
         "/image": {"get": {
             "summary": "thumb: the stored thumbnail (made if missing); preview: a large JPEG; "
                        "full: the original bytes (Range supported)",
@@ -401,9 +446,10 @@ def _spec() -> J:
         },
         "/faces/{id}": {
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}],
-            "patch": {"summary": "bind a face to a person (by name), or unbind it (null)", "security": BEARER,
-                      "requestBody": _body({"type": "object", "required": ["person"],
-                                            "properties": {"person": _nullable(STR)}}),
+            "patch": {"summary": "bind a face to a person by name (`person`) or id (`person_id`), or unbind it "
+                                 "(null: remembered as not this person)", "security": BEARER,
+                      "requestBody": _body({"type": "object", "properties": {
+                          "person": _nullable(STR), "person_id": _nullable({"type": "integer", "minimum": 1})}}),
                       "responses": {"200": _json(_obj({"enabled": BOOL, "face": _nullable(_ref("Face"))})),
                                     **_errors(*JSON_BODY_ERRORS)}},
             "delete": {"summary": "delete a face", "security": BEARER,
@@ -411,9 +457,13 @@ def _spec() -> J:
                                      **_errors(400, 401, 404)}},
         },
         "/persons": {
-            "get": {"summary": "people with their face and photo counts", "security": BEARER, "responses": {
+            "get": {"summary": "people with their face and photo counts: named by name, then unnamed clusters, "
+                               "largest first", "security": BEARER,
+                    "parameters": [_q("named", BOOL, "only named (true) or only unnamed (false) persons")],
+                    "responses": {
                 "200": _json(_obj({"enabled": BOOL, "persons": {"type": "array", "items": _obj(
-                    {"id": INT, "name": STR, "faces": INT, "photos": INT})}})), **_errors(401)}},
+                    {"id": INT, "name": _nullable(STR), "named": BOOL, "faces": INT, "photos": INT,
+                     "cover_face_id": _nullable(INT)})}})), **_errors(400, 401)}},
             "post": {"summary": "create a person", "security": BEARER,
                      "requestBody": _body(_obj({"name": STR})),
                      "responses": {"200": _json(_obj({"enabled": BOOL, "person": {"type": "null"}}), "faces disabled"),

@@ -17,7 +17,7 @@ from imageapi.core.faces.people import FaceRow
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS, PhotoQuery, list_photos
 from imageapi.server.keys import CONFIG, DB, LIBRARIES
 from imageapi.server.middlewares import ApiError, field, read_json
-from imageapi.server.params import client_path, query_choice, query_int, query_str
+from imageapi.server.params import client_path, query_bool, query_choice, query_int, query_str
 from imageapi.server.routes_media import indexed
 
 
@@ -59,11 +59,14 @@ async def get_faces(request: web.Request) -> web.Response:
 
 
 async def get_persons(request: web.Request) -> web.Response:
+    """Named persons by name, then unnamed clusters largest first; `?named=true|false` keeps one kind."""
+    named = query_bool(request, "named", True) if request.query.get("named") else None
     if not await faces_available(request.app):
         return web.json_response({"enabled": False, "persons": []})
-    found = await people.list_people(request.app[DB])
+    found = await people.list_people(request.app[DB], named)
     return web.json_response({"enabled": True, "persons": [
-        {"id": p.id, "name": p.name, "faces": p.faces, "photos": p.photos} for p in found
+        {"id": p.id, "name": p.name, "named": p.named, "faces": p.faces, "photos": p.photos,
+         "cover_face_id": p.cover_face_id} for p in found
     ]})
 
 
@@ -77,15 +80,28 @@ async def post_persons(request: web.Request) -> web.Response:
 
 
 async def patch_face(request: web.Request) -> web.Response:
+    """Bind by name (`person`) or by id (`person_id`, unnamed persons too); null unbinds and is
+    remembered as "not this person"."""
     face_id = _face_id(request)
     body = await read_json(request)
-    if "person" not in body:
-        raise ApiError(400, "missing_field", "field 'person' is required (a person's name, or null to unbind)")
-    name = field(body, "person", str, required=False, nullable=True)
+    if "person_id" in body:
+        if "person" in body:
+            raise ApiError(400, "bad_field", "give 'person' (a name) or 'person_id', not both")
+        person_id = field(body, "person_id", int, required=False, nullable=True)
+        if person_id is not None and not 1 <= person_id < 2**63:
+            raise ApiError(404, "not_found", f"no person with id {person_id}")
+    elif "person" in body:
+        name = field(body, "person", str, required=False, nullable=True)
+    else:
+        raise ApiError(400, "missing_field", "field 'person' (a person's name, or null to unbind) or 'person_id' "
+                       "is required")
     if not await faces_available(request.app):
         return web.json_response({"enabled": False, "face": None})
     db = request.app[DB]
-    await people.bind_face(db, face_id, name)
+    if "person_id" in body:
+        await people.bind_face_to(db, face_id, person_id)
+    else:
+        await people.bind_face(db, face_id, name)
     return web.json_response({"enabled": True, "face": _face(await people.face_view(db, face_id))})
 
 

@@ -5,7 +5,9 @@
 2. process_face_backlog: hashed image content that has no detection yet, one detect call per
    distinct hash, at most FACE_BACKLOG_MAX_PER_TICK a tick and FACE_DETECT_CONCURRENCY in flight.
 
-The upright JPEG sent to Apollo is made in the worker pool (never in the event loop); each hash's
+Both backends implement one detect interface (imageapi.core.faces.detectors): the upright JPEG
+sent to Apollo is made in the worker pool (never in the event loop), and the embedded detector runs
+there too on that same picture; each hash's
 faces are stored together with its scan mark in one transaction, so a kill -9 at any moment loses
 at most the calls in flight and never stores a hash twice.
 """
@@ -24,7 +26,9 @@ from pathlib import Path
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, utcnow
 from imageapi.core.errors import MediaError, ToolError, UnsupportedMediaError
-from imageapi.core.faces.apollo import ApolloClient, ApolloError
+from imageapi.core.faces.apollo import ApolloClient, ApolloError, Detection
+from imageapi.core.faces.cluster import cluster_new_faces
+from imageapi.core.faces.detectors import Detector, make_detector
 from imageapi.core.faces.people import MeanCache, autobind_photo
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import Candidate, insert_detection, list_unscanned_candidates, record_failure
@@ -46,13 +50,19 @@ READ_WHOLE_MAX = 256 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Prepared:
-    """What the worker made of one candidate: the JPEG, or why not (permanent or not)."""
+    """What the worker made of one candidate: the JPEG (or, for the embedded backend, the faces
+    found in it), or why not (permanent or not)."""
 
     jpeg: bytes | None
     width: int = 0
     height: int = 0
     error: str | None = None
     permanent: bool = False
+    detection: Detection | None = None
+
+    @property
+    def made(self) -> bool:
+        return self.jpeg is not None or self.detection is not None
 
 
 def prepare_for_detection(path: str, kind: str, content_hash: str) -> Prepared:
@@ -132,7 +142,7 @@ class FaceTickReport:
 async def process_face_backlog(
     db: Connection,
     pool: WorkerPool,
-    client: ApolloClient,
+    client: ApolloClient | Detector,
     settings: FaceSettings,
     *,
     library_ids: list[int] | None = None,
@@ -143,14 +153,14 @@ async def process_face_backlog(
 ) -> FaceTickReport:
     """Pass 2: detect faces in at most FACE_BACKLOG_MAX_PER_TICK (or `limit`, if smaller) distinct
     unscanned hashes, FACE_DETECT_CONCURRENCY calls in flight. `on_done(n)` after each candidate."""
-    return await _Tick(db, pool, client, settings, state or ServiceState(), on_done).run(
+    return await _Tick(db, pool, make_detector(settings, client), settings, state or ServiceState(), on_done).run(
         library_ids, limit, now)
 
 
 async def detect_candidates(
     db: Connection,
     pool: WorkerPool,
-    client: ApolloClient,
+    client: ApolloClient | Detector,
     settings: FaceSettings,
     candidates: list[Candidate],
     fence: Fence,
@@ -160,7 +170,7 @@ async def detect_candidates(
 ) -> FaceTickReport:
     """Pass 2 over candidates claimed with leases (imageapi.core.repositories.leases): each result (faces or a
     failure) is stored only while the lease on its hash is still held, else dropped."""
-    tick = _Tick(db, pool, client, settings, state or ServiceState(), on_done, fence)
+    tick = _Tick(db, pool, make_detector(settings, client), settings, state or ServiceState(), on_done, fence)
     started = time.monotonic()
     try:
         await tick.work(candidates)
@@ -170,7 +180,7 @@ async def detect_candidates(
 
 
 class _Tick:
-    def __init__(self, db: Connection, pool: WorkerPool, client: ApolloClient, settings: FaceSettings,
+    def __init__(self, db: Connection, pool: WorkerPool, client: Detector, settings: FaceSettings,
                  state: ServiceState, on_done: Callable[[int], None] | None, fence: Fence | None = None) -> None:
         self.db, self.pool, self.client, self.settings, self.state = db, pool, client, settings, state
         self.on_done = on_done
@@ -180,6 +190,7 @@ class _Tick:
         self.connection_failures = 0       # in a row
         self.stopped = False
         self.finished = 0
+        self.stored: list[str] = []        # content hashes whose faces this tick stored
 
     async def run(self, library_ids: list[int] | None, limit: int | None, now: datetime | None) -> FaceTickReport:
         started = time.monotonic()
@@ -206,19 +217,19 @@ class _Tick:
         batches = [[(c.path, c.kind, c.content_hash)] for c in candidates]
         by_hash = {c.content_hash: c for c in candidates}
         try:
-            prepared = self.pool.map_batches(prepare_batch, batches, item_timeout=RENDER_TIMEOUT)
+            prepared = self.pool.map_batches(self.client.worker_fn, batches, item_timeout=RENDER_TIMEOUT)
             try:
                 async for batch, results, failure in prepared:
                     cand = by_hash[batch[0][2]]
                     prep = results[0] if results else Prepared(None, error=failure or "the worker failed")
-                    if prep.jpeg is None:
+                    if not prep.made:
                         await self._failed(cand, prep.error or "no image", permanent=prep.permanent)
                         continue
                     await sem.acquire()  # back-pressure: no more JPEGs made than can be sent
                     if self.stopped:
                         sem.release()
                         break  # the service is down: render nothing more
-                    task = asyncio.create_task(self._send(cand, prep.jpeg, sem))
+                    task = asyncio.create_task(self._send(cand, prep, sem))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
             finally:
@@ -228,6 +239,8 @@ class _Tick:
                     await aclose()
             if tasks:
                 await asyncio.gather(*list(tasks))
+            # The batch's new faces join persons (or start unnamed ones): imageapi.core.faces.cluster.
+            self.report.bound += (await cluster_new_faces(self.db, self.settings, self.stored)).bound
         finally:
             for task in list(tasks):
                 task.cancel()
@@ -261,7 +274,7 @@ class _Tick:
             return False
         self.state.down, self.state.reason = False, None
         if was_down:
-            log.info("Apollo at %s answers again", self.client.base_url)
+            log.info("%s answers again", self.client.description)
         return True
 
     def _stop(self, reason: str) -> None:
@@ -269,15 +282,15 @@ class _Tick:
             self.stopped = True
             self.state.down, self.state.reason = True, reason
             self.report.service_down, self.report.down_reason = True, reason
-            log.warning("Apollo is unreachable (%s): no more detect calls this tick", reason)
+            log.warning("%s is unreachable (%s): no more detect calls this tick", self.client.description, reason)
 
-    async def _send(self, cand: Candidate, jpeg: bytes, sem: asyncio.Semaphore) -> None:
+    async def _send(self, cand: Candidate, prep: Prepared, sem: asyncio.Semaphore) -> None:
         try:
             if self.stopped:
                 return
             self.report.sent += 1
             try:
-                detection = await self.client.detect(jpeg, cand.content_hash)
+                detection = await self.client.detect(prep, cand.content_hash)
             except ApolloError as exc:
                 if exc.connection:
                     self.connection_failures += 1
@@ -296,6 +309,7 @@ class _Tick:
                 bound = await autobind_photo(self.db, cand.content_hash, self.settings.autobind_min_cos,
                                              self.means) if stored else []
             if stored:
+                self.stored.append(cand.content_hash)
                 self.report.detected += 1
                 self.report.faces_found += len(detection.faces)
                 self.report.bound += len(bound)
@@ -344,16 +358,15 @@ class PassesReport:
 
 
 class FacePasses:
-    """The face passes with what they keep between ticks: the Apollo client (its connection pool)
-    and whether the service was down at the last tick."""
+    """The face passes with what they keep between ticks: the detector (for Apollo, its
+    connection pool) and whether the service was down at the last tick."""
 
     def __init__(self, db: Connection, pool: WorkerPool, settings: FaceSettings,
-                 client: ApolloClient | None = None) -> None:
-        if settings.base_url is None:
-            raise ValueError("FacePasses needs faces enabled (a base URL)")
+                 client: ApolloClient | Detector | None = None) -> None:
+        if not settings.enabled and client is None:
+            raise ValueError("FacePasses needs faces enabled")
         self.db, self.pool, self.settings = db, pool, settings
-        self.client = client or ApolloClient(settings.base_url, timeout=settings.detect_timeout,
-                                             concurrency=settings.detect_concurrency)
+        self.client: Detector = make_detector(settings, client)
         self.state = ServiceState()
 
     async def aclose(self) -> None:

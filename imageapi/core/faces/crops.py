@@ -1,5 +1,5 @@
-"""A person's face as a small picture (the web client's people page): the best-scored face bound to
-them, cut from the stored thumbnail of a file with that content (thumbnails are upright, and face
+"""A face as a small picture (the web client's people page): one face, or a person's best-scored
+bound face, cut from the stored thumbnail of a file with that content (thumbnails are upright, and face
 boxes are relative to the upright picture)."""
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ async def face_source(db: Connection, config: Config, person_id: int) -> FaceSou
     found = await repo.best_thumbnailed_face(db, person_id)
     if found is None:
         raise NotFoundError(f"person {person_id} has no face with a thumbnail yet")
+    return FaceSource(thumbnail_path(config, found.library, found.rel_path), found.box, found.face_id)
+
+
+async def face_source_of(db: Connection, config: Config, face_id: int) -> FaceSource:
+    """One face (bound or not) and a stored thumbnail to cut it from."""
+    found = await repo.thumbnailed_face(db, face_id)
+    if found is None:
+        if await repo.content_of_face(db, face_id) is None:
+            raise NotFoundError(f"no face with id {face_id}")
+        raise NotFoundError(f"face {face_id} has no photo with a thumbnail yet")
     return FaceSource(thumbnail_path(config, found.library, found.rel_path), found.box, found.face_id)
 
 

@@ -8,6 +8,8 @@ that person is in the photo. Two rules bind faces without a human:
   similarity between its embedding and the mean of that person's bound faces is at least
   FACE_AUTOBIND_MIN_COS; each face to at most one person and, never, two faces of one photo to
   one person (the best match wins). A unique index on faces(content_hash, person_id) backs this.
+Embeddings are only compared within one model: a face is matched against the mean of the person's
+faces of its own model (another backend's embeddings live in another space).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, DriverError, IntegrityError, utcnow
-from imageapi.core.errors import NotFoundError, UsageError
+from imageapi.core.errors import ConflictError, NotFoundError, UsageError
 from imageapi.core.faces.embeddings import cosine, from_blob, normalized
 from imageapi.core.repositories import faces as repo
 from imageapi.core.repositories import people as people_repo
@@ -31,16 +33,29 @@ SWEEP_BATCH = 64                    # photos per transaction in a sweep
 @dataclass(frozen=True)
 class Person:
     id: int
-    name: str
+    name: str | None     # None: an unnamed cluster
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else f"unnamed #{self.id}"
 
 
 @dataclass
 class PersonSummary:
     id: int
-    name: str
+    name: str | None
     faces: int = 0
     photos: int = 0
     bound_by: dict[str, int] = field(default_factory=dict)
+    cover_face_id: int | None = None     # the best-scored face
+
+    @property
+    def named(self) -> bool:
+        return self.name is not None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else f"unnamed #{self.id}"
 
 
 @dataclass(frozen=True)
@@ -78,29 +93,58 @@ async def create_person(db: Connection, name: str) -> Person:
     return Person(new_id, clean)
 
 
-async def list_people(db: Connection) -> list[PersonSummary]:
+async def list_people(db: Connection, named: bool | None = None) -> list[PersonSummary]:
+    """Named persons by name (case aside), then unnamed ones, largest first. `named`: only those."""
     people: dict[int, PersonSummary] = {}
     for r in await people_repo.all_people(db):
-        people[r.id] = PersonSummary(r.id, r.name)
+        if named is None or named == (r.name is not None):
+            people[r.id] = PersonSummary(r.id, r.name)
     for c in await people_repo.bound_counts(db):
         p = people.get(c.person_id)
         if p is not None:
             p.faces += c.faces
             p.photos += c.photos  # a person is in a photo at most once, so these add up
             p.bound_by[c.bound_by] = c.faces
-    return list(people.values())
+    for person_id, face_id in (await people_repo.cover_faces(db)).items():
+        if person_id in people:
+            people[person_id].cover_face_id = face_id
+    found = list(people.values())
+    unnamed = sorted((p for p in found if not p.named), key=lambda p: (-p.faces, p.id))
+    return [p for p in found if p.named] + unnamed
+
+
+async def name_person(db: Connection, person_id: int, name: str) -> Person:
+    """Name an unnamed person, or rename a named one (a change of case only is allowed). A name
+    another person has is a ConflictError: merge instead. Tags are left as they are: autobind
+    matches tags against the person's current name."""
+    person = await person_by_id(db, person_id)
+    clean = _clean_name(name)
+    if await people_repo.name_taken(db, clean, person.id):
+        raise ConflictError(f"a person named {clean!r} already exists; merge into them instead "
+                            "(`imageapi people merge`, POST /persons/{id}/merge)")
+    try:
+        async with transaction(db):
+            await people_repo.rename(db, person.id, clean)
+    except IntegrityError:  # named by someone else meanwhile
+        raise ConflictError(f"a person named {clean!r} already exists; merge into them instead") from None
+    return Person(person.id, clean)
 
 
 async def rename_person(db: Connection, old: str, new: str) -> Person:
-    """Rename; a change of case only is allowed. Tags are left as they are: autobind matches tags
-    against the person's current name."""
-    person = await get_person(db, old)
-    clean = _clean_name(new)
-    if await people_repo.name_taken(db, clean, person.id):
-        raise UsageError(f"a person named {clean!r} already exists; use `imageapi people merge`")
-    async with transaction(db):
-        await people_repo.rename(db, person.id, clean)
-    return Person(person.id, clean)
+    """Rename the person named `old` (see name_person)."""
+    return await name_person(db, (await get_person(db, old)).id, new)
+
+
+async def find_person(db: Connection, ref: str) -> Person:
+    """A person by name; else, for a number (`12` or `#12`), by id: unnamed persons have only an id."""
+    raw = ref.strip().removeprefix("#")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return await get_person(db, ref)
+    if not ref.strip().startswith("#"):
+        row = await people_repo.by_name(db, _clean_name(ref))
+        if row is not None:
+            return Person(row.id, row.name)
+    return await person_by_id(db, int(raw))
 
 
 @dataclass(frozen=True)
@@ -108,21 +152,38 @@ class MergeResult:
     source: str
     target: str
     moved: int       # faces now bound to target
-    unbound: int     # faces of source in photos where target already had a face: left unbound
+    unbound: int     # faces of source left unbound: in photos where target already had a face, or
+    #                  rejected from target by the user
+    target_id: int = 0
+    target_name: str | None = None
 
 
 async def merge_people(db: Connection, source: str, target: str) -> MergeResult:
-    """Merge `source` into `target`: its faces go to target, then source is deleted."""
-    src, dst = await get_person(db, source), await get_person(db, target)
+    """Merge `source` into `target` (names, or ids as `find_person` reads them)."""
+    src, dst = await find_person(db, source), await find_person(db, target)
+    return await merge_persons(db, src.id, dst.id)
+
+
+async def merge_persons(db: Connection, source_id: int, target_id: int) -> MergeResult:
+    """Merge person `source_id` into `target_id`: its faces go to target, then source is deleted.
+    Named or not; the target keeps its name (an unnamed target merged with a named source takes
+    the source's name, so a name is never lost)."""
+    src, dst = await person_by_id(db, source_id), await person_by_id(db, target_id)
     if src.id == dst.id:
         raise UsageError("cannot merge a person into themselves")
     async with transaction(db):
         # A photo holding a face of each: the target's stays, the source's is unbound (one
-        # person, one face per photo).
+        # person, one face per photo). A face the user said is not the target stays unbound.
         unbound = await people_repo.unbind_where_both(db, src.id, dst.id)
+        unbound += await people_repo.unbind_rejected(db, src.id, dst.id)
         moved = await people_repo.move_faces(db, src.id, dst.id)
+        await people_repo.move_rejections(db, src.id, dst.id)
         await people_repo.delete_person(db, src.id)
-    return MergeResult(src.name, dst.name, moved, unbound)
+        name = dst.name
+        if name is None and src.name is not None:
+            name = src.name
+            await people_repo.rename(db, dst.id, name)
+    return MergeResult(src.label, Person(dst.id, name).label, moved, unbound, dst.id, name)
 
 
 async def _claim(db: Connection, content_hash: str, face_id: int, person_id: int) -> None:
@@ -136,15 +197,30 @@ async def _claim(db: Connection, content_hash: str, face_id: int, person_id: int
 async def bind_face(db: Connection, face_id: int, person_name: str | None) -> None:
     """A human's binding (or unbinding, with None). Moves another face of the same photo off this
     person first, since a person is in a photo once."""
-    content_hash = await repo.content_of_face(db, face_id)
-    if content_hash is None:
+    if person_name is None:
+        await bind_face_to(db, face_id, None)
+        return
+    await bind_face_to(db, face_id, (await get_person(db, person_name)).id)
+
+
+async def bind_face_to(db: Connection, face_id: int, person_id: int | None) -> None:
+    """A human binds the face to a person by id (named or not), or unbinds it with None: "not this
+    person", remembered so no rule binds the face to them again. Binding by hand takes back an
+    earlier "not this person" for that pair."""
+    found = await repo.face(db, face_id)
+    if found is None:
         raise NotFoundError(f"no face with id {face_id}")
+    content_hash = await repo.content_of_face(db, face_id)
+    if person_id is not None:
+        await person_by_id(db, person_id)
     async with transaction(db):
-        if person_name is None:
+        if person_id is None:
+            if found.person_id is not None:
+                await people_repo.reject(db, face_id, found.person_id, utcnow())
             await repo.unbind(db, face_id)
             return
-        person = await get_person(db, person_name)
-        await _claim(db, content_hash, face_id, person.id)
+        await people_repo.unreject(db, face_id, person_id)
+        await _claim(db, content_hash or "", face_id, person_id)
 
 
 MANUAL_MODEL = "manual"     # the model of a face box drawn by a human (it has no embedding)
@@ -216,33 +292,33 @@ async def person_by_id(db: Connection, person_id: int) -> Person:
 
 
 class MeanCache:
-    """Each person's mean face direction, read once and updated as faces are bound to them."""
+    """Each person's mean face direction per model, read once and updated as faces are bound to them."""
 
     def __init__(self, db: Connection) -> None:
         self.db = db
-        self._sums: dict[int, tuple[list[float], int]] = {}
+        self._sums: dict[tuple[int, str], tuple[list[float], int]] = {}
 
-    async def mean(self, person_id: int) -> list[float] | None:
-        entry = self._sums.get(person_id)
+    async def mean(self, person_id: int, model: str) -> list[float] | None:
+        entry = self._sums.get((person_id, model))
         if entry is None:
-            entry = await self._load(person_id)
-            self._sums[person_id] = entry
+            entry = await self._load(person_id, model)
+            self._sums[(person_id, model)] = entry
         total, count = entry
         return [x / count for x in total] if count else None
 
-    async def _load(self, person_id: int) -> tuple[list[float], int]:
+    async def _load(self, person_id: int, model: str) -> tuple[list[float], int]:
         total: list[float] = []
         count = 0
         # Streamed, so a person with many faces costs time, not memory.
-        async for blob in people_repo.embeddings_of(self.db, person_id):
+        async for blob in people_repo.embeddings_of(self.db, person_id, model):
             count = _accumulate(total, count, from_blob(blob))
         return total, count
 
-    def added(self, person_id: int, embedding: array[float]) -> None:
-        entry = self._sums.get(person_id)
+    def added(self, person_id: int, model: str, embedding: array[float]) -> None:
+        entry = self._sums.get((person_id, model))
         if entry is not None:
             total, count = entry
-            self._sums[person_id] = (total, _accumulate(total, count, embedding))
+            self._sums[(person_id, model)] = (total, _accumulate(total, count, embedding))
 
 
 def _accumulate(total: list[float], count: int, embedding: array[float]) -> int:
@@ -267,9 +343,12 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     persons = await _person_tags(db, content_hash)
     if not persons:
         return []
-    faces = [(f.id, from_blob(f.embedding), f.person_id) for f in await people_repo.photo_faces(db, content_hash)]
-    if not faces:
+    rows = await people_repo.photo_faces(db, content_hash)
+    if not rows:
         return []
+    rejected = await people_repo.rejections_in_content(db, content_hash)
+    faces = [(f.id, from_blob(f.embedding), f.person_id) for f in rows]
+    models = {f.id: f.model for f in rows}
     taken = {person_id for _, _, person_id in faces if person_id is not None}
     free_faces = [(fid, emb) for fid, emb, person_id in faces if person_id is None]
     free_persons = [p for p in persons if p.id not in taken]
@@ -278,16 +357,18 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     chosen: list[Binding] = []
     if len(faces) == 1 and len(persons) == 1:
         fid, _ = free_faces[0]
-        chosen.append(Binding(fid, free_persons[0].id, content_hash, "bootstrap", None))
+        if (fid, free_persons[0].id) not in rejected:
+            chosen.append(Binding(fid, free_persons[0].id, content_hash, "bootstrap", None))
     else:
         pairs: list[tuple[float, int, int]] = []
         for p in free_persons:
-            m = await means.mean(p.id)
-            if m is None:
-                continue  # no bound face yet: nothing to compare with
             for fid, emb in free_faces:
-                if not emb:
-                    continue  # drawn by hand: nothing to compare
+                if not emb or (fid, p.id) in rejected:
+                    continue  # drawn by hand: nothing to compare; or the user said it is not them
+                # Only with the person's faces of this face's model.
+                m = await means.mean(p.id, models[fid])
+                if m is None:
+                    continue  # no bound face of this model yet: nothing to compare with
                 sim = cosine(emb, m)
                 if sim >= min_cos:
                     pairs.append((sim, fid, p.id))
@@ -304,7 +385,7 @@ async def autobind_photo(db: Connection, content_hash: str, min_cos: float,
     embeddings = {fid: emb for fid, emb in free_faces}
     for b in chosen:
         await people_repo.bind_if_free(db, b.face_id, b.person_id, b.how, now)
-        means.added(b.person_id, embeddings[b.face_id])
+        means.added(b.person_id, models[b.face_id], embeddings[b.face_id])
     return chosen
 
 
@@ -330,3 +411,18 @@ async def autobind_sweep(db: Connection, min_cos: float, *, incremental: bool,
         async with transaction(db):
             await people_repo.set_face_state(db, SWEEP_MARK, newest)
     return bound
+
+
+@dataclass(frozen=True)
+class FacesPage:
+    faces: list[people_repo.PersonFace]
+    next_cursor: str | None
+
+
+async def faces_of_person(db: Connection, person_id: int, after: int, limit: int) -> FacesPage:
+    """A page of the person's faces by id, after face id `after`."""
+    await person_by_id(db, person_id)
+    rows = await people_repo.faces_page(db, person_id, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return FacesPage(rows, str(rows[-1].id) if more and rows else None)

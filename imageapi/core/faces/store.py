@@ -16,6 +16,7 @@ from imageapi.core.database import transaction
 from imageapi.core.db import Connection
 from imageapi.core.faces.apollo import Detection
 from imageapi.core.faces.embeddings import to_blob
+from imageapi.core.faces.reindex import carry_over, drop_old_faces
 from imageapi.core.repositories import faces as repo
 from imageapi.core.store import abs_path
 
@@ -87,12 +88,17 @@ async def insert_detection(db: Connection, content_hash: str, detection: Detecti
     never written without the faces (or the faces twice). False when already scanned."""
     if not await repo.mark_scanned(db, content_hash, detection.model, len(detection.faces), now):
         return False
+    # Content queued again by `imageapi faces reindex`: the old detected faces go, their persons
+    # (and boxes drawn by hand) pass to the new faces they overlap.
+    old = await drop_old_faces(db, content_hash)
     # Each face takes the next position: boxes drawn by hand before detection keep the first
-    # ones and Apollo's faces follow, in its order (the rows are inserted one after the other).
+    # ones and the detector's faces follow, in its order (the rows are inserted one after the other).
     await repo.append_faces(db, [
         (content_hash, face.bbox, face.score, to_blob(face.embedding), detection.model, now)
         for face in detection.faces
     ])
+    if old:
+        await carry_over(db, content_hash, old)
     await repo.clear_failure(db, content_hash)
     return True
 

@@ -149,12 +149,13 @@ class SqliteSource:
         return int(self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
 
     def tables(self) -> list[Table]:
-        """Every table but SQLite's own and schema_migrations, parents before the tables that
+        """Every table but SQLite's own, schema_migrations and the search index, parents before the tables that
         refer to them (foreign keys are checked as rows arrive)."""
         assert self.conn is not None
         names = [r[0] for r in self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            "AND name != 'schema_migrations' ORDER BY name")]
+            "AND name != 'schema_migrations' AND name NOT LIKE 'search%' ORDER BY name")]
+        # The search index is not copied: PostgreSQL's triggers mark every copied file for it.
         found: dict[str, Table] = {}
         parents: dict[str, set[str]] = {}
         for name in names:

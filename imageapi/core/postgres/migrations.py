@@ -394,6 +394,20 @@ CREATE INDEX files_by_place ON files(place_cc, place_region, place_city) WHERE p
 CREATE INDEX files_place_due ON files(id) WHERE gps_lat IS NOT NULL AND place_key IS NULL;
 """)
 
+# 18: unnamed persons (name NULL; the unique index on lower(name) lets NULLs repeat) and "not this
+# person" (imageapi.core.migrations FACE_CLUSTERS).
+FACE_CLUSTERS = _c("""
+ALTER TABLE persons ALTER COLUMN name DROP NOT NULL;
+CREATE TABLE face_rejections (
+    face_id     BIGINT NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id   BIGINT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (face_id, person_id)
+);
+CREATE INDEX face_rejections_by_person ON face_rejections(person_id);
+CREATE INDEX faces_unbound_by_model ON faces(model, id) WHERE person_id IS NULL;
+""")
+
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
     PgMigration(2, "faces", FACES),
@@ -414,6 +428,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     # back as the empty embedding SQLite stores (postgres/connection.py).
     PgMigration(16, "manual_faces", "ALTER TABLE faces ALTER COLUMN embedding DROP NOT NULL"),
     PgMigration(17, "hls_due", HLS_DUE),
+    PgMigration(18, "face_clusters", FACE_CLUSTERS),
     PgMigration(19, "places", PLACES),
     PgMigration(22, "map_generation", "ALTER TABLE libraries ADD COLUMN map_generation BIGINT NOT NULL DEFAULT 0"),
 ]
@@ -490,3 +505,86 @@ async def embedding_type(conn: asyncpg.Connection, table: str, column: str = "em
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped", table, column)
     return "vector" if found and str(found).startswith("vector") else "real[]"
+
+# 20: the search index. search_docs as in SQLite (its rows go with their file); the index is a GIN
+# over the tokens themselves (array_to_tsvector: no parser, no dictionary, so the lexemes are the
+# tokens Python folded, as SQLite's FTS5 holds them) and queries are prefix tsqueries (`:*`). The
+# triggers mark files dirty as SQLite's do.
+SEARCH_TSV = "array_to_tsvector(string_to_array(body || ' ' || facets, ' '))"
+_MARK = "ON CONFLICT (file_id) DO UPDATE SET gen = search_dirty.gen + 1"
+SEARCH = _c(f"""
+CREATE TABLE search_docs (
+    docid    BIGINT PRIMARY KEY,
+    file_id  BIGINT NOT NULL UNIQUE REFERENCES files(id) ON DELETE CASCADE,
+    body     TEXT NOT NULL,
+    facets   TEXT NOT NULL
+);
+CREATE INDEX search_docs_tsv ON search_docs USING gin ({SEARCH_TSV});
+CREATE TABLE search_dirty (
+    file_id  BIGINT PRIMARY KEY,
+    gen      BIGINT NOT NULL
+);
+CREATE FUNCTION search_mark_hash(h text) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = h {_MARK}
+$$;
+CREATE FUNCTION search_files_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO search_dirty (file_id, gen) VALUES (OLD.id, 1) {_MARK};
+    ELSE
+        INSERT INTO search_dirty (file_id, gen) VALUES (NEW.id, 1) {_MARK};
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER search_files_insert AFTER INSERT OR DELETE ON files
+    FOR EACH ROW EXECUTE FUNCTION search_files_mark();
+CREATE TRIGGER search_files_update AFTER UPDATE ON files FOR EACH ROW
+    WHEN (OLD.rel_path IS DISTINCT FROM NEW.rel_path OR OLD.library_id IS DISTINCT FROM NEW.library_id
+          OR OLD.kind IS DISTINCT FROM NEW.kind OR OLD.taken_at IS DISTINCT FROM NEW.taken_at
+          OR OLD.make IS DISTINCT FROM NEW.make OR OLD.model IS DISTINCT FROM NEW.model
+          OR OLD.lens IS DISTINCT FROM NEW.lens OR OLD.gps_lat IS DISTINCT FROM NEW.gps_lat
+          OR OLD.gps_lon IS DISTINCT FROM NEW.gps_lon OR OLD.content_hash IS DISTINCT FROM NEW.content_hash
+          OR OLD.place_city IS DISTINCT FROM NEW.place_city OR OLD.place_region IS DISTINCT FROM NEW.place_region
+          OR OLD.place_country IS DISTINCT FROM NEW.place_country OR OLD.place_cc IS DISTINCT FROM NEW.place_cc)
+    EXECUTE FUNCTION search_files_mark();
+CREATE FUNCTION search_content_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN PERFORM search_mark_hash(OLD.content_hash); END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN PERFORM search_mark_hash(NEW.content_hash); END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER search_tag_change AFTER INSERT OR UPDATE OR DELETE ON content_tags
+    FOR EACH ROW EXECUTE FUNCTION search_content_mark();
+CREATE TRIGGER search_face_insert AFTER INSERT ON faces FOR EACH ROW WHEN (NEW.person_id IS NOT NULL)
+    EXECUTE FUNCTION search_content_mark();
+CREATE TRIGGER search_face_update AFTER UPDATE ON faces FOR EACH ROW
+    WHEN (OLD.person_id IS DISTINCT FROM NEW.person_id OR OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+    EXECUTE FUNCTION search_content_mark();
+CREATE TRIGGER search_face_delete AFTER DELETE ON faces FOR EACH ROW WHEN (OLD.person_id IS NOT NULL)
+    EXECUTE FUNCTION search_content_mark();
+CREATE TRIGGER search_insight_insert AFTER INSERT OR DELETE ON insights
+    FOR EACH ROW EXECUTE FUNCTION search_content_mark();
+CREATE TRIGGER search_insight_update AFTER UPDATE ON insights FOR EACH ROW
+    WHEN (OLD.title IS DISTINCT FROM NEW.title OR OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+    EXECUTE FUNCTION search_content_mark();
+CREATE FUNCTION search_tag_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT f.id, 1 FROM content_tags ct
+        JOIN files f ON f.content_hash = ct.content_hash WHERE ct.tag_id = NEW.id {_MARK};
+    RETURN NULL;
+END $$;
+CREATE TRIGGER search_tag_rename AFTER UPDATE ON tags FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
+    EXECUTE FUNCTION search_tag_mark();
+CREATE FUNCTION search_person_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO search_dirty (file_id, gen) SELECT f.id, 1 FROM faces fc
+        JOIN files f ON f.content_hash = fc.content_hash WHERE fc.person_id = OLD.id {_MARK};
+    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER search_person_rename AFTER UPDATE ON persons FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
+    EXECUTE FUNCTION search_person_mark();
+CREATE TRIGGER search_person_delete BEFORE DELETE ON persons FOR EACH ROW EXECUTE FUNCTION search_person_mark();
+INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files;
+""")
+PG_MIGRATIONS.append(PgMigration(20, "search", SEARCH))

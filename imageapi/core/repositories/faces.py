@@ -291,6 +291,17 @@ class ThumbnailedFace:
     rel_path: str       # ... and that file
 
 
+async def thumbnailed_face(db: Connection, face_id: int) -> ThumbnailedFace | None:
+    """The face, with a file of its content (lowest id) that has a stored thumbnail."""
+    async with db.execute(
+        "SELECT fc.id, fc.x, fc.y, fc.w, fc.h, l.name, f.rel_path FROM faces fc "
+        "JOIN files f ON f.content_hash = fc.content_hash AND f.thumb_state = 'done' "
+        "JOIN libraries l ON l.id = f.library_id WHERE fc.id = ? ORDER BY f.id LIMIT 1", (face_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return ThumbnailedFace(row[0], (row[1], row[2], row[3], row[4]), row[5], row[6]) if row is not None else None
+
+
 async def best_thumbnailed_face(db: Connection, person_id: int) -> ThumbnailedFace | None:
     """The person's best-scored face of which some file has a stored thumbnail."""
     async with db.execute(

@@ -1,0 +1,94 @@
+"""SQL of face clustering (imageapi.core.faces.cluster): the faces of one model with their
+embeddings, and binding faces to the persons a pass chose."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from imageapi.core.db import Connection
+from imageapi.core.repositories import nocase
+
+
+@dataclass(frozen=True)
+class ModelFace:
+    id: int
+    content_hash: str
+    embedding: bytes
+    person_id: int | None
+    bound_by: str | None
+
+
+async def models(db: Connection, manual_model: str) -> list[str]:
+    """The models of detected faces (boxes drawn by hand have no embedding)."""
+    async with db.execute("SELECT DISTINCT model FROM faces WHERE model != ? ORDER BY model", (manual_model,)) as cur:
+        return [r[0] for r in await cur.fetchall()]
+
+
+async def faces_of_model(db: Connection, model: str) -> AsyncIterator[ModelFace]:
+    """Every face of the model, by id, streamed (embeddings as float32 little-endian bytes)."""
+    async with db.execute(
+        "SELECT id, content_hash, embedding, person_id, bound_by FROM faces WHERE model = ? ORDER BY id", (model,)
+    ) as cur:
+        async for r in cur:
+            yield ModelFace(r[0], r[1], r[2], r[3], r[4])
+
+
+async def unbound_in_contents(db: Connection, content_hashes: Sequence[str]) -> list[tuple[int, str]]:
+    """(face id, model) of the unbound faces of these contents, by id."""
+    out: list[tuple[int, str]] = []
+    for i in range(0, len(content_hashes), 500):
+        part = list(content_hashes[i:i + 500])
+        marks = ", ".join("?" * len(part))
+        async with db.execute(f"SELECT id, model FROM faces WHERE person_id IS NULL AND content_hash IN ({marks})",
+                              part) as cur:
+            out.extend((r[0], r[1]) for r in await cur.fetchall())
+    return sorted(out)
+
+
+async def bind_auto(db: Connection, face_id: int, person_id: int, now: str) -> bool:
+    """Bind a face that is bound to no one, unless the person already has a face in its photo or
+    the user said the face is not them. In the caller's transaction."""
+    cur = await db.execute(
+        "UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ? AND person_id IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM faces o WHERE o.content_hash = faces.content_hash AND o.person_id = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)",
+        (person_id, now, face_id, person_id, person_id),
+    )
+    return bool(cur.rowcount)
+
+
+async def unbind_many(db: Connection, face_ids: Sequence[int]) -> None:
+    """Unbind faces a pass takes off their person (never manual ones). In the caller's transaction."""
+    await db.executemany(
+        "UPDATE faces SET person_id = NULL, bound_by = NULL, bound_at = NULL WHERE id = ? "
+        "AND (bound_by IS NULL OR bound_by != 'manual')", [(i,) for i in face_ids])
+
+
+@dataclass(frozen=True)
+class TagVote:
+    person_id: int       # the cluster
+    tagged_id: int       # a named person whose name tags a photo of the cluster's faces, alone
+    photos: int
+
+
+async def single_tag_votes(db: Connection, person_ids: Sequence[int]) -> list[TagVote]:
+    """For each of these persons, the named persons whose name is the only person tag of a photo
+    holding one of their faces, and in how many such photos."""
+    out: list[TagVote] = []
+    for i in range(0, len(person_ids), 500):
+        part = list(person_ids[i:i + 500])
+        marks = ", ".join("?" * len(part))
+        sql = (
+            "WITH pt AS (SELECT ct.content_hash, p.id AS tagged FROM content_tags ct JOIN tags t ON t.id = ct.tag_id "
+            f"JOIN persons p ON p.name IS NOT NULL AND {nocase(db, 'p.name')} = {nocase(db, 't.name')} "
+            "WHERE ct.content_hash IN (SELECT content_hash FROM faces WHERE person_id IN "
+            f"({marks}))), one AS (SELECT content_hash, MIN(tagged) AS tagged FROM pt GROUP BY content_hash "
+            "HAVING COUNT(*) = 1) "
+            "SELECT f.person_id, one.tagged, COUNT(DISTINCT f.content_hash) FROM faces f "
+            f"JOIN one ON one.content_hash = f.content_hash WHERE f.person_id IN ({marks}) "
+            "GROUP BY f.person_id, one.tagged"
+        )
+        async with db.execute(sql, part + part) as cur:
+            out.extend(TagVote(r[0], r[1], int(r[2])) for r in await cur.fetchall())
+    return out

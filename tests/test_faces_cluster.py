@@ -1,0 +1,267 @@
+"""Clustering faces into persons (imageapi.core.faces.cluster), on SQLite and PostgreSQL: a new face
+joins the person of its nearest neighbour; FACE_CLUSTER_MIN_FACES faces start an unnamed person,
+fewer wait; "not this person" is respected by every rule; --full keeps manual binds and named
+persons; people tags name a cluster; the nightly pass; and the real detector on the corpus
+portraits, end to end."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imageapi.core.config import load_config
+from imageapi.core.database import transaction
+from imageapi.core.db import connect, utcnow
+from imageapi.core.errors import ConfigError
+from imageapi.core.faces.cluster import (
+    cluster_all,
+    cluster_new_faces,
+    cluster_unbound,
+    run_nightly,
+)
+from imageapi.core.faces.embeddings import to_blob
+from imageapi.core.faces.people import (
+    MeanCache,
+    autobind_photo,
+    bind_face_to,
+    create_person,
+    list_people,
+    merge_persons,
+)
+from imageapi.core.faces.settings import FaceSettings, face_settings_from_env
+from imageapi.core.repositories import faces as faces_repo
+from imageapi.core.tags import add_tags
+
+DIM = 32
+MODEL = "synthetic-32"
+SETTINGS = FaceSettings(base_url="http://127.0.0.1:9", cluster_max_distance=0.1, cluster_min_faces=3)
+
+
+@pytest.fixture()
+async def db(env_dirs: dict[str, Path]) -> AsyncIterator[Any]:
+    env = {"IMAGEAPI_DATA_DIR": str(env_dirs["data"])}
+    if os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    conn = await connect(load_config(environ=env).database)
+    yield conn
+    await conn.close()
+
+
+def person_vector(seed: str) -> list[float]:
+    rnd = random.Random(seed)
+    v = [rnd.gauss(0.0, 1.0) for _ in range(DIM)]
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v]
+
+
+def near(base: list[float], seed: str, dist: float) -> list[float]:
+    """A vector at about this cosine distance from `base` (dist small)."""
+    rnd = random.Random(seed)
+    noise = [rnd.gauss(0.0, 1.0) for _ in base]
+    dot = sum(a * b for a, b in zip(noise, base, strict=True))
+    noise = [x - dot * b for x, b in zip(noise, base, strict=True)]   # orthogonal to base
+    n = math.sqrt(sum(x * x for x in noise))
+    angle = math.acos(1 - dist)
+    return [math.cos(angle) * b + math.sin(angle) * x / n for b, x in zip(base, noise, strict=True)]
+
+
+async def add_face(db: Any, content: str, embedding: list[float], model: str = MODEL) -> int:
+    async with transaction(db):
+        idx = await faces_repo.next_idx(db, content)
+        return await faces_repo.insert_face(db, content, idx, (0.1, 0.1, 0.2, 0.2), 0.9, to_blob(embedding), model,
+                                            utcnow())
+
+
+async def persons_of(db: Any, *face_ids: int) -> list[tuple[int | None, str | None]]:
+    out = []
+    for face_id in face_ids:
+        f = await faces_repo.face(db, face_id)
+        assert f is not None
+        out.append((f.person_id, f.bound_by))
+    return out
+
+
+async def test_a_new_face_joins_the_person_of_its_nearest_neighbour(db: Any) -> None:
+    a, b = person_vector("a"), person_vector("b")
+    ann, ben = await create_person(db, "Ann"), await create_person(db, "Ben")
+    fa, fb = await add_face(db, "c1", a), await add_face(db, "c2", b)
+    await bind_face_to(db, fa, ann.id)
+    await bind_face_to(db, fb, ben.id)
+    # Within the distance of both, nearer to Ben's face.
+    mid = [x + y for x, y in zip(near(a, "m", 0.02), near(b, "n", 0.02), strict=True)]
+    new = await add_face(db, "c3", mid)
+    far = await add_face(db, "c4", person_vector("c"))
+    report = await cluster_new_faces(db, replace(SETTINGS, cluster_max_distance=1.0), ["c3"])
+    assert report.bound == 1
+    new_person = (await persons_of(db, new))[0]
+    assert new_person[1] == "auto" and new_person[0] in (ann.id, ben.id)
+    # With the real distance: a face near Ann joins Ann; one near nobody waits.
+    close = await add_face(db, "c5", near(a, "x", 0.03))
+    await cluster_new_faces(db, SETTINGS, ["c4", "c5"])
+    assert await persons_of(db, close, far) == [(ann.id, "auto"), (None, None)]
+
+
+async def test_min_faces_start_an_unnamed_person_fewer_wait(db: Any) -> None:
+    x = person_vector("x")
+    f1, f2 = await add_face(db, "p1", near(x, "1", 0.02)), await add_face(db, "p2", near(x, "2", 0.02))
+    # Two faces in one photo are not neighbours of each other.
+    twin = await add_face(db, "p2", near(x, "2b", 0.02))
+    await cluster_new_faces(db, SETTINGS, ["p1", "p2"])
+    assert await persons_of(db, f1, f2, twin) == [(None, None)] * 3   # 2 photos < 3: they wait
+    same1, same2 = await add_face(db, "p3", near(x, "3", 0.02)), await add_face(db, "p3", person_vector("y"))
+    await cluster_new_faces(db, SETTINGS, ["p3"])
+    bound = await persons_of(db, f1, f2, same1, same2, twin)
+    person = bound[0][0]
+    assert person is not None and bound == [(person, "auto")] * 3 + [(None, None)] * 2
+    listed = await list_people(db)
+    assert [(p.id, p.name, p.named, p.faces) for p in listed] == [(person, None, False, 3)]
+    # Faces of another model are never compared.
+    other = await add_face(db, "p4", near(x, "4", 0.01), model="other-model")
+    await cluster_unbound(db, SETTINGS)
+    assert await persons_of(db, other) == [(None, None)]
+
+
+async def test_not_this_person_is_never_bound_again(db: Any) -> None:
+    a = person_vector("a")
+    ann = await create_person(db, "Ann")
+    faces = [await add_face(db, f"r{i}", near(a, str(i), 0.02)) for i in range(4)]
+    for f in faces[:3]:
+        await bind_face_to(db, f, ann.id)
+    odd = faces[3]
+    await cluster_new_faces(db, SETTINGS, ["r3"])
+    assert await persons_of(db, odd) == [(ann.id, "auto")]
+    await bind_face_to(db, odd, None)                       # the user: not Ann
+    await cluster_new_faces(db, SETTINGS, ["r3"])
+    await cluster_unbound(db, SETTINGS)
+    await cluster_all(db, SETTINGS)
+    assert await persons_of(db, odd) == [(None, None)]
+    # Nor by a merge of a person holding it into Ann, nor by a people tag (bootstrap).
+    unnamed = await create_person(db, "Tmp")
+    await bind_face_to(db, odd, unnamed.id)
+    result = await merge_persons(db, unnamed.id, ann.id)
+    assert result.unbound == 1 and await persons_of(db, odd) == [(None, None)]
+    await add_tags(db, ["r3"], ["Ann"])
+    async with transaction(db):
+        assert await autobind_photo(db, "r3", 0.0, MeanCache(db)) == []
+    # Manual binds stay through --full, and a human's bind takes "not this person" back.
+    await bind_face_to(db, odd, ann.id)
+    await cluster_all(db, SETTINGS)
+    assert await persons_of(db, odd) == [(ann.id, "manual")]
+
+
+async def test_full_recluster_keeps_manual_binds_and_named_persons(db: Any) -> None:
+    a, b = person_vector("a"), person_vector("b")
+    ann = await create_person(db, "Ann")
+    xs = [await add_face(db, f"x{i}", near(a, f"x{i}", 0.02)) for i in range(5)]
+    ys = [await add_face(db, f"y{i}", near(b, f"y{i}", 0.02)) for i in range(4)]
+    z = await add_face(db, "z", near(b, "z", 0.02))           # looks like b, a human says Ann
+    lone = await add_face(db, "lone", person_vector("lone"))
+    await bind_face_to(db, xs[0], ann.id)
+    await bind_face_to(db, z, ann.id)
+    report = await cluster_all(db, SETTINGS)
+    assert report.new_persons == 1
+    got = await persons_of(db, *xs, *ys, z, lone)
+    assert [p for p, _ in got[:5]] == [ann.id] * 5 and got[0][1] == "manual"
+    y_person = got[5][0]
+    assert y_person not in (None, ann.id) and [p for p, _ in got[5:9]] == [y_person] * 4
+    assert got[9] == (ann.id, "manual") and got[10] == (None, None)
+    # Named "Bea", the second cluster stays Bea with the same id through another --full.
+    from imageapi.core.faces.people import name_person
+
+    await name_person(db, y_person, "Bea")
+    again = await cluster_all(db, SETTINGS)
+    assert again.bound == 0 and again.unbound == 0 and again.new_persons == 0
+    assert await persons_of(db, *xs, *ys, z, lone) == got
+    assert [(p.name, p.faces) for p in await list_people(db)] == [("Ann", 6), ("Bea", 4)]
+
+
+async def test_people_tags_name_a_cluster(db: Any) -> None:
+    a, b = person_vector("a"), person_vector("b")
+    ann = await create_person(db, "Ann")
+    await create_person(db, "Ben")
+    for i in range(3):
+        await add_face(db, f"a{i}", near(a, f"a{i}", 0.02))
+        await add_face(db, f"b{i}", near(b, f"b{i}", 0.02))
+    await add_tags(db, ["a1"], ["ann"])
+    await add_tags(db, ["b0"], ["Ann"])
+    await add_tags(db, ["b1"], ["Ben"])         # two people named by the photos of cluster b: not named
+    report = await cluster_all(db, SETTINGS)
+    assert report.named == 1
+    people = {p.name: p for p in await list_people(db)}
+    assert people["Ann"].id == ann.id and people["Ann"].faces == 3
+    assert people[None].faces == 3 and people["Ben"].faces == 0
+
+
+async def test_nightly_pass_runs_once_a_day_at_the_hour(db: Any) -> None:
+    x = person_vector("x")
+    for i in range(3):
+        await add_face(db, f"n{i}", near(x, f"n{i}", 0.02))
+    settings = FaceSettings(base_url="http://127.0.0.1:9", cluster_max_distance=0.1, cluster_hour=3)
+    assert await run_nightly(db, settings, datetime(2026, 11, 30, 2, 59)) is None
+    report = await run_nightly(db, settings, datetime(2026, 11, 30, 3, 0))
+    assert report is not None and report.new_persons == 1
+    assert await run_nightly(db, settings, datetime(2026, 11, 30, 23, 0)) is None
+    assert await run_nightly(db, settings, datetime(2026, 12, 1, 4, 0)) is not None
+    off = FaceSettings(base_url="http://127.0.0.1:9", cluster_hour=None)
+    assert await run_nightly(db, off, datetime(2026, 12, 2, 4, 0)) is None
+
+
+def test_cluster_settings() -> None:
+    s = face_settings_from_env({"FACE_CLUSTER_HOUR": "off", "FACE_CLUSTER_MAX_DISTANCE": "0.3",
+                                "FACE_CLUSTER_MIN_FACES": "5"})
+    assert (s.cluster_hour, s.cluster_max_distance, s.cluster_min_faces) == (None, 0.3, 5)
+    d = face_settings_from_env({})
+    assert (d.cluster_enabled, d.cluster_hour, d.cluster_max_distance, d.cluster_min_faces) == (True, 3, None, 3)
+    assert face_settings_from_env({"FACE_CLUSTER": "off"}).cluster_enabled is False
+    for name, bad in (("FACE_CLUSTER_HOUR", "24"), ("FACE_CLUSTER_HOUR", "3am"), ("FACE_CLUSTER_MAX_DISTANCE", "0"),
+                      ("FACE_CLUSTER_MAX_DISTANCE", "nan"), ("FACE_CLUSTER_MIN_FACES", "0"),
+                      ("FACE_CLUSTER", "sometimes")):
+        with pytest.raises(ConfigError, match=name):
+            face_settings_from_env({name: bad})
+
+
+async def test_the_embedded_detector_clusters_the_corpus_portraits(db: Any, corpus: Path) -> None:
+    """Obama's 7 faces and Biden's 3 become two persons, nothing mixed (the third face in
+    obama_and_biden.jpg, someone else, stays alone)."""
+    pytest.importorskip("dlib")
+    from PIL import Image
+
+    from imageapi.core.faces.embedded import MODEL as EMBEDDED
+    from imageapi.core.faces.embedded import detect_jpeg
+
+    truth: dict[int, str] = {}
+    for path in sorted((corpus / "faces").glob("*.jpg")):
+        with Image.open(path) as im:
+            pic = im.convert("RGB")
+        pic.thumbnail((1600, 1600))
+        buf = io.BytesIO()
+        pic.save(buf, "JPEG", quality=90)
+        for f in detect_jpeg(buf.getvalue()).faces:
+            face_id = await add_face(db, path.name, list(f.embedding), model=EMBEDDED)
+            # Who is where: biden.jpg is Biden; in the two-person photos Biden is the face on the
+            # left (obama_and_biden) or right (side by side); the small third face is neither.
+            x = f.bbox[0]
+            if path.name == "biden.jpg" or (path.name == "obama_and_biden.jpg" and 0.3 < x < 0.45) or \
+                    (path.name == "obama_and_biden_side_by_side.jpg" and x > 0.5):
+                truth[face_id] = "biden"
+            elif path.name == "obama_and_biden.jpg" and x > 0.7:
+                truth[face_id] = "other"
+            else:
+                truth[face_id] = "obama"
+    assert sorted(truth.values()).count("obama") == 7 and list(truth.values()).count("biden") == 3
+    settings = FaceSettings(base_url="http://127.0.0.1:9")   # the defaults: dlib's distance, 3 faces
+    assert await cluster_all(db, settings) is not None
+    got = dict(zip(truth, [p for p, _ in await persons_of(db, *truth)], strict=True))
+    obama = {got[f] for f, who in truth.items() if who == "obama"}
+    biden = {got[f] for f, who in truth.items() if who == "biden"}
+    assert len(obama) == 1 and len(biden) == 1 and obama != biden and None not in obama | biden
+    assert [got[f] for f, who in truth.items() if who == "other"] == [None]
