@@ -619,3 +619,11 @@ CREATE TABLE perceptual_hashes (
 );
 """
 MIGRATIONS.append(Migration(21, "perceptual_hashes", PERCEPTUAL_HASHES))
+
+
+# 22: the map's in-memory index (core/mapindex.py) is reloaded per library when this number moves:
+# the scan bumps it in the transaction that writes or deletes rows with GPS (repositories/mapindex.py).
+MAP_GENERATION = """
+ALTER TABLE libraries ADD COLUMN map_generation INTEGER NOT NULL DEFAULT 0;
+"""
+MIGRATIONS.append(Migration(22, "map_generation", MAP_GENERATION))

@@ -36,6 +36,7 @@ from imageapi.core.names import safe_text
 from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.repositories import files, scans
+from imageapi.core.repositories import mapindex as map_repo
 from imageapi.core.store import (
     abs_path,
     move_params,
@@ -337,6 +338,8 @@ async def _scan(
     async with transaction(db):
         gone_ids = [(row[0],) for row in gone_rows.values()]
         await files.delete_files(db, gone_ids)
+        if gone_ids:
+            await map_repo.bump(db, [lib.id])  # the map forgets them
         if mode == "full":
             await scans.delete_dirs_under(db, lib.id, subtree)
         else:

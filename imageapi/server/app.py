@@ -28,6 +28,7 @@ from imageapi.server import (
     routes_duplicates,
     routes_faces,
     routes_insights,
+    routes_map,
     routes_media,
     routes_memories,
     routes_people,
@@ -88,7 +89,7 @@ def create_app(
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
                  routes_faces, routes_insights, routes_video, routes_search, routes_places,
-                 routes_duplicates, openapi,
+                 routes_duplicates, routes_map, openapi,
                  sessions, routes_timeline, routes_people, webapp):  # browser sessions and the web client
         area.setup(app)
     contexts = list(app.cleanup_ctx)

@@ -255,6 +255,8 @@ PEOPLE_PATHS: J = {
 
 # --- The web client's timeline (imageapi/server/routes_timeline.py, core/timeline.py)
 ALL_LIBRARIES = _q("library", STR, "one library (default: every library)")
+MAP_PHOTO = _obj({"id": INT, "library": STR, "path": STR, "name": STR, "kind": STR, "taken_at": _nullable(STR),
+                  "lat": NUM, "lon": NUM})
 TIMELINE_PATHS: J = {
     "/timeline/buckets": {"get": {
         "summary": "the number of files per month and per day, newest first (files without a date last, "
@@ -443,6 +445,26 @@ def _spec() -> J:
                 "span": STR, "date": STR,
                 "years": {"type": "array", "items": _obj({
                     "year": INT, "count": INT, "items": {"type": "array", "items": _ref("File")}})},
+            })), **_errors(400, 401, 404)}}},
+        "/map": {"get": {
+            "summary": "clusters of the photos with GPS in a box, and single photos when zoomed in",
+            "description": "Cells are Web Mercator tiles of level zoom + 2 (coarser when the box would "
+                           "hold more than 1,024). A cell holding one photo (or, from zoom 16, up to 16) "
+                           "is given as photos. west > east: the box crosses the antimeridian.",
+            "security": BEARER,
+            "parameters": [
+                _q("bbox", STR, "south,west,north,east in degrees", True),
+                _q("zoom", {"type": "integer", "minimum": 0, "maximum": 22}, "the map's zoom level", True),
+                ALL_LIBRARIES,
+            ],
+            "responses": {"200": _json(_obj({
+                "bbox": {"type": "array", "items": NUM}, "zoom": INT, "library": _nullable(STR),
+                "level": INT, "total": INT,
+                "clusters": {"type": "array", "items": _obj({
+                    "count": INT, "lat": NUM, "lon": NUM, "bounds": {"type": "array", "items": NUM},
+                    "cover": _nullable(MAP_PHOTO)})},
+                "photos": {"type": "array", "items": MAP_PHOTO},
+                "tiles": _obj({"url": _nullable(STR), "attribution": STR}),
             })), **_errors(400, 401, 404)}}},
         "/faces": {
             "get": {"summary": "the faces in a photo", "security": BEARER, "parameters": [LIBRARY, PATH],

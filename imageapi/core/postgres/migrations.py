@@ -447,9 +447,9 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(17, "hls_due", HLS_DUE),
     PgMigration(18, "face_clusters", FACE_CLUSTERS),
     PgMigration(19, "places", PLACES),
-    PgMigration(24, "places_by_library", PLACES_BY_LIBRARY),
-
     PgMigration(21, "perceptual_hashes", PERCEPTUAL_HASHES),
+    PgMigration(22, "map_generation", "ALTER TABLE libraries ADD COLUMN map_generation BIGINT NOT NULL DEFAULT 0"),
+    PgMigration(24, "places_by_library", PLACES_BY_LIBRARY),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).

@@ -8,7 +8,7 @@ import { empty } from './timeline.js';
 const toolbar = (title, ...more) => h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: title }), ...more);
 
 // A grid filled by `next()` ({items, done}) until done; the viewer's source is what is loaded so far.
-function pagedGrid(box, next, openViewer, make = tile) {
+export function pagedGrid(box, next, openViewer, make = tile) {
   const items = [];
   const grid = h('div', { class: 'flat-grid' });
   const more = h('button', { type: 'button', class: 'btn more', text: 'More', hidden: true });
