@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Refresh the web client's third-party code from the npm registry:
 #   hls.js   -> imageapi/web/vendor/hls/   (shipped: plays HLS where the browser does not)
+#   leaflet  -> imageapi/web/vendor/leaflet/ (shipped: the map page)
 #   axe-core -> tests/vendor/axe-core/     (tests only: the accessibility checks)
 # Needs npm (only here: installing, running and testing imageapi need no Node.js).
 #   scripts/refresh_web_vendor.sh
-#   HLS_VERSION=1.7.4 AXE_VERSION=4.14.1 scripts/refresh_web_vendor.sh
+#   HLS_VERSION=1.7.4 LEAFLET_VERSION=1.9.4 AXE_VERSION=4.14.1 scripts/refresh_web_vendor.sh
 # npm pack checks each tarball against the registry's integrity hash; the version, that hash and
 # the licence are recorded in the folder's vendor.json, the licence text next to the files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HLS_VERSION=${HLS_VERSION:-1.7.4}
+LEAFLET_VERSION=${LEAFLET_VERSION:-1.9.4}
 AXE_VERSION=${AXE_VERSION:-4.14.1}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -46,4 +48,6 @@ PY
 
 # The light ES-module build: HLS with fMP4/TS, no subtitles, alternate audio or DRM (not used here).
 vendor hls.js "$HLS_VERSION" imageapi/web/vendor hls dist/hls.light.min.mjs
+# Leaflet's ES-module build and its stylesheet (no marker images: the map draws its own markers).
+vendor leaflet "$LEAFLET_VERSION" imageapi/web/vendor leaflet dist/leaflet-src.esm.js dist/leaflet.css
 vendor axe-core "$AXE_VERSION" tests/vendor axe-core axe.min.js

@@ -18,6 +18,7 @@ def make_jpeg(
     orientation: int | None = None,
     seed: int = 0,
     quality: int = 85,
+    gps: tuple[float, float] | None = None,
 ) -> Path:
     """A small JPEG with content that differs per seed (so hashes differ) and optional EXIF."""
     rnd = random.Random(seed)
@@ -36,6 +37,12 @@ def make_jpeg(
         exif[0x0112] = orientation
     if taken:
         exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
+    if gps is not None:  # (lat, lon) in signed degrees: the GPS IFD's refs and degrees, minutes, seconds
+        ifd = exif.get_ifd(0x8825)
+        for ref, tag, value, signs in ((1, 2, gps[0], "NS"), (3, 4, gps[1], "EW")):
+            ifd[ref] = signs[value < 0]
+            minutes, seconds = divmod(abs(value) * 3600, 60)
+            ifd[tag] = (float(int(minutes // 60)), float(int(minutes % 60)), round(seconds, 4))
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path, "JPEG", quality=quality, exif=exif.tobytes())
     return path

@@ -179,7 +179,8 @@ async def test_the_backlog_finds_the_portrait_faces_and_binds_them_by_tags(
     # Obama stands on the left of the side-by-side picture, Biden on the right.
     assert [f[2:] for f in await faces_of(db, h["obama_and_biden_side_by_side.jpg"])] == [
         ("Barack Obama", "auto"), ("Joe Biden", "auto")]
-    assert [f[2:] for f in await faces_of(db, h["obama2.jpg"])] == [(None, None)]   # not tagged
+    # Not tagged: clustering joins it to the person of its nearest neighbour, Obama.
+    assert [f[2:] for f in await faces_of(db, h["obama2.jpg"])] == [("Barack Obama", "auto")]
     async with db.execute("SELECT embedding FROM faces") as cur:
         assert {len(from_blob(r[0])) for r in await cur.fetchall()} == {128}
 
@@ -305,9 +306,10 @@ async def test_reindex_redetects_and_carries_names_and_drawn_boxes_over(
         (MODEL, "Joe Biden", "manual"),          # the drawn box matched: the new face takes it over
     ]
     async with db.execute("SELECT bound_at FROM faces f JOIN persons p ON p.id = f.person_id "
-                          "WHERE p.name = 'Barack Obama'") as cur:
+                          "WHERE p.name = 'Barack Obama' AND f.content_hash = ?", (pair,)) as cur:
         assert [r[0] for r in await cur.fetchall()] == ["2020-01-01T00:00:00.000000Z"]
-    assert [g[1:] for g in await faces_of(db, solo)] == [(MODEL, None, None)]
+    # The solo portrait's new face joins Obama by clustering (its nearest neighbour is his).
+    assert [g[1:] for g in await faces_of(db, solo)] == [(MODEL, "Barack Obama", "auto")]
     async with db.execute("SELECT model, COUNT(*) FROM face_scans GROUP BY model") as cur:
         assert [tuple(r) for r in await cur.fetchall()] == [(MODEL, 2)]
     # The embedded model's own reindex queues them again (e.g. after changing FACE_UPSAMPLE).
@@ -317,6 +319,12 @@ async def test_reindex_redetects_and_carries_names_and_drawn_boxes_over(
         await passes.tick(sweep=None)
     assert [g[1:] for g in await faces_of(db, pair)] == [
         (MODEL, None, None), ("manual", "Someone", "manual"), (MODEL, "Joe Biden", "manual")]
+    # "Not this person" follows the face to its new row: it is never bound to Obama again.
+    async with db.execute("SELECT f.x, p.name FROM face_rejections r JOIN faces f ON f.id = r.face_id "
+                          "JOIN persons p ON p.id = r.person_id") as cur:
+        rejected = [tuple(r) for r in await cur.fetchall()]
+    assert [name for _, name in rejected] == ["Barack Obama"]
+    assert rejected[0][0] < 0.4   # the new face on the left, Obama's
 
 
 async def faces_of_ids(db: Connection, content_hash: str) -> list[int]:
@@ -370,7 +378,7 @@ def test_kill_9_mid_reindex_loses_no_face_and_no_name(env: dict[str, str], env_d
         finally:
             conn.close()
 
-    query("UPDATE faces SET person_id = (SELECT id FROM persons), bound_by = 'manual', "
+    query("UPDATE faces SET person_id = (SELECT id FROM persons WHERE name = 'Barack Obama'), bound_by = 'manual', "
           "bound_at = '2020-01-01T00:00:00.000000Z'")
     res = imageapi(env, "faces", "reindex", "--model", MODEL, "--json")
     assert json.loads(res.stdout)["queued"] == n

@@ -211,6 +211,23 @@ def test_login_with_a_wrong_password_then_the_timeline_in_date_order(page: Any, 
     assert not page.console_errors
 
 
+def test_the_timeline_stacks_duplicates_without_hiding_or_touching_a_file(page: Any, served: Served) -> None:
+    """The corpus's orient_* photos are one picture stored with each EXIF orientation: upright they
+    are near-duplicates. The copy to keep (the oldest: the first copied) carries "+7", the others
+    are dimmed in place; every file is still on disk."""
+    page.set_viewport_size({"width": 1600, "height": 1200})
+    _logged_in(page, served)
+    for family in ("landscape", "portrait"):
+        page.wait_for_selector(f'a.tile[data-path="camera/orient_{family}_1.jpg"] .stack')
+        assert page.locator(f'a.tile[data-path="camera/orient_{family}_1.jpg"] .stack').inner_text() == "+7"
+        for n in range(2, 9):
+            tile = page.locator(f'a.tile[data-path="camera/orient_{family}_{n}.jpg"]')
+            assert "stacked" in (tile.get_attribute("class") or "")
+            assert (served.root / "camera" / f"orient_{family}_{n}.jpg").is_file()
+    assert page.locator("a.tile .stack").count() == page.locator("a.tile:not(.stacked) .stack").count()
+    assert not page.console_errors
+
+
 def test_scrubber_jumps_to_a_month(page: Any, served: Served) -> None:
     page.set_viewport_size({"width": 1200, "height": 500})
     _logged_in(page, served)

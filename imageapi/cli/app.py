@@ -11,11 +11,13 @@ from imageapi.cli import (
     common,
     db,
     doctor,
+    duplicates,
     faces,
     hashcmd,
     info,
     library,
     people,
+    places,
     scan,
     search,
     serve,
@@ -74,7 +76,9 @@ thumbs.register(app)
 app.add_typer(library.app, name="library")
 app.add_typer(hashcmd.app, name="hash")
 app.add_typer(faces.app, name="faces")
+app.add_typer(duplicates.app, name="duplicates")
 app.add_typer(people.app, name="people")
+app.add_typer(places.app, name="places")
 app.add_typer(summaries.app, name="summaries")
 app.add_typer(video.app, name="video")
 watch.register(app)

@@ -166,6 +166,7 @@ STAGE_LABELS = {
     "discover": "Finding files",
     "index": "Reading, hashing, thumbnailing",
     "hash": "Hashing",
+    "places": "Places",
     "thumbs": "Thumbnails",
     "copy": "Copying rows",
     "verify": "Verifying",

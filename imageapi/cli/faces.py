@@ -1,4 +1,4 @@
-"""`imageapi faces drain|status|retry-failed|cluster|reindex`."""
+"""`imageapi faces drain|status|retry-failed|cluster|reindex|serve`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import asdict
 import typer
 
 from imageapi.cli import common
+from imageapi.core import parsers
 from imageapi.core.config import Config
+from imageapi.core.errors import ImageapiError
 from imageapi.core.faces.backlog import DrainReport, FacePasses, drain
 from imageapi.core.faces.reindex import mark_for_reindex
 from imageapi.core.faces.settings import FaceSettings
@@ -179,3 +181,41 @@ def reindex_cmd(
     else:
         common.out_console.print(f"{n} photos queued for detection by {settings.active} "
                                  f"(their {model.strip()} faces stay until then)", highlight=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    bind: str = typer.Option("127.0.0.1:8000", "--bind", help="HOST:PORT to listen on."),
+    workers: int | None = typer.Option(None, "--workers", min=1, max=256,
+                                       help="Detector processes (default: WORKERS, else one per core)."),
+) -> None:
+    """Serve the embedded face detector over Apollo's protocol (POST /api/faces/detect, GET /api/health),
+    for other imageapi hosts: set their APOLLO_FACE_API_BASE_URL to this address (or several, with commas)."""
+    import logging
+    from dataclasses import replace
+
+    from imageapi.core.faces import embedded
+
+    cfg = common.config()
+    settings = replace(cfg.face_serve, workers=workers or cfg.workers)
+    try:
+        host, port = parsers.parse_bind("--bind", bind)
+    except ImageapiError as exc:
+        common.fail(exc.message, common.exit_code_for(exc))
+    missing = embedded.available()
+    if missing is not None:
+        common.fail(missing, common.EXIT_USAGE)
+
+    from imageapi.server import faceserver
+
+    log = logging.getLogger("imageapi.server")
+
+    def started() -> None:
+        log.warning("imageapi faces serve on http://%s:%d (%d workers, queue %d, model %s)", host, port,
+                    settings.workers, settings.queue_limit, embedded.MODEL)
+
+    try:
+        faceserver.run(settings, host, port, on_started=started)
+    except OSError as exc:
+        common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", common.EXIT_USAGE)
+    log.warning("imageapi faces serve stopped")

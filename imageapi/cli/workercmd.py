@@ -15,8 +15,8 @@ from imageapi.core.errors import ImageapiError
 from imageapi.core.libraries import get_library
 from imageapi.core.pool import WorkerPool
 
-LABELS = {"thumbs": "Thumbnails", "hash": "Hashing", "faces": "Detecting faces", "previews": "Previews",
-          "hls": "HLS playlists"}
+LABELS = {"thumbs": "Thumbnails", "hash": "Hashing", "phash": "Perceptual hashes", "faces": "Detecting faces",
+          "previews": "Previews", "hls": "HLS playlists", "places": "Places"}
 
 
 def register(app: typer.Typer) -> None:
@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
 def worker(
     kinds: str | None = typer.Option(
-        None, "--kinds", help="Comma-separated: thumbs, hash, faces, previews, hls (default: all but hls; faces "
-        "when enabled)."),
+        None, "--kinds", help="Comma-separated: thumbs, hash, phash, faces, previews, hls, places (default: all "
+        "but hls; faces when enabled)."),
     concurrency: int | None = typer.Option(
         None, "--concurrency", "-c", min=1, help="Worker processes (default: WORKERS, one per core)."),
     library: list[str] = typer.Option([], "--library", "-l", help="Only this library (repeatable)."),

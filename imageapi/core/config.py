@@ -23,6 +23,7 @@ from typing import Any
 from dotenv import dotenv_values, find_dotenv
 
 from imageapi.core.errors import ConfigError
+from imageapi.core.faces.serve_settings import ServeSettings, serve_settings_from_env
 from imageapi.core.faces.settings import FaceSettings, face_settings_from_env
 from imageapi.core.insights.settings import InsightSettings, insight_settings_from_env
 from imageapi.core.parsers import (
@@ -33,10 +34,13 @@ from imageapi.core.parsers import (
     parse_bind,
     parse_header_text,
     parse_list,
+    parse_url,
     shown,
 )
 from imageapi.core.postgres.url import DatabaseSetting, is_postgres_url, parse_postgres_url, redact
 
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+DEFAULT_TILE_ATTRIBUTION = "© OpenStreetMap contributors"
 LOG_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
 
 # NAS and OS clutter skipped by default (fnmatch patterns on a single path component).
@@ -122,12 +126,17 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(base_url=None))
+    face_serve: ServeSettings = field(default_factory=ServeSettings)  # imageapi faces serve
     insights: InsightSettings = field(default_factory=lambda: insight_settings_from_env({}))
     ffmpeg: str | None = None      # IMAGEAPI_FFMPEG: this binary, not the one on PATH
     ffprobe: str | None = None     # IMAGEAPI_FFPROBE: this binary, or "none" to read ffmpeg's banner
     # DATABASE_URL=postgresql://...: until the store layer speaks PostgreSQL, only `imageapi db
     # copy` uses it; every other command refuses it (database_path is then the default SQLite file).
     postgres: DatabaseSetting | None = None
+    # MAP_TILE_URL / MAP_TILE_ATTRIBUTION: the web client's map background; None: no tiles (the
+    # clusters on a plain background).
+    map_tile_url: str | None = DEFAULT_TILE_URL
+    map_tile_attribution: str = DEFAULT_TILE_ATTRIBUTION
 
     @property
     def database(self) -> DatabaseSetting:
@@ -218,7 +227,7 @@ def load_config(
 ) -> Config:
     """Read and check every setting. Raises ConfigError naming the first bad one."""
     # A blank value is an unset one (the default), except IGNORE_PATTERNS= which ignores nothing.
-    env = {k: v for k, v in read_env(environ, cwd).items() if v.strip() or k == "IGNORE_PATTERNS"}
+    env = {k: v for k, v in read_env(environ, cwd).items() if v.strip() or k in ("IGNORE_PATTERNS", "MAP_TILE_URL")}
     data_dir = default_data_dir(env)
 
     def path_setting(name: str, default: Path) -> Path:
@@ -282,12 +291,28 @@ def load_config(
             path_map=parse_path_map(env.get("LIBRARY_PATH_MAP")),
         ),
         faces=face_settings_from_env(env),
+        face_serve=serve_settings_from_env(env),
         insights=insight_settings_from_env(env),
         ffmpeg=tool_setting(env, "IMAGEAPI_FFMPEG"),
         ffprobe=tool_setting(env, "IMAGEAPI_FFPROBE", allow_none=True),
         postgres=postgres,
+        map_tile_url=map_tile_url(env.get("MAP_TILE_URL", DEFAULT_TILE_URL)),
+        map_tile_attribution=parse_header_text("MAP_TILE_ATTRIBUTION", env.get("MAP_TILE_ATTRIBUTION")
+                                               or DEFAULT_TILE_ATTRIBUTION),
     )
     return config.with_overrides(**overrides)
+
+
+def map_tile_url(raw: str) -> str | None:
+    """MAP_TILE_URL: an http(s) URL template with {z}, {x} and {y} (Leaflet's); empty or "none":
+    no tiles."""
+    if not raw.strip() or raw.strip().lower() == "none":
+        return None
+    url = parse_url("MAP_TILE_URL", raw, "https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+    missing = [p for p in ("{z}", "{x}", "{y}") if p not in url]
+    if missing:
+        raise ConfigError("MAP_TILE_URL", f"must hold {', '.join(missing)} (a tile URL template), got {shown(raw)}")
+    return url
 
 
 def parse_path_map(raw: str | None, setting: str = "LIBRARY_PATH_MAP") -> tuple[tuple[str, Path], ...]:

@@ -1,4 +1,4 @@
-"""`imageapi worker`: drain the backlogs (thumbnails, hashes, face scans, previews) from any host
+"""`imageapi worker`: drain the backlogs (thumbnails, hashes, face scans, previews, places) from any host
 that sees the libraries and the database, beside other workers, under leases (imageapi.core.repositories.leases).
 
 Each round claims a batch of one kind, runs it through the same code as the one-shot commands and
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imageapi.core import hls
+from imageapi.core import duplicates, hls
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, DriverError, database_error
@@ -35,25 +35,31 @@ from imageapi.core.faces.store import DETECT_KINDS, Candidate, now_utc, stamp
 from imageapi.core.libraries import Library, resolve_in_library, thumbnail_path
 from imageapi.core.maintenance import ThumbCounts, hash_rows, make_thumbnails
 from imageapi.core.names import safe_text
+from imageapi.core.place_fill import PlaceCounts, fill_rows
+from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import Candidate as PreviewCandidate
 from imageapi.core.previews import PreviewReport, make_due
 from imageapi.core.repositories import leases
+from imageapi.core.repositories import places as places_repo
 from imageapi.core.repositories import work as work_repo
 from imageapi.core.store import abs_path
 from imageapi.core.worker import ThumbTask
 
 log = logging.getLogger(__name__)
 
-KINDS = ("thumbs", "hash", "faces", "previews", "hls")
+KINDS = ("thumbs", "hash", "phash", "faces", "previews", "hls", "places")
 # What each kind counts as it works (the summary shows every one, zeros included).
 DETAIL = {
     "thumbs": ("made", "unsupported", "failed"),
     "hash": ("hashed", "failed"),
+    "phash": ("hashed", "failed"),
     "faces": ("detected", "faces_found", "bound", "transient_failures", "permanent_failures"),
     "previews": ("made", "failed"),
     "hls": ("made", "cached", "failed"),
+    "places": ("placed", "no_place", "failed"),
 }
+PLACES_CLAIM = 512       # a place costs microseconds: claims of a few rows would be all overhead
 IDLE_POLL = 2.0          # seconds between looks at an empty backlog
 Progress = Callable[[str, int, int | None], None]
 
@@ -83,6 +89,8 @@ def backlog(kind: str, db: Connection) -> leases.Backlog:
     where = work_repo.due_where(db, kind, DETECT_KINDS)
     if kind == "faces":
         return leases.Backlog(kind, where, (stamp(now_utc()),), key="f.content_hash", locks_files=False)
+    if kind == "phash":  # perceptual hashes are kept per content, as faces
+        return leases.Backlog(kind, where, key="f.content_hash", locks_files=False)
     return leases.Backlog(kind, where)
 
 
@@ -211,7 +219,7 @@ class Drainer:
             return False
         # A batch is what keeps this worker busy for a while: more would only wait, leased.
         size = {"faces": self.config.faces.detect_concurrency * 4, "previews": self.pool.workers,
-                "hls": self.config.video.max_transcodes}.get(kind, self.batch)
+                "hls": self.config.video.max_transcodes, "places": PLACES_CLAIM}.get(kind, self.batch)
         try:
             claimed = await leases.claim(self.db, backlog(kind, self.db), self.holder, size, self.lease_seconds,
                                          library_ids=self.library_ids)
@@ -226,11 +234,11 @@ class Drainer:
             return False
         report = self.report.kinds[kind]
         report.claimed += len(claimed)
-        fence = leases.Fence(kind, self.holder, locks_files=kind != "faces")
+        fence = leases.Fence(kind, self.holder, locks_files=kind not in ("faces", "phash"))  # keyed on content
         fence.add(claimed)
         try:
-            work = {"thumbs": self._thumbs, "hash": self._hash, "faces": self._faces, "previews": self._previews,
-                    "hls": self._hls}[kind]
+            work = {"thumbs": self._thumbs, "hash": self._hash, "phash": self._phash, "faces": self._faces,
+                    "previews": self._previews, "hls": self._hls, "places": self._places}[kind]
             await work([c.file_id for c in claimed], fence)
         finally:
             # Whatever was not finished (stopped, the service went down) is due again at once.
@@ -264,6 +272,11 @@ class Drainer:
         ], None, fence)
         self._detail("hash", hashed=counts.hashed, failed=counts.failed)
 
+    async def _phash(self, ids: list[int], fence: leases.Fence) -> None:
+        rows = await duplicates.due_rows_of(self.db, ids)
+        counts = await duplicates.hash_rows(self.db, self.config, self.pool, rows, None, fence)
+        self._detail("phash", hashed=counts.hashed, failed=counts.failed)
+
     async def _faces(self, ids: list[int], fence: leases.Fence) -> None:
         assert self.client is not None
         rows = await self._rows("faces", ids)
@@ -276,6 +289,12 @@ class Drainer:
                      transient_failures=tick.transient_failures, permanent_failures=tick.permanent_failures)
         if tick.service_down:
             self.report.service_down = tick.down_reason or "unreachable"
+
+    async def _places(self, ids: list[int], fence: leases.Fence) -> None:
+        counts = PlaceCounts()
+        await fill_rows(self.db, self.pool, await places_repo.rows(self.db, ids), counts,
+                        cache_file(self.config.data_dir), fence)
+        self._detail("places", placed=counts.placed, no_place=counts.no_place, failed=counts.failed)
 
     async def _apollo_back(self) -> bool:
         assert self.client is not None

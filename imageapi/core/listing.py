@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from imageapi.core import duplicates
 from imageapi.core.config import Config
 from imageapi.core.db import Connection, Row
 from imageapi.core.errors import UsageError
@@ -40,6 +41,7 @@ class PhotoQuery:
     person: int | None = None
     limit: int = 200
     cursor: str | None = None
+    stack: bool = False        # each item's duplicates stack (core/duplicates.stacks)
 
 
 @dataclass
@@ -117,6 +119,10 @@ async def list_photos(db: Connection, config: Config, lib: Library, q: PhotoQuer
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     items = [file_record(config, lib, r) for r in rows]
+    if q.stack:
+        stacks = await duplicates.stacks(db, [lib.id], [r["id"] for r in rows])
+        for item, r in zip(items, rows, strict=True):
+            item["stack"] = stacks.get(r["id"])
     next_cursor = encode_cursor(q.sort, rows[-1]["sort_key"], rows[-1]["id"]) if more else None
     folders: list[dict[str, Any]] = []
     if not q.cursor and not q.recursive and q.tag is None and q.person is None:

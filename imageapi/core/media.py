@@ -33,6 +33,13 @@ class Metadata:
     rotation: int | None = None          # degrees clockwise to display upright (videos)
     video_codec: str | None = None
     audio_codec: str | None = None
+    # Added from GPS by core/places.py in the worker (migration 19).
+    place_city: str | None = None
+    place_region: str | None = None
+    place_country: str | None = None
+    place_cc: str | None = None
+    place_key: str | None = None         # "<lat>,<lon>@<dataset version>"; None: no GPS
+    taken_at_offset_source: str | None = None  # exif, gps, none
     warnings: list[str] = field(default_factory=list)  # non-fatal problems while reading
 
     def columns(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Numbers taken: 1 core store (libraries, files, dirs, scans, tags).
 file names, 11 tag keys, 12 browser sessions, 13 login counts and job leases, 14 work leases,
 15 the listing's date order, 16 faces drawn by hand in PostgreSQL, 17 the HLS backlog,
 18 face clusters, 19 places and time zones from GPS, 20 search, 21 perceptual hashes, 22 the map,
-23 face models (reindex).
+24 the place tree of one library (23 is unused).
 """
 
 from __future__ import annotations
@@ -593,3 +593,37 @@ END;
 INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files;
 """
 MIGRATIONS.append(Migration(20, "search", SEARCH))
+# 24: the place tree of one library (GET /places?library=, core/place_tree.py) from an index alone:
+# files_by_place serves every library, but filtering it on library_id reads each row (6 s at
+# 1,000,000 files; bench_places). id last, so PostgreSQL answers MAX(id) from the index too.
+PLACES_BY_LIBRARY = """
+CREATE INDEX files_by_library_place ON files(library_id, place_cc, place_region, place_city, id)
+    WHERE place_cc IS NOT NULL;
+"""
+MIGRATIONS.append(Migration(24, "places_by_library", PLACES_BY_LIBRARY))
+
+# 21: perceptual hashes (core/phash.py), keyed on content like faces and tags: the 64-bit DCT hash
+# near-duplicates are found by and the 256-bit one that tells copies from burst frames, as hex,
+# and both of the picture's centre (_inner: what a 5% crop keeps); NULL with the reason in `error`
+# when the thumbnail could not be read. A content with no row
+# and a thumbnail made is due (repositories/duplicates.py).
+PERCEPTUAL_HASHES = """
+CREATE TABLE perceptual_hashes (
+    content_hash TEXT PRIMARY KEY,
+    phash        TEXT,
+    fine         TEXT,
+    phash_inner  TEXT,
+    fine_inner   TEXT,
+    error        TEXT,
+    computed_at  TEXT NOT NULL
+);
+"""
+MIGRATIONS.append(Migration(21, "perceptual_hashes", PERCEPTUAL_HASHES))
+
+
+# 22: the map's in-memory index (core/mapindex.py) is reloaded per library when this number moves:
+# the scan bumps it in the transaction that writes or deletes rows with GPS (repositories/mapindex.py).
+MAP_GENERATION = """
+ALTER TABLE libraries ADD COLUMN map_generation INTEGER NOT NULL DEFAULT 0;
+"""
+MIGRATIONS.append(Migration(22, "map_generation", MAP_GENERATION))

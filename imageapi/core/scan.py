@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from imageapi.core import duplicates
 from imageapi.core.config import Config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, database_error, db_path, utcnow
@@ -32,8 +33,10 @@ from imageapi.core.libraries import (
 from imageapi.core.maintenance import retry_new_tools
 from imageapi.core.media import FileResult, ThumbResult
 from imageapi.core.names import safe_text
+from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.repositories import files, scans
+from imageapi.core.repositories import mapindex as map_repo
 from imageapi.core.store import (
     abs_path,
     move_params,
@@ -335,6 +338,8 @@ async def _scan(
     async with transaction(db):
         gone_ids = [(row[0],) for row in gone_rows.values()]
         await files.delete_files(db, gone_ids)
+        if gone_ids:
+            await map_repo.bump(db, [lib.id])  # the map forgets them
         if mode == "full":
             await scans.delete_dirs_under(db, lib.id, subtree)
         else:
@@ -354,6 +359,7 @@ def _task(config: Config, lib: Library, rel: str, entry: Entry) -> Task:
         kind=entry.kind,
         thumb_dest=str(thumbnail_path(config, lib.name, rel)),
         box=config.thumb_size,
+        places_cache=str(cache_file(config.data_dir)),
     )
 
 
@@ -425,4 +431,11 @@ async def run_scan(
             continue
         log.info("%s scan of %s: %s in %.1f s", mode, where, asdict(report.counts), report.seconds)
         reports.append(report)
+    # The perceptual hashes of the pictures whose thumbnails were just made (and, on a full scan, of
+    # any left before): from the thumbnails, in the pool. A quick scan that made no thumbnail
+    # does not look (at a million files the look costs a second).
+    if mode == "full" or retried.made or any(r.counts.thumbs_made for r in reports):
+        phashes = await duplicates.hash_pass(db, config, pool, library_ids=library_ids, progress=progress)
+        if phashes.hashed or phashes.failed:
+            log.info("perceptual hashes: %d computed, %d thumbnails unreadable", phashes.hashed, phashes.failed)
     return reports

@@ -13,6 +13,7 @@ from imageapi.core.libraries import sentinel_path, thumbnail_path
 from imageapi.core.media import METADATA_COLUMNS, FileResult
 from imageapi.core.names import on_disk, safe_text
 from imageapi.core.repositories import files as files_repo
+from imageapi.core.repositories import mapindex as map_repo
 
 _ROW_COLUMNS = (
     "library_id", "rel_path", "dir", "kind", "size", "mtime_ns", "content_hash",
@@ -20,6 +21,7 @@ _ROW_COLUMNS = (
 )
 _UPDATED = tuple(c for c in _ROW_COLUMNS if c not in ("library_id", "rel_path", "first_seen"))
 _WRITES = files_repo.file_row_writes(_ROW_COLUMNS, _UPDATED)
+_GPS = _ROW_COLUMNS.index("gps_lat")
 
 
 def parent_dir(rel_path: str) -> str:
@@ -69,6 +71,8 @@ async def write_results(
         return
     async with transaction(db):
         await files_repo.write_file_rows(db, _WRITES, upserts, moves)
+        # The map reads a library's positions again (a moved row keeps its id and its position).
+        await map_repo.bump(db, (int(str(u[0])) for u in upserts if u[_GPS] is not None))
 
 
 def remove_thumbnail_files(config: Config, library: str, rel_paths: Iterable[str]) -> None:

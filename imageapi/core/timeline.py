@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from imageapi.core import duplicates
 from imageapi.core.db import Connection
 from imageapi.core.errors import UsageError
 from imageapi.core.files import taken_at_iso
@@ -45,9 +46,10 @@ def check_month(month: str) -> str:
 
 
 async def month_items(db: Connection, libs: Sequence[Library], month: str,
-                      offset: int = 0, limit: int = MAX_ITEMS) -> list[dict[str, Any]]:
+                      offset: int = 0, limit: int = MAX_ITEMS, stack: bool = False) -> list[dict[str, Any]]:
     """The files of one month (or `undated`), newest first, from `offset` on: what a grid needs
-    (library, path, name, kind, date, size in pixels, duration)."""
+    (library, path, name, kind, date, size in pixels, duration); with `stack`, each item's
+    duplicates stack (core/duplicates.stacks) or None."""
     check_month(month)
     if not 1 <= limit <= MAX_ITEMS:
         raise UsageError(f"limit must be between 1 and {MAX_ITEMS}")
@@ -60,9 +62,19 @@ async def month_items(db: Connection, libs: Sequence[Library], month: str,
         after = f"{year + 1:04d}-01" if mon == 12 else f"{year:04d}-{mon + 1:02d}"
         taken = (month, after)
     rows = await repo.timeline_files(db, [lib.id for lib in libs], taken, offset, limit)
-    return [{
-        "library": names[r.library_id], "path": r.rel_path, "name": r.rel_path.rpartition("/")[2], "kind": r.kind,
+    stacks = await duplicates.stacks(db, [lib.id for lib in libs], [r.id for r in rows]) if stack else None
+    items = [item(names[r.library_id], r) for r in rows]
+    if stacks is not None:
+        for one, r in zip(items, rows, strict=True):
+            one["stack"] = stacks.get(r.id)
+    return items
+
+
+def item(library: str, r: repo.TimelineFile) -> dict[str, Any]:
+    """A file as a grid shows it (the timeline's items, the places' covers)."""
+    return {
+        "library": library, "path": r.rel_path, "name": r.rel_path.rpartition("/")[2], "kind": r.kind,
         "taken_at": taken_at_iso(r.taken_at, r.taken_at_offset) if r.taken_at else None,
         "width": r.width, "height": r.height, "orientation": r.orientation, "rotation": r.rotation,
         "duration": r.duration,
-    } for r in rows]
+    }

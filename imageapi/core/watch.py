@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from imageapi.core import search
+from imageapi.core import place_fill, search
 from imageapi.core.config import Config
 from imageapi.core.db import Connection
 from imageapi.core.errors import ImageapiError, LeaseHeldError
@@ -32,12 +32,14 @@ from imageapi.core.faces.cluster import run_nightly
 from imageapi.core.faces.settings import FaceSettings
 from imageapi.core.faces.store import count_pending
 from imageapi.core.lock import DRAINS, LeaseName, holding, scan_lease
+from imageapi.core.places import cache_file
 from imageapi.core.pool import WorkerPool
 from imageapi.core.previews import PreviewReport, preview_pass
 from imageapi.core.scan import ScanCounts, ScanReport, resolve_targets, run_scan
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PLACES_PER_TICK = 20_000  # rows: about a second of the pool's time
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Watcher:
         if self.passes is None and faces is not None and faces.enabled:
             self.passes = FacePasses(db, pool, faces)
         self.previews_per_tick = config.video.previews_max_per_tick
+        self.places_checked = False   # rows of another places dataset made due again (once per run)
 
     async def aclose(self) -> None:
         if self.passes is not None:
@@ -127,6 +130,7 @@ class Watcher:
         except ImageapiError as exc:
             parts.append(f"{mode} scan skipped: {exc.message}")
         result = TickResult(self.ticks, mode, "", scan=counts, reports=reports, skipped=skipped)
+        await self._places_part(parts)
         await self._drains(result, parts, sweep="full" if mode == "full" else "incremental", videos=True)
         return self._log(result, parts)
 
@@ -166,6 +170,26 @@ class Watcher:
         except ImageapiError as exc:  # the lease lost mid-pass
             result.more_face_work = False
             parts.append(f"face passes and video previews stopped: {exc.message}")
+
+    async def _places_part(self, parts: list[str]) -> None:
+        """Places of rows indexed before places existed, at most PLACES_PER_TICK per tick, under
+        the `drains` lease (left to workers with WATCH_DRAINS=false). The first pass also makes the
+        rows computed with another dataset version due again."""
+        if not self.config.watch_drains:
+            return
+        try:
+            async with self._holding(DRAINS):
+                rep = await place_fill.backfill(self.db, self.pool, PLACES_PER_TICK,
+                                                cache=cache_file(self.config.data_dir),
+                                                forget_stale=not self.places_checked)
+        except LeaseHeldError:
+            return  # the face passes' line says who holds it
+        except ImageapiError as exc:
+            parts.append(f"places skipped: {exc.message}")
+            return
+        self.places_checked = True
+        if rep.placed or rep.no_place or rep.failed or rep.remaining:
+            parts.append(f"places: {rep.placed} placed, {rep.no_place} without a place, {rep.remaining} due")
 
     async def face_tick(self) -> TickResult:
         """Both face passes alone."""

@@ -27,6 +27,7 @@ class Task:
     kind: str
     thumb_dest: str | None  # where the thumbnail goes; None: no thumbnail wanted
     box: int = 400
+    places_cache: str | None = None  # core/places.py's cache file
 
 
 def mtime_taken_at(mtime_ns: int) -> tuple[str, int]:
@@ -76,6 +77,10 @@ def process_file(task: Task) -> FileResult:
     if meta.taken_at is None:
         meta.taken_at, meta.taken_at_offset = mtime_taken_at(result.mtime_ns)
         meta.taken_at_source = "mtime"
+    try:
+        add_place(meta, task.kind, task.places_cache)
+    except Exception as exc:  # a places failure costs the place, not the file
+        meta.warnings.append(f"place: {_describe(exc)}")
 
     if task.thumb_dest is not None:
         try:
@@ -87,6 +92,22 @@ def process_file(task: Task) -> FileResult:
         if result.thumb.state != "done" and result.error is None:
             result.error = result.thumb.reason
     return result
+
+
+def add_place(meta: Metadata, kind: str, cache: str | None = None) -> None:
+    """The place and local time from GPS (core/places.py): offline, in this process."""
+    from imageapi.core.places import locate, use_cache
+
+    use_cache(cache)
+    found = locate(meta.gps_lat, meta.gps_lon, meta.taken_at, meta.taken_at_offset, meta.taken_at_source, kind)
+    meta.taken_at, meta.taken_at_offset = found.taken_at, found.taken_at_offset
+    meta.taken_at_offset_source = found.offset_source
+    meta.place_key = found.key
+    if found.place is not None:
+        p = found.place
+        meta.place_city, meta.place_region, meta.place_country, meta.place_cc = p.city, p.region, p.country, p.cc
+    if found.problem is not None and found.key is not None and meta.gps_lat is not None:
+        meta.warnings.append(f"place: {found.problem}")
 
 
 def process_batch(tasks: list[Task]) -> list[FileResult]:

@@ -25,12 +25,15 @@ from imageapi.core.tokens import TokenService, check_secret
 from imageapi.server import (
     auth,
     openapi,
+    routes_duplicates,
     routes_faces,
     routes_insights,
+    routes_map,
     routes_media,
     routes_memories,
     routes_people,
     routes_photos,
+    routes_places,
     routes_search,
     routes_status,
     routes_tags,
@@ -85,7 +88,8 @@ def create_app(
     app.cleanup_ctx.append(_pools)
     app.cleanup_ctx.append(_background(watch, watcher_factory))
     for area in (auth, routes_status, routes_photos, routes_media, routes_tags, routes_memories,
-                 routes_faces, routes_insights, routes_video, routes_search, openapi,
+                 routes_faces, routes_insights, routes_video, routes_search, routes_places,
+                 routes_duplicates, routes_map, openapi,
                  sessions, routes_timeline, routes_people, webapp):  # browser sessions and the web client
         area.setup(app)
     contexts = list(app.cleanup_ctx)

@@ -8,9 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from imageapi import __version__
+from imageapi.core.duplicates import MAX_LIMIT as DUP_MAX
 from imageapi.core.listing import DEFAULT_SORT, MAX_LIMIT, SORTS
 from imageapi.core.memories import SPANS
 from imageapi.core.timeline import MAX_ITEMS as TIMELINE_MAX
+from imageapi.server import routes_places
 
 J = dict[str, Any]
 
@@ -67,6 +69,9 @@ def _body(schema: J) -> J:
 BEARER: list[J] = [{"bearer": []}, {"session": []}]
 MEDIA: list[J] = [{"bearer": []}, {"session": []}, {"mediaToken": []}]
 
+# An item's duplicates stack (?stack=true): the group, its size among the files listed from, and
+# whether this item is the one to show on top (the best to keep); null when it has no duplicates.
+STACK: J = _nullable(_obj({"group": STR, "count": INT, "top": BOOL}))
 FILE_RECORD = {
     "type": "object",
     "required": ["id", "library", "path", "name", "kind", "size", "mtime", "thumbnail"],
@@ -74,7 +79,10 @@ FILE_RECORD = {
         "id": INT, "library": STR, "path": STR, "name": STR,
         "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},
         "size": INT, "mtime": STR, "content_hash": _nullable(STR), "taken_at": _nullable(STR),
-        "taken_at_source": _nullable(STR), "make": _nullable(STR), "model": _nullable(STR),
+        "taken_at_source": _nullable(STR), "taken_at_offset_source": _nullable(STR),
+        "place": _nullable(_obj({"city": _nullable(STR), "region": _nullable(STR), "country": _nullable(STR),
+                                 "cc": STR})),
+        "make": _nullable(STR), "model": _nullable(STR),
         "lens": _nullable(STR), "orientation": _nullable(INT), "width": _nullable(INT),
         "height": _nullable(INT), "gps_lat": _nullable(NUM), "gps_lon": _nullable(NUM),
         "gps_alt": _nullable(NUM), "exposure_time": _nullable(NUM), "f_number": _nullable(NUM),
@@ -84,6 +92,7 @@ FILE_RECORD = {
         "thumbnail": _obj({"state": STR, "reason": _nullable(STR)}),
         "first_seen": STR, "last_seen": STR,
         "tags": {"type": "array", "items": STR},
+        "stack": STACK,
     },
 }
 
@@ -246,6 +255,8 @@ PEOPLE_PATHS: J = {
 
 # --- The web client's timeline (imageapi/server/routes_timeline.py, core/timeline.py)
 ALL_LIBRARIES = _q("library", STR, "one library (default: every library)")
+MAP_PHOTO = _obj({"id": INT, "library": STR, "path": STR, "name": STR, "kind": STR, "taken_at": _nullable(STR),
+                  "lat": NUM, "lon": NUM})
 TIMELINE_PATHS: J = {
     "/timeline/buckets": {"get": {
         "summary": "the number of files per month and per day, newest first (files without a date last, "
@@ -264,12 +275,38 @@ TIMELINE_PATHS: J = {
                           "YYYY-MM or `undated`", True),
                        _q("offset", {"type": "integer", "minimum": 0, "maximum": 2**31}, "files to skip"),
                        _q("limit", {"type": "integer", "minimum": 1, "maximum": TIMELINE_MAX},
-                          f"at most this many (default {TIMELINE_MAX})")],
+                          f"at most this many (default {TIMELINE_MAX})"),
+                       _q("stack", BOOL, "give each item its duplicates `stack` (default false)")],
         "responses": {"200": _json(_obj({"month": STR, "offset": INT, "items": {"type": "array", "items": _obj({
             "library": STR, "path": STR, "name": STR,
             "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},
             "taken_at": _nullable(STR), "width": _nullable(INT), "height": _nullable(INT),
-            "orientation": _nullable(INT), "rotation": _nullable(INT), "duration": _nullable(NUM)})}})),
+            "orientation": _nullable(INT), "rotation": _nullable(INT), "duration": _nullable(NUM),
+            "stack": STACK}, required=["library", "path", "name", "kind", "taken_at", "width", "height",
+                                       "orientation", "rotation", "duration"])}})),
+            **_errors(400, 401, 404)}}},
+}
+
+# --- Duplicates (imageapi/server/routes_duplicates.py, core/duplicates.py)
+DUP_MEMBER = _obj({"id": INT, "library": STR, "path": STR, "kind": STR, "size": INT, "width": _nullable(INT),
+                   "height": _nullable(INT), "content_hash": STR, "taken_at": _nullable(STR),
+                   "camera": _nullable(STR), "gps": BOOL, "keep": BOOL})
+DUPLICATES_PATHS: J = {
+    "/duplicates": {"get": {
+        "summary": "groups of duplicates (one content at several paths) or near-duplicates (copies of one "
+                   "picture), each member with the one to keep marked; nothing is ever deleted",
+        "security": BEARER,
+        "parameters": [_q("near", BOOL, "near-duplicates (default false: exact)"),
+                       _q("similar", BOOL, "pictures of one moment that are not copies: bursts (default false)"),
+                       _q("library", STR, "only groups with a file in this library"),
+                       _q("limit", {"type": "integer", "minimum": 1, "maximum": DUP_MAX}, "groups (default 50)"),
+                       _q("cursor", STR, "next_cursor of the previous page")],
+        "responses": {"200": _json(_obj({
+            "kind": {"type": "string", "enum": ["exact", "near", "similar"]}, "library": _nullable(STR),
+            "next_cursor": _nullable(STR),
+            "groups": {"type": "array", "items": _obj({
+                "kind": {"type": "string", "enum": ["exact", "near", "similar"]}, "key": STR, "count": INT,
+                "keep_reason": STR, "members": {"type": "array", "items": DUP_MEMBER}})}})),
             **_errors(400, 401, 404)}}},
 }
 
@@ -294,6 +331,7 @@ def _spec() -> J:
             "security": BEARER,
             "responses": {"200": _json(_obj({"ended": BOOL})), **_errors(401, 403)}}},
         **TIMELINE_PATHS,
+        **DUPLICATES_PATHS,
         "/media-token": {"post": {
             "summary": "a short-lived media token for <img>/<video> URLs (query parameter `mt`), "
                        "valid for one library and one path prefix",
@@ -320,6 +358,7 @@ def _spec() -> J:
                 _q("person", {"type": "integer", "minimum": 1}, "only photos of this person"),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size (default 200)"),
                 _q("cursor", STR, "next_cursor of the previous page"),
+                _q("stack", BOOL, "give each item its duplicates `stack` (default false)"),
             ],
             "responses": {"200": _json({
                 "type": "object",
@@ -407,6 +446,26 @@ def _spec() -> J:
                 "years": {"type": "array", "items": _obj({
                     "year": INT, "count": INT, "items": {"type": "array", "items": _ref("File")}})},
             })), **_errors(400, 401, 404)}}},
+        "/map": {"get": {
+            "summary": "clusters of the photos with GPS in a box, and single photos when zoomed in",
+            "description": "Cells are Web Mercator tiles of level zoom + 2 (coarser when the box would "
+                           "hold more than 1,024). A cell holding one photo (or, from zoom 16, up to 16) "
+                           "is given as photos. west > east: the box crosses the antimeridian.",
+            "security": BEARER,
+            "parameters": [
+                _q("bbox", STR, "south,west,north,east in degrees", True),
+                _q("zoom", {"type": "integer", "minimum": 0, "maximum": 22}, "the map's zoom level", True),
+                ALL_LIBRARIES,
+            ],
+            "responses": {"200": _json(_obj({
+                "bbox": {"type": "array", "items": NUM}, "zoom": INT, "library": _nullable(STR),
+                "level": INT, "total": INT,
+                "clusters": {"type": "array", "items": _obj({
+                    "count": INT, "lat": NUM, "lon": NUM, "bounds": {"type": "array", "items": NUM},
+                    "cover": _nullable(MAP_PHOTO)})},
+                "photos": {"type": "array", "items": MAP_PHOTO},
+                "tiles": _obj({"url": _nullable(STR), "attribution": STR}),
+            })), **_errors(400, 401, 404)}}},
         "/faces": {
             "get": {"summary": "the faces in a photo", "security": BEARER, "parameters": [LIBRARY, PATH],
                     "responses": {"200": _json({"type": "object", "required": ["enabled", "faces"], "properties": {
@@ -474,6 +533,7 @@ def _spec() -> J:
     }
     paths.update(INSIGHT_PATHS)
     paths.update(VIDEO_PATHS)
+    paths.update(routes_places.openapi_paths(BEARER))
     return {
         "openapi": "3.1.0",
         "info": {"title": "imageapi", "version": __version__,

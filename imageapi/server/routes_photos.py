@@ -33,6 +33,7 @@ async def get_photos(request: web.Request) -> web.Response:
         person=person_id,
         limit=query_int(request, "limit", 200, 1, MAX_LIMIT),
         cursor=query_str(request, "cursor"),
+        stack=query_bool(request, "stack", False),
     )
     if person_id is not None and not await faces_available(request.app):
         page_items: list[dict[str, object]] = []

@@ -7,7 +7,7 @@ from aiohttp import web
 from imageapi.core.libraries import Library
 from imageapi.core.timeline import MAX_ITEMS, buckets, check_month, month_items
 from imageapi.server.keys import DB, LIBRARIES
-from imageapi.server.params import query_int, query_str
+from imageapi.server.params import query_bool, query_int, query_str
 
 
 async def _libraries(request: web.Request) -> list[Library]:
@@ -28,7 +28,8 @@ async def get_items(request: web.Request) -> web.Response:
     offset = query_int(request, "offset", 0, 0, 2**31)
     limit = query_int(request, "limit", MAX_ITEMS, 1, MAX_ITEMS)
     libs = await _libraries(request)
-    items = await month_items(request.app[DB], libs, month, offset, limit)
+    stack = query_bool(request, "stack", False)
+    items = await month_items(request.app[DB], libs, month, offset, limit, stack)
     return web.json_response({"month": month, "offset": offset, "items": items})
 
 

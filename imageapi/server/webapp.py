@@ -21,18 +21,21 @@ import hashlib
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from imageapi.server.keys import CONFIG
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 SHELL = "index.html"
 PUBLIC_PATHS = frozenset({"/", "/web/{tail}", "/assets/{version}/{path}"})
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:{tiles}; "
        "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
+    "Content-Security-Policy": CSP.format(tiles=""),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
@@ -78,7 +81,7 @@ def _respond(request: web.Request, asset: Asset, cache_control: str) -> web.Resp
     # The compressed body is another representation: its own ETag (RFC 9110 8.8.3).
     packed = asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", "")
     etag = asset.etag[:-1] + '-gz"' if packed else asset.etag
-    headers = {**SECURITY_HEADERS, "ETag": etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding"}
+    headers = {**request.app[HEADERS], "ETag": etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding"}
     inm = request.headers.get("If-None-Match", "")
     if etag in (t.strip().removeprefix("W/") for t in inm.split(",")) or inm.strip() == "*":
         return web.Response(status=304, headers=headers)
@@ -89,6 +92,18 @@ def _respond(request: web.Request, asset: Asset, cache_control: str) -> web.Resp
 
 
 WEB_FILES = web.AppKey("web_files", WebFiles)
+HEADERS = web.AppKey("web_headers", dict)
+
+
+def security_headers(tile_url: str | None) -> dict[str, str]:
+    """SECURITY_HEADERS, with the map's tile server (MAP_TILE_URL) allowed as a source of images."""
+    if not tile_url:
+        return dict(SECURITY_HEADERS)
+    parts = urlsplit(tile_url)
+    # A template may put {s} (a subdomain) in the host: any subdomain of the rest, then.
+    host = parts.netloc.split("@")[-1]
+    origin = f"{parts.scheme}://" + ("*." + host.split(".", 1)[1] if "{" in host and "." in host else host)
+    return {**SECURITY_HEADERS, "Content-Security-Policy": CSP.format(tiles=" " + origin)}
 
 
 async def get_shell(request: web.Request) -> web.Response:
@@ -111,6 +126,7 @@ def web_files() -> WebFiles:
 
 def setup(app: web.Application) -> None:
     app[WEB_FILES] = web_files()
+    app[HEADERS] = security_headers(app[CONFIG].map_tile_url)
     app.router.add_get("/", get_shell)
     app.router.add_get("/web/{tail:.*}", get_shell)
     app.router.add_get("/assets/{version}/{path:.+}", get_asset)

@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # 1000 faces x 4096 floats as JSON fit we
 MAX_FACES = 1000
 CONNECT_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 10.0
+RETRY_AFTER_MAX = 10.0  # a busy service's Retry-After the client waits out itself (longer: backoff)
 
 # httpx logs every request at INFO: a drain would write one line per photo.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -58,14 +61,37 @@ class Detection:
     faces: list[DetectedFace]
 
 
-class ApolloClient:
-    """One connection pool, sized to the number of detect calls allowed in flight."""
+@dataclass
+class _Endpoint:
+    url: str
+    in_flight: int = 0
+    down_until: float = 0.0  # monotonic time; a refused connection marks it down until then
 
-    def __init__(self, base_url: str, *, timeout: float, concurrency: int,
+
+class ApolloClient:
+    """One connection pool, sized to the number of detect calls allowed in flight.
+
+    `base_url` is one URL, several separated by commas, or a list: each detect call goes to the
+    address with the fewest calls in flight (in turn when equal). One that refuses the connection
+    is marked down for DOWN_FOR seconds and the call goes on to the next; one that answers 429
+    (busy) passes the call on too. A connection failure is reported only when every address
+    failed, so the backlog's "service down" means all of them are."""
+
+    DOWN_FOR = 30.0
+
+    def __init__(self, base_url: str | Sequence[str], *, timeout: float, concurrency: int,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+        parts = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+        urls = list(dict.fromkeys(u.strip().rstrip("/") for u in parts if u.strip()))
+        if not urls:
+            raise ValueError("ApolloClient needs at least one base URL")
+        self._endpoints = [_Endpoint(u) for u in urls]
+        self._turn = 0
+        self.base_urls = tuple(urls)
+        self.base_url = ",".join(urls)
         self.timeout = timeout
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        limits = httpx.Limits(max_connections=concurrency * len(urls),
+                              max_keepalive_connections=concurrency * len(urls))
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
             limits=limits,
@@ -82,28 +108,98 @@ class ApolloClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def down(self) -> list[str]:
+        """The addresses marked down now."""
+        now = time.monotonic()
+        return [e.url for e in self._endpoints if e.down_until > now]
+
+    def _order(self) -> list[_Endpoint]:
+        """The addresses to try for one call: those up, fewest in flight first (ties in turn);
+        when all are down, every one, the one marked down longest ago first."""
+        now = time.monotonic()
+        n = len(self._endpoints)
+        self._turn = (self._turn + 1) % n
+        rotated = self._endpoints[self._turn:] + self._endpoints[:self._turn]
+        up = [e for e in rotated if e.down_until <= now]
+        if up:
+            return sorted(up, key=lambda e: e.in_flight)  # stable: ties keep the turn order
+        return sorted(rotated, key=lambda e: e.down_until)
+
     async def detect(self, jpeg: bytes, content_hash: str) -> Detection:
-        """POST the image; the parsed answer, or ApolloError."""
+        """POST the image; the parsed answer, or ApolloError. When every address is busy (429)
+        and one says when to come back (Retry-After, at most RETRY_AFTER_MAX s) within this
+        call's deadline, the call waits that long and tries again."""
         files = {"image": (f"{content_hash}.jpg", jpeg, "image/jpeg")}
         data = {"content_hash": content_hash}
-        status, body = await self._call("POST", DETECT_PATH, self.timeout, files=files, data=data)
-        if status >= 400:
-            raise _status_error(status, body)
-        return parse_detection(body)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            error: ApolloError | None = None
+            wait: float | None = None
+            for endpoint in self._order():
+                endpoint.in_flight += 1
+                try:
+                    status, body, headers = await self._call(endpoint, "POST", DETECT_PATH, self.timeout,
+                                                             files=files, data=data)
+                except ApolloError as exc:
+                    if not exc.connection:
+                        raise
+                    # Keep a busy answer from another address over a refusal: the service is up.
+                    error = error if error is not None and not error.connection else exc
+                    continue
+                finally:
+                    endpoint.in_flight -= 1
+                if status == 429:
+                    error = _status_error(status, body)
+                    after = _retry_after(headers.get("retry-after"))
+                    if after is not None:
+                        wait = after if wait is None else min(wait, after)
+                    continue
+                if status >= 400:
+                    raise _status_error(status, body)
+                return parse_detection(body)
+            assert error is not None
+            if error.status != 429 or wait is None or wait > RETRY_AFTER_MAX or time.monotonic() + wait > deadline:
+                raise error
+            await asyncio.sleep(wait)
 
     async def health(self) -> dict[str, Any]:
-        """GET /api/health: any HTTP answer means the service is reachable; its JSON when it has one."""
-        status, body = await self._call("GET", HEALTH_PATH, min(HEALTH_TIMEOUT, self.timeout))
-        try:
-            value = json.loads(body) if body else {}
-        except ValueError:
-            value = {}
-        out = value if isinstance(value, dict) else {}
-        out.setdefault("http_status", status)
-        return out
+        """GET /api/health of every address: any HTTP answer means that one is reachable (and no
+        longer marked down). The JSON of the first that answered, with `http_status`, and with
+        `endpoints` (url, up) when there are several; ApolloError when none answered."""
+        probes = await asyncio.gather(
+            *(self._call(e, "GET", HEALTH_PATH, min(HEALTH_TIMEOUT, self.timeout)) for e in self._endpoints),
+            return_exceptions=True)
+        answered: dict[str, Any] | None = None
+        errors: list[BaseException] = []
+        for endpoint, probe in zip(self._endpoints, probes, strict=True):
+            if isinstance(probe, BaseException):
+                if not isinstance(probe, ApolloError):
+                    raise probe
+                errors.append(probe)
+                endpoint.down_until = time.monotonic() + self.DOWN_FOR
+                continue
+            endpoint.down_until = 0.0
+            if answered is None:
+                status, body, _ = probe
+                try:
+                    value = json.loads(body) if body else {}
+                except ValueError:
+                    value = {}
+                answered = value if isinstance(value, dict) else {}
+                answered.setdefault("http_status", status)
+        if answered is None:
+            if len(errors) == 1:
+                raise errors[0]
+            raise ApolloError("; ".join(str(e) for e in errors),
+                              connection=all(isinstance(e, ApolloError) and e.connection for e in errors))
+        if len(self._endpoints) > 1:
+            down = set(self.down())
+            answered["endpoints"] = [{"url": e.url, "up": e.url not in down} for e in self._endpoints]
+        return answered
 
-    async def _call(self, method: str, path: str, deadline: float, **kwargs: Any) -> tuple[int, bytes]:
-        url = self.base_url + path
+    async def _call(self, endpoint: _Endpoint, method: str, path: str, deadline: float,
+                    **kwargs: Any) -> tuple[int, bytes, httpx.Headers]:
+        url = endpoint.url + path
         try:
             async with asyncio.timeout(deadline + CONNECT_TIMEOUT):
                 async with self._client.stream(method, url, **kwargs) as resp:
@@ -112,11 +208,13 @@ class ApolloClient:
                         body += chunk
                         if len(body) > MAX_RESPONSE_BYTES:
                             raise ApolloError(f"{url}: answer larger than {MAX_RESPONSE_BYTES} bytes")
-                    return resp.status_code, bytes(body)
+                    endpoint.down_until = 0.0
+                    return resp.status_code, bytes(body), resp.headers
         except ApolloError:
             raise
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ApolloError(f"cannot connect to Apollo at {self.base_url}: {_describe(exc)}",
+            endpoint.down_until = time.monotonic() + self.DOWN_FOR
+            raise ApolloError(f"cannot connect to Apollo at {endpoint.url}: {_describe(exc)}",
                               connection=True) from None
         except (TimeoutError, httpx.TimeoutException):
             raise ApolloError(f"{url}: no answer within {deadline:.0f} s") from None
@@ -128,6 +226,13 @@ class ApolloClient:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "..."
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is not waited for)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _status_error(status: int, body: bytes) -> ApolloError:

@@ -7,8 +7,9 @@ current backend detects them in the background. When a new detection is stored
 (store.insert_detection, one transaction with the scan mark) it replaces the content's old
 detected faces, carrying over what people made by box overlap: an old face bound to a person, or a
 box drawn by hand, whose box overlaps a new face by IoU >= 0.5 gives that face its person and how
-it was bound (the best overlaps first, each face used once); a drawn box with no match stays as it
-is. Killed at any moment, nothing is lost: a content is either still waiting with its old faces or
+it was bound (the best overlaps first, each face used once), and the persons the user said it is
+not ("not this person" is remembered across backends); a drawn box with no match stays as it is.
+Killed at any moment, nothing is lost: a content is either still waiting with its old faces or
 stored with its new ones.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imageapi.core.database import transaction
-from imageapi.core.db import Connection
+from imageapi.core.db import Connection, utcnow
 from imageapi.core.repositories import face_reindex as repo
 
 MIN_IOU = 0.5
@@ -60,7 +61,7 @@ async def drop_old_faces(db: Connection, content_hash: str) -> list[repo.OldFace
 async def carry_over(db: Connection, content_hash: str, old: list[repo.OldFace]) -> Replaced:
     """After the new faces are in: give them the persons of the old faces they overlap. In the
     caller's transaction."""
-    worth = [f for f in old if f.person_id is not None or f.model == MANUAL_MODEL]
+    worth = [f for f in old if f.person_id is not None or f.rejected or f.model == MANUAL_MODEL]
     if not worth:
         return Replaced(0, 0)
     new = [f for f in await repo.faces_with_bindings(db, content_hash) if f.model != MANUAL_MODEL]
@@ -80,9 +81,12 @@ async def carry_over(db: Connection, content_hash: str, old: list[repo.OldFace])
     # A drawn box that a new face matches is replaced by it (first, so its person is free).
     await repo.delete_faces(db, [o.id for o, _ in matched if o.model == MANUAL_MODEL])
     carried = 0
+    now = utcnow()
     for o, n in matched:
         if o.person_id is not None:
             await repo.carry_binding(db, n.id, o.person_id, o.bound_by, o.bound_at)
             carried += 1
+        if o.rejected:
+            await repo.carry_rejections(db, n.id, o.rejected, now)
     kept = sum(1 for i, f in enumerate(worth) if f.model == MANUAL_MODEL and i not in used_old)
     return Replaced(carried, kept)

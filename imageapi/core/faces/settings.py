@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imageapi.core.errors import ConfigError
-from imageapi.core.parsers import env_flag, env_int, env_number, env_url_or_none, raw_value
+from imageapi.core.parsers import env_flag, env_int, env_number, parse_url, raw_value
 
 if TYPE_CHECKING:
     from imageapi.core.config import Config
@@ -34,7 +34,7 @@ DEFAULT_MIN_SCORE = 0.0
 
 @dataclass(frozen=True)
 class FaceSettings:
-    base_url: str | None
+    base_url: str | None  # one URL, or several separated by commas (the client spreads requests)
     hash_backfill_max_per_tick: int = DEFAULT_HASH_BACKFILL_MAX_PER_TICK
     backlog_max_per_tick: int = DEFAULT_BACKLOG_MAX_PER_TICK
     detect_concurrency: int = DEFAULT_DETECT_CONCURRENCY
@@ -67,6 +67,10 @@ class FaceSettings:
     @property
     def disabled_message(self) -> str:
         return f"face detection is disabled: {self.backend_reason}" if self.backend_reason else DISABLED_MESSAGE
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        return tuple(self.base_url.split(",")) if self.base_url else ()
 
 
 DISABLED_MESSAGE = (
@@ -105,7 +109,7 @@ def _backend(env: Mapping[str, str], base_url: str | None) -> tuple[str, str]:
 
 def face_settings_from_env(env: Mapping[str, str]) -> FaceSettings:
     """Read and check the face settings (load_config does, once). Raises ConfigError naming the first bad one."""
-    base_url = env_url_or_none(env, "APOLLO_FACE_API_BASE_URL", "APOLLO_API_BASE_URL")
+    base_url = env_urls_or_none(env, "APOLLO_FACE_API_BASE_URL", "APOLLO_API_BASE_URL")
     backend, reason = _backend(env, base_url)
     return FaceSettings(
         base_url=base_url,
@@ -137,6 +141,16 @@ def _cluster_hour(env: Mapping[str, str]) -> int | None:
     if found is not None and found[1].strip().lower() == "off":
         return None
     return env_int(env, "FACE_CLUSTER_HOUR", DEFAULT_CLUSTER_HOUR, minimum=0, maximum=23)
+def env_urls_or_none(env: Mapping[str, str], *names: str) -> str | None:
+    """Comma-separated http(s) URLs (each checked, repeats dropped), joined by commas; None when unset."""
+    found = raw_value(env, *names)
+    if found is None:
+        return None
+    name, raw = found
+    urls = [parse_url(name, part) for part in raw.split(",") if part.strip()]
+    if not urls:
+        raise ConfigError(name, f"must be one or more http(s) URLs separated by commas, got {raw[:40]!r}")
+    return ",".join(dict.fromkeys(urls))
 
 
 def face_settings(config: Config) -> FaceSettings:

@@ -407,6 +407,23 @@ CREATE TABLE face_rejections (
 CREATE INDEX face_rejections_by_person ON face_rejections(person_id);
 CREATE INDEX faces_unbound_by_model ON faces(model, id) WHERE person_id IS NULL;
 """)
+PLACES_BY_LIBRARY = """
+CREATE INDEX files_by_library_place ON files(library_id, place_cc, place_region, place_city, id)
+    WHERE place_cc IS NOT NULL;
+"""
+
+# Perceptual hashes per content (the SQLite migration 21).
+PERCEPTUAL_HASHES = _c("""
+CREATE TABLE perceptual_hashes (
+    content_hash TEXT PRIMARY KEY,
+    phash        TEXT,
+    fine         TEXT,
+    phash_inner  TEXT,
+    fine_inner   TEXT,
+    error        TEXT,
+    computed_at  TEXT NOT NULL
+);
+""")
 
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "core", CORE),
@@ -430,6 +447,9 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(17, "hls_due", HLS_DUE),
     PgMigration(18, "face_clusters", FACE_CLUSTERS),
     PgMigration(19, "places", PLACES),
+    PgMigration(21, "perceptual_hashes", PERCEPTUAL_HASHES),
+    PgMigration(22, "map_generation", "ALTER TABLE libraries ADD COLUMN map_generation BIGINT NOT NULL DEFAULT 0"),
+    PgMigration(24, "places_by_library", PLACES_BY_LIBRARY),
 ]
 
 # The tables that hold embeddings (float32 little-endian blobs in SQLite).

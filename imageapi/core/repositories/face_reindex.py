@@ -16,6 +16,7 @@ class OldFace:
     person_id: int | None
     bound_by: str | None
     bound_at: str | None
+    rejected: tuple[int, ...] = ()   # persons the user said this face is not
 
 
 async def unmark_model(db: Connection, model: str) -> int:
@@ -36,7 +37,23 @@ async def faces_with_bindings(db: Connection, content_hash: str) -> list[OldFace
         "SELECT id, x, y, w, h, model, person_id, bound_by, bound_at FROM faces WHERE content_hash = ? ORDER BY idx",
         (content_hash,),
     ) as cur:
-        return [OldFace(r[0], (r[1], r[2], r[3], r[4]), r[5], r[6], r[7], r[8]) for r in await cur.fetchall()]
+        rows = await cur.fetchall()
+    rejected: dict[int, list[int]] = {}
+    async with db.execute(
+        "SELECT r.face_id, r.person_id FROM face_rejections r JOIN faces f ON f.id = r.face_id "
+        "WHERE f.content_hash = ? ORDER BY r.person_id", (content_hash,)
+    ) as cur:
+        for face_id, person_id in await cur.fetchall():
+            rejected.setdefault(face_id, []).append(person_id)
+    return [OldFace(r[0], (r[1], r[2], r[3], r[4]), r[5], r[6], r[7], r[8], tuple(rejected.get(r[0], ())))
+            for r in rows]
+
+
+async def carry_rejections(db: Connection, face_id: int, person_ids: tuple[int, ...], now: str) -> None:
+    """In the caller's transaction."""
+    await db.executemany(
+        "INSERT INTO face_rejections (face_id, person_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        [(face_id, p, now) for p in person_ids])
 
 
 async def delete_faces(db: Connection, ids: list[int]) -> None:

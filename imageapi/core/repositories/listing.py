@@ -115,6 +115,8 @@ class TimelineFile:
     orientation: int | None
     rotation: int | None
     duration: float | None
+    id: int = 0
+
 
 
 async def timeline_files(db: Connection, library_ids: Sequence[int], taken: tuple[str, str] | None,
@@ -130,7 +132,7 @@ async def timeline_files(db: Connection, library_ids: Sequence[int], taken: tupl
         params += list(taken)
         order = "f.taken_at DESC, f.id DESC"
     sql = (f"SELECT f.library_id, f.rel_path, f.kind, f.taken_at, f.taken_at_offset, f.width, f.height, "
-           f"f.orientation, f.rotation, f.duration FROM files f WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?")
+           f"f.orientation, f.rotation, f.duration, f.id FROM files f WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?")
     async with db.execute(sql, [*params, limit, offset]) as cur:
         return [TimelineFile(*r) for r in await cur.fetchall()]
 

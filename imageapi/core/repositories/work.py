@@ -4,7 +4,9 @@ as the one-shot commands), and the rows a claimed batch is worked from."""
 from __future__ import annotations
 
 from imageapi.core.db import Connection, dialect
+from imageapi.core.repositories import duplicates as duplicates_repo
 from imageapi.core.repositories import faces as faces_repo
+from imageapi.core.repositories import places as places_repo
 from imageapi.core.repositories import previews as previews_repo
 
 # kind -> the condition on `files f` of a due row (`?`: the parameters due_params gives).
@@ -12,6 +14,7 @@ _DUE = {
     "thumbs": "f.thumb_state = 'pending'",
     # A failed hash is tried again by `imageapi hash backfill`, not in a loop by the workers.
     "hash": "f.content_hash IS NULL AND (f.error IS NULL OR f.error NOT LIKE 'hash:%')",
+    "phash": duplicates_repo.DUE_WHERE,
 }
 
 _ROWS = {
@@ -43,6 +46,8 @@ _HLS_DUE = {
 
 
 def due_where(db: Connection, kind: str, face_kinds: tuple[str, ...]) -> str:
+    if kind == "places":
+        return places_repo.DUE_SQL
     if kind == "hls":
         return _HLS_DUE[dialect(db)]
     if kind == "faces":

@@ -1,4 +1,5 @@
-// One thumbnail of a grid: a link to the viewer, the picture, a video's duration, a RAW/HEIC badge.
+// One thumbnail of a grid: a link to the viewer, the picture, a video's duration, a RAW/HEIC badge,
+// a duplicates stack's count.
 // Built with plain DOM calls and no listener of its own (one click and one error listener on the
 // document serve every tile): the timeline makes hundreds a second while it is scrolled fast, and
 // each closure or listener more is garbage the main thread collects in long pauses.
@@ -55,6 +56,10 @@ export function tile(item, open) {
   if (item.kind === 'video') a.append(span('dur', '▶ ' + duration(item.duration)));
   const b = badge(item.kind);
   if (b) a.append(span('badge', b));
+  // Duplicates (?stack=true): the copy to keep carries "+N", the other copies are dimmed in place
+  // (the timeline's layout is laid out from counts before any file is loaded).
+  if (item.stack && item.stack.top) a.append(span('stack', '+' + (item.stack.count - 1)));
+  else if (item.stack) a.classList.add('stacked');
   return a;
 }
 

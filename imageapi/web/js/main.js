@@ -3,7 +3,9 @@ import { api, hideError, setUnauthorizedHandler, showError } from './api.js';
 import { $, clear, h } from './dom.js';
 import * as folders from './folders.js';
 import * as login from './login.js';
+import * as mapPage from './map.js';
 import * as pages from './pages.js';
+import * as search from './search.js';
 import * as timeline from './timeline.js';
 import { Viewer } from './viewer.js';
 
@@ -19,6 +21,8 @@ export function navigate(url, { replace = false } = {}) {
 function route(path) {
   if (path === '/web/login') return [login, {}];
   if (path === '/' || path === '/web/timeline' || path === '/web/') return [timeline, {}];
+  if (path === '/web/map') return [mapPage, {}];
+  if (path === '/web/search') return [search, {}];
   if (path === '/web/folders' || path.startsWith('/web/folders/')) {
     const rest = decodeURIComponent(path.slice('/web/folders'.length)).replace(/^\//, '');
     const [library, ...parts] = rest ? rest.split('/') : [''];
@@ -40,6 +44,7 @@ function pageKey() {
 
 async function render() {
   hideError();
+  searchShown();
   const key = pageKey();
   const q = new URLSearchParams(location.search);
   if (!current || current.key !== key) {
@@ -102,6 +107,7 @@ document.addEventListener('click', (ev) => {
   navigate(a.getAttribute('href'));
 });
 window.addEventListener('popstate', render);
+const searchShown = search.wireSearchBox(navigate);
 
 setUnauthorizedHandler(() => {
   if (location.pathname !== '/web/login') {

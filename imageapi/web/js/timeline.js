@@ -258,7 +258,7 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     if (loaded.has(mi)) return loaded.get(mi);
     const items = [];
     for (;;) {
-      const page = await api('/timeline/items' + query({ library, month: months[mi].month, offset: items.length, limit: PAGE }));
+      const page = await api('/timeline/items' + query({ library, month: months[mi].month, offset: items.length, limit: PAGE, stack: 'true' }));
       items.push(...page.items);
       if (page.items.length < PAGE) break;
     }
