@@ -436,6 +436,12 @@ def test_naming_a_group_with_a_name_taken_meanwhile_merges_it_on_request(page: A
     offer = page.locator(f'[data-id="{group}"] .merge-offer')
     offer.wait_for()
     assert offer.text_content().startswith(f"Lou N already exists. Merge Unnamed person {group} into them?")
+    # Cancel: back to the name field; asked again (the page knows Lou now), the offer comes again.
+    offer.locator("button", has_text="Cancel").click()
+    assert offer.count() == 0
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == f"Name Unnamed person {group}"
+    page.keyboard.press("Enter")
+    offer.wait_for()
     page.keyboard.press("Enter")  # the offer's button has the focus
     page.wait_for_selector(f".people-status:has-text('Merged Unnamed person {group} into Lou N.')")
     page.wait_for_selector(f'[data-id="{group}"]', state="detached")

@@ -62,7 +62,7 @@ function mergeOffer(place, person, target, done) {
   const yes = h('button', { type: 'button', class: 'btn', text: `Merge into ${target.name}` });
   const offer = h('div', { class: 'merge-offer', role: 'group', 'aria-label': 'Name taken' },
     h('span', { text: `${target.name} already exists. Merge ${label(person)} into them?` }), yes,
-    h('button', { type: 'button', class: 'btn', text: 'Cancel', onclick: () => { offer.remove(); place.querySelector('input')?.focus(); } }));
+    h('button', { type: 'button', class: 'btn', text: 'Cancel', onclick: () => { offer.remove(); place.querySelector('input:not(.pick)')?.focus(); } }));
   yes.addEventListener('click', async () => {
     try {
       await mergeInto([person.id], target.id);
