@@ -16,7 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imageapi.core.config import load_config
 from imageapi.core.database import transaction
@@ -26,6 +29,7 @@ from imageapi.core.faces.cluster import (
     cluster_all,
     cluster_new_faces,
     cluster_unbound,
+    components,
     run_nightly,
 )
 from imageapi.core.faces.embeddings import to_blob
@@ -265,3 +269,26 @@ async def test_the_embedded_detector_clusters_the_corpus_portraits(db: Any, corp
     biden = {got[f] for f, who in truth.items() if who == "biden"}
     assert len(obama) == 1 and len(biden) == 1 and obama != biden and None not in obama | biden
     assert [got[f] for f, who in truth.items() if who == "other"] == [None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(st.just(n), st.lists(
+    st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))))
+def test_components_match_a_plain_union_find(graph: tuple[int, list[tuple[int, int]]]) -> None:
+    n, pairs = graph
+    parent = list(range(n))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    i = np.asarray([a for a, _ in pairs], dtype=np.int64)
+    j = np.asarray([b for _, b in pairs], dtype=np.int64)
+    got = components(n, i, j)
+    for a in range(n):
+        for b in range(n):
+            assert (got[a] == got[b]) == (root(a) == root(b))
+    assert all(got[k] == min(m for m in range(n) if root(m) == root(k)) for k in range(n))

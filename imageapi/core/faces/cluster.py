@@ -27,7 +27,8 @@ their only person tag is merged into that named person (people tags keep naming 
 
 Nearest neighbours: the model's embeddings are read once per pass into one float32 matrix; the
 queries are matrix products in blocks of rows (BLOCK), the hits over the threshold kept (at most
-MAX_NEIGHBOURS per face, by argpartition). Numpy work runs in a thread, never in the event loop.
+MAX_NEIGHBOURS per face, by argpartition); clusters are connected components found by label
+hooking in numpy. Numpy work runs in a thread, never in the event loop.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ DLIB_MAX_DISTANCE = 0.08
 OTHER_MAX_DISTANCE = 0.5
 BLOCK = 2048              # rows of a matrix product (BLOCK x N float32 similarities at once)
 MAX_NEIGHBOURS = 1000     # kept per face: the nearest ones
+SIMS_AT_ONCE = 1 << 24    # similarities one product of `neighbours` makes (64 MiB)
 FULL_MARK = "cluster_full_date"   # face_state key: the local date of the last nightly full pass
 
 
@@ -134,8 +136,9 @@ def neighbours(vectors: np.ndarray, queries: np.ndarray, max_dist: float,
     nearest first, at most `cap`: (rows, distances)."""
     min_sim = np.float32(1.0 - max_dist)
     hits: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(queries))]
-    for start in range(0, len(vectors), BLOCK * 8):
-        sims = queries @ vectors[start:start + BLOCK * 8].T
+    step = max(BLOCK, SIMS_AT_ONCE // max(1, len(queries)))
+    for start in range(0, len(vectors), step):
+        sims = queries @ vectors[start:start + step].T
         qi, cj = np.nonzero(sims >= min_sim)
         if len(qi) == 0:
             continue
@@ -276,16 +279,31 @@ def edges(index: FaceIndex, max_dist: float) -> tuple[np.ndarray, np.ndarray, np
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
 
 
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of n nodes and the edges (i, j): each node's smallest node id in its
+    component (hooking to the smaller label, then pointer jumping: a few rounds, all vectorised)."""
+    labels = np.arange(n, dtype=np.int64)
+    while True:
+        low = np.minimum(labels[i], labels[j])
+        new = labels.copy()
+        np.minimum.at(new, labels[i], low)
+        np.minimum.at(new, labels[j], low)
+        while True:  # every node points at its root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
 def dbscan(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray, min_faces: int) -> tuple[np.ndarray, np.ndarray]:
     """Cluster labels (-1: none) of n faces from their edges, and each face's neighbour count."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     degree = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
     core = degree + 1 >= min_faces
     both = core[i] & core[j]
-    graph = coo_matrix((np.ones(int(both.sum()), dtype=np.int8), (i[both], j[both])), shape=(n, n))
-    _count, comp = connected_components(graph, directed=False)
+    comp = components(n, i[both], j[both])
     labels = np.where(core, comp, -1).astype(np.int64)
     # A border face joins the cluster of its nearest core neighbour.
     bi = np.concatenate([i[core[j] & ~core[i]], j[core[i] & ~core[j]]])
