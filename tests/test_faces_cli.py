@@ -289,7 +289,7 @@ def test_faces_cluster_and_unnamed_people_commands(env: dict[str, str], env_dirs
             vec[1 + i] = 0.05
             conn.execute("INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
                          "VALUES (?, 0, 0.1, 0.1, 0.2, 0.2, 0.9, ?, 'dlib-test', 'now')",
-                         (f"h{i}", struct.pack("<8f", *vec)))
+                         (f"h{i}", struct.pack("<8f", *vec) if dbq.postgres_url() is None else str(vec)))
         conn.commit()
     on = {**env, "APOLLO_FACE_API_BASE_URL": closed_port_url()}
     res = imageapi("faces", "cluster", "--json", env=on)

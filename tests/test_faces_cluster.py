@@ -292,3 +292,35 @@ def test_components_match_a_plain_union_find(graph: tuple[int, list[tuple[int, i
         for b in range(n):
             assert (got[a] == got[b]) == (root(a) == root(b))
     assert all(got[k] == min(m for m in range(n) if root(m) == root(k)) for k in range(n))
+
+
+async def test_postgres_finds_neighbours_through_an_hnsw_index(db: Any) -> None:
+    from imageapi.core.db import dialect
+
+    if dialect(db) != "postgresql":
+        pytest.skip("pgvector: PostgreSQL only (IMAGEAPI_TEST_DATABASE=postgresql)")
+    x = person_vector("x")
+    faces = [await add_face(db, f"v{i}", near(x, f"v{i}", 0.02)) for i in range(3)]
+    report = await cluster_new_faces(db, SETTINGS, ["v0", "v1", "v2"])
+    assert report.new_persons == 1 and report.bound == 3
+    async with db.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'faces_hnsw_%'") as cur:
+        assert len(await cur.fetchall()) == 1
+    # The planner takes the index for the neighbour query (sequential scans off, as for a large table).
+    import asyncpg
+
+    from imageapi.core.repositories.clusters import vector_neighbours
+
+    conn = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            rows = await conn.fetch(
+                f"EXPLAIN SELECT f.id FROM faces f WHERE f.model = '{MODEL}' ORDER BY (f.embedding::vector({DIM})) "
+                f"<=> (SELECT q.embedding::vector({DIM}) FROM faces q WHERE q.id = $1) LIMIT 5", faces[0])
+    finally:
+        await conn.close()
+    plan = " ".join(str(r[0]) for r in rows)
+    async with transaction(db):
+        found = await vector_neighbours(db, MODEL, DIM, faces[0], 5)
+    assert "faces_hnsw_" in plan, plan
+    assert [n.id for n in found][0] == faces[0] and {n.id for n in found} == set(faces)

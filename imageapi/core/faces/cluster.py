@@ -27,7 +27,9 @@ their only person tag is merged into that named person (people tags keep naming 
 
 Nearest neighbours: the model's embeddings are read once per pass into one float32 matrix; the
 queries are matrix products in blocks of rows (BLOCK), the hits over the threshold kept (at most
-MAX_NEIGHBOURS per face, by argpartition); clusters are connected components found by label
+MAX_NEIGHBOURS per face, by argpartition); on PostgreSQL with pgvector the incremental pass asks
+an HNSW index (cosine, partial on the model, made on first use) for each new face's nearest
+INDEXED_NEIGHBOURS instead of reading the matrix; clusters are connected components found by label
 hooking in numpy. Numpy work runs in a thread, never in the event loop.
 """
 
@@ -54,6 +56,7 @@ DLIB_MAX_DISTANCE = 0.08
 OTHER_MAX_DISTANCE = 0.5
 BLOCK = 2048              # rows of a matrix product (BLOCK x N float32 similarities at once)
 MAX_NEIGHBOURS = 1000     # kept per face: the nearest ones
+INDEXED_NEIGHBOURS = 100  # read per face from pgvector's index
 SIMS_AT_ONCE = 1 << 24    # similarities one product of `neighbours` makes (64 MiB)
 FULL_MARK = "cluster_full_date"   # face_state key: the local date of the last nightly full pass
 
@@ -176,13 +179,66 @@ async def cluster_new_faces(db: Connection, settings: FaceSettings, content_hash
         if model != MANUAL_MODEL:
             by_model.setdefault(model, []).append(face_id)
     touched: set[int] = set()
+    vectors = await repo.embeddings_are_vectors(db)
     for model, face_ids in by_model.items():
+        if vectors:  # PostgreSQL with pgvector: an HNSW index instead of the whole matrix
+            await _incremental_indexed(db, settings, model, face_ids, report, touched)
+            continue
         index = await load_index(db, model)
         report.faces += len(index)
         await _incremental(db, settings, index, face_ids, report, touched)
     report.named += await name_from_tags(db, sorted(touched))
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _incremental_indexed(db: Connection, settings: FaceSettings, model: str, face_ids: list[int],
+                               report: ClusterReport, touched: set[int]) -> None:
+    """The incremental rule with each face's neighbours read from pgvector's HNSW index (made on
+    first use, per model and dimension)."""
+    dim = await repo.embedding_dim(db, face_ids[0])
+    if dim == 0:
+        return
+    await repo.ensure_vector_index(db, model, dim)
+    limit = max(INDEXED_NEIGHBOURS, settings.cluster_min_faces * 4)
+    dist = max_distance(settings, model)
+    rejected = await people_repo.rejections_of_model(db, model)
+    now = utcnow()
+    report.faces += len(face_ids)
+    async with transaction(db):
+        for face_id in face_ids:
+            if await repo.embedding_dim(db, face_id) != dim:
+                continue  # not comparable with the others of its model
+            found = await repo.vector_neighbours(db, model, dim, face_id, limit)
+            me = next((n for n in found if n.id == face_id), None)
+            if me is not None and me.person_id is not None:
+                continue  # bound meanwhile (a face of this batch that started a person)
+            content = me.content_hash if me is not None else None
+            near = [n for n in found if n.id != face_id and n.content_hash != content and n.distance <= dist]
+            joined = False
+            for n in near:
+                if n.person_id is not None and (face_id, n.person_id) not in rejected \
+                        and await repo.bind_auto(db, face_id, n.person_id, now):
+                    report.bound += 1
+                    touched.add(n.person_id)
+                    joined = True
+                    break
+            if joined:
+                continue
+            group = [face_id]
+            seen = {content}
+            for n in near:
+                if n.person_id is None and n.content_hash not in seen:
+                    seen.add(n.content_hash)
+                    group.append(n.id)
+            if len(group) < settings.cluster_min_faces:
+                continue
+            person = await people_repo.insert_unnamed(db, now)
+            report.new_persons += 1
+            touched.add(person)
+            for member in group:
+                if await repo.bind_auto(db, member, person, now):
+                    report.bound += 1
 
 
 async def cluster_unbound(db: Connection, settings: FaceSettings) -> ClusterReport:
