@@ -324,3 +324,30 @@ async def test_postgres_finds_neighbours_through_an_hnsw_index(db: Any) -> None:
         found = await vector_neighbours(db, MODEL, DIM, faces[0], 5)
     assert "faces_hnsw_" in plan, plan
     assert [n.id for n in found][0] == faces[0] and {n.id for n in found} == set(faces)
+
+
+def test_migration_18_keeps_the_bindings_of_faces(tmp_path: Path) -> None:
+    """SQLite rebuilds persons to let name be NULL: faces keep their person, bound_by and bound_at."""
+    import sqlite3
+
+    from imageapi.core.db import apply_migrations
+    from imageapi.core.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    apply_migrations(conn, [m for m in MIGRATIONS if m.version < 18])
+    conn.execute("INSERT INTO persons (id, name, created_at) VALUES (1, 'Ann', 't'), (2, 'Ben', 't')")
+    conn.execute("INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
+                 "bound_at, created_at) VALUES ('h', 0, 0, 0, .1, .1, 1, x'00', 'm', 2, 'manual', 'when', 't'), "
+                 "('h', 1, 0, 0, .1, .1, 1, x'00', 'm', 1, 'auto', 'then', 't'), "
+                 "('h', 2, 0, 0, .1, .1, 1, x'00', 'm', NULL, NULL, NULL, 't')")
+    assert 18 in apply_migrations(conn)
+    assert conn.execute("SELECT idx, person_id, bound_by, bound_at FROM faces ORDER BY idx").fetchall() == [
+        (0, 2, "manual", "when"), (1, 1, "auto", "then"), (2, None, None, None)]
+    conn.execute("INSERT INTO persons (name, created_at) VALUES (NULL, 't'), (NULL, 't')")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO persons (name, created_at) VALUES ('ANN', 't')")
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.execute("DELETE FROM persons WHERE id = 2")           # the reference still works
+    assert conn.execute("SELECT person_id FROM faces WHERE idx = 0").fetchone() == (None,)
+    conn.close()
