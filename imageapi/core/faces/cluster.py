@@ -322,8 +322,9 @@ def edges(index: FaceIndex, max_dist: float) -> tuple[np.ndarray, np.ndarray, np
     v, contents = index.vectors, index.contents
     min_sim = np.float32(1.0 - max_dist)
     out_i, out_j, out_s = [], [], []
-    for start in range(0, len(v), BLOCK):
-        sims = v[start:start + BLOCK] @ v.T
+    step = max(1, min(BLOCK, SIMS_AT_ONCE // max(1, len(v))))   # bounded memory at any size
+    for start in range(0, len(v), step):
+        sims = v[start:start + step] @ v.T
         qi, cj = np.nonzero(sims >= min_sim)
         gi = qi + start
         keep = (cj > gi) & (contents[gi] != contents[cj])
@@ -438,6 +439,7 @@ async def _full(db: Connection, settings: FaceSettings, index: FaceIndex, named:
         await repo.unbind_many(db, off)
         report.unbound += len(off)
         new_ids: dict[int, int] = {}
+        binds: list[tuple[int, int]] = []
         for r in changed:
             p = int(want[r])
             if p == 0:
@@ -447,8 +449,8 @@ async def _full(db: Connection, settings: FaceSettings, index: FaceIndex, named:
                     new_ids[p] = await people_repo.insert_unnamed(db, now)
                     report.new_persons += 1
                 p = new_ids[p]
-            if await repo.bind_auto(db, int(index.ids[r]), p, now):
-                report.bound += 1
+            binds.append((int(index.ids[r]), p))
+        report.bound += await repo.bind_auto_many(db, binds, now)
 
 
 # -- people tags --------------------------------------------------------------------------------

@@ -46,16 +46,27 @@ async def unbound_in_contents(db: Connection, content_hashes: Sequence[str]) -> 
     return sorted(out)
 
 
+_BIND_AUTO = (
+    "UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ? AND person_id IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM faces o WHERE o.content_hash = faces.content_hash AND o.person_id = ?) "
+    "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)"
+)
+
+
 async def bind_auto(db: Connection, face_id: int, person_id: int, now: str) -> bool:
     """Bind a face that is bound to no one, unless the person already has a face in its photo or
     the user said the face is not them. In the caller's transaction."""
-    cur = await db.execute(
-        "UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ? AND person_id IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM faces o WHERE o.content_hash = faces.content_hash AND o.person_id = ?) "
-        "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)",
-        (person_id, now, face_id, person_id, person_id),
-    )
+    cur = await db.execute(_BIND_AUTO, (person_id, now, face_id, person_id, person_id))
     return bool(cur.rowcount)
+
+
+async def bind_auto_many(db: Connection, binds: Sequence[tuple[int, int]], now: str) -> int:
+    """bind_auto for many (face id, person id) pairs at once; how many were bound (the faces
+    stamped `now`: give each pass its own). In the caller's transaction."""
+    await db.executemany(_BIND_AUTO, [(person, now, face, person, person) for face, person in binds])
+    async with db.execute("SELECT COUNT(*) FROM faces WHERE bound_at = ? AND bound_by = 'auto'", (now,)) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def unbind_many(db: Connection, face_ids: Sequence[int]) -> None:
