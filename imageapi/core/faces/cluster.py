@@ -324,12 +324,12 @@ def edges(index: FaceIndex, max_dist: float) -> tuple[np.ndarray, np.ndarray, np
     out_i, out_j, out_s = [], [], []
     step = max(1, min(BLOCK, SIMS_AT_ONCE // max(1, len(v))))   # bounded memory at any size
     for start in range(0, len(v), step):
-        sims = v[start:start + step] @ v.T
+        sims = v[start:start + step] @ v[start:].T    # pairs (i, j >= start): half the products
         qi, cj = np.nonzero(sims >= min_sim)
-        gi = qi + start
-        keep = (cj > gi) & (contents[gi] != contents[cj])
+        gi, gj = qi + start, cj + start
+        keep = (gj > gi) & (contents[gi] != contents[gj])
         out_i.append(gi[keep])
-        out_j.append(cj[keep])
+        out_j.append(gj[keep])
         out_s.append(sims[qi[keep], cj[keep]])
     if not out_i:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
