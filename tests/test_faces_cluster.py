@@ -351,3 +351,35 @@ def test_migration_18_keeps_the_bindings_of_faces(tmp_path: Path) -> None:
     conn.execute("DELETE FROM persons WHERE id = 2")           # the reference still works
     assert conn.execute("SELECT person_id FROM faces WHERE idx = 0").fetchone() == (None,)
     conn.close()
+
+
+async def test_a_detection_batch_clusters_its_faces(db: Any, tmp_path: Path) -> None:
+    """The backlog's hook: faces stored by a tick are clustered at its end (here four alike faces
+    from the stand-in Apollo start one unnamed person; a stranger's face waits)."""
+    from imageapi.core.faces.backlog import FacePasses
+    from imageapi.core.libraries import add_library
+    from imageapi.core.pool import WorkerPool
+    from tests.apollo_standin import StandIn, face, hash_embedding, insert_rows, make_photo
+    from tests.apollo_standin import near as near_to
+
+    root = tmp_path / "lib"
+    names = [f"p{i}.jpg" for i in range(5)]
+    for i, name in enumerate(names):
+        make_photo(root / name, i + 1)
+    lib = await add_library(db, "main", root)
+    await insert_rows(db, lib.id, root, names)
+    async with db.execute("SELECT rel_path, content_hash FROM files") as cur:
+        h = {r[0]: r[1] for r in await cur.fetchall()}
+    who = hash_embedding("someone")
+    pool = WorkerPool(1)
+    try:
+        with StandIn() as standin:
+            standin.script.update({h[n]: [face(near_to(who, n, noise=0.1))] for n in names[:4]})
+            standin.script[h["p4.jpg"]] = [face(hash_embedding("stranger"))]
+            async with FacePasses(db, pool, FaceSettings(base_url=standin.url)) as passes:
+                rep = await passes.tick()
+    finally:
+        pool.close()
+    assert rep.faces.detected == 5 and rep.faces.bound == 4
+    listed = await list_people(db)
+    assert [(p.named, p.faces, p.photos) for p in listed] == [(False, 4, 4)]
