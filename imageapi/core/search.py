@@ -183,6 +183,7 @@ async def _refresh_files(db: Connection, ids: list[int]) -> None:
             taken.add(docid)
             placed.append(repo.Doc(docid, d.file_id, d.body, d.facets))
         await repo.insert_docs(db, placed)
+        await repo.add_terms(db, sorted({t for d in placed for t in d.body.split()}))
 
 
 async def rebuild(db: Connection, progress: Callable[[int], None] | None = None) -> int:

@@ -508,6 +508,9 @@ CREATE TABLE search_dirty (
     file_id  BIGINT PRIMARY KEY,
     gen      BIGINT NOT NULL
 );
+CREATE TABLE search_terms (
+    term     TEXT PRIMARY KEY
+);
 CREATE FUNCTION search_mark_hash(h text) RETURNS void LANGUAGE sql AS $$
     INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = h {_MARK}
 $$;
