@@ -82,8 +82,8 @@ def generate(db_path: Path, files: int, seed: int = 7) -> None:
             who = {1 + (i // 11) % len(PEOPLE), 1 + (i // 13) % len(PEOPLE)}
             faces += [(f"h{i:08x}", k, p) for k, p in enumerate(sorted(who))]
     conn.executemany("INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, "
-                     "bound_by, created_at) VALUES (?, ?, 0.1, 0.1, 0.2, 0.2, 1, x'', 'bench', ?, 'manual', 'x')",
-                     faces)
+                     "bound_by, created_at) VALUES (?, ?, 0.1, 0.1, 0.2, 0.2, 1, zeroblob(512), 'bench', ?, "
+                     "'manual', 'x')", faces)
     conn.executemany("INSERT INTO insights (content_hash, title, body, tools, backend, server, model, failovers, "
                      "timings, created_at) VALUES (?, ?, '', '[]', 'local', 'x', 'm', '[]', '{}', 'x')",
                      [(f"h{i:08x}", f"A quiet morning by the {rng.choice(('river', 'harbour', 'cathedral'))}")

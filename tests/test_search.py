@@ -179,6 +179,14 @@ async def test_long_prefixes_with_few_and_many_terms(ctx: Ctx) -> None:
     assert await ctx.find("omeg") == ["t/omega.jpg"]
 
 
+async def test_a_file_without_words_is_found_by_its_filters(ctx: Ctx) -> None:
+    await ctx.add("__/@.~", content_hash="hw")
+    await ctx.add("x/words.jpg")
+    assert await ctx.find("", kinds=["photo"]) == ["x/words.jpg", "__/@.~"]   # same time: newer id first
+    assert await ctx.find("", kinds=["photo"], libraries=["main"], sort="oldest") == [
+        "__/@.~", "x/words.jpg"]
+
+
 # ---------------------------------------------------------------------------------------- filters
 
 async def test_filters_combine(ctx: Ctx) -> None:

@@ -494,7 +494,8 @@ async def embedding_type(conn: asyncpg.Connection, table: str, column: str = "em
 # over the tokens themselves (array_to_tsvector: no parser, no dictionary, so the lexemes are the
 # tokens Python folded, as SQLite's FTS5 holds them) and queries are prefix tsqueries (`:*`). The
 # triggers mark files dirty as SQLite's do.
-SEARCH_TSV = "array_to_tsvector(string_to_array(body || ' ' || facets, ' '))"
+# trim: a file with no words has an empty body, and the array no empty lexeme (facets never are).
+SEARCH_TSV = "array_to_tsvector(string_to_array(trim(body || ' ' || facets), ' '))"
 _MARK = "ON CONFLICT (file_id) DO UPDATE SET gen = search_dirty.gen + 1"
 SEARCH = _c(f"""
 CREATE TABLE search_docs (

@@ -18,7 +18,7 @@ from imageapi.core.repositories.files import DIR_SEEN_SQL
 
 FileDict = dict[str, Any]
 SEARCH_LOCK = 0x1A9E_0020  # PostgreSQL advisory lock: one refresh writes documents at a time
-_PG_TSV = "array_to_tsvector(string_to_array(d.body || ' ' || d.facets, ' '))"  # the GIN's expression
+_PG_TSV = "array_to_tsvector(string_to_array(trim(d.body || ' ' || d.facets), ' '))"  # the GIN's expression
 
 
 def _marks(n: int) -> str:
