@@ -34,7 +34,9 @@ async def dirty_batch(db: Connection, limit: int) -> list[tuple[int, int]]:
 
 
 async def any_dirty(db: Connection) -> bool:
-    async with db.execute("SELECT 1 FROM search_dirty LIMIT 1") as cur:
+    # By the key's index: after a big refresh PostgreSQL's table is full of dead rows until vacuumed,
+    # which a plain scan would read through on every search.
+    async with db.execute("SELECT file_id FROM search_dirty ORDER BY file_id LIMIT 1") as cur:
         return await cur.fetchone() is not None
 
 
