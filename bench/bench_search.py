@@ -7,8 +7,9 @@ with GPS, tags on 10% of the contents, named persons' faces on 15%, insight titl
 search index is then built by the real refresh (its time is reported), and each query runs
 --queries times in process (page of 100 items, as the web grid asks): common word, rare word,
 prefix, common word in one year (the target: p95 <= 50 ms), relevance order, a person filter, two
-persons, a bounding box. With --postgres-url the index is copied there (`imageapi db copy`, whose
-triggers mark every file for the search index), the index refreshed and the same queries run.
+persons, a bounding box. With --postgres-url (`auto`: a throwaway cluster, tests/pg.py) the index
+is copied there (`imageapi db copy`, whose triggers mark every file for the search index), the
+index refreshed and the same queries run.
 """
 
 from __future__ import annotations
