@@ -62,6 +62,14 @@ async def mark_all(db: Connection) -> None:
                      "ON CONFLICT (file_id) DO UPDATE SET gen = search_dirty.gen + 1")
 
 
+async def analyze(db: Connection) -> None:
+    """PostgreSQL: fresh statistics of the documents (the GIN expression's tokens among them), so
+    the planner weighs a word or a person by how many files have it after a large refresh, before
+    autovacuum gets to it. Not in a transaction."""
+    if dialect(db) == "postgresql":
+        await db.execute("ANALYZE search_docs")
+
+
 async def lock(db: Connection) -> None:
     """In the caller's transaction: PostgreSQL lets two refreshes run at once, SQLite's write lock
     already keeps them apart."""
