@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -279,3 +280,34 @@ def test_watch_runs_ticks_and_stops_on_sigterm(env: dict[str, str], standin: Sta
     assert any("(faces)" in t for t in ticks)                          # the cap of 2 left work for more ticks
     assert "watcher stopped" in err
     assert query(env_dirs, "SELECT COUNT(*) FROM face_scans") == [(8,)]
+
+
+def test_faces_cluster_and_unnamed_people_commands(env: dict[str, str], env_dirs: dict[str, Path]) -> None:
+    """`faces cluster` makes an unnamed person of three alike faces; `people list` shows it as
+    "unnamed #ID" after the named ones; `people name` names it (a taken name: exit 2, merge)."""
+    assert imageapi("people", "add", "Ann", env=env).returncode == 0
+    base = [1.0] + [0.0] * 7
+    with dbq.connect(db_path(env_dirs)) as conn:
+        for i in range(3):
+            vec = list(base)
+            vec[1 + i] = 0.05
+            conn.execute("INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, created_at) "
+                         "VALUES (?, 0, 0.1, 0.1, 0.2, 0.2, 0.9, ?, 'dlib-test', 'now')",
+                         (f"h{i}", struct.pack("<8f", *vec) if dbq.postgres_url() is None else str(vec)))
+        conn.commit()
+    on = {**env, "APOLLO_FACE_API_BASE_URL": closed_port_url()}
+    res = imageapi("faces", "cluster", "--json", env=on)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) | {"seconds": 0} == {"faces": 3, "bound": 3, "unbound": 0, "new_persons": 1,
+                                                        "named": 0, "removed": 0, "seconds": 0}
+    listed = json.loads(imageapi("people", "list", "--json", env=env).stdout)
+    assert [(p["name"], p["named"], p["faces"]) for p in listed] == [("Ann", True, 0), (None, False, 3)]
+    unnamed = listed[1]["id"]
+    assert f"unnamed #{unnamed}: 3 faces in 3 photos" in imageapi("people", "list", env=env).stdout
+    res = imageapi("people", "name", str(unnamed), "ann", env=env)
+    assert res.returncode == 2 and "merge" in res.stderr
+    assert imageapi("people", "name", str(unnamed), "Cleo", env=env).returncode == 0
+    res = imageapi("faces", "cluster", "--full", "--json", env=on)
+    assert res.returncode == 0 and json.loads(res.stdout)["bound"] == 0
+    res = imageapi("people", "merge", "Cleo", "Ann", "--json", env=env)
+    assert json.loads(res.stdout)["moved"] == 3

@@ -16,7 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imageapi.core.config import load_config
 from imageapi.core.database import transaction
@@ -26,6 +29,7 @@ from imageapi.core.faces.cluster import (
     cluster_all,
     cluster_new_faces,
     cluster_unbound,
+    components,
     run_nightly,
 )
 from imageapi.core.faces.embeddings import to_blob
@@ -265,3 +269,117 @@ async def test_the_embedded_detector_clusters_the_corpus_portraits(db: Any, corp
     biden = {got[f] for f, who in truth.items() if who == "biden"}
     assert len(obama) == 1 and len(biden) == 1 and obama != biden and None not in obama | biden
     assert [got[f] for f, who in truth.items() if who == "other"] == [None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(st.just(n), st.lists(
+    st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))))
+def test_components_match_a_plain_union_find(graph: tuple[int, list[tuple[int, int]]]) -> None:
+    n, pairs = graph
+    parent = list(range(n))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    i = np.asarray([a for a, _ in pairs], dtype=np.int64)
+    j = np.asarray([b for _, b in pairs], dtype=np.int64)
+    got = components(n, i, j)
+    for a in range(n):
+        for b in range(n):
+            assert (got[a] == got[b]) == (root(a) == root(b))
+    assert all(got[k] == min(m for m in range(n) if root(m) == root(k)) for k in range(n))
+
+
+async def test_postgres_finds_neighbours_through_an_hnsw_index(db: Any) -> None:
+    from imageapi.core.db import dialect
+
+    if dialect(db) != "postgresql":
+        pytest.skip("pgvector: PostgreSQL only (IMAGEAPI_TEST_DATABASE=postgresql)")
+    x = person_vector("x")
+    faces = [await add_face(db, f"v{i}", near(x, f"v{i}", 0.02)) for i in range(3)]
+    report = await cluster_new_faces(db, SETTINGS, ["v0", "v1", "v2"])
+    assert report.new_persons == 1 and report.bound == 3
+    async with db.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'faces_hnsw_%'") as cur:
+        assert len(await cur.fetchall()) == 1
+    # The planner takes the index for the neighbour query (sequential scans off, as for a large table).
+    import asyncpg
+
+    from imageapi.core.repositories.clusters import vector_neighbours
+
+    conn = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            rows = await conn.fetch(
+                f"EXPLAIN SELECT f.id FROM faces f WHERE f.model = '{MODEL}' ORDER BY (f.embedding::vector({DIM})) "
+                f"<=> (SELECT q.embedding::vector({DIM}) FROM faces q WHERE q.id = $1) LIMIT 5", faces[0])
+    finally:
+        await conn.close()
+    plan = " ".join(str(r[0]) for r in rows)
+    async with transaction(db):
+        found = await vector_neighbours(db, MODEL, DIM, faces[0], 5)
+    assert "faces_hnsw_" in plan, plan
+    assert [n.id for n in found][0] == faces[0] and {n.id for n in found} == set(faces)
+
+
+def test_migration_18_keeps_the_bindings_of_faces(tmp_path: Path) -> None:
+    """SQLite rebuilds persons to let name be NULL: faces keep their person, bound_by and bound_at."""
+    import sqlite3
+
+    from imageapi.core.db import apply_migrations
+    from imageapi.core.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    apply_migrations(conn, [m for m in MIGRATIONS if m.version < 18])
+    conn.execute("INSERT INTO persons (id, name, created_at) VALUES (1, 'Ann', 't'), (2, 'Ben', 't')")
+    conn.execute("INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, bound_by, "
+                 "bound_at, created_at) VALUES ('h', 0, 0, 0, .1, .1, 1, x'00', 'm', 2, 'manual', 'when', 't'), "
+                 "('h', 1, 0, 0, .1, .1, 1, x'00', 'm', 1, 'auto', 'then', 't'), "
+                 "('h', 2, 0, 0, .1, .1, 1, x'00', 'm', NULL, NULL, NULL, 't')")
+    assert 18 in apply_migrations(conn)
+    assert conn.execute("SELECT idx, person_id, bound_by, bound_at FROM faces ORDER BY idx").fetchall() == [
+        (0, 2, "manual", "when"), (1, 1, "auto", "then"), (2, None, None, None)]
+    conn.execute("INSERT INTO persons (name, created_at) VALUES (NULL, 't'), (NULL, 't')")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO persons (name, created_at) VALUES ('ANN', 't')")
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.execute("DELETE FROM persons WHERE id = 2")           # the reference still works
+    assert conn.execute("SELECT person_id FROM faces WHERE idx = 0").fetchone() == (None,)
+    conn.close()
+
+
+async def test_a_detection_batch_clusters_its_faces(db: Any, tmp_path: Path) -> None:
+    """The backlog's hook: faces stored by a tick are clustered at its end (here four alike faces
+    from the stand-in Apollo start one unnamed person; a stranger's face waits)."""
+    from imageapi.core.faces.backlog import FacePasses
+    from imageapi.core.libraries import add_library
+    from imageapi.core.pool import WorkerPool
+    from tests.apollo_standin import StandIn, face, hash_embedding, insert_rows, make_photo
+    from tests.apollo_standin import near as near_to
+
+    root = tmp_path / "lib"
+    names = [f"p{i}.jpg" for i in range(5)]
+    for i, name in enumerate(names):
+        make_photo(root / name, i + 1)
+    lib = await add_library(db, "main", root)
+    await insert_rows(db, lib.id, root, names)
+    async with db.execute("SELECT rel_path, content_hash FROM files") as cur:
+        h = {r[0]: r[1] for r in await cur.fetchall()}
+    who = hash_embedding("someone")
+    pool = WorkerPool(1)
+    try:
+        with StandIn() as standin:
+            standin.script.update({h[n]: [face(near_to(who, n, noise=0.1))] for n in names[:4]})
+            standin.script[h["p4.jpg"]] = [face(hash_embedding("stranger"))]
+            async with FacePasses(db, pool, FaceSettings(base_url=standin.url)) as passes:
+                rep = await passes.tick()
+    finally:
+        pool.close()
+    assert rep.faces.detected == 5 and rep.faces.bound == 4
+    listed = await list_people(db)
+    assert [(p.named, p.faces, p.photos) for p in listed] == [(False, 4, 4)]

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageapi.core import mapindex
-from imageapi.core.config import Config, load_config
+from imageapi.core.config import DEFAULT_TILE_URL, Config, load_config
 from imageapi.core.db import connect
 from imageapi.core.libraries import get_library, sync_base_path
 from imageapi.core.pool import WorkerPool
@@ -251,7 +251,7 @@ def test_the_tile_setting(tmp_path: Path) -> None:
     from imageapi.core.errors import ConfigError
 
     env = {"IMAGEAPI_DATA_DIR": str(tmp_path)}
-    assert load_config(environ={**env, "MAP_TILE_URL": ""}, cwd=tmp_path).map_tile_url is None
+    assert load_config(environ={**env, "MAP_TILE_URL": ""}, cwd=tmp_path).map_tile_url == DEFAULT_TILE_URL
     assert load_config(environ={**env, "MAP_TILE_URL": "none"}, cwd=tmp_path).map_tile_url is None
     url = "https://{s}.tiles.example.org/{z}/{x}/{y}.png"
     assert load_config(environ={**env, "MAP_TILE_URL": url}, cwd=tmp_path).map_tile_url == url

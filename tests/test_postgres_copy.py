@@ -55,7 +55,8 @@ def fill_extras(db: Path) -> None:
                 conn.execute("INSERT INTO tags (name, key, created_at) VALUES (?, ?, ?)", (name, key, NOW))
             conn.executemany("INSERT INTO content_tags VALUES (?, ?, ?)",
                              [(h, 1 + i % 3, NOW) for i, h in enumerate(hashes)])
-            conn.execute("INSERT INTO persons (name, created_at) VALUES ('Ann', ?), ('Zoë', ?)", (NOW, NOW))
+            conn.execute("INSERT INTO persons (name, created_at) VALUES ('Ann', ?), ('Zoë', ?), ('Cy', ?)",
+                         (NOW, NOW, NOW))
             for i, h in enumerate(hashes[:4]):
                 for idx in range(2):
                     conn.execute(
@@ -64,6 +65,10 @@ def fill_extras(db: Path) -> None:
                         "?, ?, ?)", (h, idx, emb(i * 2 + idx), 1 + idx if i < 2 else None,
                                      "manual" if i < 2 else None, NOW if i < 2 else None, NOW))
                 conn.execute("INSERT INTO face_scans VALUES (?, 'arcface', 2, ?)", (h, NOW))
+            # A box drawn by hand: no embedding (an empty blob here, NULL in PostgreSQL).
+            conn.execute("INSERT INTO faces (content_hash, idx, x, y, w, h, score, embedding, model, person_id, "
+                         "bound_by, bound_at, created_at) VALUES (?, 2, 0.6, 0.2, 0.1, 0.1, 1.0, X'', 'manual', 3, "
+                         "'manual', ?, ?)", (hashes[0], NOW, NOW))
             conn.execute("INSERT INTO face_failures VALUES (?, 1, 3, 'boom', NULL, ?)", (hashes[-1], NOW))
             conn.execute("INSERT INTO face_state VALUES ('autobind_sweep', '42')")
             conn.execute("INSERT INTO insights (id, content_hash, thread_id, amended_from, title, body, tools, "
@@ -142,7 +147,7 @@ def test_copy_of_a_scanned_index_is_the_same_row_by_row(indexed: tuple[Path, dic
     for table, (mine, theirs) in rows.items():
         assert mine == theirs, table
         assert summary["tables"][table]["rows"] == len(mine)
-    assert len(rows["files"][0]) >= 20 and len(rows["faces"][0]) == 8
+    assert len(rows["files"][0]) >= 20 and len(rows["faces"][0]) == 9
 
     async def after() -> None:
         conn = await asyncpg.connect(pg_url)

@@ -163,6 +163,30 @@ async def test_prefix_folding_and_one_letter_words(ctx: Ctx) -> None:
     assert await ctx.find("lisb sao") == []          # every word
 
 
+async def test_long_prefixes_with_few_and_many_terms(ctx: Ctx) -> None:
+    """A word longer than the prefix indexes stands for the terms it begins (SQLite asks for them
+    by name when there are at most 32, else as a prefix): the same files either way."""
+    for i in range(40):
+        await ctx.add(f"t/alpha{i:02d}.jpg", taken=f"2022-01-01T10:00:{i:02d}")
+    await ctx.add("t/alphabet soup.jpg", taken="2021-01-01T10:00:00")
+    assert await ctx.find("alpha0") == [f"t/alpha{i:02d}.jpg" for i in range(9, -1, -1)]
+    assert len(await ctx.find("alph")) == 41
+    assert len(await ctx.find("alpha", date_to="2021-12-31")) == 1
+    assert await ctx.find("alphab") == ["t/alphabet soup.jpg"]
+    assert await ctx.find("alphax") == []
+    await ctx.sql("UPDATE files SET rel_path = 't/omega.jpg' WHERE rel_path = 't/alphabet soup.jpg'")
+    assert await ctx.find("alphab") == []          # its term may stay known: it finds nothing
+    assert await ctx.find("omeg") == ["t/omega.jpg"]
+
+
+async def test_a_file_without_words_is_found_by_its_filters(ctx: Ctx) -> None:
+    await ctx.add("__/@.~", content_hash="hw")
+    await ctx.add("x/words.jpg")
+    assert await ctx.find("", kinds=["photo"]) == ["x/words.jpg", "__/@.~"]   # same time: newer id first
+    assert await ctx.find("", kinds=["photo"], libraries=["main"], sort="oldest") == [
+        "__/@.~", "x/words.jpg"]
+
+
 # ---------------------------------------------------------------------------------------- filters
 
 async def test_filters_combine(ctx: Ctx) -> None:
@@ -309,7 +333,8 @@ async def test_removing_a_library_removes_its_documents(ctx: Ctx) -> None:
     assert (await core.status(ctx.db)).documents == 1
 
 
-async def test_rebuild_fixes_a_drifted_index(ctx: Ctx) -> None:
+async def test_rebuild_fixes_a_drifted_index(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "ANALYZE_AFTER", 1)  # PostgreSQL: the statistics are renewed too
     a = await ctx.add("d/one.jpg", place_city="Faro")
     await ctx.add("d/two.jpg", place_city="Braga")
     assert await ctx.find("faro") == ["d/one.jpg"]

@@ -1,6 +1,6 @@
 """The web client's map page and search box in a real browser (Playwright driving Debian's
 Chromium, as tests/test_web_browser.py), against `imageapi serve` on 127.0.0.1 with a library of
-generated JPEGs with GPS indexed by `imageapi scan`. MAP_TILE_URL is empty: no tile server, the
+generated JPEGs with GPS indexed by `imageapi scan`. MAP_TILE_URL is `none`: no tile server, the
 clusters on a plain background, nothing fetched from elsewhere (the tests run offline)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     make_jpeg(root / "no_place.jpg", seed=200)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "THUMBNAILS", "VIDEO_PATH", "BASE_PATH")}
     env.update({"IMAGEAPI_DATA_DIR": str(tmp / "data"), "SECRET_KEY": SECRET, "WORKERS": "1",
-                "PYTHONPATH": str(REPO), "LOG_LEVEL": "warn", "MAP_TILE_URL": ""})
+                "PYTHONPATH": str(REPO), "LOG_LEVEL": "warn", "MAP_TILE_URL": "none"})
     _imageapi(env, "scan", "--full", str(root))
     _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
     port = _free_port()

@@ -227,7 +227,7 @@ def load_config(
 ) -> Config:
     """Read and check every setting. Raises ConfigError naming the first bad one."""
     # A blank value is an unset one (the default), except IGNORE_PATTERNS= which ignores nothing.
-    env = {k: v for k, v in read_env(environ, cwd).items() if v.strip() or k in ("IGNORE_PATTERNS", "MAP_TILE_URL")}
+    env = {k: v for k, v in read_env(environ, cwd).items() if v.strip() or k == "IGNORE_PATTERNS"}
     data_dir = default_data_dir(env)
 
     def path_setting(name: str, default: Path) -> Path:
@@ -304,9 +304,9 @@ def load_config(
 
 
 def map_tile_url(raw: str) -> str | None:
-    """MAP_TILE_URL: an http(s) URL template with {z}, {x} and {y} (Leaflet's); empty or "none":
-    no tiles."""
-    if not raw.strip() or raw.strip().lower() == "none":
+    """MAP_TILE_URL: an http(s) URL template with {z}, {x} and {y} (Leaflet's); "none": no tiles
+    (blank is the default, as for every setting)."""
+    if raw.strip().lower() == "none":
         return None
     url = parse_url("MAP_TILE_URL", raw, "https://tile.openstreetmap.org/{z}/{x}/{y}.png")
     missing = [p for p in ("{z}", "{x}", "{y}") if p not in url]

@@ -44,6 +44,7 @@ MAX_FILTER_VALUES = 20  # persons, tags, kinds, libraries
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 REFRESH_BATCH = 1000
+ANALYZE_AFTER = 50_000  # documents made by one refresh after which PostgreSQL's statistics are renewed
 SORTS = ("newest", "oldest", "relevance")
 KINDS = {"photo": ("image", "heic"), "video": ("video",), "raw": ("raw",), "other": ("other",)}
 _KIND_FACET = {"image": "photo", "heic": "photo", "video": "video", "raw": "raw", "other": "other"}
@@ -134,6 +135,8 @@ async def refresh(db: Connection, batch: int = REFRESH_BATCH) -> int:
     done = 0
     while True:
         if not await repo.any_dirty(db):  # the usual case: no write transaction at all
+            if done >= ANALYZE_AFTER:
+                await repo.analyze(db)
             return done
         async with transaction(db):
             await repo.lock(db)
@@ -183,6 +186,7 @@ async def _refresh_files(db: Connection, ids: list[int]) -> None:
             taken.add(docid)
             placed.append(repo.Doc(docid, d.file_id, d.body, d.facets))
         await repo.insert_docs(db, placed)
+        await repo.add_terms(db, sorted({t for d in placed for t in d.body.split()}))
 
 
 async def rebuild(db: Connection, progress: Callable[[int], None] | None = None) -> int:

@@ -519,7 +519,7 @@ def _spec() -> J:
             ],
             "responses": {"200": _json({
                 "type": "object", "required": ["enabled", "items", "next_cursor"],
-                "properties": {"enabled": BOOL, "person": _nullable(_obj({"id": INT, "name": STR})),
+                "properties": {"enabled": BOOL, "person": _nullable(_obj({"id": INT, "name": _nullable(STR)})),
                                "library": STR, "items": {"type": "array", "items": _ref("File")},
                                "next_cursor": _nullable(STR)}}),
                           **_errors(400, 401, 404)}}},

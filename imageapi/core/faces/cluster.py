@@ -27,7 +27,10 @@ their only person tag is merged into that named person (people tags keep naming 
 
 Nearest neighbours: the model's embeddings are read once per pass into one float32 matrix; the
 queries are matrix products in blocks of rows (BLOCK), the hits over the threshold kept (at most
-MAX_NEIGHBOURS per face, by argpartition). Numpy work runs in a thread, never in the event loop.
+MAX_NEIGHBOURS per face, by argpartition); on PostgreSQL with pgvector the incremental pass asks
+an HNSW index (cosine, partial on the model, made on first use) for each new face's nearest
+INDEXED_NEIGHBOURS instead of reading the matrix; clusters are connected components found by label
+hooking in numpy. Numpy work runs in a thread, never in the event loop.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ DLIB_MAX_DISTANCE = 0.08
 OTHER_MAX_DISTANCE = 0.5
 BLOCK = 2048              # rows of a matrix product (BLOCK x N float32 similarities at once)
 MAX_NEIGHBOURS = 1000     # kept per face: the nearest ones
+INDEXED_NEIGHBOURS = 100  # read per face from pgvector's index
+SIMS_AT_ONCE = 1 << 24    # similarities one product of `neighbours` makes (64 MiB)
 FULL_MARK = "cluster_full_date"   # face_state key: the local date of the last nightly full pass
 
 
@@ -134,8 +139,9 @@ def neighbours(vectors: np.ndarray, queries: np.ndarray, max_dist: float,
     nearest first, at most `cap`: (rows, distances)."""
     min_sim = np.float32(1.0 - max_dist)
     hits: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(queries))]
-    for start in range(0, len(vectors), BLOCK * 8):
-        sims = queries @ vectors[start:start + BLOCK * 8].T
+    step = max(BLOCK, SIMS_AT_ONCE // max(1, len(queries)))
+    for start in range(0, len(vectors), step):
+        sims = queries @ vectors[start:start + step].T
         qi, cj = np.nonzero(sims >= min_sim)
         if len(qi) == 0:
             continue
@@ -173,13 +179,66 @@ async def cluster_new_faces(db: Connection, settings: FaceSettings, content_hash
         if model != MANUAL_MODEL:
             by_model.setdefault(model, []).append(face_id)
     touched: set[int] = set()
+    vectors = await repo.embeddings_are_vectors(db)
     for model, face_ids in by_model.items():
+        if vectors:  # PostgreSQL with pgvector: an HNSW index instead of the whole matrix
+            await _incremental_indexed(db, settings, model, face_ids, report, touched)
+            continue
         index = await load_index(db, model)
         report.faces += len(index)
         await _incremental(db, settings, index, face_ids, report, touched)
     report.named += await name_from_tags(db, sorted(touched))
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _incremental_indexed(db: Connection, settings: FaceSettings, model: str, face_ids: list[int],
+                               report: ClusterReport, touched: set[int]) -> None:
+    """The incremental rule with each face's neighbours read from pgvector's HNSW index (made on
+    first use, per model and dimension)."""
+    dim = await repo.embedding_dim(db, face_ids[0])
+    if dim == 0:
+        return
+    await repo.ensure_vector_index(db, model, dim)
+    limit = max(INDEXED_NEIGHBOURS, settings.cluster_min_faces * 4)
+    dist = max_distance(settings, model)
+    rejected = await people_repo.rejections_of_model(db, model)
+    now = utcnow()
+    report.faces += len(face_ids)
+    async with transaction(db):
+        for face_id in face_ids:
+            if await repo.embedding_dim(db, face_id) != dim:
+                continue  # not comparable with the others of its model
+            found = await repo.vector_neighbours(db, model, dim, face_id, limit)
+            me = next((n for n in found if n.id == face_id), None)
+            if me is not None and me.person_id is not None:
+                continue  # bound meanwhile (a face of this batch that started a person)
+            content = me.content_hash if me is not None else None
+            near = [n for n in found if n.id != face_id and n.content_hash != content and n.distance <= dist]
+            joined = False
+            for n in near:
+                if n.person_id is not None and (face_id, n.person_id) not in rejected \
+                        and await repo.bind_auto(db, face_id, n.person_id, now):
+                    report.bound += 1
+                    touched.add(n.person_id)
+                    joined = True
+                    break
+            if joined:
+                continue
+            group = [face_id]
+            seen = {content}
+            for n in near:
+                if n.person_id is None and n.content_hash not in seen:
+                    seen.add(n.content_hash)
+                    group.append(n.id)
+            if len(group) < settings.cluster_min_faces:
+                continue
+            person = await people_repo.insert_unnamed(db, now)
+            report.new_persons += 1
+            touched.add(person)
+            for member in group:
+                if await repo.bind_auto(db, member, person, now):
+                    report.bound += 1
 
 
 async def cluster_unbound(db: Connection, settings: FaceSettings) -> ClusterReport:
@@ -263,29 +322,45 @@ def edges(index: FaceIndex, max_dist: float) -> tuple[np.ndarray, np.ndarray, np
     v, contents = index.vectors, index.contents
     min_sim = np.float32(1.0 - max_dist)
     out_i, out_j, out_s = [], [], []
-    for start in range(0, len(v), BLOCK):
-        sims = v[start:start + BLOCK] @ v.T
+    step = max(1, min(BLOCK, SIMS_AT_ONCE // max(1, len(v))))   # bounded memory at any size
+    for start in range(0, len(v), step):
+        sims = v[start:start + step] @ v[start:].T    # pairs (i, j >= start): half the products
         qi, cj = np.nonzero(sims >= min_sim)
-        gi = qi + start
-        keep = (cj > gi) & (contents[gi] != contents[cj])
+        gi, gj = qi + start, cj + start
+        keep = (gj > gi) & (contents[gi] != contents[gj])
         out_i.append(gi[keep])
-        out_j.append(cj[keep])
+        out_j.append(gj[keep])
         out_s.append(sims[qi[keep], cj[keep]])
     if not out_i:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
 
 
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of n nodes and the edges (i, j): each node's smallest node id in its
+    component (hooking to the smaller label, then pointer jumping: a few rounds, all vectorised)."""
+    labels = np.arange(n, dtype=np.int64)
+    while True:
+        low = np.minimum(labels[i], labels[j])
+        new = labels.copy()
+        np.minimum.at(new, labels[i], low)
+        np.minimum.at(new, labels[j], low)
+        while True:  # every node points at its root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
 def dbscan(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray, min_faces: int) -> tuple[np.ndarray, np.ndarray]:
     """Cluster labels (-1: none) of n faces from their edges, and each face's neighbour count."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     degree = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
     core = degree + 1 >= min_faces
     both = core[i] & core[j]
-    graph = coo_matrix((np.ones(int(both.sum()), dtype=np.int8), (i[both], j[both])), shape=(n, n))
-    _count, comp = connected_components(graph, directed=False)
+    comp = components(n, i[both], j[both])
     labels = np.where(core, comp, -1).astype(np.int64)
     # A border face joins the cluster of its nearest core neighbour.
     bi = np.concatenate([i[core[j] & ~core[i]], j[core[i] & ~core[j]]])
@@ -364,6 +439,7 @@ async def _full(db: Connection, settings: FaceSettings, index: FaceIndex, named:
         await repo.unbind_many(db, off)
         report.unbound += len(off)
         new_ids: dict[int, int] = {}
+        binds: list[tuple[int, int]] = []
         for r in changed:
             p = int(want[r])
             if p == 0:
@@ -373,8 +449,8 @@ async def _full(db: Connection, settings: FaceSettings, index: FaceIndex, named:
                     new_ids[p] = await people_repo.insert_unnamed(db, now)
                     report.new_persons += 1
                 p = new_ids[p]
-            if await repo.bind_auto(db, int(index.ids[r]), p, now):
-                report.bound += 1
+            binds.append((int(index.ids[r]), p))
+        report.bound += await repo.bind_auto_many(db, binds, now)
 
 
 # -- people tags --------------------------------------------------------------------------------

@@ -244,7 +244,9 @@ def _to_pg(table: Table, row: tuple[object, ...], types: dict[str, str]) -> tupl
         if value is None:
             continue
         kind = types[col]
-        if col in table.embeddings:
+        if col in table.embeddings and value == b"":
+            out[i] = None  # a face drawn by hand has no embedding: NULL here (migration 16)
+        elif col in table.embeddings:
             out[i] = _float32_list(value, f"{table.name} {dict(zip(table.key, _key(table, row), strict=True))}")
         elif kind == "double precision" and isinstance(value, int):
             out[i] = float(value)
@@ -256,7 +258,9 @@ def _to_pg(table: Table, row: tuple[object, ...], types: dict[str, str]) -> tupl
 def _from_pg(table: Table, row: Sequence[object], types: dict[str, str]) -> tuple[object, ...]:
     out = list(row)
     for i, col in enumerate(table.columns):
-        if col in table.embeddings and out[i] is not None and types[col] != "vector":
+        if col in table.embeddings and out[i] is None:
+            out[i] = b""  # back to SQLite's empty embedding of a face drawn by hand
+        elif col in table.embeddings and types[col] != "vector":
             out[i] = np.asarray(out[i], dtype="<f4").tobytes()
     return tuple(out)
 

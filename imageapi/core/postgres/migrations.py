@@ -529,7 +529,8 @@ async def embedding_type(conn: asyncpg.Connection, table: str, column: str = "em
 # over the tokens themselves (array_to_tsvector: no parser, no dictionary, so the lexemes are the
 # tokens Python folded, as SQLite's FTS5 holds them) and queries are prefix tsqueries (`:*`). The
 # triggers mark files dirty as SQLite's do.
-SEARCH_TSV = "array_to_tsvector(string_to_array(body || ' ' || facets, ' '))"
+# trim: a file with no words has an empty body, and the array no empty lexeme (facets never are).
+SEARCH_TSV = "array_to_tsvector(string_to_array(trim(body || ' ' || facets), ' '))"
 _MARK = "ON CONFLICT (file_id) DO UPDATE SET gen = search_dirty.gen + 1"
 SEARCH = _c(f"""
 CREATE TABLE search_docs (
@@ -542,6 +543,9 @@ CREATE INDEX search_docs_tsv ON search_docs USING gin ({SEARCH_TSV});
 CREATE TABLE search_dirty (
     file_id  BIGINT PRIMARY KEY,
     gen      BIGINT NOT NULL
+);
+CREATE TABLE search_terms (
+    term     TEXT PRIMARY KEY
 );
 CREATE FUNCTION search_mark_hash(h text) RETURNS void LANGUAGE sql AS $$
     INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE content_hash = h {_MARK}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from imageapi.core.db import Connection
+from imageapi.core.db import Connection, dialect
 from imageapi.core.repositories import nocase
 
 
@@ -46,16 +46,27 @@ async def unbound_in_contents(db: Connection, content_hashes: Sequence[str]) -> 
     return sorted(out)
 
 
+_BIND_AUTO = (
+    "UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ? AND person_id IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM faces o WHERE o.content_hash = faces.content_hash AND o.person_id = ?) "
+    "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)"
+)
+
+
 async def bind_auto(db: Connection, face_id: int, person_id: int, now: str) -> bool:
     """Bind a face that is bound to no one, unless the person already has a face in its photo or
     the user said the face is not them. In the caller's transaction."""
-    cur = await db.execute(
-        "UPDATE faces SET person_id = ?, bound_by = 'auto', bound_at = ? WHERE id = ? AND person_id IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM faces o WHERE o.content_hash = faces.content_hash AND o.person_id = ?) "
-        "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)",
-        (person_id, now, face_id, person_id, person_id),
-    )
+    cur = await db.execute(_BIND_AUTO, (person_id, now, face_id, person_id, person_id))
     return bool(cur.rowcount)
+
+
+async def bind_auto_many(db: Connection, binds: Sequence[tuple[int, int]], now: str) -> int:
+    """bind_auto for many (face id, person id) pairs at once; how many were bound (the faces
+    stamped `now`: give each pass its own). In the caller's transaction."""
+    await db.executemany(_BIND_AUTO, [(person, now, face, person, person) for face, person in binds])
+    async with db.execute("SELECT COUNT(*) FROM faces WHERE bound_at = ? AND bound_by = 'auto'", (now,)) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def unbind_many(db: Connection, face_ids: Sequence[int]) -> None:
@@ -92,3 +103,66 @@ async def single_tag_votes(db: Connection, person_ids: Sequence[int]) -> list[Ta
         async with db.execute(sql, part + part) as cur:
             out.extend(TagVote(r[0], r[1], int(r[2])) for r in await cur.fetchall())
     return out
+
+
+# -- PostgreSQL with pgvector: nearest neighbours from an HNSW index --------------------------------
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _index_name(model: str, dim: int) -> str:
+    import hashlib
+
+    return f"faces_hnsw_{hashlib.sha256(model.encode()).hexdigest()[:12]}_{dim}"
+
+
+async def embeddings_are_vectors(db: Connection) -> bool:
+    """PostgreSQL whose faces.embedding is a pgvector column (else real[], or SQLite)."""
+    if dialect(db) != "postgresql":
+        return False
+    async with db.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass('faces') AND attname = 'embedding' AND NOT attisdropped"
+    ) as cur:
+        row = await cur.fetchone()
+    return bool(row and str(row[0]).startswith("vector"))
+
+
+async def embedding_dim(db: Connection, face_id: int) -> int:
+    """Dimensions of one face's embedding (0: none)."""
+    async with db.execute("SELECT embedding FROM faces WHERE id = ?", (face_id,)) as cur:
+        row = await cur.fetchone()
+    return len(row[0] or b"") // 4 if row is not None else 0
+
+
+async def ensure_vector_index(db: Connection, model: str, dim: int) -> None:
+    """An HNSW index (cosine) over the model's embeddings, partial on the model, made once. Not in
+    a transaction (an index on many faces takes a while; other writers wait for it once)."""
+    await db.execute(
+        f"CREATE INDEX IF NOT EXISTS {_index_name(model, dim)} ON faces USING hnsw "
+        f"((embedding::vector({dim})) vector_cosine_ops) WHERE model = {_literal(model)}"
+    )
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    id: int
+    content_hash: str
+    person_id: int | None
+    distance: float          # cosine distance
+
+
+async def vector_neighbours(db: Connection, model: str, dim: int, face_id: int, limit: int) -> list[Neighbour]:
+    """The `limit` faces of the model nearest to this face, from the HNSW index, nearest first
+    (the model is written into the statement so the partial index applies). In the caller's
+    transaction (the index's search list is widened for it alone)."""
+    await db.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(int(limit), 1000))}")
+    vec = f"(f.embedding::vector({dim}))"
+    query = f"(SELECT q.embedding::vector({dim}) FROM faces q WHERE q.id = ?)"
+    async with db.execute(
+        f"SELECT f.id, f.content_hash, f.person_id, {vec} <=> {query} FROM faces f "
+        f"WHERE f.model = {_literal(model)} ORDER BY {vec} <=> {query} LIMIT ?",
+        (face_id, face_id, limit),
+    ) as cur:
+        return [Neighbour(r[0], r[1], r[2], float(r[3])) for r in await cur.fetchall()]

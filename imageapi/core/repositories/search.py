@@ -9,7 +9,7 @@ them here, each token quoted, never from what a user typed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from imageapi.core.db import Connection, dialect
@@ -18,7 +18,7 @@ from imageapi.core.repositories.files import DIR_SEEN_SQL
 
 FileDict = dict[str, Any]
 SEARCH_LOCK = 0x1A9E_0020  # PostgreSQL advisory lock: one refresh writes documents at a time
-_PG_TSV = "array_to_tsvector(string_to_array(d.body || ' ' || d.facets, ' '))"  # the GIN's expression
+_PG_TSV = "array_to_tsvector(string_to_array(trim(d.body || ' ' || d.facets), ' '))"  # the GIN's expression
 
 
 def _marks(n: int) -> str:
@@ -34,7 +34,9 @@ async def dirty_batch(db: Connection, limit: int) -> list[tuple[int, int]]:
 
 
 async def any_dirty(db: Connection) -> bool:
-    async with db.execute("SELECT 1 FROM search_dirty LIMIT 1") as cur:
+    # By the key's index: after a big refresh PostgreSQL's table is full of dead rows until vacuumed,
+    # which a plain scan would read through on every search.
+    async with db.execute("SELECT file_id FROM search_dirty ORDER BY file_id LIMIT 1") as cur:
         return await cur.fetchone() is not None
 
 
@@ -58,6 +60,14 @@ async def clear_dirty(db: Connection, marks: Sequence[tuple[int, int]]) -> None:
 async def mark_all(db: Connection) -> None:
     await db.execute("INSERT INTO search_dirty (file_id, gen) SELECT id, 1 FROM files WHERE id IS NOT NULL "
                      "ON CONFLICT (file_id) DO UPDATE SET gen = search_dirty.gen + 1")
+
+
+async def analyze(db: Connection) -> None:
+    """PostgreSQL: fresh statistics of the documents (the GIN expression's tokens among them), so
+    the planner weighs a word or a person by how many files have it after a large refresh, before
+    autovacuum gets to it. Not in a transaction."""
+    if dialect(db) == "postgresql":
+        await db.execute("ANALYZE search_docs")
 
 
 async def lock(db: Connection) -> None:
@@ -154,11 +164,24 @@ async def insert_docs(db: Connection, docs: Sequence[Doc]) -> None:
                              [(d.docid, d.body, d.facets) for d in docs])
 
 
+async def add_terms(db: Connection, terms: Sequence[str]) -> None:
+    """Record tokens now indexed (known ones are left). In the caller's transaction."""
+    await db.executemany("INSERT INTO search_terms (term) VALUES (?) ON CONFLICT (term) DO NOTHING",
+                         [(t,) for t in terms])
+
+
+async def terms_with_prefix(db: Connection, prefix: str, limit: int) -> list[str]:
+    async with db.execute("SELECT term FROM search_terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
+                          (prefix, prefix + "\U0010ffff", limit)) as cur:
+        return [r[0] for r in await cur.fetchall()]
+
+
 async def delete_all(db: Connection) -> None:
     """Every document and the whole index (rebuild). In the caller's transaction."""
     if dialect(db) == "sqlite":
         await db.execute("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
     await db.execute("DELETE FROM search_docs WHERE docid IS NOT NULL")
+    await db.execute("DELETE FROM search_terms WHERE term IS NOT NULL")
 
 
 # ----------------------------------------------------------------------------------------- queries
@@ -226,12 +249,35 @@ def _file_filters(q: Find) -> tuple[list[str], list[object]]:
     return where, params
 
 
+EXPAND_MAX = 32      # whole terms a word may stand for in SQLite before it is asked as a prefix
+PREFIX_INDEXED = 3   # the longest prefix index of search_fts
+
+
+async def _expanded(db: Connection, terms: Terms) -> Terms:
+    """SQLite: each prefix word longer than the prefix indexes as the whole terms it begins (one
+    group of alternatives), when there are few; see migration 20."""
+    words: list[tuple[str, bool]] = []
+    groups: list[tuple[str, ...]] = []
+    for w, prefix in terms.words:
+        if not prefix or len(w) <= PREFIX_INDEXED:
+            words.append((w, prefix))
+            continue
+        found = await terms_with_prefix(db, w, EXPAND_MAX + 1)
+        if len(found) > EXPAND_MAX:
+            words.append((w, prefix))
+        else:
+            groups.append(tuple(found) or (w,))  # no such term: the word itself, which finds nothing
+    return Terms(tuple(words), terms.facets, (*terms.any_of, *groups))
+
+
 async def find(db: Connection, q: Find) -> list[FileDict]:
     """Files found, in the order asked, at most `limit`; each row is the files table's columns and
     `dir_seen_at`, `docid` and (relevance) `score`: lower is better."""
     sqlite = dialect(db) == "sqlite"
-    where, params = _file_filters(q)
     relevance = q.order == "relevance" and bool(q.terms.words)
+    if sqlite and q.terms.words:
+        q = replace(q, terms=await _expanded(db, q.terms))
+    where, params = _file_filters(q)
     desc = q.order != "oldest"
     if q.terms.empty():
         src, docid = "search_docs d", "d.docid"
