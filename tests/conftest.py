@@ -23,7 +23,7 @@ DATABASE_FREE = {"test_exif.py", "test_ffmpeg.py", "test_raw.py", "test_raw_form
                  "test_thumbs.py", "test_video_doctor.py", "test_walk.py"}
 # The browser tests build one SQLite index per module (and look into it with sqlite3); the server
 # API they drive is tested against PostgreSQL by the server test modules.
-OWN_SQLITE = {"test_web_browser.py", "test_web_map.py"}
+OWN_SQLITE = {"test_web_browser.py", "test_web_people.py", "test_web_map.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -566,9 +566,12 @@ def test_faces_are_drawn_with_their_names_and_can_be_unbound_and_bound(page: Any
     page.click("button:has-text('Merge')")
     page.wait_for_url(f"**/web/people/{bob}")
     page.wait_for_function("() => document.querySelector('.toolbar .title')?.textContent === 'Bob'")
-    page.wait_for_selector(f'a.tile[data-path="{target}"]')
+    # That face was unbound from Bob by hand ("not Bob", remembered): the merge leaves it unbound.
+    page.wait_for_selector(".empty:has-text('No photos yet')")
+    assert page.locator(f'a.tile[data-path="{target}"]').count() == 0
     with sqlite3.connect(served.db) as db:
         assert db.execute("SELECT COUNT(*) FROM persons WHERE name LIKE 'Carol%'").fetchone()[0] == 0
+        assert db.execute("SELECT person_id FROM faces WHERE content_hash = ?", (digest,)).fetchall() == [(None,)]
 
 
 def test_insights_write_stream_rewind_amend_and_say_when_no_model_answers(page: Any, served: Served) -> None:

@@ -4,6 +4,8 @@ import { api, query, showError } from './api.js';
 import { clear, h } from './dom.js';
 
 let personNames = null;
+// A person's name, or which unnamed group of faces they are (the clustering makes those).
+const who = (p) => (p.name !== null && p.name !== undefined ? p.name : `Unnamed person ${p.id}`);
 
 export async function faces(item, img, stage, panel) {
   const data = await api('/faces' + query({ library: item.library, path: item.path }));
@@ -30,7 +32,7 @@ export async function faces(item, img, stage, panel) {
     clear(list);
     if (!all.length) list.append(h('li', { class: 'none', text: data.scanned ? 'No faces found' : 'Not scanned for faces yet' }));
     all.forEach((f, i) => {
-      const label = f.person ? f.person.name : '?';
+      const label = f.person ? who(f.person) : '?';
       const el = h('div', { class: 'face' + (f.person ? '' : ' unknown') }, h('span', { text: label }));
       Object.assign(el.style, { left: `${f.box.x * 100}%`, top: `${f.box.y * 100}%`, width: `${f.box.w * 100}%`, height: `${f.box.h * 100}%` });
       layer.append(el);
@@ -39,8 +41,8 @@ export async function faces(item, img, stage, panel) {
   };
   const faceLine = (f, i) => {
     if (f.person) {
-      return h('li', {}, h('span', { text: `Face ${i + 1}: ` }), h('strong', { text: f.person.name }),
-        h('button', { type: 'button', class: 'btn', text: 'Unbind', 'aria-label': `Unbind face ${i + 1} from ${f.person.name}`, onclick: () => bind(f, null) }));
+      return h('li', {}, h('span', { text: `Face ${i + 1}: ` }), h('strong', { text: who(f.person) }),
+        h('button', { type: 'button', class: 'btn', text: 'Unbind', 'aria-label': `Unbind face ${i + 1} from ${who(f.person)}`, onclick: () => bind(f, null) }));
     }
     const input = h('input', { list: 'person-names', 'aria-label': `Name of face ${i + 1}`, placeholder: 'Who is this?', maxlength: '100' });
     return h('li', {}, h('form', { class: 'tag-add', onsubmit: (ev) => { ev.preventDefault(); if (input.value.trim()) bind(f, input.value.trim()); } },
@@ -61,7 +63,8 @@ export async function faces(item, img, stage, panel) {
   };
   const names = h('datalist', { id: 'person-names' });
   box.append(names);
-  if (!personNames) personNames = (await api('/persons')).persons.map((p) => p.name);
+  // Named people only: an unnamed group has no name to type (it is named on the people page).
+  if (!personNames) personNames = (await api('/persons')).persons.filter((p) => p.name !== null && p.name !== undefined).map((p) => p.name);
   names.replaceChildren(...personNames.map((n) => h('option', { value: n })));
   draw();
   if (img.complete) place(); else img.addEventListener('load', place);

@@ -1,4 +1,4 @@
-// The smaller pages: tags, people, memories, the video wall and the status. Each grid here is a
+// The smaller pages: tags, memories, the video wall and the status. Each grid here is a
 // plain (not virtualized) grid that loads page after page as it is scrolled.
 import { api, query, showError } from './api.js';
 import { h } from './dom.js';
@@ -43,7 +43,7 @@ export function pagedGrid(box, next, openViewer, make = tile) {
 }
 
 // Pages over every library in turn (/photos and /persons/{id}/photos are per library).
-function acrossLibraries(libraries, fetchPage) {
+export function acrossLibraries(libraries, fetchPage) {
   let li = 0, cursor = null;
   return async () => {
     if (li >= libraries.length) return { items: [], done: true };
@@ -74,55 +74,8 @@ export async function tags(main, { tag, openViewer }) {
   return g;
 }
 
-export async function people(main, { person, navigate, openViewer }) {
-  if (!person) {
-    const data = await api('/persons');
-    main.append(toolbar('People'));
-    if (!data.enabled) {
-      main.append(empty('Faces are off', 'Set APOLLO_FACE_API_BASE_URL (or APOLLO_API_BASE_URL) on the server to find faces.'));
-      return {};
-    }
-    if (!data.persons.length) {
-      main.append(empty('No people yet', 'Add one with `imageapi people add NAME` and tag a photo with the name.'));
-      return {};
-    }
-    main.append(h('div', { class: 'folder-page' }, h('ul', { class: 'people' }, data.persons.map((p) => h('li', {},
-      h('a', { href: `/web/people/${p.id}`, 'data-nav': '' },
-        h('img', { src: `/persons/${p.id}/face`, alt: '', loading: 'lazy', onerror: (ev) => ev.target.classList.add('broken') }),
-        h('span', { class: 'name', text: p.name }), h('span', { class: 'count', text: `${p.photos} photos` })))))));
-    return {};
-  }
-  const { libraries } = await api('/libraries');
-  const { persons } = await api('/persons');
-  const me = persons.find((p) => String(p.id) === String(person));
-  const box = h('div', { class: 'folder-page' });
-  const title = h('h1', { class: 'title', text: me ? me.name : 'Person' });
-  const name = h('input', { 'aria-label': 'New name', value: me ? me.name : '', maxlength: '200' });
-  const rename = h('form', { class: 'tag-add', onsubmit: async (ev) => {
-    ev.preventDefault();
-    try {
-      const res = await api(`/persons/${person}`, { method: 'PATCH', body: { name: name.value } });
-      title.textContent = res.person.name;
-    } catch (e) { showError(e); }
-  } }, name, h('button', { type: 'submit', class: 'btn', text: 'Rename' }));
-  const into = h('select', { 'aria-label': 'Merge into' }, h('option', { value: '', text: 'Merge into…' }),
-    persons.filter((p) => p !== me).map((p) => h('option', { value: String(p.id), text: p.name })));
-  const merge = h('form', { class: 'tag-add', onsubmit: async (ev) => {
-    ev.preventDefault();
-    if (!into.value) return;
-    try {
-      const res = await api(`/persons/${person}/merge`, { method: 'POST', body: { into: Number(into.value) } });
-      navigate(`/web/people/${res.person.id}`, { replace: true });
-    } catch (e) { showError(e); }
-  } }, into, h('button', { type: 'submit', class: 'btn', text: 'Merge' }));
-  main.append(h('div', { class: 'toolbar' }, title, rename, merge,
-    h('a', { href: '/web/people', 'data-nav': '', text: 'All people' })), box);
-  const g = pagedGrid(box, acrossLibraries(libraries, async (library, cursor) => {
-    return api(`/persons/${encodeURIComponent(person)}/photos` + query({ library, limit: 200, cursor }));
-  }), openViewer);
-  await g.load();
-  return g;
-}
+// People (named and the unnamed groups of faces) live in people.js.
+export { people } from './people.js';
 
 const TZ_KEY = 'imageapi.tz';
 
