@@ -36,8 +36,10 @@ time.sleep(600)
 
 @pytest.fixture()
 def env(env_dirs: dict[str, Path]) -> dict[str, str]:
+    # No face detection: these watchers' ticks are about scans (the embedded detector, the default
+    # where it is installed, would make each tick take seconds per photo).
     return {**os.environ, "SECRET_KEY": SECRET, "WORKERS": "1", "LOG_LEVEL": "info",
-            "WATCH_QUICK_INTERVAL_SECONDS": "1", "JOB_LEASE_SECONDS": "2"}
+            "WATCH_QUICK_INTERVAL_SECONDS": "1", "JOB_LEASE_SECONDS": "2", "FACE_BACKEND": "off"}
 
 
 @pytest.fixture()

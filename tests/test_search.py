@@ -460,24 +460,28 @@ async def test_endpoint_never_fails_on_odd_queries(client: tuple[TestClient[Any,
 
 # ----------------------------------------------------------------------------------------- the CLI
 
-async def test_cli_search_and_rebuild(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    from imageapi.cli.app import app
+async def test_cli_search_and_rebuild(ctx: Ctx) -> None:
+    # In a subprocess, as users run it (an in-process CliRunner leaves state behind that later
+    # tests of the server's fast path trip over).
+    import subprocess
+    import sys
 
     await ctx.add("cli/Porto.jpg", make="Canon")
     await ctx.add("cli/other.jpg")
-    for k, v in {"IMAGEAPI_DATA_DIR": str(ctx.tmp / "data"), "BASE_PATH": str(ctx.tmp / "lib")}.items():
-        monkeypatch.setenv(k, v)
-    runner = CliRunner()
-    res = await _in_thread(runner.invoke, app, ["search", "port", "--camera", "canon", "--json"])
-    assert res.exit_code == 0, res.output
+    env = {**os.environ, "IMAGEAPI_DATA_DIR": str(ctx.tmp / "data"), "BASE_PATH": str(ctx.tmp / "lib")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imageapi", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    res = await _in_thread(cli, "search", "port", "--camera", "canon", "--json")
+    assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert [i["path"] for i in out["items"]] == ["cli/Porto.jpg"] and out["next_cursor"] is None
-    res = await _in_thread(runner.invoke, app, ["search", "port", "--bbox", "91,0,0,0"])
-    assert res.exit_code == 2 and "latitude" in res.output
-    res = await _in_thread(runner.invoke, app, ["search", "rebuild", "--json"])
-    assert res.exit_code == 0, res.output
+    res = await _in_thread(cli, "search", "port", "--bbox", "91,0,0,0")
+    assert res.returncode == 2 and "latitude" in res.stderr
+    res = await _in_thread(cli, "search", "rebuild", "--json")
+    assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"documents": 2, "dirty": 0, "made": 2}
 
 

@@ -33,6 +33,7 @@ def cli_env(env_dirs: dict[str, Path]) -> dict[str, str]:
     env = dict(os.environ)
     env["SECRET_KEY"] = SECRET
     env["WORKERS"] = "1"
+    env["FACE_BACKEND"] = "off"  # these servers' watchers are about scans, not the (slow) embedded detector
     return env
 
 
