@@ -31,8 +31,10 @@ R = TypeVar("R")
 
 DEFAULT_ITEM_TIMEOUT = 600.0
 
-# Imported once in the fork server, so each new worker starts with them (about 65 ms each).
-PRELOAD = ["imageapi.core.worker", "imageapi.core.exif", "imageapi.core.thumbs"]
+# Imported once in the fork server, so each new worker starts with them (about 65 ms each, and
+# numpy's 100 ms for the perceptual hashes and the places).
+PRELOAD = ["imageapi.core.worker", "imageapi.core.exif", "imageapi.core.thumbs", "imageapi.core.phash",
+           "imageapi.core.places"]
 
 # Settings that worker processes read from the environment: passed to each worker as the parent
 # has them when the pool starts, since the fork server (started once per process) may be older.
