@@ -36,7 +36,8 @@ def today_in(tz: str | None) -> date:
         return datetime.now().astimezone().date()
     try:
         return datetime.now(ZoneInfo(tz)).date()
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: the tzdata package opens a file named after the key (too long a name, say).
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise UsageError(f"unknown time zone {tz!r} (use an Area/City name such as Europe/Paris)") from None
 
 

@@ -343,7 +343,7 @@ def zone_at(lat: float, lon: float) -> ZoneInfo | None:
         return None
     try:
         return _zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
