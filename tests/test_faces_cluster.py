@@ -326,6 +326,32 @@ async def test_postgres_finds_neighbours_through_an_hnsw_index(db: Any) -> None:
     assert [n.id for n in found][0] == faces[0] and {n.id for n in found} == set(faces)
 
 
+async def test_processes_making_the_hnsw_index_at_once_all_go_on(db: Any) -> None:
+    """Two workers' first clustering passes start together: both ask for the index; neither fails."""
+    import asyncio
+
+    from imageapi.core.db import dialect
+    from imageapi.core.repositories.clusters import ensure_vector_index
+
+    if dialect(db) != "postgresql":
+        pytest.skip("pgvector: PostgreSQL only (IMAGEAPI_TEST_DATABASE=postgresql)")
+    x = person_vector("x")
+    for i in range(200):
+        await add_face(db, f"r{i}", near(x, f"r{i}", 0.3))
+    # Six processes' own connections.
+    others = [await connect(load_config(environ={"DATABASE_URL": os.environ["DATABASE_URL"]}).database)
+              for _ in range(6)]
+    try:
+        for round_ in range(3):
+            model = f"{MODEL}-{round_}"
+            await asyncio.gather(*(ensure_vector_index(o, model, DIM) for o in others))
+            async with db.execute("SELECT COUNT(*) FROM pg_indexes WHERE indexname LIKE 'faces_hnsw_%'") as cur:
+                assert (await cur.fetchone())[0] == round_ + 1
+    finally:
+        for o in others:
+            await o.close()
+
+
 def test_migration_18_keeps_the_bindings_of_faces(tmp_path: Path) -> None:
     """SQLite rebuilds persons to let name be NULL: faces keep their person, bound_by and bound_at."""
     import sqlite3

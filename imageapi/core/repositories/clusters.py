@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from imageapi.core.db import Connection, dialect
+from imageapi.core.db import Connection, IntegrityError, dialect
 from imageapi.core.repositories import nocase
 
 
@@ -139,10 +139,15 @@ async def embedding_dim(db: Connection, face_id: int) -> int:
 async def ensure_vector_index(db: Connection, model: str, dim: int) -> None:
     """An HNSW index (cosine) over the model's embeddings, partial on the model, made once. Not in
     a transaction (an index on many faces takes a while; other writers wait for it once)."""
-    await db.execute(
-        f"CREATE INDEX IF NOT EXISTS {_index_name(model, dim)} ON faces USING hnsw "
-        f"((embedding::vector({dim})) vector_cosine_ops) WHERE model = {_literal(model)}"
-    )
+    try:
+        await db.execute(
+            f"CREATE INDEX IF NOT EXISTS {_index_name(model, dim)} ON faces USING hnsw "
+            f"((embedding::vector({dim})) vector_cosine_ops) WHERE model = {_literal(model)}"
+        )
+    except IntegrityError:
+        # Another process made it at the same moment: IF NOT EXISTS does not wait for a CREATE
+        # that has not committed, and the second one trips over the first's catalog row.
+        pass
 
 
 @dataclass(frozen=True)
