@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,22 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     nowhere = f"http://127.0.0.1:{_free_port()}"
     env.update({"OLLAMA_PRIMARY_URL": llm_url, "OLLAMA_FALLBACK_URL": nowhere, "NOMINATIM_URL": nowhere,
                 "SMS_API_URL": nowhere, "OLLAMA_CONNECT_TIMEOUT_SEC": "2", "INSIGHTS_REQUEST_TIMEOUT_SEC": "10"})
+    try:
+        with serve_for_browser(env, tmp) as base:
+            yield Served(base, tmp / "data" / "imageapi.db", root, llm, llm_url, nowhere)
+    finally:
+        llm.terminate()
+        llm.wait(10)
+
+
+@contextmanager
+def serve_for_browser(env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """`imageapi serve --no-watch` on a free port until the block ends; its base URL. The browser
+    test modules (this one, test_web_map, test_web_people) start their servers with it."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -122,10 +135,8 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                     err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
                     raise RuntimeError("imageapi serve did not start: " + err) from None
                 time.sleep(0.1)
-        yield Served(base, tmp / "data" / "imageapi.db", root, llm, llm_url, nowhere)
+        yield base
     finally:
-        llm.terminate()
-        llm.wait(10)
         proc.terminate()
         try:
             proc.wait(10)
@@ -133,8 +144,9 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def browser(served: Served) -> Iterator[Any]:
+@contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, closed when the block ends."""
     sync_api = _require_browser()
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -142,6 +154,12 @@ def browser(served: Served) -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(served: Served) -> Iterator[Any]:
+    with launch_chromium() as b:
+        yield b
 
 
 @pytest.fixture()

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +19,14 @@ from tests.media_factory import make_jpeg
 from tests.test_web_browser import (
     AXE,
     AXE_RUN,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
     SECRET,
     TIMEOUT_MS,
     USER,
-    _free_port,
     _imageapi,
     _require_browser,
+    launch_chromium,
+    serve_for_browser,
 )
 
 EVIL = "<img src=x onerror=alert(1)>.jpg"
@@ -43,7 +38,6 @@ ELSEWHERE = {"sydney/harbour_at_dusk.jpg": (-33.8568, 151.2153), "tokyo/shrine.j
 @dataclass
 class Served:
     base: str
-    proc: subprocess.Popen[bytes]
 
 
 @pytest.fixture(scope="module")
@@ -61,38 +55,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "PYTHONPATH": str(REPO), "LOG_LEVEL": "warn", "MAP_TILE_URL": "none"})
     _imageapi(env, "scan", "--full", str(root))
     _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("imageapi serve did not start") from None
-                time.sleep(0.1)
-        yield Served(base, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_for_browser(env, tmp) as base:
+        yield Served(base)
 
 
 @pytest.fixture(scope="module")
 def browser(served: Served) -> Iterator[Any]:
-    sync_api = _require_browser()
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launch_chromium() as b:
+        yield b
 
 
 @pytest.fixture()

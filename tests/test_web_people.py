@@ -14,13 +14,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +27,14 @@ from tests.conftest import REPO
 from tests.test_web_browser import (
     AXE,
     AXE_RUN,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
     SECRET,
     TIMEOUT_MS,
     USER,
-    _free_port,
     _imageapi,
     _require_browser,
+    launch_chromium,
+    serve_for_browser,
 )
 
 EVIL = "<img src=x onerror=alert(1)>"
@@ -51,33 +46,6 @@ class Served:
     db: Path
     env: dict[str, str]
     tmp: Path
-
-
-@contextmanager
-def _serve(env: dict[str, str], cwd: Path) -> Iterator[str]:
-    """`imageapi serve --no-watch` on a free port until the block ends; its base URL."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "imageapi", "serve", "--bind", f"127.0.0.1:{port}", "--no-watch"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
-                    raise RuntimeError("imageapi serve did not start: " + err) from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -96,19 +64,14 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                 "APOLLO_FACE_API_BASE_URL": "http://127.0.0.1:9", "FACE_CLUSTER_MIN_FACES": "2"})
     _imageapi(env, "scan", "--full", str(root))
     _imageapi(env, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
-    with _serve(env, tmp) as base:
+    with serve_for_browser(env, tmp) as base:
         yield Served(base, tmp / "data" / "imageapi.db", env, tmp)
 
 
 @pytest.fixture(scope="module")
 def browser(served: Served) -> Iterator[Any]:
-    sync_api = _require_browser()
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launch_chromium() as b:
+        yield b
 
 
 @pytest.fixture()
@@ -374,7 +337,7 @@ def test_every_people_page_passes_axe(browser: Any, served: Served) -> None:
 def test_a_server_with_faces_off_says_so(page: Any, served: Served) -> None:
     env = {k: v for k, v in served.env.items() if not k.startswith(("APOLLO_", "FACE"))}
     env["FACE_BACKEND"] = "off"
-    with _serve(env, served.tmp) as base:
+    with serve_for_browser(env, served.tmp) as base:
         _login(page, base)
         page.goto(base + "/web/people")
         page.wait_for_selector(".empty h2:has-text('Faces are off')")
