@@ -5,10 +5,13 @@ client's people page needs beyond routes_faces. Unnamed persons (clusters) work 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from imageapi.core.faces.crops import crop_face, face_source, face_source_of
+from imageapi.core.config import Config
+from imageapi.core.db import Connection
+from imageapi.core.faces.crops import FaceSource, crop_face, face_source, face_source_of
 from imageapi.core.faces.people import faces_of_person, merge_persons, name_person
 from imageapi.server.keys import CONFIG, DB
 from imageapi.server.middlewares import ApiError, field, read_json
@@ -45,22 +48,22 @@ async def post_merge(request: web.Request) -> web.Response:
 
 
 async def get_face(request: web.Request) -> web.Response:
-    person_id = _id(request, "person")
-    if not await faces_available(request.app):
-        raise web.HTTPNotFound(text="faces are off on this server")
-    source = await face_source(request.app[DB], request.app[CONFIG], person_id)
-    body = await asyncio.to_thread(crop_face, source)
-    return web.Response(body=body, content_type="image/jpeg", headers={"Cache-Control": FACE_CACHE})
+    """The person's representative face as a small square JPEG."""
+    return await _crop(request, face_source, _id(request, "person"), FACE_CACHE)
 
 
 async def get_face_crop(request: web.Request) -> web.Response:
     """One face (bound or not) as a small square JPEG."""
-    face_id = _id(request, "face")
+    return await _crop(request, face_source_of, _id(request, "face"), CROP_CACHE)
+
+
+async def _crop(request: web.Request, find: Callable[[Connection, Config, int], Awaitable[FaceSource]], key: int,
+                cache: str) -> web.Response:
     if not await faces_available(request.app):
         raise web.HTTPNotFound(text="faces are off on this server")
-    source = await face_source_of(request.app[DB], request.app[CONFIG], face_id)
-    body = await asyncio.to_thread(crop_face, source)
-    return web.Response(body=body, content_type="image/jpeg", headers={"Cache-Control": CROP_CACHE})
+    source = await find(request.app[DB], request.app[CONFIG], key)
+    body = await asyncio.to_thread(crop_face, source)  # decode and resize: off the event loop
+    return web.Response(body=body, content_type="image/jpeg", headers={"Cache-Control": cache})
 
 
 def _cursor(raw: str | None) -> int:
