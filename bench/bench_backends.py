@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_web import USER, build, cli, env_for, serve  # noqa: E402
-from bench.common import base_parser, median, print_header, work_dir  # noqa: E402
+from bench.common import base_parser, median, print_header, throwaway_postgres, work_dir  # noqa: E402
 
 LIB = "big"
 PAGE = 200
@@ -119,15 +119,10 @@ def run(args: Any, work: Path) -> int:
     url = args.postgres_url
     try:
         if url is None:
-            from tests import pg
-
-            bindir = pg.find_bin()
-            if bindir is None:
-                print(pg.INSTALL_HINT)
+            started = throwaway_postgres()
+            if started is None:
                 return 2
-            cluster = pg.Cluster(bindir)
-            server = cluster.start()
-            url = pg.with_database(server, asyncio.run(pg.create_database(server)))
+            cluster, url = started
         env = env_for(work)
         print("copying the index to PostgreSQL ...", flush=True)
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_backends import pct, stop  # noqa: E402
 from bench.bench_web import PASSWORD, USER, cli, env_for, serve  # noqa: E402
-from bench.common import base_parser, median, print_header, work_dir  # noqa: E402
+from bench.common import base_parser, median, print_header, throwaway_postgres, work_dir  # noqa: E402
 
 LIB = "geo"
 PLACES = 300
@@ -147,15 +147,10 @@ def main() -> int:
         cluster = None
         try:
             if args.postgres:
-                from tests import pg
-
-                bindir = pg.find_bin()
-                if bindir is None:
-                    print(pg.INSTALL_HINT)
+                started = throwaway_postgres()
+                if started is None:
                     return 2
-                cluster = pg.Cluster(bindir)
-                server = cluster.start()
-                url = pg.with_database(server, asyncio.run(pg.create_database(server)))
+                cluster, url = started
                 t0 = time.perf_counter()
                 cli(["db", "copy", "--to", url, "--force"], env)
                 print(f"copied to PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)

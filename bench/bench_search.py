@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Verdicts, base_parser, print_header, work_dir  # noqa: E402
+from bench.common import Verdicts, base_parser, print_header, throwaway_postgres, work_dir  # noqa: E402
 from bench.synth import CAMERAS  # noqa: E402
 from imageapi.core import search as core  # noqa: E402
 from imageapi.core.config import load_config  # noqa: E402
@@ -182,15 +182,10 @@ def run_postgres(url: str, work: Path, db_path: Path, queries: int, verdicts: Ve
     cluster = None
     try:
         if url == "auto":  # a throwaway cluster (tests/pg.py)
-            from tests import pg
-
-            bindir = pg.find_bin()
-            if bindir is None:
-                print(pg.INSTALL_HINT)
+            started = throwaway_postgres()
+            if started is None:
                 return
-            cluster = pg.Cluster(bindir)
-            server = cluster.start()
-            url = pg.with_database(server, asyncio.run(pg.create_database(server)))
+            cluster, url = started
         t0 = time.perf_counter()
         asyncio.run(copy_index(db_path, url, force=True))
         print(f"copied to PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)

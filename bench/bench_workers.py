@@ -34,7 +34,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import REPO, Verdicts, base_parser, median, print_header, python, python_env, work_dir
+from bench.common import (
+    REPO,
+    Verdicts,
+    base_parser,
+    median,
+    print_header,
+    python,
+    python_env,
+    throwaway_postgres,
+    work_dir,
+)
 
 TARGET_SCALING_4 = 3.5
 
@@ -209,14 +219,10 @@ def main() -> int:
     with work_dir(args, "workers") as work:
         server = None
         if args.database == "postgresql":
-            from tests import pg
-
-            bindir = pg.find_bin()
-            if bindir is None:
-                print(pg.INSTALL_HINT)
+            started = throwaway_postgres(database=False)
+            if started is None:
                 return 2
-            cluster = pg.Cluster(bindir)
-            server = cluster.start()
+            cluster, server = started
         try:
             db = Db(args.database, work / "data" / "imageapi.db", server)
             base_env = python_env(work / "data")

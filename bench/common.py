@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 # imageapi's settings: not passed on to a child run from the environment of whoever runs the bench.
@@ -398,3 +399,22 @@ def python_env(data_dir: Path) -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
+
+
+def throwaway_postgres(database: bool = True) -> tuple[Any, str] | None:
+    """A throwaway PostgreSQL cluster (tests/pg.py) and the URL of a fresh database in it (of the
+    server, with `database=False`); None, after printing how to install PostgreSQL, when there is
+    none. The caller stops the cluster."""
+    import asyncio
+
+    from tests import pg
+
+    bindir = pg.find_bin()
+    if bindir is None:
+        print(pg.INSTALL_HINT)
+        return None
+    cluster = pg.Cluster(bindir)
+    server = cluster.start()
+    if not database:
+        return cluster, server
+    return cluster, pg.with_database(server, asyncio.run(pg.create_database(server)))
