@@ -34,11 +34,17 @@ class _Models:
 
 def available() -> str | None:
     """None when the embedded backend can run here, else why not (one line)."""
+    # dlib is imported (9 ms; a broken binary shows here, not in the first worker); the weights
+    # package is only found: importing it costs about 0.1 s (pkg_resources), and every command
+    # checks the settings at start-up.
+    import importlib.util
+
     try:
         import dlib  # noqa: F401
-        import face_recognition_models  # noqa: F401
     except ImportError as exc:
-        return f"the embedded face detector needs pip install 'imageapi[faces]' ({exc.name} is missing)"
+        return f"the embedded face detector needs pip install 'imageapi[faces]' ({exc.name or 'dlib'} is missing)"
+    if importlib.util.find_spec("face_recognition_models") is None:
+        return "the embedded face detector needs pip install 'imageapi[faces]' (face_recognition_models is missing)"
     return None
 
 
