@@ -714,6 +714,30 @@ def test_every_page_passes_axe_without_critical_or_serious_violations(browser: A
         context.close()
 
 
+def test_tiles_are_in_the_dom_in_the_order_they_are_laid_out_whichever_month_answers_first(
+        page: Any, served: Served) -> None:
+    """Tab and screen readers follow the DOM: the newest month's pictures, held back until the
+    others have been drawn, still come first in it."""
+    held: list[Any] = []
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    _login(page, served)
+    page.wait_for_url(served.base + "/")
+    page.route("**/timeline/items?*", hold_the_first)
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('.canvas a.tile').length > 0")
+    held[0].continue_()
+    page.wait_for_function("() => !document.querySelector('.canvas .row.ph')")
+    laid_out = _tiles_in_view(page)
+    assert page.evaluate("[...document.querySelectorAll('.canvas a.tile')].map(a => a.dataset.path)") == laid_out
+    assert laid_out == _timeline_order(served)[: len(laid_out)]
+
+
 def test_keyboard_only(page: Any, served: Served) -> None:
     page.goto(served.base + "/web/login")
     page.keyboard.type(USER)  # the user name field has the focus
@@ -722,6 +746,10 @@ def test_keyboard_only(page: Any, served: Served) -> None:
     page.keyboard.press("Enter")
     page.wait_for_url(served.base + "/")
     page.wait_for_selector("a.tile img", state="attached")
+    page.wait_for_function("() => !document.querySelector('.canvas .row.ph')")  # every month on screen loaded
+    # Tab follows the DOM: the tiles must be in it in the order they are laid out, whichever month
+    # answered first.
+    assert page.evaluate("[...document.querySelectorAll('.canvas a.tile')].map(a => a.dataset.path)") == _tiles_in_view(page)
     for _ in range(30):  # Tab through the bar and the filter to the first picture
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.matches('a.tile')"):

@@ -214,7 +214,11 @@ export async function mount(main, { query: q, navigate, openViewer }) {
         const el = blockEl(b, fast);
         el.style.top = b.top + 'px';  // (not a transform: each one was a paint chunk to layerize)
         el.style.height = b.h + 'px';
-        canvas.append(el);
+        // In block order, not at the end: Tab and screen readers follow the DOM, and a month that
+        // loads late must not put its pictures after the ones drawn below it.
+        let next = null, nextI = Infinity;
+        for (const [j, e] of shown) if (j > i && j < nextI) { next = e; nextI = j; }
+        canvas.insertBefore(el, next);
         shown.set(i, el);
       }
     }
