@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imageapi.core import status, tags, thumb_state
+from imageapi.core import search, status, tags, thumb_state
 from imageapi.core.config import load_config
 from imageapi.core.database import transaction
 from imageapi.core.db import Connection, connect, utcnow
@@ -47,15 +47,27 @@ async def photos(db: Connection, root: Path, name: str, count: int, *, hashed: b
 
 
 async def test_backlog_and_library_counts(db: Connection, tmp_path: Path) -> None:
-    assert await status.backlog(db) == status.Backlog(0, 0, 0, 0)
+    assert await status.backlog(db) == status.Backlog(0, 0, 0, 0, 0, 0, 0)
     assert await status.file_counts(db) == {} and await status.last_scans(db) == []
     a, a_ids = await photos(db, tmp_path / "a", "alpha", 3, hashed=False)
     b, _ = await photos(db, tmp_path / "b", "beta", 2, first_seed=10)
     await photos(db, tmp_path / "c", "gamma", 0)
     await db.execute("UPDATE files SET thumb_state = 'failed' WHERE id = ?", (a_ids[0],))
     await db.execute("UPDATE files SET thumb_state = 'done', error = 'hash: unreadable' WHERE id = ?", (a_ids[1],))
-    # Every file row starts with thumb_state 'pending'.
-    assert await status.backlog(db) == status.Backlog(files=5, unhashed=3, thumbnails_pending=4, file_errors=1)
+    async with db.execute("SELECT id FROM files WHERE library_id = ? ORDER BY id", (b.id,)) as cur:
+        b_ids = [r[0] for r in await cur.fetchall()]
+    # A hashed picture with its thumbnail is due its perceptual hash; one with GPS, its place.
+    await db.execute("UPDATE files SET thumb_state = 'done', gps_lat = 38.72, gps_lon = -9.14 WHERE id = ?",
+                     (b_ids[0],))
+    # Every file row starts with thumb_state 'pending', and in the search index's queue.
+    assert await status.backlog(db) == status.Backlog(
+        files=5, unhashed=3, thumbnails_pending=3, file_errors=1, perceptual_hashes_pending=1,
+        places_pending=1, search_pending=5)
+    await search.refresh(db)
+    await db.execute("INSERT INTO perceptual_hashes (content_hash, error, computed_at) "
+                     "SELECT content_hash, 'undecodable', 'x' FROM files WHERE id = ?", (b_ids[0],))
+    backlog = await status.backlog(db)
+    assert (backlog.perceptual_hashes_pending, backlog.search_pending) == (0, 0)
     assert await status.file_counts(db) == {a.id: 3, b.id: 2}
     counted = await status.libraries_with_counts(db)
     assert [(c.library.name, c.files) for c in counted] == [("alpha", 3), ("beta", 2), ("gamma", 0)]

@@ -206,6 +206,11 @@ def _tiles_in_view(page: Any) -> list[str]:
         .sort((a, b) => (a.y - b.y) || (a.x - b.x)).map(t => t.p)""")
 
 
+def _tiles_in_dom(page: Any) -> list[str]:
+    """Paths of the rendered tiles in document order: the order of Tab and of screen readers."""
+    return page.evaluate("[...document.querySelectorAll('.canvas a.tile')].map(a => a.dataset.path)")
+
+
 def _thumbs_loaded(page: Any) -> None:
     # (photos: a video's thumbnail is ffmpeg's to make, tested elsewhere)
     page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('.canvas a.tile:not(:has(.dur)) img')];
@@ -734,7 +739,7 @@ def test_tiles_are_in_the_dom_in_the_order_they_are_laid_out_whichever_month_ans
     held[0].continue_()
     page.wait_for_function("() => !document.querySelector('.canvas .row.ph')")
     laid_out = _tiles_in_view(page)
-    assert page.evaluate("[...document.querySelectorAll('.canvas a.tile')].map(a => a.dataset.path)") == laid_out
+    assert _tiles_in_dom(page) == laid_out
     assert laid_out == _timeline_order(served)[: len(laid_out)]
 
 
@@ -749,7 +754,7 @@ def test_keyboard_only(page: Any, served: Served) -> None:
     page.wait_for_function("() => !document.querySelector('.canvas .row.ph')")  # every month on screen loaded
     # Tab follows the DOM: the tiles must be in it in the order they are laid out, whichever month
     # answered first.
-    assert page.evaluate("[...document.querySelectorAll('.canvas a.tile')].map(a => a.dataset.path)") == _tiles_in_view(page)
+    assert _tiles_in_dom(page) == _tiles_in_view(page)
     for _ in range(30):  # Tab through the bar and the filter to the first picture
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.matches('a.tile')"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from imageapi.core.db import Connection
 from imageapi.core.libraries import Library, list_libraries
-from imageapi.core.repositories import files, scans
+from imageapi.core.repositories import duplicates, files, places, scans, search
 from imageapi.core.repositories.scans import LastScan
 
 __all__ = ["Backlog", "LastScan", "LibraryCount", "backlog", "file_counts", "last_scans", "libraries_with_counts"]
@@ -19,6 +19,10 @@ class Backlog:
     unhashed: int
     thumbnails_pending: int   # pending or failed: the next thumbnail pass tries them
     file_errors: int
+    # What the workers (or the watcher) still have to do for duplicates, places and search:
+    perceptual_hashes_pending: int   # contents with a thumbnail and no perceptual hash yet
+    places_pending: int              # files with GPS and no place yet
+    search_pending: int              # files whose search document is out of date
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ async def backlog(db: Connection) -> Backlog:
         unhashed=await files.count_unhashed(db),
         thumbnails_pending=await files.count_thumbs_pending(db),
         file_errors=await files.count_with_error(db),
+        perceptual_hashes_pending=await duplicates.count_due(db),
+        places_pending=await places.count_due(db),
+        search_pending=await search.count_dirty(db),
     )
 
 

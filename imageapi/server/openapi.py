@@ -527,7 +527,8 @@ def _spec() -> J:
                             "responses": {"200": _json(_obj({
                                 "watcher": {"type": "object"}, "last_scans": {"type": "array"},
                                 "backlog": _obj({"files": INT, "unhashed": INT, "thumbnails_pending": INT,
-                                                 "file_errors": INT}),
+                                                 "file_errors": INT, "perceptual_hashes_pending": INT,
+                                                 "places_pending": INT, "search_pending": INT}),
                                 "faces": {"type": "object", "required": ["enabled"]}})),
                                 **_errors(401)}}},
     }

@@ -92,7 +92,7 @@ def _respond(request: web.Request, asset: Asset, cache_control: str) -> web.Resp
 
 
 WEB_FILES = web.AppKey("web_files", WebFiles)
-HEADERS = web.AppKey("web_headers", dict)
+HEADERS = web.AppKey("web_headers", dict[str, str])
 
 
 def security_headers(tile_url: str | None) -> dict[str, str]:
