@@ -6,6 +6,7 @@ portraits, end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import os
@@ -217,6 +218,27 @@ async def test_nightly_pass_runs_once_a_day_at_the_hour(db: Any) -> None:
     assert await run_nightly(db, settings, datetime(2026, 12, 1, 4, 0)) is not None
     off = FaceSettings(base_url="http://127.0.0.1:9", cluster_hour=None)
     assert await run_nightly(db, off, datetime(2026, 12, 2, 4, 0)) is None
+
+
+async def test_of_processes_racing_for_the_nightly_pass_one_runs_it(db: Any, env_dirs: dict[str, Path]) -> None:
+    """The watcher and workers on other hosts all look whether the pass is due: the day's mark is
+    claimed, so one of them runs it."""
+    x = person_vector("x")
+    for i in range(3):
+        await add_face(db, f"r{i}", near(x, f"r{i}", 0.02))
+    env = {"IMAGEAPI_DATA_DIR": str(env_dirs["data"])}
+    if os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    others = [await connect(load_config(environ=env).database) for _ in range(3)]
+    try:
+        settings = FaceSettings(base_url="http://127.0.0.1:9", cluster_max_distance=0.1, cluster_hour=3)
+        at = datetime(2026, 11, 30, 4, 0)
+        reports = await asyncio.gather(*(run_nightly(c, settings, at) for c in (db, *others)))
+    finally:
+        for c in others:
+            await c.close()
+    assert sum(r is not None for r in reports) == 1
+    assert [p.faces for p in await list_people(db)] == [3]
 
 
 def test_cluster_settings() -> None:

@@ -267,6 +267,23 @@ async def test_cursor_pages_cover_every_result_once(ctx: Ctx, sort: str) -> None
         await core.search(ctx.db, ctx.config, core.SearchQuery(text="img", sort=other, cursor=page.next_cursor))
 
 
+async def test_relevance_pages_with_a_bounding_box_and_a_date_range(ctx: Ctx) -> None:
+    """Relevance ranks in the index before the files are read (PostgreSQL): the filters on the
+    files' own columns still apply to every page."""
+    inside = set()
+    for i in range(40):
+        lat = 38.7 if i % 2 else 41.1
+        path = f"b/IMG_{i:03d}.jpg"
+        await ctx.add(path, taken=f"2021-0{1 + i % 3}-10T10:00:00", gps_lat=lat, gps_lon=-9.1,
+                      place_city="Lisbon" if i % 5 else "Lisbon Lisbon")
+        if lat < 39 and i % 3 != 2:
+            inside.add(path)
+    for limit in (1, 7, 100):
+        found = await ctx.find("lisbon img", sort="relevance", bbox="38,-10,39,-9", limit=limit,
+                               date_from="2021-01-01", date_to="2021-02-28")
+        assert len(found) == len(set(found)) and set(found) == inside
+
+
 # ---------------------------------------------------------------------------- keeping the index
 
 async def test_index_follows_rename_retag_delete_and_people(ctx: Ctx) -> None:

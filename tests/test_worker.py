@@ -28,9 +28,11 @@ import pytest
 
 from imageapi.core.database import transaction, write
 from imageapi.core.db import Connection, connect, dialect, utcnow
+from imageapi.core.faces.embeddings import to_blob
 from imageapi.core.hashing import hash_file
 from imageapi.core.libraries import add_library
 from imageapi.core.postgres.url import parse_postgres_url
+from imageapi.core.repositories import faces as faces_repo
 from imageapi.core.repositories import leases
 from tests import dbq
 from tests.apollo_standin import StandIn, make_photo
@@ -71,8 +73,9 @@ def backend(env_dirs: dict[str, Path]) -> str | None:
 def env(env_dirs: dict[str, Path], backend: str | None) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items()
            if not k.startswith(("APOLLO_", "FACE_", "WORKER_", "LIBRARY_", "DATABASE_URL"))}
+    # FACE_CLUSTER_HOUR off: the day's face clustering (which a worker runs) does not depend on the clock.
     out.update({"WORKERS": "1", "WORKER_LEASE_SECONDS": LEASE, "FACE_DETECT_CONCURRENCY": "1",
-                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                "FACE_CLUSTER_HOUR": "off", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     if backend is not None:
         out["DATABASE_URL"] = backend
     _backends[str(env_dirs["tmp"])] = backend
@@ -257,6 +260,36 @@ def test_kill_9_items_go_back_and_only_the_call_in_flight_is_repeated(env: dict[
         {i: 1 for i in ids}
     assert report["remaining"] == {"thumbs": 0, "faces": 0}
     assert query(env_dirs, "SELECT COUNT(*) FROM work_leases") == [(0,)]
+
+
+def test_workers_run_the_days_face_clustering_once_between_them(env: dict[str, str], env_dirs: dict[str, Path],
+                                                                standin: StandIn) -> None:
+    """Without a watcher (WATCH_DRAINS=false, or workers only) the nightly full pass is the
+    workers' to run: three scanned photos whose faces look alike become one unnamed person, and two
+    workers started the same day run the pass once between them."""
+    library(env_dirs, 3, seed=300)
+    contents = [r[0] for r in query(env_dirs, "SELECT content_hash FROM files ORDER BY id")]
+
+    async def faces() -> None:
+        db = await open_db(env_dirs)
+        try:
+            async with transaction(db):
+                for i, content in enumerate(contents):
+                    vec = [1.0, 0.01 * i] + [0.0] * 126
+                    await faces_repo.insert_face(db, content, 0, (0.1, 0.1, 0.3, 0.3), 0.9, to_blob(vec),
+                                                 "synthetic-128", utcnow())
+                    await faces_repo.mark_scanned(db, content, "synthetic-128", 1, utcnow())
+        finally:
+            await db.close()
+
+    asyncio.run(faces())
+    e = {**env, "APOLLO_FACE_API_BASE_URL": standin.url, "FACE_CLUSTER_HOUR": "0"}
+    first = finish(start(e, "--kinds", "faces", "--until-empty"))
+    second = finish(start(e, "--kinds", "faces", "--until-empty"))
+    assert [r["kinds"]["faces"]["nightly_clustering"] for r in (first, second)] == [1, 0]
+    assert query(env_dirs, "SELECT p.name, COUNT(*) FROM faces f JOIN persons p ON p.id = f.person_id "
+                           "GROUP BY p.id, p.name") == [(None, 3)]
+    assert standin.total == 0   # nothing was left to detect
 
 
 def test_a_long_item_keeps_its_lease(env: dict[str, str], env_dirs: dict[str, Path]) -> None:

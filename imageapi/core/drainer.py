@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from imageapi.core import duplicates, hls
 from imageapi.core.config import Config
@@ -30,6 +31,7 @@ from imageapi.core.db import Connection, DriverError, database_error
 from imageapi.core.errors import ImageapiError, UsageError
 from imageapi.core.faces.apollo import ApolloClient
 from imageapi.core.faces.backlog import ServiceState, detect_candidates
+from imageapi.core.faces.cluster import run_nightly
 from imageapi.core.faces.detectors import Detector, make_detector
 from imageapi.core.faces.store import DETECT_KINDS, Candidate, now_utc, stamp
 from imageapi.core.libraries import Library, resolve_in_library, thumbnail_path
@@ -54,13 +56,14 @@ DETAIL = {
     "thumbs": ("made", "unsupported", "failed"),
     "hash": ("hashed", "failed"),
     "phash": ("hashed", "failed"),
-    "faces": ("detected", "faces_found", "bound", "transient_failures", "permanent_failures"),
+    "faces": ("detected", "faces_found", "bound", "transient_failures", "permanent_failures", "nightly_clustering"),
     "previews": ("made", "failed"),
     "hls": ("made", "cached", "failed"),
     "places": ("placed", "no_place", "failed"),
 }
 PLACES_CLAIM = 512       # a place costs microseconds: claims of a few rows would be all overhead
 IDLE_POLL = 2.0          # seconds between looks at an empty backlog
+NIGHTLY_POLL = 60.0      # seconds between looks at whether the nightly face clustering is due
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -151,12 +154,16 @@ class Drainer:
             for kind in self.kinds:
                 self.totals[kind] = await leases.backlog_left(self.db, backlog(kind, self.db), self.library_ids)
                 self._show(kind)
+            nightly_at = 0.0
             while not stop.is_set():
                 worked = False
                 for kind in self.kinds:
                     if stop.is_set():
                         break
                     worked = await self._round_or_stop(kind, stop) or worked
+                if "faces" in self.kinds and time.monotonic() >= nightly_at and not stop.is_set():
+                    nightly_at = time.monotonic() + NIGHTLY_POLL
+                    await self._until_stop(self._nightly(), stop)
                 if self.report.service_down and until_empty:
                     break
                 if not worked:
@@ -201,7 +208,24 @@ class Drainer:
 
     async def _round_or_stop(self, kind: str, stop: asyncio.Event) -> bool:
         """One round, cancelled when `stop` is set meanwhile (its leases are then given back)."""
-        work = asyncio.create_task(self._round(kind))
+        return await self._until_stop(self._round(kind), stop) or False
+
+    async def _nightly(self) -> bool:
+        """The day's full face clustering when it is due and no other process (the watcher, another
+        worker) has claimed it: without a watcher (WATCH_DRAINS=false, or workers only) nothing
+        else would run it. A failed pass waits for the next day, as in the watcher."""
+        try:
+            report = await run_nightly(self.db, self.config.faces)
+        except ImageapiError as exc:
+            log.warning("nightly face clustering failed: %s", exc)
+            return False
+        if report is not None:
+            self._detail("faces", nightly_clustering=1)
+        return report is not None
+
+    async def _until_stop(self, coro: Coroutine[Any, Any, bool], stop: asyncio.Event) -> bool | None:
+        """`coro`'s result, or None when `stop` was set first (it is then cancelled)."""
+        work = asyncio.create_task(coro)
         stopped = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -211,7 +235,7 @@ class Drainer:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
-        return work.result() if not work.cancelled() else False
+        return work.result() if not work.cancelled() else None
 
     async def _round(self, kind: str) -> bool:
         """Claim one batch of `kind` and work it; False when nothing could be claimed."""

@@ -485,12 +485,16 @@ async def nightly_due(db: Connection, settings: FaceSettings, now: datetime | No
 
 
 async def run_nightly(db: Connection, settings: FaceSettings, now: datetime | None = None) -> ClusterReport | None:
-    """The full pass when due (marked done first, so a failing pass is not retried all night)."""
+    """The full pass when due (marked done first, so a failing pass is not retried all night). The
+    watcher and `imageapi worker` (on any host) both call this: the mark is claimed, so one of them
+    runs the day's pass."""
     if not await nightly_due(db, settings, now):
         return None
     now = now or datetime.now().astimezone()
     async with transaction(db):
-        await people_repo.set_face_state(db, FULL_MARK, now.date().isoformat())
+        claimed = await people_repo.claim_face_state(db, FULL_MARK, now.date().isoformat())
+    if not claimed:
+        return None
     report = await cluster_all(db, settings)
     log.info("nightly face clustering: %d faces, %d bound, %d unbound, %d new persons, %d named by tags (%.1f s)",
              report.faces, report.bound, report.unbound, report.new_persons, report.named, report.seconds)

@@ -243,6 +243,18 @@ async def set_face_state(db: Connection, key: str, value: str) -> None:
     )
 
 
+async def claim_face_state(db: Connection, key: str, value: str) -> bool:
+    """Set `key` to `value` unless it already holds it; whether this call changed it. One of
+    several processes racing to set the same value wins (the nightly pass runs once a day, whether
+    the watcher or a worker starts it). In the caller's transaction."""
+    async with db.execute(
+        "INSERT INTO face_state (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE face_state.value <> excluded.value "
+        "RETURNING key", (key, value),
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
 async def newest_tag_link(db: Connection) -> str | None:
     """created_at of the newest content-tag link."""
     async with db.execute("SELECT MAX(created_at) FROM content_tags") as cur:
