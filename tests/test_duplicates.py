@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
 
+from imageapi.core import duplicates
 from imageapi.core.config import load_config
 from imageapi.core.db import connect
 from imageapi.core.duplicates import NEAR_FINE, NEAR_PHASH, best_to_keep, near_groups_of
@@ -339,3 +340,46 @@ async def test_stacks_in_listing_and_timeline(api: Api, libs: Libs) -> None:
     assert by_path[("b", "same.jpg")]["count"] == 6 and by_path[("a", "copies/resized.jpg")]["top"] is False
     assert by_path[("b", "same.jpg")]["group"] == stacks["original.jpg"]["group"]
     assert snapshot(libs.a, libs.b) == libs.before
+
+
+async def test_a_collapsed_timeline_shows_one_file_per_stack(api: Api, libs: Libs,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """?collapse=true: the copies under a stack's top are neither counted by the buckets nor listed
+    by the items, whose pages (offset, limit) count what is shown; they come back when the stack
+    loses its copies. No file is touched."""
+    every = await api.get("/timeline/buckets")
+    collapsed = await api.get("/timeline/buckets", collapse="true")
+    items = (await api.get("/timeline/items", month="2008-10", stack="true"))["items"]
+    under = {(i["library"], i["path"]) for i in items if i["stack"] and not i["stack"]["top"]}
+    months = {m["month"]: m for m in every["months"]}
+    left_out = {m["month"]: months[m["month"]]["count"] - m["count"] for m in collapsed["months"]}
+    left_out.update({m: months[m]["count"] for m in months if m not in left_out})  # months with only copies
+    assert sum(left_out.values()) >= len(under) > 0
+    for m in collapsed["months"]:
+        assert m["count"] == sum(d["count"] for d in m["days"]) or m["month"] == "undated"
+    for month in collapsed["months"]:
+        shown = (await api.get("/timeline/items", month=month["month"], collapse="true"))["items"]
+        assert len(shown) == month["count"]
+        assert all(i["stack"] is None or i["stack"]["top"] for i in shown)
+        paged = []
+        for offset in range(0, month["count"], 2):
+            paged += (await api.get("/timeline/items", month=month["month"], collapse="true", offset=offset,
+                                    limit=2))["items"]
+        assert paged == shown
+    kept = (await api.get("/timeline/items", month="2008-10", collapse="true"))["items"]
+    assert not under & {(i["library"], i["path"]) for i in kept}
+    assert ("b", "same.jpg") in {(i["library"], i["path"]) for i in kept}
+    assert snapshot(libs.a, libs.b) == libs.before
+
+    # A new copy of a photo is left out as soon as it is indexed (the stacking follows the files).
+    monkeypatch.setattr(duplicates, "COLLAPSE_FRESH_SEC", 0.0)
+
+    async def left_out_in_all() -> int:
+        every = await api.get("/timeline/buckets")
+        collapsed = await api.get("/timeline/buckets", collapse="true")
+        return sum(m["count"] for m in every["months"]) - sum(m["count"] for m in collapsed["months"])
+
+    before = await left_out_in_all()
+    (libs.a / "again.jpg").write_bytes((libs.a / OTHERS[0].split("/")[1]).read_bytes())
+    ok("scan", "--json", env=libs.env)
+    assert await left_out_in_all() == before + 1

@@ -67,6 +67,20 @@ class Served:
     llm: subprocess.Popen[str]  # the language model stand-in
     llm_url: str
     nowhere: str                # where nothing listens (the fallback model server)
+    stacked: set[str]           # copies under the top of a duplicates stack: the timeline leaves them out
+
+
+def _stacked_copies(env: dict[str, str]) -> set[str]:
+    """What `imageapi duplicates` says is not the copy to keep, in each near group and in each exact
+    group of a content no near group holds: the copies a collapsed timeline leaves out."""
+    def groups(*args: str) -> list[dict[str, Any]]:
+        out = subprocess.run([sys.executable, "-m", "imageapi", "duplicates", "--json", *args], env=env, text=True,
+                             check=True, capture_output=True, timeout=300).stdout
+        return list(json.loads(out)["groups"])
+    near = groups("--near")
+    in_near = {m["content_hash"] for g in near for m in g["members"]}
+    exact = [g for g in groups() if not {m["content_hash"] for m in g["members"]} & in_near]
+    return {m["path"] for g in near + exact for m in g["members"] if not m["keep"]}
 
 
 def _free_port() -> int:
@@ -110,7 +124,7 @@ def served(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                 "SMS_API_URL": nowhere, "OLLAMA_CONNECT_TIMEOUT_SEC": "2", "INSIGHTS_REQUEST_TIMEOUT_SEC": "10"})
     try:
         with serve_for_browser(env, tmp) as base:
-            yield Served(base, tmp / "data" / "imageapi.db", root, llm, llm_url, nowhere)
+            yield Served(base, tmp / "data" / "imageapi.db", root, llm, llm_url, nowhere, _stacked_copies(env))
     finally:
         llm.terminate()
         llm.wait(10)
@@ -185,15 +199,23 @@ def _login(page: Any, served: Served, password: str = PASSWORD) -> None:
     page.click("form.login button[type=submit]")
 
 
+def _every_copy(page_or_context: Any) -> None:
+    """Untick "Stack copies" ahead of the pages: the timeline shows every copy of a duplicates stack
+    (the tests of the layout want the corpus's near-duplicates as pictures of their own)."""
+    page_or_context.add_init_script("try { localStorage.setItem('imageapi.stack', 'all'); } catch (e) {}")
+
+
 def _logged_in(page: Any, served: Served) -> None:
     _login(page, served)
     page.wait_for_selector("a.tile img", state="attached")
 
 
-def _timeline_order(served: Served) -> list[str]:
-    """What the timeline must show, in order: newest first, files without a date last."""
+def _timeline_order(served: Served, every_copy: bool = False) -> list[str]:
+    """What the timeline must show, in order: newest first, files without a date last; one file of
+    each duplicates stack unless `every_copy`."""
     with sqlite3.connect(served.db) as db:
-        rows = db.execute("SELECT rel_path, taken_at, id FROM files").fetchall()
+        rows = [r for r in db.execute("SELECT rel_path, taken_at, id FROM files").fetchall()
+                if every_copy or r[0] not in served.stacked]
     dated = sorted((r for r in rows if r[1]), key=lambda r: (r[1], r[2]), reverse=True)
     undated = sorted((r for r in rows if not r[1]), key=lambda r: (r[0], r[2]))
     return [r[0] for r in dated + undated]
@@ -234,27 +256,42 @@ def test_login_with_a_wrong_password_then_the_timeline_in_date_order(page: Any, 
     assert not page.console_errors
 
 
-def test_the_timeline_stacks_duplicates_without_hiding_or_touching_a_file(page: Any, served: Served) -> None:
+def test_the_timeline_stacks_duplicates_without_touching_a_file(page: Any, served: Served) -> None:
     """The corpus's orient_* photos are one picture stored with each EXIF orientation: upright they
-    are near-duplicates. The copy to keep (the oldest: the first copied) carries "+7", the others
-    are dimmed in place; every file is still on disk."""
+    are near-duplicates. The timeline shows the copy to keep (the oldest: the first copied) with
+    "+7" and leaves the others out; "Stack copies" unticked shows every copy, the others dimmed.
+    Every file is still on disk."""
     page.set_viewport_size({"width": 1600, "height": 1200})
     _logged_in(page, served)
-    for family in ("landscape", "portrait"):
+    families = ("landscape", "portrait")
+    copies = [f"camera/orient_{family}_{n}.jpg" for family in families for n in range(2, 9)]
+    assert set(copies) <= served.stacked
+    for family in families:
         page.wait_for_selector(f'a.tile[data-path="camera/orient_{family}_1.jpg"] .stack')
         assert page.locator(f'a.tile[data-path="camera/orient_{family}_1.jpg"] .stack').inner_text() == "+7"
-        for n in range(2, 9):
-            tile = page.locator(f'a.tile[data-path="camera/orient_{family}_{n}.jpg"]')
-            assert "stacked" in (tile.get_attribute("class") or "")
-            assert (served.root / "camera" / f"orient_{family}_{n}.jpg").is_file()
+    for path in copies:
+        assert page.locator(f'a.tile[data-path="{path}"]').count() == 0
+    months = json.loads(page.evaluate("fetch('/timeline/buckets?collapse=true').then(r => r.text())"))["months"]
+    every = json.loads(page.evaluate("fetch('/timeline/buckets').then(r => r.text())"))["months"]
+    assert sum(m["count"] for m in every) - sum(m["count"] for m in months) == len(served.stacked)
+    page.uncheck("#stack-copies")
+    for path in copies:
+        page.wait_for_selector(f'a.tile.stacked[data-path="{path}"]')
+        assert (served.root / path).is_file()
     assert page.locator("a.tile .stack").count() == page.locator("a.tile:not(.stacked) .stack").count()
+    page.reload()  # the choice is remembered
+    page.wait_for_selector('a.tile.stacked[data-path="camera/orient_landscape_2.jpg"]')
+    assert not page.is_checked("#stack-copies")
+    page.check("#stack-copies")
+    page.wait_for_selector('a.tile[data-path="camera/orient_landscape_1.jpg"] .stack')
+    assert page.locator('a.tile[data-path="camera/orient_landscape_2.jpg"]').count() == 0
     assert not page.console_errors
 
 
 def test_scrubber_jumps_to_a_month(page: Any, served: Served) -> None:
     page.set_viewport_size({"width": 1200, "height": 500})
     _logged_in(page, served)
-    months = json.loads(page.evaluate("fetch('/timeline/buckets').then(r => r.text())"))["months"]
+    months = json.loads(page.evaluate("fetch('/timeline/buckets?collapse=true').then(r => r.text())"))["months"]
     assert len(months) >= 3
     # A month in the middle (its header goes to the top) and the oldest (the end of the timeline).
     for mi in (len(months) // 2, len(months) - 1):
@@ -293,6 +330,7 @@ def _shapes(served: Served) -> dict[str, float]:
 
 def test_the_justified_grid_fills_each_row_with_the_pictures_shapes_and_is_remembered(page: Any,
                                                                                       served: Served) -> None:
+    _every_copy(page)
     _logged_in(page, served)
     page.select_option("#grid-layout", "justified")
     page.wait_for_function("() => !document.querySelector('.canvas .row[data-pending]')")
@@ -316,7 +354,7 @@ def test_the_justified_grid_fills_each_row_with_the_pictures_shapes_and_is_remem
         assert full >= 1
         assert len({round(shapes[t["p"]], 2) for row in rows for t in row}) >= 2  # not all one shape
         shown = _tiles_in_view(page)
-        assert shown == _timeline_order(served)[: len(shown)]
+        assert shown == _timeline_order(served, every_copy=True)[: len(shown)]
 
     check_justified()
     page.reload()
@@ -656,6 +694,7 @@ def test_screenshots_for_the_readme(browser: Any, served: Served, tmp_path: Path
     out = REPO / "docs" if os.environ.get("IMAGEAPI_WRITE_SCREENSHOTS") == "1" else tmp_path
     context = browser.new_context(viewport={"width": 960, "height": 600}, color_scheme="light")
     context.set_default_timeout(TIMEOUT_MS)
+    _every_copy(context)  # a fuller timeline: the corpus's orientation copies each as a picture
     try:
         page = context.new_page()
         _logged_in(page, served)

@@ -21,7 +21,9 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -350,3 +352,63 @@ async def stacks(db: Connection, library_ids: Sequence[int], file_ids: Sequence[
         if count > 1:
             out[file_id] = {"group": g[0], "count": count, "top": file_id == top}
     return out
+
+
+# Collapsed stacks (the timeline shows one copy of each stack): which files are left out, per
+# library set, until the hashes or the files change. Kept a few seconds without looking, so the
+# months a timeline loads at once do not each count the files again.
+COLLAPSE_FRESH_SEC = 5.0
+_collapse_cache: weakref.WeakKeyDictionary[Connection, dict[tuple[int, ...], tuple[Any, float, Collapsed]]] = \
+    weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    hidden: frozenset[int]               # files shown under another copy of their stack
+    by_month: dict[str | None, int]      # hidden files per month of taken_at (YYYY-MM; None: undated)
+    by_day: dict[str | None, int]        # the same per day (YYYY-MM-DD)
+
+
+async def collapsed(db: Connection, library_ids: Sequence[int]) -> Collapsed:
+    """The copies a collapsed timeline of these libraries leaves out: in each stack of two or more
+    files (the same content, or near-duplicate contents) every file but the one to keep, the one
+    `stacks` puts on top. Nothing is changed on disk or in the index."""
+    libs = tuple(sorted(set(library_ids)))
+    cache = _collapse_cache.setdefault(db, {})
+    cached = cache.get(libs)
+    now = time.monotonic()
+    if cached is not None and now - cached[1] < COLLAPSE_FRESH_SEC:
+        return cached[2]
+    nmap = await near_map(db)
+    state = (await repo.state(db), await repo.files_state(db, libs), id(nmap))
+    if cached is not None and cached[0] == state:
+        cache[libs] = (state, now, cached[2])
+        return cached[2]
+    groups: dict[str, list[str]] = {}
+    for content in await repo.stacked_contents(db, libs):
+        g = nmap.get(content, [content])
+        groups[g[0]] = g
+    for g in nmap.values():
+        groups[g[0]] = g
+    rows = await repo.files_of(db, sorted({c for g in groups.values() for c in g}), libs)
+    by_content: dict[str, list[MemberRow]] = {}
+    for r in rows:
+        by_content.setdefault(r.content_hash, []).append(r)
+    hidden: set[int] = set()
+    by_month: Counter[str | None] = Counter()
+    by_day: Counter[str | None] = Counter()
+    for g in groups.values():
+        members = [r for c in g for r in by_content.get(c, [])]
+        if len(members) < 2:
+            continue
+        top = best_to_keep(members)[0].id
+        for m in members:
+            if m.id != top:
+                hidden.add(m.id)
+                by_month[m.taken_at[:7] if m.taken_at else None] += 1
+                by_day[m.taken_at[:10] if m.taken_at else None] += 1
+    result = Collapsed(frozenset(hidden), dict(by_month), dict(by_day))
+    if len(cache) > 16:  # library sets asked of one database: a few
+        cache.clear()
+    cache[libs] = (state, now, result)
+    return result

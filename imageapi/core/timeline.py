@@ -23,13 +23,19 @@ MONTH_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 MAX_ITEMS = 5000
 
 
-async def buckets(db: Connection, libs: Sequence[Library]) -> list[dict[str, Any]]:
+async def buckets(db: Connection, libs: Sequence[Library], collapse: bool = False) -> list[dict[str, Any]]:
     """[{"month": "2021-06", "count": n, "days": [{"day": "2021-06-01", "count": k}, ...]}, ...],
-    newest month and day first; `undated` (no days) last when there are such files."""
+    newest month and day first; `undated` (no days) last when there are such files. With
+    `collapse`, the copies under the top of a duplicates stack are not counted (month_items leaves
+    them out)."""
     if not libs:
         return []
+    left_out = (await duplicates.collapsed(db, [lib.id for lib in libs])).by_day if collapse else {}
     months: list[dict[str, Any]] = []
-    for day, count in await repo.day_counts(db, [lib.id for lib in libs]):
+    for day, all_files in await repo.day_counts(db, [lib.id for lib in libs]):
+        count = all_files - left_out.get(day, 0)
+        if count <= 0:
+            continue
         month = day[:7] if day else UNDATED
         if not months or months[-1]["month"] != month:
             months.append({"month": month, "count": 0, "days": []})
@@ -45,11 +51,12 @@ def check_month(month: str) -> str:
     return month
 
 
-async def month_items(db: Connection, libs: Sequence[Library], month: str,
-                      offset: int = 0, limit: int = MAX_ITEMS, stack: bool = False) -> list[dict[str, Any]]:
+async def month_items(db: Connection, libs: Sequence[Library], month: str, offset: int = 0,
+                      limit: int = MAX_ITEMS, stack: bool = False, collapse: bool = False) -> list[dict[str, Any]]:
     """The files of one month (or `undated`), newest first, from `offset` on: what a grid needs
     (library, path, name, kind, date, size in pixels, duration); with `stack`, each item's
-    duplicates stack (core/duplicates.stacks) or None."""
+    duplicates stack (core/duplicates.stacks) or None. With `collapse` (which implies `stack`) a
+    stack shows only its top: the other copies are left out, and `offset` counts what is shown."""
     check_month(month)
     if not 1 <= limit <= MAX_ITEMS:
         raise UsageError(f"limit must be between 1 and {MAX_ITEMS}")
@@ -61,8 +68,18 @@ async def month_items(db: Connection, libs: Sequence[Library], month: str,
         year, mon = int(month[:4]), int(month[5:])
         after = f"{year + 1:04d}-01" if mon == 12 else f"{year:04d}-{mon + 1:02d}"
         taken = (month, after)
-    rows = await repo.timeline_files(db, [lib.id for lib in libs], taken, offset, limit)
-    stacks = await duplicates.stacks(db, [lib.id for lib in libs], [r.id for r in rows]) if stack else None
+    lib_ids = [lib.id for lib in libs]
+    if collapse:
+        stack = True
+        left_out = await duplicates.collapsed(db, lib_ids)
+        # The month's rows up to the page's end with the ones left out before it: read from the
+        # month's start (a month is a few thousand files at most), then skipped.
+        extra = left_out.by_month.get(month if month != UNDATED else None, 0)
+        rows = await repo.timeline_files(db, lib_ids, taken, 0, offset + limit + extra)
+        rows = [r for r in rows if r.id not in left_out.hidden][offset:offset + limit]
+    else:
+        rows = await repo.timeline_files(db, lib_ids, taken, offset, limit)
+    stacks = await duplicates.stacks(db, lib_ids, [r.id for r in rows]) if stack else None
     items = [item(names[r.library_id], r) for r in rows]
     if stacks is not None:
         for one, r in zip(items, rows, strict=True):

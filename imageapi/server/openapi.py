@@ -255,13 +255,15 @@ PEOPLE_PATHS: J = {
 
 # --- The web client's timeline (imageapi/server/routes_timeline.py, core/timeline.py)
 ALL_LIBRARIES = _q("library", STR, "one library (default: every library)")
+COLLAPSE = _q("collapse", BOOL, "one file per duplicates stack, its top: the other copies are neither counted nor "
+                                "listed (default false; implies `stack` on items)")
 MAP_PHOTO = _obj({"id": INT, "library": STR, "path": STR, "name": STR, "kind": STR, "taken_at": _nullable(STR),
                   "lat": NUM, "lon": NUM})
 TIMELINE_PATHS: J = {
     "/timeline/buckets": {"get": {
         "summary": "the number of files per month and per day, newest first (files without a date last, "
                    "as month `undated`): the timeline's layout and date scrubber",
-        "security": BEARER, "parameters": [ALL_LIBRARIES],
+        "security": BEARER, "parameters": [ALL_LIBRARIES, COLLAPSE],
         "responses": {"200": _json(_obj({
             "libraries": {"type": "array", "items": STR},
             "months": {"type": "array", "items": _obj({
@@ -276,7 +278,7 @@ TIMELINE_PATHS: J = {
                        _q("offset", {"type": "integer", "minimum": 0, "maximum": 2**31}, "files to skip"),
                        _q("limit", {"type": "integer", "minimum": 1, "maximum": TIMELINE_MAX},
                           f"at most this many (default {TIMELINE_MAX})"),
-                       _q("stack", BOOL, "give each item its duplicates `stack` (default false)")],
+                       _q("stack", BOOL, "give each item its duplicates `stack` (default false)"), COLLAPSE],
         "responses": {"200": _json(_obj({"month": STR, "offset": INT, "items": {"type": "array", "items": _obj({
             "library": STR, "path": STR, "name": STR,
             "kind": {"type": "string", "enum": ["image", "heic", "raw", "video", "other"]},

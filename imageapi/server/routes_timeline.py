@@ -19,8 +19,9 @@ async def _libraries(request: web.Request) -> list[Library]:
 
 async def get_buckets(request: web.Request) -> web.Response:
     libs = await _libraries(request)
+    collapse = query_bool(request, "collapse", False)
     return web.json_response({"libraries": [lib.name for lib in libs],
-                              "months": await buckets(request.app[DB], libs)})
+                              "months": await buckets(request.app[DB], libs, collapse)})
 
 
 async def get_items(request: web.Request) -> web.Response:
@@ -29,7 +30,8 @@ async def get_items(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", MAX_ITEMS, 1, MAX_ITEMS)
     libs = await _libraries(request)
     stack = query_bool(request, "stack", False)
-    items = await month_items(request.app[DB], libs, month, offset, limit, stack)
+    collapse = query_bool(request, "collapse", False)
+    items = await month_items(request.app[DB], libs, month, offset, limit, stack, collapse)
     return web.json_response({"month": month, "offset": offset, "items": items})
 
 

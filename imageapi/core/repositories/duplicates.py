@@ -102,6 +102,23 @@ async def exact_contents(db: Connection, library_id: int | None) -> list[str]:
         return [r[0] for r in await cur.fetchall()]
 
 
+async def stacked_contents(db: Connection, library_ids: Sequence[int]) -> list[str]:
+    """Content hashes held by two or more files of these libraries."""
+    libs, params = _libs(library_ids)
+    async with db.execute(f"SELECT f.content_hash FROM files f WHERE f.content_hash IS NOT NULL{libs} "
+                          "GROUP BY f.content_hash HAVING COUNT(*) > 1", params) as cur:
+        return [r[0] for r in await cur.fetchall()]
+
+
+async def files_state(db: Connection, library_ids: Sequence[int]) -> tuple[int, int, int]:
+    """(files, hashed files, newest id) of these libraries: what a cached stacking was made from."""
+    libs, params = _libs(library_ids)
+    async with db.execute(f"SELECT COUNT(*), COUNT(f.content_hash), COALESCE(MAX(f.id), 0) FROM files f "
+                          f"WHERE 1 = 1{libs}", params) as cur:
+        row = await cur.fetchone()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
 @dataclass(frozen=True)
 class MemberRow:
     id: int

@@ -13,8 +13,10 @@ const main = $('#main');
 let current = null;   // {key, page, handle}
 let viewer = null;
 
-export function navigate(url, { replace = false } = {}) {
+// `remount`: the page is made again even when its address is the same (a choice it reads once).
+export function navigate(url, { replace = false, remount = false } = {}) {
   if (url !== location.pathname + location.search) history[replace ? 'replaceState' : 'pushState'](null, '', url);
+  if (remount && current) current.key = null;
   render();
 }
 

@@ -17,6 +17,7 @@ const KEEP = 20000;        // files kept loaded; the months farthest from the vi
 //                            that heap were the longest pauses of the main thread)
 const GUESS = 1.4;         // aspect ratio assumed for a justified month not loaded yet
 const LAYOUT_KEY = 'imageapi.grid';
+const STACK_KEY = 'imageapi.stack';  // 'all': every copy of a duplicates stack; else its top only
 
 function saved(key) { try { return localStorage.getItem(key); } catch { return null; } }
 function save(key, value) { try { localStorage.setItem(key, value); } catch { /* private mode */ } }
@@ -76,12 +77,19 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     onchange: () => { mode = shape.value; save(LAYOUT_KEY, mode); relayout(); },
   }, h('option', { value: 'square', text: 'Square grid' }), h('option', { value: 'justified', text: 'Justified grid' }));
   shape.value = mode;
-  main.append(h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: 'Timeline' }), filter, shape));
+  // Duplicates stack: one picture shown, "+N" on it; ticked off, every copy (the others dimmed).
+  const collapse = saved(STACK_KEY) !== 'all';
+  const stacking = h('input', {
+    type: 'checkbox', id: 'stack-copies', checked: collapse,
+    onchange: () => { save(STACK_KEY, stacking.checked ? 'top' : 'all'); navigate(location.pathname + location.search, { remount: true }); },
+  });
+  main.append(h('div', { class: 'toolbar' }, h('h1', { class: 'title', text: 'Timeline' }), filter, shape,
+    h('label', { for: 'stack-copies' }, stacking, ' Stack copies')));
   if (!libraries.length) {
     main.append(empty('No libraries yet', 'Index a folder on the server: run `imageapi scan --full PATH`, then reload this page.'));
     return {};
   }
-  const { months } = await api('/timeline/buckets' + query({ library }));
+  const { months } = await api('/timeline/buckets' + query({ library, collapse: collapse ? 'true' : null }));
   if (!months.length) {
     main.append(empty('No photos or videos yet', 'Put some in the library folder and run `imageapi scan` on the server (or wait for the watcher).'));
     return {};
@@ -262,7 +270,7 @@ export async function mount(main, { query: q, navigate, openViewer }) {
     if (loaded.has(mi)) return loaded.get(mi);
     const items = [];
     for (;;) {
-      const page = await api('/timeline/items' + query({ library, month: months[mi].month, offset: items.length, limit: PAGE, stack: 'true' }));
+      const page = await api('/timeline/items' + query({ library, month: months[mi].month, offset: items.length, limit: PAGE, stack: 'true', collapse: collapse ? 'true' : null }));
       items.push(...page.items);
       if (page.items.length < PAGE) break;
     }
