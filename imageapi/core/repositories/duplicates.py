@@ -20,17 +20,21 @@ DUE_WHERE = (
 CHUNK = 500   # ids or hashes per IN list
 
 
-def _libs(library_ids: Sequence[int] | None, alias: str = "f") -> tuple[str, list[object]]:
+def _libs(library_ids: Sequence[int] | None, alias: str = "f", *, indexed: bool = True) -> tuple[str, list[object]]:
+    """The condition on the files' library. Not `indexed` where the rows are picked by id or content
+    hash: SQLite would otherwise walk the library's index (every file of a one-library install)
+    instead of looking the few rows up (`+` keeps a column off an index, in both databases)."""
     if not library_ids:
         return "", []
-    return f" AND {alias}.library_id IN ({', '.join('?' * len(library_ids))})", list(library_ids)
+    column = f"{'' if indexed else '+'}{alias}.library_id"
+    return f" AND {column} IN ({', '.join('?' * len(library_ids))})", list(library_ids)
 
 
 async def due_rows(db: Connection, library_ids: Sequence[int] | None, limit: int | None,
                    file_ids: Sequence[int] | None = None) -> list[tuple[int, str, str, str]]:
     """(file id, content hash, library name, rel_path) of due rows, one per content (its lowest id),
     oldest first, at most `limit` contents; `file_ids`: among these rows only."""
-    libs, params = _libs(library_ids)
+    libs, params = _libs(library_ids, indexed=file_ids is None)
     ids = ""
     if file_ids is not None:
         if not file_ids:
@@ -144,7 +148,7 @@ async def files_of(db: Connection, contents: Sequence[str],
                    library_ids: Sequence[int] | None = None) -> list[MemberRow]:
     """The files holding these contents (in these libraries), by id."""
     out: list[MemberRow] = []
-    libs, lib_params = _libs(library_ids)
+    libs, lib_params = _libs(library_ids, indexed=False)
     unique = sorted(set(contents))
     for i in range(0, len(unique), CHUNK):
         part = unique[i:i + CHUNK]
