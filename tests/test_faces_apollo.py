@@ -67,17 +67,19 @@ async def test_detect_sends_the_protocol_and_parses_the_answer(standin: StandIn)
     assert health["status"] == "ok" and health["http_status"] == 200
 
 
-@pytest.mark.parametrize(("mode", "permanent"), [
-    ("400", True), ("404", True), ("415", True), ("422", True),
-    ("408", False), ("429", False), ("500", False), ("503", False), ("badjson", False), ("badshape", False),
-    ("drop", False),
+@pytest.mark.parametrize(("mode", "permanent", "service"), [
+    ("400", True, False), ("415", True, False), ("422", True, False),
+    ("408", False, False), ("429", False, False), ("500", False, False), ("503", False, False),
+    ("badjson", False, False), ("badshape", False, False), ("drop", False, False),
+    # The service as configured, not the picture: a token refused, not the detect endpoint.
+    ("401", False, True), ("403", False, True), ("404", False, True), ("405", False, True),
 ])
-async def test_answers_are_classified(standin: StandIn, mode: str, permanent: bool) -> None:
+async def test_answers_are_classified(standin: StandIn, mode: str, permanent: bool, service: bool) -> None:
     standin.mode = mode
     async with ApolloClient(standin.url, timeout=5, concurrency=2) as client:
         with pytest.raises(ApolloError) as info:
             await client.detect(JPEG, HASH)
-    assert info.value.permanent is permanent and info.value.connection is False
+    assert info.value.permanent is permanent and info.value.connection is service
     if mode.isdigit():
         assert info.value.status == int(mode) and mode in info.value.message
 

@@ -156,6 +156,8 @@ def test_bad_options_and_settings_exit_2_with_one_line() -> None:
         ([], {"FACE_SERVE_QUEUE_PER_WORKER": "many"}, "FACE_SERVE_QUEUE_PER_WORKER"),
         ([], {"FACE_SERVE_TIMEOUT_SEC": "0"}, "FACE_SERVE_TIMEOUT_SEC"),
         ([], {"FACE_SERVE_MAX_BODY_MB": "0"}, "FACE_SERVE_MAX_BODY_MB"),
+        ([], {"FACE_SERVE_TOKEN": "short"}, "FACE_SERVE_TOKEN"),
+        ([], {"FACE_SERVE_TOKEN": "sixteen chars with spaces"}, "FACE_SERVE_TOKEN"),
     ):
         res = subprocess.run([sys.executable, "-m", "imageapi", "faces", "serve", *args], capture_output=True,
                              text=True, env=base_env(**env), timeout=60)
@@ -412,6 +414,45 @@ def test_the_client_waits_out_a_short_retry_after(corpus: Path) -> None:
         assert server.health()["detected"] == 6
         code, err = server.stop()
         assert code == 0, err
+    finally:
+        server.kill()
+
+
+def test_a_server_with_a_token_answers_only_the_clients_that_send_it(corpus: Path) -> None:
+    """FACE_SERVE_TOKEN: a detect call without the bearer token (or with another) is a 401 before
+    its body is read; health stays open. imageapi's client sends APOLLO_FACE_API_TOKEN, and a
+    refused token is the service being unusable as configured, not a permanent failure of the
+    photo (which would mark a whole library failed)."""
+    import asyncio
+
+    from imageapi.core.faces.apollo import ApolloClient, ApolloError
+
+    token = "k3y-" + "x" * 28
+    picture = (corpus / "faces" / "obama.jpg").read_bytes()
+    server = Server(1, FACE_SERVE_TOKEN=token)
+    try:
+        assert server.health()["ready"] == 1
+        refused = server.detect(picture)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = httpx.post(server.url + "/api/faces/detect", headers={"Authorization": "Bearer " + "y" * 32},
+                           files={"image": ("a.jpg", picture, "image/jpeg")}, timeout=60)
+        assert wrong.status_code == 401
+
+        async def detect(sent: str | None) -> int:
+            async with ApolloClient(server.url, timeout=60, concurrency=1, token=sent) as client:
+                return len((await client.detect(picture, HASH)).faces)
+
+        assert asyncio.run(detect(token)) == 1
+        for sent in (None, "z" * 32):
+            with pytest.raises(ApolloError) as caught:
+                asyncio.run(detect(sent))
+            err = caught.value
+            assert err.status == 401 and err.connection and not err.permanent
+            assert "APOLLO_FACE_API_TOKEN" in str(err)
+        assert server.health()["detected"] == 1
+        code, err_text = server.stop()
+        assert code == 0, err_text
     finally:
         server.kill()
 

@@ -68,6 +68,8 @@ BAD: dict[str, list[str]] = {
     "FACE_SERVE_QUEUE_PER_WORKER": ["-1", "10001", *INT_BAD],
     "FACE_SERVE_MAX_BODY_MB": ["0", "1025", *INT_BAD],
     "FACE_SERVE_TIMEOUT_SEC": ["0", "1e6", *SECONDS_BAD],
+    "FACE_SERVE_TOKEN": ["short", "a token with spaces in it", "t\u00f6ken-with-\u00fcmlauts-0123"],
+    "APOLLO_FACE_API_TOKEN": ["short", "a token with spaces in it", "tab\tinside-the-token-value"],
     "FACE_CLUSTER": ["sometimes", "2", "offf"],
     "FACE_CLUSTER_MAX_DISTANCE": ["0", "-0.1", "2.5", "nan", "inf", "far"],
     "FACE_CLUSTER_MIN_FACES": ["0", "10001", *INT_BAD],

@@ -52,6 +52,20 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def env_token(env: Mapping[str, str], *names: str) -> str | None:
+    """A shared secret sent or checked as `Authorization: Bearer TOKEN`: None when unset or blank;
+    visible ASCII only (it travels in an HTTP header), at least 16 characters."""
+    found = raw_value(env, *names)
+    if found is None:
+        return None
+    name, raw = found
+    if not all(0x21 <= ord(c) <= 0x7E for c in raw):
+        raise ConfigError(name, "must be printable ASCII without spaces (it is sent in an HTTP header)")
+    if len(raw) < 16:
+        raise ConfigError(name, f"must be at least 16 characters, got {len(raw)}")
+    return raw
+
+
 def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     """A yes/no setting: 1/true/yes/on or 0/false/no/off (any case); unset or empty: `default`."""
     raw = env.get(name, "").strip()

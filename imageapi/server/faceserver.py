@@ -4,12 +4,14 @@ POST /api/faces/detect (multipart: image, content_hash) and GET /api/health. Det
 worker processes of core.faces.faceserve.FaceDetectors, never in this event loop, so health answers
 while every worker is busy. Statuses follow the client's classification: 400 (malformed multipart),
 413 (body too large), 415 (not a picture) are permanent for that picture; 429 (queue full, with
-Retry-After), 503 (a worker died) and 504 (detection ran past the timeout) are transient.
+Retry-After), 503 (a worker died) and 504 (detection ran past the timeout) are transient. With
+FACE_SERVE_TOKEN set, a detect call without that bearer token gets 401 (health stays open).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,6 +60,10 @@ async def health(request: web.Request) -> web.Response:
 
 async def detect(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    if settings.token is not None and not bearer_matches(request, settings.token):
+        # Before the body is read: a caller without the token costs nothing but this answer.
+        raise ApiError(401, "unauthorized", "a bearer token is needed (FACE_SERVE_TOKEN; the client's "
+                       "APOLLO_FACE_API_TOKEN)", {"WWW-Authenticate": 'Bearer realm="imageapi faces"'})
     try:
         image = await asyncio.wait_for(read_image(request, settings.max_body), settings.timeout)
     except TimeoutError:
@@ -69,6 +75,12 @@ async def detect(request: web.Request) -> web.Response:
     except DetectorFailed as exc:
         raise ApiError(504 if exc.timed_out else 503, exc.code, exc.message) from None
     return web.json_response(detection_json(result))
+
+
+def bearer_matches(request: web.Request, token: str) -> bool:
+    """Whether `Authorization: Bearer TOKEN` was sent, compared in constant time."""
+    sent = request.headers.get("Authorization", "")
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
 
 
 def detection_json(result: Detection) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 httpx rather than aiohttp: aiohttp is the server's, the core keeps its own client. Every call has
 a connect and a read timeout plus an overall deadline (a server that trickles bytes cannot hold a
 request open), the answer's size is capped, and every failure is classified for the backlog:
-`permanent` (this content will never work: a 4xx other than 408/429) or transient (timeouts,
-408/429, 5xx, refused connections, unparsable answers). `connection` marks failures that say the
-service itself is unreachable, which the backlog uses to stop a tick early.
+`permanent` (this content will never work: a 4xx other than 408/429 and those below) or transient
+(timeouts, 408/429, 5xx, refused connections, unparsable answers). `connection` marks failures that
+say the service itself cannot be used (unreachable; or 401/403/404/405: a token refused, a wrong
+address), which the backlog uses to stop a tick early.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class ApolloClient:
     DOWN_FOR = 30.0
 
     def __init__(self, base_url: str | Sequence[str], *, timeout: float, concurrency: int,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, token: str | None = None) -> None:
         parts = base_url.split(",") if isinstance(base_url, str) else list(base_url)
         urls = list(dict.fromkeys(u.strip().rstrip("/") for u in parts if u.strip()))
         if not urls:
@@ -97,6 +98,7 @@ class ApolloClient:
             limits=limits,
             transport=transport,
             follow_redirects=False,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
         )
 
     async def __aenter__(self) -> ApolloClient:
@@ -235,9 +237,18 @@ def _retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
+# Answers about the service as configured, not about the picture: a token refused (401, 403) or
+# an address that is not the detect endpoint (404, 405). Counted as the service being unreachable
+# (the backlog stops after a few), never as a permanent failure of each photo sent.
+SERVICE_STATUSES = {401: "check APOLLO_FACE_API_TOKEN", 403: "check APOLLO_FACE_API_TOKEN",
+                    404: "check APOLLO_FACE_API_BASE_URL", 405: "check APOLLO_FACE_API_BASE_URL"}
+
+
 def _status_error(status: int, body: bytes) -> ApolloError:
     detail = body[:200].decode("utf-8", "replace").strip()
     message = f"Apollo answered HTTP {status}" + (f": {detail}" if detail else "")
+    if status in SERVICE_STATUSES:
+        return ApolloError(f"{message} ({SERVICE_STATUSES[status]})", connection=True, status=status)
     permanent = 400 <= status < 500 and status not in (408, 429)
     return ApolloError(message, permanent=permanent, status=status)
 

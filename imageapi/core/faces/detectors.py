@@ -137,5 +137,5 @@ def make_detector(settings: FaceSettings, client: ApolloClient | Detector | None
                                 min_score=settings.min_score)
     if settings.active == "apollo" and settings.base_url is not None:
         return ApolloDetector(ApolloClient(settings.base_url, timeout=settings.detect_timeout,
-                                           concurrency=settings.detect_concurrency))
+                                           concurrency=settings.detect_concurrency, token=settings.api_token))
     raise ValueError("face detection is off")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imageapi.core.errors import ConfigError
-from imageapi.core.parsers import env_flag, env_int, env_number, parse_url, raw_value
+from imageapi.core.parsers import env_flag, env_int, env_number, env_token, parse_url, raw_value
 
 if TYPE_CHECKING:
     from imageapi.core.config import Config
@@ -52,6 +52,7 @@ class FaceSettings:
     upsample: int = DEFAULT_UPSAMPLE
     min_size_px: int = DEFAULT_MIN_SIZE_PX
     min_score: float = DEFAULT_MIN_SCORE
+    api_token: str | None = None   # APOLLO_FACE_API_TOKEN: sent as a bearer token (imageapi faces serve's)
 
     @property
     def active(self) -> str:
@@ -113,6 +114,7 @@ def face_settings_from_env(env: Mapping[str, str]) -> FaceSettings:
     backend, reason = _backend(env, base_url)
     return FaceSettings(
         base_url=base_url,
+        api_token=env_token(env, "APOLLO_FACE_API_TOKEN"),
         backend=backend,
         backend_reason=reason,
         upsample=env_int(env, "FACE_UPSAMPLE", DEFAULT_UPSAMPLE, minimum=0, maximum=3),
