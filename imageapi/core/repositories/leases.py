@@ -59,9 +59,11 @@ class Claimed:
 
 
 def _libs(library_ids: Sequence[int] | None) -> tuple[str, list[object]]:
+    """`--library`: the rows stay picked as without it (a backlog's own index, in id order); `+`
+    keeps the library's index out, which SQLite would otherwise walk whole, then sort."""
     if not library_ids:
         return "", []
-    return f" AND f.library_id IN ({', '.join('?' * len(library_ids))})", list(library_ids)
+    return f" AND +f.library_id IN ({', '.join('?' * len(library_ids))})", list(library_ids)
 
 
 async def claim(db: Connection, backlog: Backlog, holder: str, limit: int, lease_seconds: float, *,
