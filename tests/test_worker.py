@@ -472,6 +472,17 @@ def test_leases_claim_disjoint_items_and_fence_stale_results(env: dict[str, str]
             assert [x.file_id for x in d] == [ids[5]]
             assert await leases.renew(db, "c", 60.0) == 2
             assert await leases.release_all(db, "c") == 2
+            # `--library`: only that library's rows, oldest first, and none of another's.
+            (env_dirs["tmp"] / "Other").mkdir()
+            other = await add_library(db, "other", env_dirs["tmp"] / "Other")
+            await write(db, "UPDATE files SET library_id = ?, thumb_state = 'pending' WHERE id IN (?, ?)",
+                        (other.id, ids[1], ids[3]))
+            e = await leases.claim(db, thumbs, "e", 4, 60.0, library_ids=[other.id])
+            assert [x.file_id for x in e] == [ids[1], ids[3]]
+            async with db.execute("SELECT library_id FROM files WHERE id = ?", (ids[0],)) as cur:
+                main_id = (await cur.fetchone())[0]
+            f = await leases.claim(db, thumbs, "f", 4, 60.0, library_ids=[main_id])
+            assert [x.file_id for x in f] == [ids[0]]   # ids[5] is still d's
         finally:
             await db.close()
 
