@@ -148,10 +148,13 @@ export class Viewer {
     add('Path', `${meta.library}: ${meta.path}`);
     if (meta.gps_lat !== null && meta.gps_lat !== undefined && meta.gps_lon !== null) {
       const lat = meta.gps_lat.toFixed(5), lon = meta.gps_lon.toFixed(5);
-      add('Place', h('a', {
+      // The place found offline from the GPS (city, region, country), then the point on a map.
+      const p = meta.place;
+      const named = p ? [p.city, p.region, p.country].filter((x, i, all) => x && all.indexOf(x) === i).join(', ') : '';
+      add('Place', [named ? h('span', { class: 'place-name', text: named }) : null, named ? h('br') : null, h('a', {
         href: `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=16/${lat}/${lon}`,
         target: '_blank', rel: 'noopener noreferrer', text: `${lat}, ${lon} (OpenStreetMap)`,
-      }));
+      })]);
     }
     clear(this.info).append(h('h2', { text: meta.name }), h('dl', {}, rows), this.tagEditor(meta));
     if (meta.kind !== 'video' && meta.kind !== 'other') this.info.append(insightBox(this.item));
