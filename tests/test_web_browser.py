@@ -235,7 +235,8 @@ def _tiles_in_dom(page: Any) -> list[str]:
 
 def _thumbs_loaded(page: Any, at_least: int = 8) -> None:
     # (photos: a video's thumbnail is ffmpeg's to make, tested elsewhere)
-    page.wait_for_function("""(n) => { const imgs = [...document.querySelectorAll('.canvas a.tile:not(:has(.dur)) img')];
+    page.wait_for_function("""(n) => {
+        const imgs = [...document.querySelectorAll('.canvas a.tile:not(:has(.dur)) img')];
         return imgs.length >= n && imgs.slice(0, n).every(i => i.complete && i.naturalWidth > 0); }""", arg=at_least)
 
 
