@@ -365,8 +365,11 @@ _collapse_cache: weakref.WeakKeyDictionary[Connection, dict[tuple[int, ...], tup
 @dataclass(frozen=True)
 class Collapsed:
     hidden: frozenset[int]               # files shown under another copy of their stack
-    by_month: dict[str | None, int]      # hidden files per month of taken_at (YYYY-MM; None: undated)
-    by_day: dict[str | None, int]        # the same per day (YYYY-MM-DD)
+    by_day: dict[str | None, int]        # hidden files per day of taken_at (YYYY-MM-DD; None: undated)
+
+    def in_month(self, month: str | None) -> int:
+        """Hidden files of a month (YYYY-MM; None: undated)."""
+        return sum(n for day, n in self.by_day.items() if (day[:7] if day else None) == month)
 
 
 async def collapsed(db: Connection, library_ids: Sequence[int]) -> Collapsed:
@@ -395,7 +398,6 @@ async def collapsed(db: Connection, library_ids: Sequence[int]) -> Collapsed:
     for r in rows:
         by_content.setdefault(r.content_hash, []).append(r)
     hidden: set[int] = set()
-    by_month: Counter[str | None] = Counter()
     by_day: Counter[str | None] = Counter()
     for g in groups.values():
         members = [r for c in g for r in by_content.get(c, [])]
@@ -405,9 +407,8 @@ async def collapsed(db: Connection, library_ids: Sequence[int]) -> Collapsed:
         for m in members:
             if m.id != top:
                 hidden.add(m.id)
-                by_month[m.taken_at[:7] if m.taken_at else None] += 1
                 by_day[m.taken_at[:10] if m.taken_at else None] += 1
-    result = Collapsed(frozenset(hidden), dict(by_month), dict(by_day))
+    result = Collapsed(frozenset(hidden), dict(by_day))
     if len(cache) > 16:  # library sets asked of one database: a few
         cache.clear()
     cache[libs] = (state, now, result)

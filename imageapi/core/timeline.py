@@ -74,7 +74,7 @@ async def month_items(db: Connection, libs: Sequence[Library], month: str, offse
         left_out = await duplicates.collapsed(db, lib_ids)
         # The month's rows up to the page's end with the ones left out before it: read from the
         # month's start (a month is a few thousand files at most), then skipped.
-        extra = left_out.by_month.get(month if month != UNDATED else None, 0)
+        extra = left_out.in_month(month if month != UNDATED else None)
         rows = await repo.timeline_files(db, lib_ids, taken, 0, offset + limit + extra)
         rows = [r for r in rows if r.id not in left_out.hidden][offset:offset + limit]
     else:

@@ -220,7 +220,7 @@ class TokenService:
         user = entry[0]
         if user is None:
             raise TokenError("the token's user no longer exists")
-        if not _same_key(key, user.token_key):
+        if not same_secret(key, user.token_key):
             raise TokenError("the token's user no longer exists")  # its id now holds another key
         if issued_at < user.tokens_valid_after:
             raise TokenError("token issued before the user's password was changed")
@@ -279,13 +279,14 @@ class TokenService:
         return claims
 
 
-def _same_key(a: str, b: str) -> bool:
+def same_secret(a: str, b: str) -> bool:
+    """Whether two secrets are equal, compared in constant time (any text: a header may not be ASCII)."""
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 def _still_valid(user: User | None, issued_at: int, key: str) -> bool:
     """`_check_user`'s test without its reasons (for the await-free path)."""
-    return user is not None and _same_key(key, user.token_key) and issued_at >= user.tokens_valid_after
+    return user is not None and same_secret(key, user.token_key) and issued_at >= user.tokens_valid_after
 
 
 def _user_id(sub: str) -> int | None:

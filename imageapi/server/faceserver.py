@@ -11,7 +11,6 @@ FACE_SERVE_TOKEN set, a detect call without that bearer token gets 401 (health s
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from imageapi.core.faces.faceserve import (
     ServeSettings,
     looks_like_a_picture,
 )
+from imageapi.core.tokens import same_secret
 from imageapi.server.middlewares import ApiError, error_middleware, shape_protocol_errors
 
 DETECTORS = web.AppKey("face_detectors", FaceDetectors)
@@ -79,8 +79,7 @@ async def detect(request: web.Request) -> web.Response:
 
 def bearer_matches(request: web.Request, token: str) -> bool:
     """Whether `Authorization: Bearer TOKEN` was sent, compared in constant time."""
-    sent = request.headers.get("Authorization", "")
-    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
+    return same_secret(request.headers.get("Authorization", ""), f"Bearer {token}")
 
 
 def detection_json(result: Detection) -> dict[str, Any]:
